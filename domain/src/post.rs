@@ -1,0 +1,204 @@
+//! The Post aggregate: a member's post about a store, with photos, cross-posted
+//! to social providers. Each provider's outcome is recorded here, so the log
+//! shows every attempt.
+
+use std::collections::BTreeMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::directory::{Claims, Services};
+use crate::error::DomainError;
+use crate::values::{ExternalRef, MemberId, PhotoKey, PostBody, PostId, Provider, Reason, StoreId};
+
+/// The most photos one post may carry.
+pub const MAX_PHOTOS: usize = 10;
+
+/// A photo as stored: its key, content type and content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Photo {
+    /// Storage key.
+    pub key: PhotoKey,
+    /// MIME type found from the content.
+    pub content_type: String,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// What a provider answered to one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocialOutcome {
+    /// Published; final.
+    Published { external_id: ExternalRef, url: ExternalRef },
+    /// This attempt failed; a later attempt may still publish.
+    Failed { reason: Reason, attempt: u32 },
+}
+
+/// What can be asked of a post.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PostCommand {
+    /// Write a post.
+    Create {
+        post: PostId,
+        author: MemberId,
+        store: StoreId,
+        body: PostBody,
+        photos: Vec<Photo>,
+        providers: Vec<Provider>,
+    },
+    /// Record what a provider answered.
+    RecordSocialResult { provider: Provider, outcome: SocialOutcome },
+    /// Delete the post.
+    Delete,
+}
+
+impl Claims for PostCommand {}
+
+/// What happened to a post.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PostEvent {
+    /// The post was written.
+    PostCreated {
+        post: PostId,
+        author: MemberId,
+        store: StoreId,
+        body: PostBody,
+        photos: Vec<Photo>,
+        providers: Vec<Provider>,
+    },
+    /// A provider published it.
+    SocialPostPublished { provider: Provider, external_id: ExternalRef, url: ExternalRef },
+    /// An attempt at a provider failed.
+    SocialPostFailed { provider: Provider, reason: Reason, attempt: u32 },
+    /// The post was deleted.
+    PostDeleted,
+}
+
+impl DomainEvent for PostEvent {
+    fn event_type(&self) -> String {
+        match self {
+            PostEvent::PostCreated { .. } => "PostCreated",
+            PostEvent::SocialPostPublished { .. } => "SocialPostPublished",
+            PostEvent::SocialPostFailed { .. } => "SocialPostFailed",
+            PostEvent::PostDeleted => "PostDeleted",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+/// Where a post stands at one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocialStatus {
+    /// No outcome yet.
+    Pending,
+    /// Published.
+    Published { external_id: ExternalRef, url: ExternalRef },
+    /// Last attempt failed.
+    Failed { reason: Reason, attempts: u32 },
+}
+
+/// A post's current state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Post {
+    id: Option<PostId>,
+    deleted: bool,
+    social: BTreeMap<Provider, SocialStatus>,
+}
+
+impl Post {
+    /// The status at each targeted provider.
+    pub fn social(&self) -> &BTreeMap<Provider, SocialStatus> {
+        &self.social
+    }
+
+    fn require_live(&self) -> Result<(), DomainError> {
+        match &self.id {
+            None => Err(DomainError::NotFound("post")),
+            Some(id) if self.deleted => Err(DomainError::PostDeleted(id.clone())),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+impl Aggregate for Post {
+    const TYPE: &'static str = "Post";
+    type Command = PostCommand;
+    type Event = PostEvent;
+    type Error = DomainError;
+    type Services = Services;
+
+    async fn handle(
+        &mut self,
+        command: PostCommand,
+        directory: &Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), DomainError> {
+        let event = match command {
+            PostCommand::Create { post, author, store, body, photos, mut providers } => {
+                if let Some(id) = &self.id {
+                    return Err(DomainError::AlreadyRegistered(format!("post {id}")));
+                }
+                if photos.len() > MAX_PHOTOS {
+                    return Err(DomainError::Invalid(crate::values::ValueError {
+                        field: "photos",
+                        reason: format!("at most {MAX_PHOTOS} photos per post"),
+                    }));
+                }
+                let status =
+                    directory.member(&author).await?.ok_or_else(|| DomainError::UnknownMember(author.clone()))?;
+                if !status.active {
+                    return Err(DomainError::MemberInactive(author));
+                }
+                if directory.store(&store).await?.is_none() {
+                    return Err(DomainError::UnknownStore(store));
+                }
+                providers.sort();
+                providers.dedup();
+                PostEvent::PostCreated { post, author, store, body, photos, providers }
+            }
+            PostCommand::RecordSocialResult { provider, outcome } => {
+                self.require_live()?;
+                match self.social.get(&provider) {
+                    None => return Err(DomainError::ProviderNotTargeted(provider)),
+                    Some(SocialStatus::Published { .. }) => return Err(DomainError::AlreadyPublished(provider)),
+                    Some(_) => {}
+                }
+                match outcome {
+                    SocialOutcome::Published { external_id, url } => {
+                        PostEvent::SocialPostPublished { provider, external_id, url }
+                    }
+                    SocialOutcome::Failed { reason, attempt } => {
+                        PostEvent::SocialPostFailed { provider, reason, attempt }
+                    }
+                }
+            }
+            PostCommand::Delete => {
+                self.require_live()?;
+                PostEvent::PostDeleted
+            }
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: PostEvent) {
+        match event {
+            PostEvent::PostCreated { post, providers, .. } => {
+                self.id = Some(post);
+                self.social = providers.into_iter().map(|p| (p, SocialStatus::Pending)).collect();
+            }
+            PostEvent::SocialPostPublished { provider, external_id, url } => {
+                self.social.insert(provider, SocialStatus::Published { external_id, url });
+            }
+            PostEvent::SocialPostFailed { provider, reason, attempt } => {
+                self.social.insert(provider, SocialStatus::Failed { reason, attempts: attempt });
+            }
+            PostEvent::PostDeleted => self.deleted = true,
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Specification of the Post aggregate: writing a post about a store,
+//! recording each social provider's answer, deleting.
+
+mod support;
+
+use cqrs_es::Aggregate;
+use cqrs_es::test::TestFramework;
+use pointstream_domain::post::MAX_PHOTOS;
+use pointstream_domain::values::{PhotoKey, Provider, ValueError};
+use pointstream_domain::{DomainError, Photo, Post, PostCommand, PostEvent, SocialOutcome, SocialStatus};
+use support::{body, cast, external, member, post_id, reason, store};
+
+fn framework() -> TestFramework<Post> {
+    TestFramework::with(cast().services())
+}
+
+fn photos(count: usize) -> Vec<Photo> {
+    (0..count)
+        .map(|i| Photo {
+            key: PhotoKey::parse(format!("posts/p1/{i}.jpg")).expect("photo key is valid"),
+            content_type: "image/jpeg".to_string(),
+            sha256: format!("{i:064x}"),
+        })
+        .collect()
+}
+
+fn create(author: &str, about: &str, photo_count: usize, providers: Vec<Provider>) -> PostCommand {
+    PostCommand::Create {
+        post: post_id("p1"),
+        author: member(author),
+        store: store(about),
+        body: body("Great flat white"),
+        photos: photos(photo_count),
+        providers,
+    }
+}
+
+fn created(providers: Vec<Provider>) -> PostEvent {
+    PostEvent::PostCreated {
+        post: post_id("p1"),
+        author: member("ann"),
+        store: store("cafe"),
+        body: body("Great flat white"),
+        photos: photos(1),
+        providers,
+    }
+}
+
+fn published() -> SocialOutcome {
+    SocialOutcome::Published { external_id: external("ext-1"), url: external("https://example.com/ext-1") }
+}
+
+fn failed(attempt: u32) -> SocialOutcome {
+    SocialOutcome::Failed { reason: reason("rate limited"), attempt }
+}
+
+fn record(provider: Provider, outcome: SocialOutcome) -> PostCommand {
+    PostCommand::RecordSocialResult { provider, outcome }
+}
+
+#[test]
+fn an_active_member_writes_a_post_about_a_registered_store() {
+    framework()
+        .given_no_previous_events()
+        .when(create("ann", "cafe", 1, vec![Provider::Facebook]))
+        .then_expect_events(vec![created(vec![Provider::Facebook])]);
+}
+
+#[test]
+fn the_providers_of_a_new_post_are_sorted_and_listed_once() {
+    framework()
+        .given_no_previous_events()
+        .when(create("ann", "cafe", 1, vec![Provider::Twitter, Provider::Facebook, Provider::Twitter]))
+        .then_expect_events(vec![created(vec![Provider::Facebook, Provider::Twitter])]);
+}
+
+#[test]
+fn a_post_may_carry_the_largest_number_of_photos() {
+    let events = framework()
+        .given_no_previous_events()
+        .when(create("ann", "cafe", MAX_PHOTOS, vec![]))
+        .inspect_result()
+        .expect("a post with MAX_PHOTOS photos is accepted");
+
+    assert!(matches!(&events[..], [PostEvent::PostCreated { photos, .. }] if photos.len() == MAX_PHOTOS));
+}
+
+#[test]
+fn a_post_with_too_many_photos_is_refused() {
+    framework().given_no_previous_events().when(create("ann", "cafe", MAX_PHOTOS + 1, vec![])).then_expect_error(
+        DomainError::Invalid(ValueError { field: "photos", reason: format!("at most {MAX_PHOTOS} photos per post") }),
+    );
+}
+
+#[test]
+fn creating_a_post_twice_is_refused() {
+    framework()
+        .given(vec![created(vec![])])
+        .when(create("ann", "cafe", 1, vec![]))
+        .then_expect_error(DomainError::AlreadyRegistered("post p1".to_string()));
+}
+
+#[test]
+fn a_post_by_an_unknown_member_is_refused() {
+    framework()
+        .given_no_previous_events()
+        .when(create("zed", "cafe", 1, vec![]))
+        .then_expect_error(DomainError::UnknownMember(member("zed")));
+}
+
+#[test]
+fn a_post_by_a_deactivated_member_is_refused() {
+    framework()
+        .given_no_previous_events()
+        .when(create("dan", "cafe", 1, vec![]))
+        .then_expect_error(DomainError::MemberInactive(member("dan")));
+}
+
+#[test]
+fn a_post_about_an_unknown_store_is_refused() {
+    framework()
+        .given_no_previous_events()
+        .when(create("ann", "nowhere", 1, vec![]))
+        .then_expect_error(DomainError::UnknownStore(store("nowhere")));
+}
+
+#[test]
+fn a_targeted_provider_publishes_the_post() {
+    framework()
+        .given(vec![created(vec![Provider::Facebook])])
+        .when(record(Provider::Facebook, published()))
+        .then_expect_events(vec![PostEvent::SocialPostPublished {
+            provider: Provider::Facebook,
+            external_id: external("ext-1"),
+            url: external("https://example.com/ext-1"),
+        }]);
+}
+
+#[test]
+fn a_failed_attempt_is_recorded_with_its_number() {
+    framework()
+        .given(vec![created(vec![Provider::Twitter])])
+        .when(record(Provider::Twitter, failed(1)))
+        .then_expect_events(vec![PostEvent::SocialPostFailed {
+            provider: Provider::Twitter,
+            reason: reason("rate limited"),
+            attempt: 1,
+        }]);
+}
+
+#[test]
+fn a_provider_may_publish_after_failed_attempts() {
+    framework()
+        .given(vec![
+            created(vec![Provider::Twitter]),
+            PostEvent::SocialPostFailed { provider: Provider::Twitter, reason: reason("rate limited"), attempt: 1 },
+        ])
+        .when(record(Provider::Twitter, published()))
+        .then_expect_events(vec![PostEvent::SocialPostPublished {
+            provider: Provider::Twitter,
+            external_id: external("ext-1"),
+            url: external("https://example.com/ext-1"),
+        }]);
+}
+
+#[test]
+fn a_result_from_a_provider_the_post_does_not_target_is_refused() {
+    framework()
+        .given(vec![created(vec![Provider::Facebook])])
+        .when(record(Provider::Twitter, published()))
+        .then_expect_error(DomainError::ProviderNotTargeted(Provider::Twitter));
+}
+
+#[test]
+fn a_result_after_the_provider_published_is_refused() {
+    framework()
+        .given(vec![
+            created(vec![Provider::Facebook]),
+            PostEvent::SocialPostPublished {
+                provider: Provider::Facebook,
+                external_id: external("ext-1"),
+                url: external("https://example.com/ext-1"),
+            },
+        ])
+        .when(record(Provider::Facebook, failed(2)))
+        .then_expect_error(DomainError::AlreadyPublished(Provider::Facebook));
+}
+
+#[test]
+fn a_result_for_a_deleted_post_is_refused() {
+    framework()
+        .given(vec![created(vec![Provider::Facebook]), PostEvent::PostDeleted])
+        .when(record(Provider::Facebook, published()))
+        .then_expect_error(DomainError::PostDeleted(post_id("p1")));
+}
+
+#[test]
+fn a_result_for_a_post_never_written_is_refused() {
+    framework()
+        .given_no_previous_events()
+        .when(record(Provider::Facebook, published()))
+        .then_expect_error(DomainError::NotFound("post"));
+}
+
+#[test]
+fn a_post_is_deleted() {
+    framework().given(vec![created(vec![])]).when(PostCommand::Delete).then_expect_events(vec![PostEvent::PostDeleted]);
+}
+
+#[test]
+fn deleting_a_deleted_post_is_refused() {
+    framework()
+        .given(vec![created(vec![]), PostEvent::PostDeleted])
+        .when(PostCommand::Delete)
+        .then_expect_error(DomainError::PostDeleted(post_id("p1")));
+}
+
+#[test]
+fn deleting_a_post_never_written_is_refused() {
+    framework().given_no_previous_events().when(PostCommand::Delete).then_expect_error(DomainError::NotFound("post"));
+}
+
+#[test]
+fn the_social_status_follows_each_provider_answer() {
+    let mut post = Post::default();
+
+    post.apply(created(vec![Provider::Facebook, Provider::Twitter]));
+    post.apply(PostEvent::SocialPostFailed { provider: Provider::Twitter, reason: reason("rate limited"), attempt: 2 });
+    post.apply(PostEvent::SocialPostPublished {
+        provider: Provider::Facebook,
+        external_id: external("ext-1"),
+        url: external("https://example.com/ext-1"),
+    });
+
+    assert_eq!(
+        post.social().get(&Provider::Facebook),
+        Some(&SocialStatus::Published { external_id: external("ext-1"), url: external("https://example.com/ext-1") })
+    );
+    assert_eq!(
+        post.social().get(&Provider::Twitter),
+        Some(&SocialStatus::Failed { reason: reason("rate limited"), attempts: 2 })
+    );
+}

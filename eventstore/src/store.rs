@@ -1,0 +1,296 @@
+//! [`EventStore`]: the handle every other crate uses. It owns the connection
+//! pool, the group-commit task, the aggregate cache and the log follower.
+
+use std::any::Any;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use cqrs_es::Aggregate;
+use lru::LruCache;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
+use tokio::sync::{mpsc, watch};
+
+use migrations::tables::Snapshots;
+
+use crate::chain::{self, ChainReport};
+use crate::connection;
+use crate::error::EventStoreError;
+use crate::log;
+use crate::record::RecordedEvent;
+use crate::writer::{self, AppendRequest};
+
+/// Tuning of an [`EventStore`].
+#[derive(Debug, Clone)]
+pub struct EventStoreConfig {
+    /// Take a snapshot every this many events of an aggregate.
+    pub snapshot_every: u64,
+    /// Aggregates kept in memory.
+    pub cache_capacity: usize,
+    /// Attempts of a command that keeps losing races before it fails with a conflict.
+    pub max_attempts: u32,
+    /// How often to look for events other processes appended.
+    pub follow_interval: Duration,
+    /// Database connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for EventStoreConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 100,
+            cache_capacity: 100_000,
+            max_attempts: 5,
+            follow_interval: Duration::from_millis(100),
+            max_connections: 16,
+        }
+    }
+}
+
+/// An aggregate's state with where it stands in its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// Sequence of the last event applied (0: no events).
+    pub sequence: u64,
+    /// Chain hash of that event (empty: no events).
+    pub hash: String,
+}
+
+pub(crate) type StreamKey = (String, String);
+
+/// A cached aggregate; the mutex also serialises commands on one aggregate
+/// within this process, so they do not race each other.
+#[derive(Default)]
+pub(crate) struct Slot {
+    pub state: Option<Box<dyn Any + Send + Sync>>,
+    pub sequence: u64,
+    pub hash: String,
+}
+
+pub(crate) struct Inner {
+    pub db: DatabaseConnection,
+    pub config: EventStoreConfig,
+    pub appender: mpsc::Sender<AppendRequest>,
+    pub head: Arc<watch::Sender<u64>>,
+    pub cache: Mutex<LruCache<StreamKey, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+/// The event store. Cheap to clone; all clones share one pool, cache and
+/// append task.
+#[derive(Clone)]
+pub struct EventStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl EventStore {
+    /// Connects to `url`, applies migrations and starts the background tasks.
+    pub async fn open(url: &str, config: EventStoreConfig) -> Result<Self, EventStoreError> {
+        let db = connection::connect(url, config.max_connections).await?;
+        connection::migrate(&db).await?;
+        Self::with_connection(db, config).await
+    }
+
+    /// Uses an open, migrated connection.
+    pub async fn with_connection(db: DatabaseConnection, config: EventStoreConfig) -> Result<Self, EventStoreError> {
+        let initial = log::head(&db).await?;
+        let head = Arc::new(watch::Sender::new(initial));
+        let (appender, requests) = mpsc::channel(4096);
+        tokio::spawn(writer::run(db.clone(), requests, head.clone()));
+        let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let inner = Arc::new(Inner { db, config, appender, head, cache: Mutex::new(LruCache::new(capacity)) });
+        tokio::spawn(follow(Arc::downgrade(&inner), initial));
+        Ok(Self { inner })
+    }
+
+    /// The connection pool.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> DbBackend {
+        self.inner.db.get_database_backend()
+    }
+
+    /// The highest committed position this process knows of.
+    pub fn head(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    /// A receiver that changes whenever the head moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    /// Waits until the head passes `after` or `timeout` elapses; returns the head.
+    /// Events written by this process wake waiters at once, those of other
+    /// processes within the follow interval.
+    pub async fn wait_for(&self, after: u64, timeout: Duration) -> u64 {
+        let mut rx = self.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|head| *head > after)).await;
+        let head = *rx.borrow();
+        head
+    }
+
+    /// Up to `limit` events with `position > after`, in position order.
+    pub async fn read_from(&self, after: u64, limit: u64) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        Ok(log::read_from(&self.inner.db, after, limit).await?)
+    }
+
+    /// The whole stream of one aggregate, as stored.
+    pub async fn read_stream(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        Ok(log::read_stream(&self.inner.db, aggregate_type, aggregate_id, 0).await?)
+    }
+
+    /// Loads an aggregate from its latest snapshot plus the events after it,
+    /// bypassing the cache.
+    pub async fn load<A: Aggregate + 'static>(&self, id: &str) -> Result<Loaded<A>, EventStoreError> {
+        let mut loaded = self.snapshot::<A>(id).await?.unwrap_or_else(|| Loaded {
+            state: A::default(),
+            sequence: 0,
+            hash: String::new(),
+        });
+        self.apply_stream(id, &mut loaded).await?;
+        Ok(loaded)
+    }
+
+    /// Rebuilds an aggregate from its first event, ignoring snapshots and cache.
+    pub async fn replay<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, EventStoreError> {
+        let mut loaded = Loaded { state: A::default(), sequence: 0, hash: String::new() };
+        self.apply_stream(id, &mut loaded).await?;
+        Ok(loaded)
+    }
+
+    /// Recomputes every hash chain and looks for holes (see [`chain::verify`]).
+    pub async fn verify(&self) -> Result<ChainReport, EventStoreError> {
+        chain::verify(&self.inner.db).await
+    }
+
+    async fn apply_stream<A: Aggregate>(&self, id: &str, loaded: &mut Loaded<A>) -> Result<(), EventStoreError> {
+        for event in log::read_stream(&self.inner.db, A::TYPE, id, loaded.sequence).await? {
+            loaded.state.apply(event.decode::<A>()?);
+            loaded.sequence = event.sequence;
+            loaded.hash = event.hash;
+        }
+        Ok(())
+    }
+
+    async fn snapshot<A: Aggregate>(&self, id: &str) -> Result<Option<Loaded<A>>, EventStoreError> {
+        let row = self
+            .inner
+            .db
+            .query_one(
+                Query::select()
+                    .columns([Snapshots::Sequence, Snapshots::State, Snapshots::Hash])
+                    .from(Snapshots::Table)
+                    .and_where(Expr::col(Snapshots::AggregateType).eq(A::TYPE))
+                    .and_where(Expr::col(Snapshots::AggregateId).eq(id)),
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.try_get("", "state")?;
+        match serde_json::from_str::<A>(&state) {
+            Ok(state) => Ok(Some(Loaded {
+                state,
+                sequence: row.try_get::<i64>("", "sequence")? as u64,
+                hash: row.try_get("", "hash")?,
+            })),
+            Err(err) => {
+                // A snapshot written by an older build: the log is the truth.
+                tracing::warn!(aggregate = A::TYPE, id, %err, "ignoring unreadable snapshot");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The cache slot of one aggregate (created empty if absent).
+    pub(crate) fn slot(&self, aggregate_type: &'static str, id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (aggregate_type.to_string(), id.to_string());
+        if let Some(slot) = cache.get(&key) {
+            return slot.clone();
+        }
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot::default()));
+        cache.put(key, slot.clone());
+        slot
+    }
+
+    /// Fills `slot` from storage if it holds no state of type `A`.
+    pub(crate) async fn fill<A: Aggregate + Clone + 'static>(
+        &self,
+        id: &str,
+        slot: &mut Slot,
+    ) -> Result<(), EventStoreError> {
+        if slot.state.as_ref().is_some_and(|s| s.is::<A>()) {
+            return Ok(());
+        }
+        let loaded = self.load::<A>(id).await?;
+        slot.state = Some(Box::new(loaded.state));
+        slot.sequence = loaded.sequence;
+        slot.hash = loaded.hash;
+        Ok(())
+    }
+
+    /// The current state of an aggregate, from the cache when warm.
+    pub async fn current<A: Aggregate + Clone + 'static>(&self, id: &str) -> Result<Loaded<A>, EventStoreError> {
+        let slot = self.slot(A::TYPE, id);
+        let mut slot = slot.lock().await;
+        self.fill::<A>(id, &mut slot).await?;
+        let state = slot.state.as_ref().and_then(|s| s.downcast_ref::<A>()).cloned().unwrap_or_default();
+        Ok(Loaded { state, sequence: slot.sequence, hash: slot.hash.clone() })
+    }
+}
+
+/// Follows the log for events written by other processes: moves the head
+/// (waking waiters) and drops cached aggregates they changed.
+async fn follow(inner: Weak<Inner>, mut seen: u64) {
+    loop {
+        let interval = match inner.upgrade() {
+            Some(inner) => inner.config.follow_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let head = match log::head(&inner.db).await {
+            Ok(head) => head,
+            Err(err) => {
+                tracing::warn!(%err, "log follower cannot read the head");
+                continue;
+            }
+        };
+        while seen < head {
+            let changed = match log::stream_heads_after(&inner.db, seen, 10_000).await {
+                Ok(changed) if !changed.is_empty() => changed,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(%err, "log follower cannot read the log");
+                    break;
+                }
+            };
+            let mut cache = inner.cache.lock().unwrap_or_else(|e| e.into_inner());
+            for (position, aggregate_type, aggregate_id, sequence) in changed {
+                seen = position;
+                let key = (aggregate_type, aggregate_id);
+                let stale =
+                    cache.peek(&key).is_some_and(|slot| slot.try_lock().map_or(true, |s| s.sequence < sequence));
+                if stale {
+                    cache.pop(&key);
+                }
+            }
+        }
+        inner.head.send_if_modified(|h| {
+            let newer = head > *h;
+            if newer {
+                *h = head;
+            }
+            newer
+        });
+    }
+}

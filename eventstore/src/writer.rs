@@ -1,0 +1,352 @@
+//! Group commit: one task per process appends the events of many commands in
+//! one transaction.
+//!
+//! Positions come from the one-row `log_head` table, bumped as the first
+//! statement of every append transaction. That row lock is held to commit, so
+//! appenders in all processes take positions and commit in the same order:
+//! positions are dense, gap-free (a rolled-back transaction rolls its bump
+//! back) and a reader never sees position `p + 1` before `p`. Batching many
+//! commands into one transaction amortises the lock and the commit's fsync.
+//!
+//! When a batch fails on a unique key (a concurrent writer in another process
+//! took a sequence, a claim or a command id), each request of the batch is
+//! retried alone so that every command gets its own verdict.
+
+use std::sync::Arc;
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, SqlErr, Statement, TransactionTrait};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use migrations::tables::{Claims, CommandLog, Events, Snapshots};
+
+use crate::outcome::CommandOutcome;
+
+/// One event ready to be stored (position still to come).
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: u32,
+    pub payload: String,
+    pub metadata: String,
+    pub recorded_at_us: i64,
+    pub hash: String,
+}
+
+/// The command-log row of a keyed command.
+#[derive(Debug, Clone)]
+pub(crate) struct CommandRecord {
+    pub command_id: String,
+    pub fingerprint: String,
+}
+
+/// A snapshot to store with the events.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotRecord {
+    pub sequence: u64,
+    pub state: String,
+    pub hash: String,
+}
+
+/// Everything one command writes, atomically.
+#[derive(Debug)]
+pub(crate) struct AppendRequest {
+    pub events: Vec<NewEvent>,
+    pub command: Option<CommandRecord>,
+    pub claims: Vec<domain::Claim>,
+    pub snapshot: Option<SnapshotRecord>,
+    pub reply: oneshot::Sender<Result<CommandOutcome, AppendError>>,
+}
+
+/// Why an append did not happen.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// Another writer appended to the stream first.
+    Conflict,
+    /// This claim belongs to an aggregate already.
+    ClaimTaken(domain::Claim),
+    /// The command id was recorded by a concurrent execution.
+    DuplicateCommand,
+    /// The database failed.
+    Database(DbErr),
+}
+
+/// Limits of one group commit.
+const MAX_REQUESTS_PER_BATCH: usize = 256;
+/// Rows per INSERT statement (SQLite allows 32766 bound values).
+const ROWS_PER_INSERT: usize = 500;
+
+/// Runs until every sender is dropped.
+pub(crate) async fn run(
+    db: DatabaseConnection,
+    mut requests: mpsc::Receiver<AppendRequest>,
+    head: Arc<watch::Sender<u64>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_REQUESTS_PER_BATCH);
+    while requests.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH).await > 0 {
+        let batch_result = commit(&db, &batch).await;
+        match batch_result {
+            Ok(outcomes) => {
+                publish(&head, &outcomes);
+                for (request, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(_) if batch.len() > 1 => {
+                for request in batch.drain(..) {
+                    let result = commit_one(&db, &request).await;
+                    if let Ok(outcome) = &result {
+                        publish(&head, std::slice::from_ref(outcome));
+                    }
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(err) => {
+                if let Some(request) = batch.pop() {
+                    let result = classify(&db, &request, err).await;
+                    let _ = request.reply.send(Err(result));
+                }
+            }
+        }
+    }
+}
+
+fn publish(head: &watch::Sender<u64>, outcomes: &[CommandOutcome]) {
+    if let Some(last) = outcomes.iter().map(|o| o.last_position).max() {
+        head.send_if_modified(|h| {
+            let newer = last > *h;
+            if newer {
+                *h = last;
+            }
+            newer
+        });
+    }
+}
+
+async fn commit_one(db: &DatabaseConnection, request: &AppendRequest) -> Result<CommandOutcome, AppendError> {
+    match commit(db, std::slice::from_ref(request)).await {
+        Ok(mut outcomes) => outcomes.pop().ok_or(AppendError::Database(DbErr::Custom("empty commit".into()))),
+        Err(err) => Err(classify(db, request, err).await),
+    }
+}
+
+/// Names the unique key a failed append ran into.
+async fn classify(db: &DatabaseConnection, request: &AppendRequest, err: DbErr) -> AppendError {
+    if !matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+        return AppendError::Database(err);
+    }
+    for claim in &request.claims {
+        let taken = db
+            .query_one(
+                Query::select()
+                    .column(Claims::Kind)
+                    .from(Claims::Table)
+                    .and_where(Expr::col(Claims::Kind).eq(claim.kind))
+                    .and_where(Expr::col(Claims::ClaimKey).eq(claim.key.as_str())),
+            )
+            .await;
+        match taken {
+            Ok(Some(_)) => return AppendError::ClaimTaken(claim.clone()),
+            Ok(None) => {}
+            Err(e) => return AppendError::Database(e),
+        }
+    }
+    if let Some(command) = &request.command {
+        let recorded = db
+            .query_one(
+                Query::select()
+                    .column(CommandLog::CommandId)
+                    .from(CommandLog::Table)
+                    .and_where(Expr::col(CommandLog::CommandId).eq(command.command_id.as_str())),
+            )
+            .await;
+        match recorded {
+            Ok(Some(_)) => return AppendError::DuplicateCommand,
+            Ok(None) => {}
+            Err(e) => return AppendError::Database(e),
+        }
+    }
+    AppendError::Conflict
+}
+
+/// Reserves `count` positions; returns the new head.
+async fn reserve(txn: &impl ConnectionTrait, count: u64) -> Result<u64, DbErr> {
+    let backend = txn.get_database_backend();
+    match backend {
+        DbBackend::MySql => {
+            // LAST_INSERT_ID(expr) hands the new value back in the OK packet:
+            // one round trip, and the row stays locked until commit.
+            let result = txn
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    "UPDATE log_head SET position = LAST_INSERT_ID(position + ?) WHERE id = 1",
+                    [(count as i64).into()],
+                ))
+                .await?;
+            Ok(result.last_insert_id())
+        }
+        _ => {
+            let row = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    backend,
+                    "UPDATE log_head SET position = position + ? WHERE id = 1 RETURNING position",
+                    [(count as i64).into()],
+                ))
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound("log_head row 1 (run the migrations)".into()))?;
+            Ok(row.try_get::<i64>("", "position")? as u64)
+        }
+    }
+}
+
+/// Appends every request of `batch` in one transaction.
+async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<CommandOutcome>, DbErr> {
+    let count: u64 = batch.iter().map(|r| r.events.len() as u64).sum();
+    let txn = db.begin().await?;
+    let head = reserve(&txn, count).await?;
+    let mut next = head + 1 - count;
+    let now_us = crate::clock::now_us();
+
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut event_rows = Vec::with_capacity(count as usize);
+    for request in batch {
+        let first = next;
+        for event in &request.events {
+            event_rows.push((next, event));
+            next += 1;
+        }
+        let last_event = request.events.last();
+        outcomes.push(CommandOutcome {
+            command_id: String::new(),
+            aggregate_type: last_event.map(|e| e.aggregate_type.to_string()).unwrap_or_default(),
+            aggregate_id: last_event.map(|e| e.aggregate_id.clone()).unwrap_or_default(),
+            sequence: last_event.map_or(0, |e| e.sequence),
+            first_position: first,
+            last_position: next - 1,
+            replayed: false,
+        });
+    }
+
+    for chunk in event_rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = Query::insert();
+        insert.into_table(Events::Table).columns([
+            Events::Position,
+            Events::AggregateType,
+            Events::AggregateId,
+            Events::Sequence,
+            Events::EventType,
+            Events::EventVersion,
+            Events::Payload,
+            Events::Metadata,
+            Events::RecordedAtUs,
+            Events::Hash,
+        ]);
+        for (position, e) in chunk {
+            insert.values_panic([
+                (*position as i64).into(),
+                e.aggregate_type.into(),
+                e.aggregate_id.as_str().into(),
+                (e.sequence as i64).into(),
+                e.event_type.as_str().into(),
+                (e.event_version as i32).into(),
+                e.payload.as_str().into(),
+                e.metadata.as_str().into(),
+                e.recorded_at_us.into(),
+                e.hash.as_str().into(),
+            ]);
+        }
+        txn.execute(&insert).await?;
+    }
+
+    let mut commands = Query::insert();
+    commands.into_table(CommandLog::Table).columns([
+        CommandLog::CommandId,
+        CommandLog::Fingerprint,
+        CommandLog::AggregateType,
+        CommandLog::AggregateId,
+        CommandLog::Outcome,
+        CommandLog::RecordedAtUs,
+    ]);
+    let mut any_command = false;
+    for (request, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+        if let Some(command) = &request.command {
+            outcome.command_id.clone_from(&command.command_id);
+            let json = serde_json::to_string(&*outcome).map_err(|e| DbErr::Custom(e.to_string()))?;
+            commands.values_panic([
+                command.command_id.as_str().into(),
+                command.fingerprint.as_str().into(),
+                outcome.aggregate_type.as_str().into(),
+                outcome.aggregate_id.as_str().into(),
+                json.into(),
+                now_us.into(),
+            ]);
+            any_command = true;
+        }
+    }
+    if any_command {
+        txn.execute(&commands).await?;
+    }
+
+    let mut claims = Query::insert();
+    claims.into_table(Claims::Table).columns([
+        Claims::Kind,
+        Claims::ClaimKey,
+        Claims::AggregateType,
+        Claims::AggregateId,
+    ]);
+    let mut any_claim = false;
+    for (request, outcome) in batch.iter().zip(&outcomes) {
+        for claim in &request.claims {
+            claims.values_panic([
+                claim.kind.into(),
+                claim.key.as_str().into(),
+                outcome.aggregate_type.as_str().into(),
+                outcome.aggregate_id.as_str().into(),
+            ]);
+            any_claim = true;
+        }
+    }
+    if any_claim {
+        txn.execute(&claims).await?;
+    }
+
+    let mut snapshots = Query::insert();
+    snapshots
+        .into_table(Snapshots::Table)
+        .columns([
+            Snapshots::AggregateType,
+            Snapshots::AggregateId,
+            Snapshots::Sequence,
+            Snapshots::State,
+            Snapshots::Hash,
+            Snapshots::TakenAtUs,
+        ])
+        .on_conflict(
+            OnConflict::columns([Snapshots::AggregateType, Snapshots::AggregateId])
+                .update_columns([Snapshots::Sequence, Snapshots::State, Snapshots::Hash, Snapshots::TakenAtUs])
+                .to_owned(),
+        );
+    let mut any_snapshot = false;
+    for (request, outcome) in batch.iter().zip(&outcomes) {
+        if let Some(snapshot) = &request.snapshot {
+            snapshots.values_panic([
+                outcome.aggregate_type.as_str().into(),
+                outcome.aggregate_id.as_str().into(),
+                (snapshot.sequence as i64).into(),
+                snapshot.state.as_str().into(),
+                snapshot.hash.as_str().into(),
+                now_us.into(),
+            ]);
+            any_snapshot = true;
+        }
+    }
+    if any_snapshot {
+        txn.execute(&snapshots).await?;
+    }
+
+    txn.commit().await?;
+    Ok(outcomes)
+}

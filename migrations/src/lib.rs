@@ -1,0 +1,25 @@
+//! Every table of pointstream, as sea-orm migrations. Run by `pointstream
+//! migrate` and by every process at start-up (idempotent).
+//!
+//! Column types are chosen to work unchanged on MySQL/MariaDB and SQLite:
+//! payloads are `LONGTEXT` (exact bytes, so hashes verify), times are integer
+//! microseconds since the Unix epoch.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_event_store;
+
+/// Table and column names, for building queries with sea-query.
+pub mod tables {
+    pub use super::m20261125_000001_event_store::{Claims, CommandLog, Events, LogHead, Snapshots};
+}
+
+/// The migrator of the whole application.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_event_store::Migration)]
+    }
+}

@@ -125,7 +125,7 @@ impl MigrationTrait for Migration {
                     .into_table(LogHead::Table)
                     .columns([LogHead::Id, LogHead::Position])
                     .values_panic([1.into(), 0.into()])
-                    .on_conflict(OnConflict::column(LogHead::Id).do_nothing().to_owned())
+                    .on_conflict(OnConflict::column(LogHead::Id).update_column(LogHead::Id).to_owned())
                     .to_owned(),
             )
             .await?;

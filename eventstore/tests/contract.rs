@@ -1,0 +1,469 @@
+//! The event store contract, run against SQLite and MariaDB alike.
+
+mod support;
+
+use std::time::Duration;
+
+use domain::values::{Points, Reason};
+use domain::{DomainError, Member, MemberCommand, Wallet, WalletCommand, WalletEvent};
+use pointstream_eventstore::chain::{ChainBreak, HashedFields, event_hash};
+use pointstream_eventstore::{CommandContext, CommandError, EventStoreConfig, EventStoreError, Metadata};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
+
+/// Generates one `#[tokio::test]` per backend for each contract function.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Mysql).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    round_trip_keeps_events_metadata_and_positions,
+    a_lost_race_is_retried_and_then_fails_as_a_conflict,
+    concurrent_commands_on_one_aggregate_all_land_in_order,
+    a_command_id_seen_before_returns_the_first_outcome,
+    refused_commands_write_nothing,
+    snapshot_state_equals_full_replay_state,
+    tampering_is_named_by_verification,
+    unknown_and_malformed_stored_events_are_named_errors,
+    points_earned_v1_fixture_loads_through_the_upcaster,
+    waiters_wake_when_the_log_moves,
+);
+
+async fn sql(store: &pointstream_eventstore::EventStore, statement: &str) {
+    let backend = store.backend();
+    store.db().execute_raw(Statement::from_string(backend, statement)).await.expect("raw SQL runs");
+}
+
+async fn round_trip_keeps_events_metadata_and_positions(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    let context = CommandContext {
+        command_id: Some("till-7/0001".into()),
+        actor: Some("staff:ann".into()),
+        role: Some("staff".into()),
+        correlation_id: Some("req-42".into()),
+        causation_id: Some("purchase-99".into()),
+        request_id: Some("req-42".into()),
+        client_ip: Some("10.0.0.7".into()),
+    };
+    let outcome = store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), context).await.expect("earn lands");
+    assert!(!outcome.replayed);
+    assert_eq!(outcome.sequence, 2, "WalletOpened then PointsEarned");
+
+    let events = store.read_from(0, 1_000).await.expect("log reads");
+    let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=events.len() as u64).collect::<Vec<_>>(), "positions are dense from 1");
+    assert_eq!(store.head(), events.len() as u64);
+    assert_eq!((outcome.first_position, outcome.last_position), (positions[positions.len() - 2], store.head()));
+
+    let stream = store.read_stream("Wallet", "bob").await.expect("stream reads");
+    assert_eq!(stream.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(stream[0].decode::<Wallet>().expect("decodes"), WalletEvent::WalletOpened { member: member("bob") });
+    match stream[1].decode::<Wallet>().expect("decodes") {
+        WalletEvent::PointsEarned { points, policy_version, .. } => {
+            assert_eq!((points.get(), policy_version), (100, 1));
+        }
+        other => panic!("expected PointsEarned, got {other:?}"),
+    }
+    let metadata: Metadata = stream[1].metadata().expect("metadata reads");
+    assert_eq!(
+        metadata,
+        Metadata {
+            actor: Some("staff:ann".into()),
+            role: Some("staff".into()),
+            command_id: "till-7/0001".into(),
+            correlation_id: "req-42".into(),
+            causation_id: Some("purchase-99".into()),
+            request_id: Some("req-42".into()),
+            client_ip: Some("10.0.0.7".into()),
+        }
+    );
+
+    // A second process (cold cache) sees the same state.
+    let other = open(&db, quiet()).await;
+    let loaded = other.load::<Wallet>("bob").await.expect("wallet loads");
+    assert_eq!(loaded.state.balance(&cafe()), 100);
+    assert_eq!(loaded, store.current::<Wallet>("bob").await.expect("cached wallet"));
+    assert!(store.verify().await.expect("verifies").is_clean());
+}
+
+async fn a_lost_race_is_retried_and_then_fails_as_a_conflict(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let first = open(&db, quiet()).await;
+    world(&first, &["ann", "bob"]).await;
+    first.execute::<Wallet>("bob", earn("bob", "r1", 1_000), CommandContext::default()).await.expect("earn lands");
+
+    // A process that may try only once: its cached wallet is stale, so it loses.
+    let impatient = open(&db, EventStoreConfig { max_attempts: 1, ..quiet() }).await;
+    impatient.current::<Wallet>("bob").await.expect("warms the cache");
+    first.execute::<Wallet>("bob", earn("bob", "r2", 1_000), CommandContext::default()).await.expect("earn lands");
+    let head = first.head();
+    let lost = impatient.execute::<Wallet>("bob", earn("bob", "r3", 1_000), CommandContext::default()).await;
+    match lost {
+        Err(CommandError::Conflict { aggregate_type: "Wallet", aggregate_id, attempts: 1 }) => {
+            assert_eq!(aggregate_id, "bob");
+        }
+        other => panic!("expected a conflict after one attempt, got {other:?}"),
+    }
+    assert_eq!(first.read_from(head, 10).await.expect("log reads"), vec![], "the loser wrote nothing");
+
+    // A process allowed to retry reloads and lands.
+    let patient = open(&db, quiet()).await;
+    patient.current::<Wallet>("bob").await.expect("warms the cache");
+    first.execute::<Wallet>("bob", earn("bob", "r4", 1_000), CommandContext::default()).await.expect("earn lands");
+    let outcome = patient
+        .execute::<Wallet>("bob", earn("bob", "r5", 1_000), CommandContext::default())
+        .await
+        .expect("the retry lands");
+    assert_eq!(outcome.sequence, 5);
+    let wallet = first.load::<Wallet>("bob").await.expect("wallet loads");
+    assert_eq!(wallet.state.balance(&cafe()), 400, "r1, r2, r4 and r5 earned; r3 did not");
+}
+
+async fn concurrent_commands_on_one_aggregate_all_land_in_order(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let stores = [open(&db, quiet()).await, open(&db, quiet()).await];
+    world(&stores[0], &["ann", "bob"]).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = stores[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            store.execute::<Wallet>("bob", earn("bob", &format!("c{i}"), 1_000), CommandContext::default()).await
+        }));
+    }
+    let mut landed = 0;
+    for task in tasks {
+        match task.await.expect("task runs") {
+            Ok(_) => landed += 1,
+            // Two stores hammering one wallet may exhaust the retries: a clean refusal.
+            Err(CommandError::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert!(landed >= 20, "most commands land ({landed} of 40)");
+    let stream = stores[1].read_stream("Wallet", "bob").await.expect("stream reads");
+    assert_eq!(stream.iter().map(|e| e.sequence).collect::<Vec<_>>(), (1..=landed + 1).collect::<Vec<u64>>());
+    let wallet = stores[1].load::<Wallet>("bob").await.expect("wallet loads");
+    assert_eq!(wallet.state.balance(&cafe()), 100 * landed);
+    assert!(stores[0].verify().await.expect("verifies").is_clean());
+}
+
+async fn a_command_id_seen_before_returns_the_first_outcome(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    let keyed = || CommandContext { command_id: Some("till-7/0001".into()), ..CommandContext::default() };
+
+    let first = store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), keyed()).await.expect("earn lands");
+    let head = store.head();
+    let again = store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), keyed()).await.expect("replay answers");
+    assert!(again.replayed && !first.replayed);
+    assert_eq!(
+        (again.first_position, again.last_position, again.sequence),
+        (first.first_position, first.last_position, first.sequence)
+    );
+
+    // Another process that never saw the command gives the same answer.
+    let other = open(&db, quiet()).await;
+    let elsewhere = other.execute::<Wallet>("bob", earn("bob", "r1", 1_000), keyed()).await.expect("replay answers");
+    assert!(elsewhere.replayed);
+    assert_eq!(elsewhere.last_position, first.last_position);
+
+    let reused = store.execute::<Wallet>("bob", earn("bob", "r1", 5_000), keyed()).await;
+    assert!(
+        matches!(&reused, Err(CommandError::IdempotencyKeyReused { command_id }) if command_id == "till-7/0001"),
+        "got {reused:?}"
+    );
+    let elsewhere = store.execute::<Wallet>("ann", earn("ann", "r9", 1_000), keyed()).await;
+    assert!(matches!(elsewhere, Err(CommandError::IdempotencyKeyReused { .. })), "same key, other aggregate");
+    assert_eq!(store.read_from(head, 10).await.expect("log reads"), vec![], "nothing was written");
+    assert_eq!(store.load::<Wallet>("bob").await.expect("loads").state.balance(&cafe()), 100);
+}
+
+async fn refused_commands_write_nothing(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), CommandContext::default()).await.expect("earn lands");
+    let head = store.head();
+
+    let refusals: Vec<(&str, WalletCommand, DomainError)> = vec![
+        ("zed", earn("zed", "r2", 1_000), DomainError::UnknownMember(member("zed"))),
+        (
+            "ann",
+            earn("ann", "r1", 1_000),
+            DomainError::DuplicatePurchaseRef {
+                store: cafe(),
+                purchase_ref: domain::values::PurchaseRef::parse("r1").expect("valid"),
+            },
+        ),
+        (
+            "bob",
+            WalletCommand::Redeem { store: cafe(), points: points(101), reward: Reason::parse("cake").expect("valid") },
+            DomainError::InsufficientPoints { store: cafe(), balance: 100, needed: 101 },
+        ),
+    ];
+    for (id, command, expected) in refusals {
+        match store.execute::<Wallet>(id, command.clone(), CommandContext::default()).await {
+            Err(CommandError::Rejected(error)) => assert_eq!(error, expected, "{command:?}"),
+            other => panic!("{command:?} should be refused with {expected}, got {other:?}"),
+        }
+    }
+    let taken = MemberCommand::Register {
+        member: member("cat"),
+        handle: domain::values::Handle::parse("bob").expect("valid"),
+        display_name: domain::values::DisplayName::parse("Cat").expect("valid"),
+    };
+    let refused = store.execute::<Member>("cat", taken, CommandContext::default()).await;
+    assert!(matches!(refused, Err(CommandError::Rejected(DomainError::HandleTaken(_)))), "got {refused:?}");
+
+    assert_eq!(store.read_from(head, 10).await.expect("log reads"), vec![]);
+    assert_eq!(open(&db, quiet()).await.load::<Wallet>("bob").await.expect("loads").state.balance(&cafe()), 100);
+}
+
+async fn snapshot_state_equals_full_replay_state(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let config = EventStoreConfig { snapshot_every: 5, ..quiet() };
+    let store = open(&db, config.clone()).await;
+    world(&store, &["ann", "bob"]).await;
+    for i in 0..23 {
+        store
+            .execute::<Wallet>("bob", earn("bob", &format!("r{i}"), 1_000 + i), CommandContext::default())
+            .await
+            .expect("earn lands");
+    }
+    let row = store
+        .db()
+        .query_one_raw(Statement::from_string(
+            store.backend(),
+            "SELECT sequence FROM snapshots WHERE aggregate_type = 'Wallet' AND aggregate_id = 'bob'",
+        ))
+        .await
+        .expect("snapshot query runs")
+        .expect("a snapshot was taken");
+    assert_eq!(row.try_get::<i64>("", "sequence").expect("sequence"), 20, "24 events: last snapshot at 20");
+
+    let cold = open(&db, config).await;
+    let from_snapshot = cold.load::<Wallet>("bob").await.expect("loads from the snapshot");
+    let replayed = cold.replay::<Wallet>("bob").await.expect("replays from the first event");
+    assert_eq!(from_snapshot, replayed);
+    assert_eq!(from_snapshot, store.current::<Wallet>("bob").await.expect("cached"));
+    assert_eq!(from_snapshot.sequence, 24);
+
+    // Proof the snapshot is what loads: break an event before it; the
+    // snapshot load does not read it, the full replay does.
+    sql(
+        &store,
+        "UPDATE events SET payload = '{}' WHERE aggregate_type = 'Wallet' AND aggregate_id = 'bob' AND sequence = 3",
+    )
+    .await;
+    assert_eq!(cold.load::<Wallet>("bob").await.expect("snapshot load skips the broken event"), from_snapshot);
+    assert!(matches!(cold.replay::<Wallet>("bob").await, Err(EventStoreError::MalformedEvent { .. })));
+    let report = store.verify().await.expect("verifies");
+    assert!(report.breaks.iter().any(|b| matches!(b, ChainBreak::HashMismatch { sequence: 3, .. })));
+}
+
+async fn tampering_is_named_by_verification(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    for i in 0..3 {
+        store
+            .execute::<Wallet>("bob", earn("bob", &format!("r{i}"), 1_000), CommandContext::default())
+            .await
+            .expect("earn lands");
+    }
+    let clean = store.verify().await.expect("verifies");
+    assert!(clean.is_clean(), "{:?}", clean.breaks);
+    assert_eq!(clean.events, store.head());
+
+    let target = store.read_stream("Wallet", "bob").await.expect("reads").remove(2);
+    sql(
+        &store,
+        &format!("UPDATE events SET payload = REPLACE(payload, '100', '900') WHERE position = {}", target.position),
+    )
+    .await;
+    let report = store.verify().await.expect("verifies");
+    assert_eq!(
+        report.breaks,
+        vec![ChainBreak::HashMismatch {
+            position: target.position,
+            aggregate_type: "Wallet".into(),
+            aggregate_id: "bob".into(),
+            sequence: 3,
+            event_type: "PointsEarned".into(),
+        }]
+    );
+    let message = report.breaks[0].to_string();
+    assert!(
+        message.contains("Wallet/bob #3") && message.contains(&format!("position {}", target.position)),
+        "{message}"
+    );
+
+    // Deleting an event is a hole in the stream and in the log.
+    sql(&store, &format!("DELETE FROM events WHERE position = {}", target.position)).await;
+    let report = store.verify().await.expect("verifies");
+    assert!(
+        report.breaks.iter().any(|b| matches!(b, ChainBreak::SequenceGap { expected: 3, found: 4, .. })),
+        "{:?}",
+        report.breaks
+    );
+    assert!(report.breaks.iter().any(|b| matches!(b, ChainBreak::PositionGap { .. })), "{:?}", report.breaks);
+}
+
+async fn unknown_and_malformed_stored_events_are_named_errors(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob", "cat"]).await;
+    store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), CommandContext::default()).await.expect("earn lands");
+    store.execute::<Wallet>("cat", earn("cat", "r2", 1_000), CommandContext::default()).await.expect("earn lands");
+    sql(&store, "UPDATE events SET event_type = 'PointsTeleported' WHERE aggregate_id = 'bob' AND sequence = 2 AND aggregate_type = 'Wallet'").await;
+    sql(&store, "UPDATE events SET payload = '{\"store\": 5' WHERE aggregate_id = 'cat' AND sequence = 2 AND aggregate_type = 'Wallet'").await;
+
+    let cold = open(&db, quiet()).await;
+    match cold.load::<Wallet>("bob").await {
+        Err(error @ EventStoreError::UnknownEventType { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("PointsTeleported") && message.contains("Wallet/bob #2"), "{message}");
+        }
+        other => panic!("expected an unknown event type, got {other:?}"),
+    }
+    match cold.load::<Wallet>("cat").await {
+        Err(error @ EventStoreError::MalformedEvent { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("PointsEarned") && message.contains("Wallet/cat #2"), "{message}");
+        }
+        other => panic!("expected a malformed event, got {other:?}"),
+    }
+    // A command on the broken aggregate fails with the same error, writing nothing.
+    let head = cold.head();
+    let refused = cold.execute::<Wallet>("bob", earn("bob", "r3", 1_000), CommandContext::default()).await;
+    assert!(matches!(refused, Err(CommandError::Store(EventStoreError::UnknownEventType { .. }))), "{refused:?}");
+    assert_eq!(cold.read_from(head, 10).await.expect("log reads"), vec![]);
+}
+
+async fn points_earned_v1_fixture_loads_through_the_upcaster(backend: Backend) {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        aggregate_type: String,
+        aggregate_id: String,
+        sequence: u64,
+        event_type: String,
+        event_version: u32,
+        payload: String,
+        metadata: String,
+        recorded_at_us: i64,
+    }
+    let Some(db) = scratch(backend).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "old"]).await;
+    let rows: Vec<Row> = serde_json::from_str(include_str!("fixtures/points_earned_v1.json")).expect("fixture parses");
+    let mut previous = String::new();
+    let mut position = store.head();
+    for row in &rows {
+        position += 1;
+        let hash = event_hash(
+            &previous,
+            &HashedFields {
+                aggregate_type: &row.aggregate_type,
+                aggregate_id: &row.aggregate_id,
+                sequence: row.sequence,
+                event_type: &row.event_type,
+                event_version: row.event_version,
+                payload: &row.payload,
+                metadata: &row.metadata,
+                recorded_at_us: row.recorded_at_us,
+            },
+        );
+        let insert = Statement::from_sql_and_values(
+            store.backend(),
+            match store.backend() {
+                DbBackend::MySql => {
+                    "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                     payload, metadata, recorded_at_us, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                }
+                _ => {
+                    "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                     payload, metadata, recorded_at_us, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                }
+            },
+            [
+                (position as i64).into(),
+                row.aggregate_type.clone().into(),
+                row.aggregate_id.clone().into(),
+                (row.sequence as i64).into(),
+                row.event_type.clone().into(),
+                (row.event_version as i64).into(),
+                row.payload.clone().into(),
+                row.metadata.clone().into(),
+                row.recorded_at_us.into(),
+                hash.clone().into(),
+            ],
+        );
+        store.db().execute_raw(insert).await.expect("fixture row inserts");
+        previous = hash;
+    }
+    sql(&store, &format!("UPDATE log_head SET position = {position} WHERE id = 1")).await;
+
+    let cold = open(&db, quiet()).await;
+    let stream = cold.read_stream("Wallet", "old").await.expect("reads");
+    assert_eq!(stream[1].event_version, 1);
+    assert_eq!(
+        stream[1].decode::<Wallet>().expect("v1 decodes"),
+        WalletEvent::PointsEarned {
+            store: cafe(),
+            purchase_ref: domain::values::PurchaseRef::parse("legacy-1").expect("valid"),
+            amount_paid: support::amount(2_500),
+            points: Points::new(250).expect("valid"),
+            policy_version: 1,
+        }
+    );
+    assert_eq!(cold.load::<Wallet>("old").await.expect("loads").state.balance(&cafe()), 250);
+    assert!(cold.verify().await.expect("verifies").is_clean());
+    // The stream goes on in the current shape, its chain unbroken.
+    let outcome =
+        cold.execute::<Wallet>("old", earn("old", "new-1", 1_000), CommandContext::default()).await.expect("lands");
+    assert_eq!(outcome.sequence, 3);
+    assert_eq!(cold.read_stream("Wallet", "old").await.expect("reads")[2].event_version, 2);
+    assert_eq!(cold.load::<Wallet>("old").await.expect("loads").state.balance(&cafe()), 350);
+    assert!(cold.verify().await.expect("verifies").is_clean());
+}
+
+async fn waiters_wake_when_the_log_moves(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let writer = open(&db, quiet()).await;
+    world(&writer, &["ann", "bob"]).await;
+    let head = writer.head();
+    // A reader in another "process" learns of new events through its follower.
+    let reader =
+        open(&db, EventStoreConfig { follow_interval: Duration::from_millis(20), ..EventStoreConfig::default() }).await;
+    let local = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.wait_for(head, Duration::from_secs(30)).await }
+    });
+    let remote = tokio::spawn(async move { reader.wait_for(head, Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    writer.execute::<Wallet>("bob", earn("bob", "r1", 1_000), CommandContext::default()).await.expect("lands");
+    let (local, remote) = (local.await.expect("runs"), remote.await.expect("runs"));
+    assert_eq!(local, head + 2);
+    assert_eq!(remote, head + 2);
+    assert_eq!(writer.wait_for(head + 2, Duration::from_millis(10)).await, head + 2, "times out at the head");
+}

@@ -1,0 +1,85 @@
+//! Shared by the event store tests: scratch databases on either backend and
+//! a small world (members, a cafe) to run commands in.
+
+#![allow(dead_code)]
+
+use domain::values::{Amount, DisplayName, EarnPolicy, Handle, MemberId, Points, PurchaseRef, StoreId, StoreName};
+use domain::{Member, MemberCommand, Store, StoreCommand, WalletCommand};
+use pointstream_eventstore::scratch::ScratchDatabase;
+use pointstream_eventstore::{CommandContext, EventStore, EventStoreConfig};
+
+/// Which database a contract test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+}
+
+/// A fresh database of `backend`; `None` only when MySQL was explicitly
+/// opted out of locally. A missing MariaDB fails the test with how to fix it.
+pub async fn scratch(backend: Backend) -> Option<ScratchDatabase> {
+    match backend {
+        Backend::Sqlite => Some(ScratchDatabase::sqlite()),
+        Backend::Mysql => ScratchDatabase::mysql().await.unwrap_or_else(|e| panic!("{e}")),
+    }
+}
+
+/// A store on `db` with small snapshots and a follower that never runs, so
+/// tests decide when caches go stale.
+pub async fn open(db: &ScratchDatabase, config: EventStoreConfig) -> EventStore {
+    EventStore::open(&db.url, config).await.expect("the scratch database opens")
+}
+
+pub fn quiet() -> EventStoreConfig {
+    EventStoreConfig { follow_interval: std::time::Duration::from_secs(3600), ..EventStoreConfig::default() }
+}
+
+pub fn member(id: &str) -> MemberId {
+    MemberId::parse(id).expect("member id literal is valid")
+}
+
+pub fn cafe() -> StoreId {
+    StoreId::parse("cafe").expect("store id literal is valid")
+}
+
+pub fn amount(raw: u64) -> Amount {
+    Amount::new(raw).expect("amount literal is valid")
+}
+
+pub fn points(raw: u64) -> Points {
+    Points::new(raw).expect("points literal is valid")
+}
+
+/// 10% of the amount paid, no cap, from 1 up.
+pub fn tenth() -> EarnPolicy {
+    EarnPolicy::new(1_000, None, 1).expect("policy literal is valid")
+}
+
+/// Registers `members` and the `cafe` (owned by the first, earning 10%).
+pub async fn world(store: &EventStore, members: &[&str]) {
+    for id in members {
+        let command = MemberCommand::Register {
+            member: member(id),
+            handle: Handle::parse(*id).expect("handle literal is valid"),
+            display_name: DisplayName::parse(id.to_uppercase()).expect("display name literal is valid"),
+        };
+        store.execute::<Member>(id, command, CommandContext::default()).await.expect("member registers");
+    }
+    let command = StoreCommand::Register {
+        store: cafe(),
+        name: StoreName::parse("The Cafe").expect("store name literal is valid"),
+        owner: member(members[0]),
+        policy: tenth(),
+    };
+    store.execute::<Store>("cafe", command, CommandContext::default()).await.expect("cafe registers");
+}
+
+/// An earn of `paid` (so `paid / 10` points) at the cafe under a unique purchase ref.
+pub fn earn(who: &str, purchase_ref: &str, paid: u64) -> WalletCommand {
+    WalletCommand::Earn {
+        member: member(who),
+        store: cafe(),
+        purchase_ref: PurchaseRef::parse(purchase_ref).expect("purchase ref literal is valid"),
+        amount: amount(paid),
+    }
+}

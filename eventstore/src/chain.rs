@@ -139,14 +139,14 @@ pub async fn verify(db: &DatabaseConnection) -> Result<ChainReport, EventStoreEr
         if let Some((t, i, s)) = &after {
             select.and_where(
                 Expr::tuple([
-                    Expr::col(Events::AggregateType).into(),
-                    Expr::col(Events::AggregateId).into(),
-                    Expr::col(Events::Sequence).into(),
+                    Expr::col(Events::AggregateType),
+                    Expr::col(Events::AggregateId),
+                    Expr::col(Events::Sequence),
                 ])
                 .gt(Expr::tuple([
-                    Expr::val(t.as_str()).into(),
-                    Expr::val(i.as_str()).into(),
-                    Expr::val(*s as i64).into(),
+                    Expr::val(t.as_str()),
+                    Expr::val(i.as_str()),
+                    Expr::val(*s as i64),
                 ])),
             );
         }

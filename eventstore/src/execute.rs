@@ -2,6 +2,7 @@
 //! optimistic concurrency, retry on conflict, and idempotency by command id.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
@@ -95,7 +96,7 @@ impl EventStore {
         }
 
         let max_attempts = Ord::max(self.inner.config.max_attempts, 1);
-        for _ in 0..max_attempts {
+        for attempt in 0..max_attempts {
             self.fill::<A>(id, &mut slot).await?;
             let Some(current) = slot.state.as_ref().and_then(|s| s.downcast_ref::<A>()) else {
                 return Err(EventStoreError::Closed.into());
@@ -182,6 +183,12 @@ impl EventStore {
                 }
                 Err(AppendError::Conflict) => {
                     slot.state = None;
+                    // Another process wrote this aggregate: back off a random
+                    // while so the contenders do not collide again in lockstep.
+                    if attempt + 1 < max_attempts {
+                        let ceiling_ms = 2u64 << Ord::min(attempt, 6);
+                        tokio::time::sleep(Duration::from_micros(rand::random_range(0..ceiling_ms * 1_000))).await;
+                    }
                 }
                 Err(AppendError::ClaimTaken(claim)) => return Err(command.claim_taken(&claim).into()),
                 Err(AppendError::DuplicateCommand) => {

@@ -120,6 +120,12 @@ impl EventStore {
         *self.inner.head.borrow()
     }
 
+    /// The committed head as the database has it now, including events other
+    /// processes appended that this one has not followed yet.
+    pub async fn read_head(&self) -> Result<u64, EventStoreError> {
+        Ok(log::head(&self.inner.db).await?)
+    }
+
     /// A receiver that changes whenever the head moves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.head.subscribe()
@@ -131,8 +137,8 @@ impl EventStore {
     pub async fn wait_for(&self, after: u64, timeout: Duration) -> u64 {
         let mut rx = self.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|head| *head > after)).await;
-        let head = *rx.borrow();
-        head
+        
+        *rx.borrow()
     }
 
     /// Up to `limit` events with `position > after`, in position order.

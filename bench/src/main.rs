@@ -1,1 +1,51 @@
-fn main() {}
+//! pointstream benchmarks. Every figure is printed next to a baseline measured
+//! in the same run, as a ratio, because absolute figures on shared machines
+//! are noise.
+//!
+//! ```sh
+//! cargo run --release -p bench -- eventstore
+//! ```
+
+mod cqrs_baseline;
+mod measure;
+mod pointstream;
+mod raw_inserts;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+/// pointstream benchmarks.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Event store append throughput and latency against raw inserts and cqrs-es + mysql-es.
+    Eventstore {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        /// Seconds per throughput measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Concurrency levels to measure throughput at.
+        #[arg(long, value_delimiter = ',', default_value = "8,32,64")]
+        concurrency: Vec<usize>,
+        /// Prior events on the aggregate for the latency measurement.
+        #[arg(long, value_delimiter = ',', default_value = "0,1000,10000")]
+        history: Vec<u64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Eventstore { mysql, seconds, concurrency, history } => {
+            let options = run::Options { seconds, concurrency, history };
+            run::eventstore(&mysql, &options).await
+        }
+    }
+}

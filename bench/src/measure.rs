@@ -1,0 +1,62 @@
+//! Timing helpers: closed-loop throughput and latency percentiles.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs `concurrency` workers, each calling `op(worker, i)` for i = 0, 1, ...
+/// until `duration` has passed; returns completed operations per second.
+pub async fn throughput<F, Fut>(concurrency: usize, duration: Duration, op: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    op(worker, done).await?;
+                    done += 1;
+                }
+                anyhow::Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Median and 99th percentile of `samples`.
+pub fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Times `count` sequential calls of `op(i)`.
+pub async fn latencies<F, Fut>(count: u64, mut op: F) -> anyhow::Result<(Duration, Duration)>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut samples = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let started = Instant::now();
+        op(i).await?;
+        samples.push(started.elapsed());
+    }
+    Ok(percentiles(samples))
+}
+
+/// A duration in milliseconds with two decimals.
+pub fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1_000.0)
+}

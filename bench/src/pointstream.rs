@@ -47,8 +47,12 @@ pub async fn register(store: &EventStore, members: &[String]) -> anyhow::Result<
     for task in tasks {
         task.await??;
     }
-    let command =
-        StoreCommand::Register { store: cafe(), name: StoreName::parse("Cafe")?, owner: member(&members[0]), policy: policy() };
+    let command = StoreCommand::Register {
+        store: cafe(),
+        name: StoreName::parse("Cafe")?,
+        owner: member(&members[0]),
+        policy: policy(),
+    };
     store.execute::<Store>("cafe", command, CommandContext::default()).await?;
     Ok(())
 }

@@ -26,9 +26,8 @@ const WALLETS_PER_WORKER: u64 = 10;
 
 pub async fn eventstore(server: &str, options: &Options) -> anyhow::Result<()> {
     let max_concurrency = options.concurrency.iter().copied().max().unwrap_or(1);
-    let mut members: Vec<String> = (0..max_concurrency)
-        .flat_map(|w| (0..WALLETS_PER_WORKER).map(move |k| format!("t{w}-{k}")))
-        .collect();
+    let mut members: Vec<String> =
+        (0..max_concurrency).flat_map(|w| (0..WALLETS_PER_WORKER).map(move |k| format!("t{w}-{k}"))).collect();
     members.extend(options.history.iter().map(|h| format!("h{h}")));
 
     let raw_db = Scratch::create(server, "raw").await?;
@@ -83,8 +82,9 @@ async fn measure(server: &str, options: &Options, members: &[String], urls: [&st
         );
     }
 
-    let store = EventStore::open(ps_url, EventStoreConfig { max_connections: pool_size, ..EventStoreConfig::default() })
-        .await?;
+    let store =
+        EventStore::open(ps_url, EventStoreConfig { max_connections: pool_size, ..EventStoreConfig::default() })
+            .await?;
     register(&store, members).await?;
     let mut c = Vec::new();
     for &concurrency in &options.concurrency {
@@ -119,7 +119,9 @@ async fn measure(server: &str, options: &Options, members: &[String], urls: [&st
     println!();
     println!("Latency of one earn on a wallet with a long history (sequential, p50 / p99):");
     println!();
-    println!("| prior events | (b) cqrs-es command | (c) pointstream command | (c) cold load (snapshot + tail) | (c) full replay |");
+    println!(
+        "| prior events | (b) cqrs-es command | (c) pointstream command | (c) cold load (snapshot + tail) | (c) full replay |"
+    );
     println!("|---|---|---|---|---|");
     let mut first: Option<(Duration, Duration, Duration)> = None;
     let mut last = None;
@@ -200,9 +202,10 @@ struct Scratch {
 
 impl Scratch {
     async fn create(server: &str, label: &str) -> anyhow::Result<Self> {
-        let admin = MySqlPoolOptions::new().max_connections(1).connect(server).await.map_err(|e| {
-            anyhow::anyhow!("MariaDB is not reachable at {server}: {e} (start it, or pass --mysql)")
-        })?;
+        let admin =
+            MySqlPoolOptions::new().max_connections(1).connect(server).await.map_err(|e| {
+                anyhow::anyhow!("MariaDB is not reachable at {server}: {e} (start it, or pass --mysql)")
+            })?;
         let name = format!("pointstream_bench_{label}_{}", uuid::Uuid::new_v4().simple());
         admin.execute(format!("CREATE DATABASE `{name}`").as_str()).await?;
         Ok(Self { admin, url: format!("{}/{name}", server.trim_end_matches('/')), name })

@@ -143,11 +143,7 @@ pub async fn verify(db: &DatabaseConnection) -> Result<ChainReport, EventStoreEr
                     Expr::col(Events::AggregateId),
                     Expr::col(Events::Sequence),
                 ])
-                .gt(Expr::tuple([
-                    Expr::val(t.as_str()),
-                    Expr::val(i.as_str()),
-                    Expr::val(*s as i64),
-                ])),
+                .gt(Expr::tuple([Expr::val(t.as_str()), Expr::val(i.as_str()), Expr::val(*s as i64)])),
             );
         }
         select

@@ -137,7 +137,7 @@ impl EventStore {
     pub async fn wait_for(&self, after: u64, timeout: Duration) -> u64 {
         let mut rx = self.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|head| *head > after)).await;
-        
+
         *rx.borrow()
     }
 

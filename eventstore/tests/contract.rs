@@ -1,13 +1,16 @@
 //! The event store contract, run against SQLite and MariaDB alike.
 
+// The support module names this crate as the rest of the workspace does.
+extern crate pointstream_eventstore as eventstore;
+
 mod support;
 
 use std::time::Duration;
 
 use domain::values::{Points, Reason};
 use domain::{DomainError, Member, MemberCommand, Wallet, WalletCommand, WalletEvent};
-use pointstream_eventstore::chain::{ChainBreak, HashedFields, event_hash};
-use pointstream_eventstore::{CommandContext, CommandError, EventStoreConfig, EventStoreError, Metadata};
+use eventstore::chain::{ChainBreak, HashedFields, event_hash};
+use eventstore::{CommandContext, CommandError, EventStoreConfig, EventStoreError, Metadata};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
 
@@ -46,7 +49,7 @@ contract!(
     waiters_wake_when_the_log_moves,
 );
 
-async fn sql(store: &pointstream_eventstore::EventStore, statement: &str) {
+async fn sql(store: &eventstore::EventStore, statement: &str) {
     let backend = store.backend();
     store.db().execute_raw(Statement::from_string(backend, statement)).await.expect("raw SQL runs");
 }

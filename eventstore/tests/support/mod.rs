@@ -5,8 +5,8 @@
 
 use domain::values::{Amount, DisplayName, EarnPolicy, Handle, MemberId, Points, PurchaseRef, StoreId, StoreName};
 use domain::{Member, MemberCommand, Store, StoreCommand, WalletCommand};
-use pointstream_eventstore::scratch::ScratchDatabase;
-use pointstream_eventstore::{CommandContext, EventStore, EventStoreConfig};
+use eventstore::scratch::ScratchDatabase;
+use eventstore::{CommandContext, EventStore, EventStoreConfig};
 
 /// Which database a contract test runs on.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,82 @@
+//! The `pointstream` binary, run as a user runs it, on SQLite and MariaDB.
+
+#[path = "../eventstore/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Output};
+
+use domain::Wallet;
+use eventstore::CommandContext;
+use sea_orm::{ConnectionTrait, Statement};
+use support::{Backend, earn, open, quiet, scratch, world};
+
+fn pointstream(database_url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pointstream"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn migrate_log_and_verify(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let migrated = pointstream(&db.url, &["migrate"]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let empty = pointstream(&db.url, &["verify"]);
+    assert!(empty.status.success(), "{empty:?}");
+    assert!(stdout(&empty).contains("0 events in 0 streams checked, 0 problems"), "{}", stdout(&empty));
+
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), CommandContext::default()).await.expect("earn lands");
+    let head = store.head();
+
+    let log = pointstream(&db.url, &["log", "--after", "1", "--limit", "3"]);
+    assert!(log.status.success(), "{log:?}");
+    let lines: Vec<serde_json::Value> =
+        stdout(&log).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+    assert_eq!(lines.iter().map(|l| l["position"].as_u64()).collect::<Vec<_>>(), vec![Some(2), Some(3), Some(4)]);
+    let all = pointstream(&db.url, &["log"]);
+    let last: serde_json::Value = serde_json::from_str(stdout(&all).lines().last().expect("a line")).expect("JSON");
+    assert_eq!(last["position"].as_u64(), Some(head));
+    assert_eq!(last["event_type"], "PointsEarned");
+    assert_eq!(last["payload"]["points"], 100);
+
+    let clean = pointstream(&db.url, &["verify", "--json"]);
+    assert!(clean.status.success(), "{clean:?}");
+    let report: serde_json::Value = serde_json::from_str(&stdout(&clean)).expect("the report is JSON");
+    assert_eq!(report["events"].as_u64(), Some(head));
+
+    let tamper = format!("UPDATE events SET payload = REPLACE(payload, '100', '999') WHERE position = {head}");
+    store.db().execute_raw(Statement::from_string(store.backend(), tamper)).await.expect("tampering runs");
+    let broken = pointstream(&db.url, &["verify"]);
+    assert_eq!(broken.status.code(), Some(1), "{broken:?}");
+    assert!(
+        stdout(&broken).contains(&format!("hash mismatch at position {head}: Wallet/bob #2")),
+        "{}",
+        stdout(&broken)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_log_and_verify_on_sqlite() {
+    migrate_log_and_verify(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_log_and_verify_on_mysql() {
+    migrate_log_and_verify(Backend::Mysql).await;
+}
+
+#[test]
+fn an_unsupported_database_url_is_a_clear_error() {
+    let output = pointstream("postgres://localhost/pointstream", &["migrate"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unsupported database URL \"postgres://localhost/pointstream\""), "{stderr}");
+}

@@ -27,12 +27,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Recompute every stream's hash chain and look for holes; exit 1 if anything is wrong.
-    Verify {
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Audits of the log.
+    #[command(subcommand)]
+    Audit(Audit),
     /// Print events after a global position as JSON lines.
     Log {
         /// Print events with a position greater than this.
@@ -44,6 +41,16 @@ enum Command {
         /// Keep printing new events as they are committed.
         #[arg(long)]
         follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Audit {
+    /// Recompute every stream's hash chain and look for holes; exit 1 if anything is wrong.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -66,7 +73,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             tracing::info!(database = %cli.database_url, head = store.head(), "migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { json } => verify(store, json).await,
+        Command::Audit(Audit::Verify { json }) => verify(store, json).await,
         Command::Log { after, limit, follow } => log(store, after, limit, follow).await,
     }
 }

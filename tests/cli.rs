@@ -27,7 +27,7 @@ async fn migrate_log_and_verify(backend: Backend) {
     let Some(db) = scratch(backend).await else { return };
     let migrated = pointstream(&db.url, &["migrate"]);
     assert!(migrated.status.success(), "{migrated:?}");
-    let empty = pointstream(&db.url, &["verify"]);
+    let empty = pointstream(&db.url, &["audit", "verify"]);
     assert!(empty.status.success(), "{empty:?}");
     assert!(stdout(&empty).contains("0 events in 0 streams checked, 0 problems"), "{}", stdout(&empty));
 
@@ -47,14 +47,14 @@ async fn migrate_log_and_verify(backend: Backend) {
     assert_eq!(last["event_type"], "PointsEarned");
     assert_eq!(last["payload"]["points"], 100);
 
-    let clean = pointstream(&db.url, &["verify", "--json"]);
+    let clean = pointstream(&db.url, &["audit", "verify", "--json"]);
     assert!(clean.status.success(), "{clean:?}");
     let report: serde_json::Value = serde_json::from_str(&stdout(&clean)).expect("the report is JSON");
     assert_eq!(report["events"].as_u64(), Some(head));
 
     let tamper = format!("UPDATE events SET payload = REPLACE(payload, '100', '999') WHERE position = {head}");
     store.db().execute_raw(Statement::from_string(store.backend(), tamper)).await.expect("tampering runs");
-    let broken = pointstream(&db.url, &["verify"]);
+    let broken = pointstream(&db.url, &["audit", "verify"]);
     assert_eq!(broken.status.code(), Some(1), "{broken:?}");
     assert!(
         stdout(&broken).contains(&format!("hash mismatch at position {head}: Wallet/bob #2")),

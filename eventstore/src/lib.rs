@@ -16,7 +16,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use pointstream_eventstore::{CommandContext, EventStore, EventStoreConfig};
-//! use pointstream_domain::{Member, MemberCommand, values::*};
+//! use domain::{Member, MemberCommand, values::*};
 //!
 //! let store = EventStore::open("sqlite://pointstream.db", EventStoreConfig::default()).await?;
 //! let command = MemberCommand::Register {

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use migrations::tables::{Claims, CommandLog, Events, Snapshots};
 
+use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
 
 /// One event ready to be stored (position still to come).
@@ -138,6 +139,22 @@ async fn classify(db: &DatabaseConnection, request: &AppendRequest, err: DbErr) 
     if !matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
         return AppendError::Database(err);
     }
+    // The same command landing elsewhere first also took its claims: ask about it first.
+    if let Some(command) = &request.command {
+        let recorded = db
+            .query_one(
+                Query::select()
+                    .column(CommandLog::CommandId)
+                    .from(CommandLog::Table)
+                    .and_where(Expr::col(CommandLog::CommandId).eq(command.command_id.as_str())),
+            )
+            .await;
+        match recorded {
+            Ok(Some(_)) => return AppendError::DuplicateCommand,
+            Ok(None) => {}
+            Err(e) => return AppendError::Database(e),
+        }
+    }
     for claim in &request.claims {
         let taken = db
             .query_one(
@@ -150,21 +167,6 @@ async fn classify(db: &DatabaseConnection, request: &AppendRequest, err: DbErr) 
             .await;
         match taken {
             Ok(Some(_)) => return AppendError::ClaimTaken(claim.clone()),
-            Ok(None) => {}
-            Err(e) => return AppendError::Database(e),
-        }
-    }
-    if let Some(command) = &request.command {
-        let recorded = db
-            .query_one(
-                Query::select()
-                    .column(CommandLog::CommandId)
-                    .from(CommandLog::Table)
-                    .and_where(Expr::col(CommandLog::CommandId).eq(command.command_id.as_str())),
-            )
-            .await;
-        match recorded {
-            Ok(Some(_)) => return AppendError::DuplicateCommand,
             Ok(None) => {}
             Err(e) => return AppendError::Database(e),
         }
@@ -232,18 +234,7 @@ async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<
 
     for chunk in event_rows.chunks(ROWS_PER_INSERT) {
         let mut insert = Query::insert();
-        insert.into_table(Events::Table).columns([
-            Events::Position,
-            Events::AggregateType,
-            Events::AggregateId,
-            Events::Sequence,
-            Events::EventType,
-            Events::EventVersion,
-            Events::Payload,
-            Events::Metadata,
-            Events::RecordedAtUs,
-            Events::Hash,
-        ]);
+        insert.into_table(Events::Table).columns(EVENT_COLUMNS);
         for (position, e) in chunk {
             insert.values_panic([
                 (*position as i64).into(),

@@ -41,6 +41,7 @@ contract!(
     a_lost_race_is_retried_and_then_fails_as_a_conflict,
     concurrent_commands_on_one_aggregate_all_land_in_order,
     a_command_id_seen_before_returns_the_first_outcome,
+    one_keyed_command_racing_in_two_processes_lands_once,
     refused_commands_write_nothing,
     snapshot_state_equals_full_replay_state,
     tampering_is_named_by_verification,
@@ -199,6 +200,33 @@ async fn a_command_id_seen_before_returns_the_first_outcome(backend: Backend) {
     assert!(matches!(elsewhere, Err(CommandError::IdempotencyKeyReused { .. })), "same key, other aggregate");
     assert_eq!(store.read_from(head, 10).await.expect("log reads"), vec![], "nothing was written");
     assert_eq!(store.load::<Wallet>("bob").await.expect("loads").state.balance(&cafe()), 100);
+}
+
+async fn one_keyed_command_racing_in_two_processes_lands_once(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let stores = [open(&db, quiet()).await, open(&db, quiet()).await];
+    world(&stores[0], &["ann", "bob"]).await;
+    for round in 0..10 {
+        let key = format!("till-7/{round}");
+        let racers: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move {
+                    let context = CommandContext { command_id: Some(key), ..CommandContext::default() };
+                    store.execute::<Wallet>("bob", earn("bob", &format!("race-{round}"), 1_000), context).await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for racer in racers {
+            outcomes.push(racer.await.expect("racer runs").expect("both racers get the outcome"));
+        }
+        assert_eq!(outcomes.iter().filter(|o| !o.replayed).count(), 1, "exactly one racer wrote: {outcomes:?}");
+        assert_eq!(outcomes[0].last_position, outcomes[1].last_position);
+    }
+    let earned = stores[1].read_stream("Wallet", "bob").await.expect("reads");
+    assert_eq!(earned.iter().filter(|e| e.event_type == "PointsEarned").count(), 10);
 }
 
 async fn refused_commands_write_nothing(backend: Backend) {

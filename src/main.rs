@@ -6,6 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eventstore::{DEFAULT_DATABASE_URL, EventStore, EventStoreConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use projections::rebuild::rebuild;
+use projections::{Members, Posts, ProjectorConfig, Shares, Stores, Wallets};
+use tokio::sync::watch;
 
 /// Event-sourced loyalty points backend.
 #[derive(Debug, Parser)]
@@ -17,14 +21,31 @@ struct Cli {
     /// Take a snapshot of an aggregate every this many events.
     #[arg(long, env = "POINTSTREAM_SNAPSHOT_EVERY", default_value_t = 100, global = true)]
     snapshot_every: u64,
+    /// Projector lease lifetime in milliseconds: how soon a dead projector is taken over.
+    #[arg(long, env = "POINTSTREAM_LEASE_TTL_MS", default_value_t = 10_000, global = true)]
+    lease_ttl_ms: u64,
+    /// Events per projector batch (and transaction).
+    #[arg(long, env = "POINTSTREAM_PROJECTOR_BATCH", default_value_t = 1_000, global = true)]
+    projector_batch: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the service (the default): opens and migrates the store, follows the log.
+    /// Run the service (the default): the event store, the projectors and the share distribution.
     Serve,
+    /// Run only the projectors and the share distribution (one active per projection across processes).
+    Projector,
+    /// Rebuild read models from position 0 into shadow tables, then swap them in.
+    Replay {
+        /// Rebuild only this projection (members, stores, wallets, shares, posts).
+        #[arg(long)]
+        projection: Option<String>,
+        /// Events per batch.
+        #[arg(long, default_value_t = 5_000)]
+        batch_size: u64,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Audits of the log.
@@ -46,7 +67,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Audit {
-    /// Recompute every stream's hash chain and look for holes; exit 1 if anything is wrong.
+    /// Recompute every hash chain, replay the log in memory and compare it with
+    /// every read model; exit 1 if anything is wrong.
     Verify {
         /// Print the report as JSON.
         #[arg(long)]
@@ -67,8 +89,15 @@ async fn main() -> anyhow::Result<ExitCode> {
     let store = EventStore::open(&cli.database_url, config)
         .await
         .with_context(|| format!("cannot open the event store at {}", cli.database_url))?;
+    let projector = ProjectorConfig {
+        batch_size: cli.projector_batch.max(1),
+        lease_ttl: Duration::from_millis(cli.lease_ttl_ms.max(100)),
+        ..ProjectorConfig::default()
+    };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(store).await,
+        Command::Serve => serve(store, projector, "pointstream is running").await,
+        Command::Projector => serve(store, projector, "projector is running").await,
+        Command::Replay { projection, batch_size } => replay(store, projection, batch_size).await,
         Command::Migrate => {
             tracing::info!(database = %cli.database_url, head = store.head(), "migrations applied");
             Ok(ExitCode::SUCCESS)
@@ -78,33 +107,97 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(store: EventStore) -> anyhow::Result<ExitCode> {
-    tracing::info!(head = store.head(), "pointstream is running; Ctrl-C stops it");
-    let mut head = store.subscribe();
+async fn serve(store: EventStore, config: ProjectorConfig, banner: &str) -> anyhow::Result<ExitCode> {
+    let (stop, shutdown) = watch::channel(false);
+    let running = projections::spawn_all(&store, &config, &shutdown);
+    tracing::info!(head = store.head(), "{banner}; Ctrl-C stops it");
+    let mut report = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
             signal = tokio::signal::ctrl_c() => {
                 signal.context("cannot listen for Ctrl-C")?;
                 tracing::info!("stopping");
-                return Ok(ExitCode::SUCCESS);
+                break;
             }
-            changed = head.changed() => {
-                changed.context("the event store stopped")?;
-                tracing::debug!(head = *head.borrow(), "log moved");
+            _ = report.tick() => {
+                for status in &running.statuses {
+                    let status = status.borrow();
+                    tracing::info!(
+                        projection = status.name,
+                        active = status.active,
+                        checkpoint = status.checkpoint,
+                        lag = status.lag(),
+                        events_per_second = status.events_per_second.round(),
+                        "projector status"
+                    );
+                }
             }
         }
     }
+    stop.send_replace(true);
+    for task in running.tasks {
+        task.await??;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(store: EventStore, only: Option<String>, batch_size: u64) -> anyhow::Result<ExitCode> {
+    let names: Vec<&str> = match &only {
+        Some(name) => vec![
+            *projections::PROJECTIONS
+                .iter()
+                .find(|p| **p == name.as_str())
+                .ok_or_else(|| projections::ProjectionError::UnknownProjection(name.clone()))?,
+        ],
+        None => projections::PROJECTIONS.to_vec(),
+    };
+    for name in names {
+        let bar = ProgressBar::new(store.read_head().await?);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} events  {per_sec}  eta {eta}")
+                .context("progress bar template")?
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(name);
+        let progress = |position: u64, head: u64| {
+            bar.set_length(head);
+            bar.set_position(position);
+        };
+        let report = match name {
+            "members" => rebuild::<Members>(&store, batch_size, progress).await?,
+            "stores" => rebuild::<Stores>(&store, batch_size, progress).await?,
+            "wallets" => rebuild::<Wallets>(&store, batch_size, progress).await?,
+            "shares" => rebuild::<Shares>(&store, batch_size, progress).await?,
+            _ => rebuild::<Posts>(&store, batch_size, progress).await?,
+        };
+        bar.finish_and_clear();
+        println!(
+            "{name}: rebuilt {} events up to position {} in {:.1?} ({:.0} events/s), swapped in",
+            report.events,
+            report.position,
+            report.took,
+            report.rate()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn verify(store: EventStore, json: bool) -> anyhow::Result<ExitCode> {
-    let report = store.verify().await?;
+    let report = projections::audit(&store).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        for problem in &report.breaks {
+        let problems = report.problems();
+        for problem in &problems {
             println!("{problem}");
         }
-        println!("{} events in {} streams checked, {} problems", report.events, report.streams, report.breaks.len());
+        println!(
+            "{} events in {} streams checked, {} read models compared, {} problems",
+            report.chain.events,
+            report.chain.streams,
+            report.projections.len(),
+            problems.len()
+        );
     }
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use domain::values::{Points, Reason};
 use domain::{DomainError, Member, MemberCommand, Wallet, WalletCommand, WalletEvent};
-use eventstore::chain::{ChainBreak, HashedFields, event_hash};
+use eventstore::chain::ChainBreak;
 use eventstore::{CommandContext, CommandError, EventStoreConfig, EventStoreError, Metadata};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Statement};
 use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
 
 /// Generates one `#[tokio::test]` per backend for each contract function.
@@ -392,67 +392,10 @@ async fn unknown_and_malformed_stored_events_are_named_errors(backend: Backend) 
 }
 
 async fn points_earned_v1_fixture_loads_through_the_upcaster(backend: Backend) {
-    #[derive(serde::Deserialize)]
-    struct Row {
-        aggregate_type: String,
-        aggregate_id: String,
-        sequence: u64,
-        event_type: String,
-        event_version: u32,
-        payload: String,
-        metadata: String,
-        recorded_at_us: i64,
-    }
     let Some(db) = scratch(backend).await else { return };
     let store = open(&db, quiet()).await;
     world(&store, &["ann", "old"]).await;
-    let rows: Vec<Row> = serde_json::from_str(include_str!("fixtures/points_earned_v1.json")).expect("fixture parses");
-    let mut previous = String::new();
-    let mut position = store.head();
-    for row in &rows {
-        position += 1;
-        let hash = event_hash(
-            &previous,
-            &HashedFields {
-                aggregate_type: &row.aggregate_type,
-                aggregate_id: &row.aggregate_id,
-                sequence: row.sequence,
-                event_type: &row.event_type,
-                event_version: row.event_version,
-                payload: &row.payload,
-                metadata: &row.metadata,
-                recorded_at_us: row.recorded_at_us,
-            },
-        );
-        let insert = Statement::from_sql_and_values(
-            store.backend(),
-            match store.backend() {
-                DbBackend::MySql => {
-                    "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                     payload, metadata, recorded_at_us, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                }
-                _ => {
-                    "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                     payload, metadata, recorded_at_us, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                }
-            },
-            [
-                (position as i64).into(),
-                row.aggregate_type.clone().into(),
-                row.aggregate_id.clone().into(),
-                (row.sequence as i64).into(),
-                row.event_type.clone().into(),
-                (row.event_version as i64).into(),
-                row.payload.clone().into(),
-                row.metadata.clone().into(),
-                row.recorded_at_us.into(),
-                hash.clone().into(),
-            ],
-        );
-        store.db().execute_raw(insert).await.expect("fixture row inserts");
-        previous = hash;
-    }
-    sql(&store, &format!("UPDATE log_head SET position = {position} WHERE id = 1")).await;
+    support::import_v1_fixture(&store).await;
 
     let cold = open(&db, quiet()).await;
     let stream = cold.read_stream("Wallet", "old").await.expect("reads");

@@ -8,10 +8,15 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_event_store;
+mod m20261125_000002_read_models;
 
 /// Table and column names, for building queries with sea-query.
 pub mod tables {
     pub use super::m20261125_000001_event_store::{Claims, CommandLog, Events, LogHead, Snapshots};
+    pub use super::m20261125_000002_read_models::{
+        Balances, CHECKPOINT_TABLES, Checkpoint, Leases, Ledger, Members, PostPhotos, PostSocial, Posts,
+        ShareRecipients, Shares, SocialAccounts, Stores,
+    };
 }
 
 /// The migrator of the whole application.
@@ -20,6 +25,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_event_store::Migration)]
+        vec![Box::new(m20261125_000001_event_store::Migration), Box::new(m20261125_000002_read_models::Migration)]
     }
 }

@@ -5,8 +5,10 @@
 
 use domain::values::{Amount, DisplayName, EarnPolicy, Handle, MemberId, Points, PurchaseRef, StoreId, StoreName};
 use domain::{Member, MemberCommand, Store, StoreCommand, WalletCommand};
+use eventstore::chain::{HashedFields, event_hash};
 use eventstore::scratch::ScratchDatabase;
 use eventstore::{CommandContext, EventStore, EventStoreConfig};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 /// Which database a contract test runs on.
 #[derive(Debug, Clone, Copy)]
@@ -82,4 +84,68 @@ pub fn earn(who: &str, purchase_ref: &str, paid: u64) -> WalletCommand {
         purchase_ref: PurchaseRef::parse(purchase_ref).expect("purchase ref literal is valid"),
         amount: amount(paid),
     }
+}
+
+/// Appends the stored `PointsEarned` v1 fixture (wallet `old`, 250 points at
+/// the cafe) as a build of that time wrote it: raw rows, chained hashes.
+pub async fn import_v1_fixture(store: &EventStore) {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        aggregate_type: String,
+        aggregate_id: String,
+        sequence: u64,
+        event_type: String,
+        event_version: u32,
+        payload: String,
+        metadata: String,
+        recorded_at_us: i64,
+    }
+    let fixture = include_str!("../fixtures/points_earned_v1.json");
+    let rows: Vec<Row> = serde_json::from_str(fixture).expect("fixture parses");
+    let mut previous = String::new();
+    let mut position = store.read_head().await.expect("the head reads");
+    for row in &rows {
+        position += 1;
+        let hash = event_hash(
+            &previous,
+            &HashedFields {
+                aggregate_type: &row.aggregate_type,
+                aggregate_id: &row.aggregate_id,
+                sequence: row.sequence,
+                event_type: &row.event_type,
+                event_version: row.event_version,
+                payload: &row.payload,
+                metadata: &row.metadata,
+                recorded_at_us: row.recorded_at_us,
+            },
+        );
+        let placeholders = match store.backend() {
+            DbBackend::MySql => "?, ?, ?, ?, ?, ?, ?, ?, ?, ?",
+            _ => "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10",
+        };
+        let insert = Statement::from_sql_and_values(
+            store.backend(),
+            format!(
+                "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                 payload, metadata, recorded_at_us, hash) VALUES ({placeholders})"
+            ),
+            [
+                (position as i64).into(),
+                row.aggregate_type.clone().into(),
+                row.aggregate_id.clone().into(),
+                (row.sequence as i64).into(),
+                row.event_type.clone().into(),
+                i64::from(row.event_version).into(),
+                row.payload.clone().into(),
+                row.metadata.clone().into(),
+                row.recorded_at_us.into(),
+                hash.clone().into(),
+            ],
+        );
+        store.db().execute_raw(insert).await.expect("fixture row inserts");
+        previous = hash;
+    }
+    let head =
+        Statement::from_string(store.backend(), format!("UPDATE log_head SET position = {position} WHERE id = 1"));
+    store.db().execute_raw(head).await.expect("the head moves");
 }

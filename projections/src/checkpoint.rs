@@ -1,0 +1,60 @@
+//! Checkpoints: one single-row table per projection, `<name>_checkpoint`,
+//! written in the same transaction as the projection's rows. Because it is a
+//! table of the projection, a rebuild swaps it in together with the rows it
+//! describes.
+
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::{ConnectionTrait, DbErr};
+
+use migrations::tables::Checkpoint;
+
+use crate::projection::Names;
+
+/// The checkpoint table of projection `name`.
+pub(crate) fn table(name: &str, names: &Names) -> String {
+    names.table(&format!("{name}_checkpoint"))
+}
+
+/// The position a projection has applied up to.
+pub async fn read(conn: &impl ConnectionTrait, name: &str, names: &Names) -> Result<u64, DbErr> {
+    let select = Query::select()
+        .column(Checkpoint::Position)
+        .from(Alias::new(table(name, names)))
+        .and_where(Expr::col(Checkpoint::Id).eq(1))
+        .to_owned();
+    let row = conn
+        .query_one(&select)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("the checkpoint of {name} (run the migrations)")))?;
+    Ok(row.try_get::<i64>("", "position")? as u64)
+}
+
+/// Locks the checkpoint row for the rest of the transaction (as its first
+/// write, which also takes SQLite's write lock up front) and reads it.
+pub(crate) async fn lock(conn: &impl ConnectionTrait, name: &str, names: &Names, now_us: i64) -> Result<u64, DbErr> {
+    let touch = Query::update()
+        .table(Alias::new(table(name, names)))
+        .value(Checkpoint::UpdatedAtUs, now_us)
+        .and_where(Expr::col(Checkpoint::Id).eq(1))
+        .to_owned();
+    conn.execute(&touch).await?;
+    read(conn, name, names).await
+}
+
+/// Moves the checkpoint to `position`.
+pub(crate) async fn write(
+    conn: &impl ConnectionTrait,
+    name: &str,
+    names: &Names,
+    position: u64,
+    now_us: i64,
+) -> Result<(), DbErr> {
+    let update = Query::update()
+        .table(Alias::new(table(name, names)))
+        .value(Checkpoint::Position, position as i64)
+        .value(Checkpoint::UpdatedAtUs, now_us)
+        .and_where(Expr::col(Checkpoint::Id).eq(1))
+        .to_owned();
+    conn.execute(&update).await?;
+    Ok(())
+}

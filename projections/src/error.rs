@@ -1,0 +1,32 @@
+//! Errors of projections, the share distribution and audits.
+
+use eventstore::{CommandError, EventAddress, EventStoreError};
+use sea_orm::DbErr;
+
+/// Why a projection could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+    /// The event store failed, or a stored event could not be read.
+    #[error(transparent)]
+    Store(#[from] EventStoreError),
+    /// An event refers to a row that earlier events should have created.
+    #[error("{at}: {what} does not exist in the read model")]
+    Missing {
+        /// The event.
+        at: EventAddress,
+        /// What is missing.
+        what: String,
+    },
+    /// A command the share distribution issued failed for a reason other than the recipient.
+    #[error("share distribution: {0}")]
+    Command(#[from] CommandError),
+    /// Another process holds this projection's lease.
+    #[error("projection {0} is run by another process")]
+    LeaseLost(&'static str),
+    /// A name that is not a projection.
+    #[error("unknown projection {0:?}; known: members, stores, wallets, shares, posts")]
+    UnknownProjection(String),
+}

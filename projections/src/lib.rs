@@ -1,0 +1,90 @@
+//! Read models and the processes that follow the event log.
+//!
+//! * [`read_models`]: members, stores, balances and the ledger, shares, posts;
+//!   each a [`Projection`] of the log into MySQL/SQLite tables
+//!   ([`entities`] are their sea-orm entities, for queries).
+//! * [`projector`]: applies the log to a projection batch by batch, each batch
+//!   with its checkpoint in one transaction; one active projector per
+//!   projection across processes ([`lease`]).
+//! * [`share_distribution`]: credits the recipients of every share, refunds
+//!   the parts that cannot be delivered.
+//! * [`rebuild`]: rebuilds a projection from position 0 into shadow tables
+//!   and swaps them in atomically.
+//! * [`audit`]: replays the log in memory and compares it with the read
+//!   models; [`queries`]: balances, time travel and ledger pages.
+
+pub mod audit;
+pub mod checkpoint;
+pub mod entities;
+pub mod error;
+pub mod lease;
+pub mod projection;
+pub mod projector;
+pub mod queries;
+pub mod read_models;
+pub mod rebuild;
+pub mod share_distribution;
+pub mod table;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use audit::{AuditReport, audit};
+pub use error::ProjectionError;
+pub use projection::{Names, Projection};
+pub use projector::{Consumer, Projector, ProjectorConfig, ProjectorStatus};
+pub use read_models::{members::Members, posts::Posts, shares::Shares, stores::Stores, wallets::Wallets};
+pub use share_distribution::ShareDistribution;
+
+use eventstore::EventStore;
+
+/// Names of the projections, for `--projection`.
+pub const PROJECTIONS: [&str; 5] = ["members", "stores", "wallets", "shares", "posts"];
+
+/// The running consumers of one process: their status and their tasks.
+#[derive(Default)]
+pub struct Running {
+    /// One status receiver per consumer.
+    pub statuses: Vec<watch::Receiver<ProjectorStatus>>,
+    /// The tasks; each ends when `shutdown` turns true.
+    pub tasks: Vec<JoinHandle<Result<(), ProjectionError>>>,
+}
+
+impl Running {
+    fn start<C: Consumer>(&mut self, store: &EventStore, config: &ProjectorConfig, shutdown: &watch::Receiver<bool>) {
+        let (status, receiver) = watch::channel(ProjectorStatus { name: C::NAME, ..ProjectorStatus::default() });
+        self.statuses.push(receiver);
+        self.tasks.push(tokio::spawn(projector::run::<C>(store.clone(), config.clone(), status, shutdown.clone())));
+    }
+}
+
+/// Starts every projector and the share distribution as tasks; they stop
+/// when `shutdown` turns true.
+pub fn spawn_all(store: &EventStore, config: &ProjectorConfig, shutdown: &watch::Receiver<bool>) -> Running {
+    let mut running = Running::default();
+    running.start::<Projector<Members>>(store, config, shutdown);
+    running.start::<Projector<Stores>>(store, config, shutdown);
+    running.start::<Projector<Wallets>>(store, config, shutdown);
+    running.start::<Projector<Shares>>(store, config, shutdown);
+    running.start::<Projector<Posts>>(store, config, shutdown);
+    running.start::<ShareDistribution>(store, config, shutdown);
+    running
+}
+
+/// Runs every consumer in this task until none has anything left to do
+/// (the share distribution's commands can give the projections more work).
+/// For tests and one-shot catch-up; ignores leases.
+pub async fn catch_up(store: &EventStore, batch_size: u64) -> Result<(), ProjectionError> {
+    loop {
+        let mut handled = 0;
+        handled += ShareDistribution::step(store, batch_size).await?.1;
+        handled += Projector::<Members>::step(store, batch_size).await?.1;
+        handled += Projector::<Stores>::step(store, batch_size).await?.1;
+        handled += Projector::<Wallets>::step(store, batch_size).await?.1;
+        handled += Projector::<Shares>::step(store, batch_size).await?.1;
+        handled += Projector::<Posts>::step(store, batch_size).await?.1;
+        if handled == 0 {
+            return Ok(());
+        }
+    }
+}

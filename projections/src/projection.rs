@@ -1,0 +1,73 @@
+//! What a projection is: a named set of read-model tables, folded from the
+//! log one batch at a time.
+
+use std::future::Future;
+
+use eventstore::RecordedEvent;
+use sea_orm::{DatabaseTransaction, DbErr};
+
+use crate::error::ProjectionError;
+use crate::table::Difference;
+
+/// Which copy of a projection's tables to use: the live ones, or the shadow
+/// copies a rebuild fills before they are swapped in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    suffix: &'static str,
+}
+
+/// Suffix of the shadow tables of a rebuild.
+pub(crate) const SHADOW_SUFFIX: &str = "__rebuild";
+/// Suffix the replaced tables carry for the moment of the swap.
+pub(crate) const RETIRED_SUFFIX: &str = "__retired";
+
+impl Names {
+    /// The live tables.
+    pub const LIVE: Names = Names { suffix: "" };
+    /// The shadow tables of a rebuild.
+    pub const SHADOW: Names = Names { suffix: SHADOW_SUFFIX };
+
+    /// The actual name of table `base`.
+    pub fn table(&self, base: &str) -> String {
+        format!("{base}{}", self.suffix)
+    }
+}
+
+/// A projection: its tables (plus `<name>_checkpoint`) and how events change them.
+///
+/// A batch is applied as: [`Projection::load`] the rows the events touch,
+/// [`Projection::apply`] each event to them in memory, [`Projection::save`]
+/// what changed, all in the transaction that also moves the checkpoint. The
+/// audit folds the whole log with the same `apply` into an empty state and
+/// compares it with [`Projection::dump`].
+pub trait Projection: Send + Sync + 'static {
+    /// Name (also of its checkpoint table, `<NAME>_checkpoint`, and of its lease).
+    const NAME: &'static str;
+    /// Its read-model tables.
+    const TABLES: &'static [&'static str];
+    /// The rows in memory.
+    type State: Default + Send;
+
+    /// Loads the rows `events` will read or change.
+    fn load(
+        txn: &DatabaseTransaction,
+        names: &Names,
+        events: &[RecordedEvent],
+    ) -> impl Future<Output = Result<Self::State, DbErr>> + Send;
+
+    /// Applies one event to the rows in memory.
+    fn apply(state: &mut Self::State, event: &RecordedEvent) -> Result<(), ProjectionError>;
+
+    /// Writes the changed rows.
+    fn save(
+        state: &mut Self::State,
+        txn: &DatabaseTransaction,
+        names: &Names,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
+
+    /// Every stored row.
+    fn dump(txn: &DatabaseTransaction, names: &Names) -> impl Future<Output = Result<Self::State, DbErr>> + Send;
+
+    /// Every difference between a replayed and a stored state.
+    fn diff(expected: &Self::State, found: &Self::State) -> Vec<Difference>;
+}

@@ -1,0 +1,188 @@
+//! The projector runtime: reads the global log in batches and applies each
+//! batch with its checkpoint in one transaction, so a crash at any point
+//! neither skips nor repeats an event.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use eventstore::EventStore;
+use sea_orm::TransactionTrait;
+use tokio::sync::watch;
+
+use crate::checkpoint;
+use crate::error::ProjectionError;
+use crate::lease::Lease;
+use crate::projection::{Names, Projection};
+
+/// Tuning of the projectors.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Events per batch (and per transaction).
+    pub batch_size: u64,
+    /// Lease lifetime: a dead projector is taken over after at most this long.
+    pub lease_ttl: Duration,
+    /// Longest wait for new events before checking the lease again.
+    pub idle_wait: Duration,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self { batch_size: 1_000, lease_ttl: Duration::from_secs(10), idle_wait: Duration::from_secs(1) }
+    }
+}
+
+/// How far a projector has come.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ProjectorStatus {
+    /// Projection name.
+    pub name: &'static str,
+    /// Whether this process holds the lease and is applying events.
+    pub active: bool,
+    /// Last applied position.
+    pub checkpoint: u64,
+    /// Head of the log as last seen.
+    pub head: u64,
+    /// Events applied per second over the last batches.
+    pub events_per_second: f64,
+}
+
+impl ProjectorStatus {
+    /// Events committed but not yet applied.
+    pub fn lag(&self) -> u64 {
+        self.head.saturating_sub(self.checkpoint)
+    }
+}
+
+/// Applies the next batch (up to `limit` events) of projection `P` to the
+/// tables `names`. Returns the checkpoint afterwards and how many events were
+/// applied (0: nothing new).
+pub async fn step<P: Projection>(store: &EventStore, names: &Names, limit: u64) -> Result<(u64, u64), ProjectionError> {
+    let db = store.db();
+    let mut from = checkpoint::read(db, P::NAME, names).await?;
+    loop {
+        let events = store.read_from(from, limit).await?;
+        let Some(first) = events.first() else { return Ok((from, 0)) };
+        let txn = db.begin().await?;
+        let now = eventstore::now_us();
+        let locked = checkpoint::lock(&txn, P::NAME, names, now).await?;
+        if first.position != locked + 1 {
+            // Another projector, or a rebuild swapping tables in, moved the
+            // checkpoint since it was read: start again from where it is.
+            txn.rollback().await?;
+            from = locked;
+            continue;
+        }
+        let mut state = P::load(&txn, names, &events).await?;
+        for event in &events {
+            P::apply(&mut state, event)?;
+        }
+        P::save(&mut state, &txn, names).await?;
+        let last = events.last().map_or(locked, |e| e.position);
+        checkpoint::write(&txn, P::NAME, names, last, now).await?;
+        txn.commit().await?;
+        return Ok((last, events.len() as u64));
+    }
+}
+
+/// Something that follows the log with a checkpoint: a projection, or the
+/// share distribution.
+pub trait Consumer: Send + Sync + 'static {
+    /// Name (of its checkpoint table and its lease).
+    const NAME: &'static str;
+
+    /// Handles the next batch of up to `limit` events; returns the checkpoint
+    /// afterwards and how many events were handled.
+    fn step(store: &EventStore, limit: u64) -> impl Future<Output = Result<(u64, u64), ProjectionError>> + Send;
+}
+
+/// Projection `P` applied to its live tables.
+pub struct Projector<P>(PhantomData<P>);
+
+impl<P: Projection> Consumer for Projector<P> {
+    const NAME: &'static str = P::NAME;
+
+    async fn step(store: &EventStore, limit: u64) -> Result<(u64, u64), ProjectionError> {
+        step::<P>(store, &Names::LIVE, limit).await
+    }
+}
+
+/// Runs consumer `C` until `shutdown` turns true: takes the lease (or waits
+/// for it), handles batches as events arrive, and publishes its status.
+pub async fn run<C: Consumer>(
+    store: EventStore,
+    config: ProjectorConfig,
+    status: watch::Sender<ProjectorStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ProjectionError> {
+    let lease = Lease::new(&format!("projector:{}", C::NAME), config.lease_ttl);
+    let db = store.db().clone();
+    status.send_replace(ProjectorStatus { name: C::NAME, ..ProjectorStatus::default() });
+    while !*shutdown.borrow() {
+        if !lease.acquire(&db).await? {
+            status.send_modify(|s| s.active = false);
+            tokio::select! {
+                _ = tokio::time::sleep(lease.renew_every()) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        tracing::info!(projection = C::NAME, "projector active");
+        let mut renewed = Instant::now();
+        let mut rate = Rate::default();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if renewed.elapsed() >= lease.renew_every() {
+                if !lease.acquire(&db).await? {
+                    tracing::warn!(projection = C::NAME, "lease lost to another process");
+                    break;
+                }
+                renewed = Instant::now();
+            }
+            let started = Instant::now();
+            let (checkpoint, applied) = match C::step(&store, config.batch_size).await {
+                Ok(result) => result,
+                Err(err) => {
+                    // A database hiccup or a poison event: report, back off, retry.
+                    tracing::error!(projection = C::NAME, %err, "batch failed; retrying");
+                    tokio::time::sleep(config.idle_wait).await;
+                    continue;
+                }
+            };
+            let per_second = rate.record(applied, started.elapsed());
+            status.send_modify(|s| {
+                s.active = true;
+                s.checkpoint = checkpoint;
+                s.head = store.head().max(checkpoint);
+                s.events_per_second = per_second;
+            });
+            if applied == 0 {
+                tokio::select! {
+                    _ = store.wait_for(checkpoint, config.idle_wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        status.send_modify(|s| s.active = false);
+    }
+    lease.release(&db).await?;
+    Ok(())
+}
+
+/// Events per second, smoothed over recent batches.
+#[derive(Debug, Default)]
+struct Rate {
+    per_second: f64,
+}
+
+impl Rate {
+    fn record(&mut self, events: u64, took: Duration) -> f64 {
+        if events > 0 {
+            let now = events as f64 / took.as_secs_f64().max(1e-6);
+            self.per_second = if self.per_second == 0.0 { now } else { 0.8 * self.per_second + 0.2 * now };
+        }
+        self.per_second
+    }
+}

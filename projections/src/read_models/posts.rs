@@ -1,0 +1,147 @@
+//! `posts`, their `post_photos` and each provider's `post_social` status.
+
+use domain::{Post, PostEvent};
+use eventstore::RecordedEvent;
+use sea_orm::{DatabaseTransaction, DbErr, Value};
+
+use super::{ids_of, key1, key2};
+use crate::entities::{post_photos, post_social, posts};
+use crate::error::ProjectionError;
+use crate::projection::{Names, Projection};
+use crate::table::{self, Difference, Rows, diff};
+
+/// The posts projection.
+pub struct Posts;
+
+/// Posts keyed by id; photos by (post, index); social status by (post, provider).
+#[derive(Debug, Default)]
+pub struct PostsState {
+    /// `posts` rows.
+    pub posts: Rows<String, posts::Model>,
+    /// `post_photos` rows.
+    pub photos: Rows<(String, i64), post_photos::Model>,
+    /// `post_social` rows.
+    pub social: Rows<(String, String), post_social::Model>,
+}
+
+impl Projection for Posts {
+    const NAME: &'static str = "posts";
+    const TABLES: &'static [&'static str] = &["posts", "post_photos", "post_social"];
+    type State = PostsState;
+
+    async fn load(txn: &DatabaseTransaction, names: &Names, events: &[RecordedEvent]) -> Result<PostsState, DbErr> {
+        let ids = ids_of(events, "Post");
+        let post_keys: Vec<Vec<Value>> = ids.iter().map(|id| key1(id)).collect();
+        let social_keys: Vec<Vec<Value>> =
+            ids.iter().flat_map(|id| ["facebook", "twitter"].map(|provider| key2(id, provider))).collect();
+        let posts = table::load::<posts::Entity>(txn, &names.table("posts"), &post_keys).await?;
+        let social = table::load::<post_social::Entity>(txn, &names.table("post_social"), &social_keys).await?;
+        Ok(PostsState {
+            posts: Rows::loaded(posts.into_iter().map(|p| (p.post_id.clone(), p))),
+            photos: Rows::default(),
+            social: Rows::loaded(social.into_iter().map(|s| ((s.post_id.clone(), s.provider.clone()), s))),
+        })
+    }
+
+    fn apply(state: &mut PostsState, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.aggregate_type != "Post" {
+            return Ok(());
+        }
+        let id = &event.aggregate_id;
+        let missing = |what: String| ProjectionError::Missing { at: event.address(), what };
+        match event.decode::<Post>()? {
+            PostEvent::PostCreated { author, store, body, photos, providers, .. } => {
+                state.posts.put(
+                    id.clone(),
+                    posts::Model {
+                        post_id: id.clone(),
+                        author_id: author.as_str().to_string(),
+                        store_id: store.as_str().to_string(),
+                        body: body.as_str().to_string(),
+                        deleted: false,
+                        created_at_us: event.recorded_at_us,
+                        position: event.position as i64,
+                    },
+                );
+                for (index, photo) in photos.iter().enumerate() {
+                    state.photos.put(
+                        (id.clone(), index as i64),
+                        post_photos::Model {
+                            post_id: id.clone(),
+                            idx: index as i64,
+                            photo_key: photo.key.as_str().to_string(),
+                            content_type: photo.content_type.clone(),
+                            sha256: photo.sha256.clone(),
+                        },
+                    );
+                }
+                for provider in providers {
+                    state.social.put(
+                        (id.clone(), provider.to_string()),
+                        post_social::Model {
+                            post_id: id.clone(),
+                            provider: provider.to_string(),
+                            status: "pending".to_string(),
+                            external_id: None,
+                            url: None,
+                            reason: None,
+                            attempts: 0,
+                            updated_at_us: event.recorded_at_us,
+                        },
+                    );
+                }
+            }
+            PostEvent::SocialPostPublished { provider, external_id, url } => {
+                let key = (id.clone(), provider.to_string());
+                let row = state.social.get_mut(&key).ok_or_else(|| missing(format!("post {id} at {provider}")))?;
+                row.status = "published".to_string();
+                row.external_id = Some(external_id.as_str().to_string());
+                row.url = Some(url.as_str().to_string());
+                row.attempts += 1;
+                row.updated_at_us = event.recorded_at_us;
+            }
+            PostEvent::SocialPostFailed { provider, reason, attempt } => {
+                let key = (id.clone(), provider.to_string());
+                let row = state.social.get_mut(&key).ok_or_else(|| missing(format!("post {id} at {provider}")))?;
+                row.status = "failed".to_string();
+                row.reason = Some(reason.as_str().to_string());
+                row.attempts = i64::from(attempt);
+                row.updated_at_us = event.recorded_at_us;
+            }
+            PostEvent::PostDeleted => {
+                let row = state.posts.get_mut(id).ok_or_else(|| missing(format!("post {id}")))?;
+                row.deleted = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn save(state: &mut PostsState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
+        state.posts.save::<posts::Entity>(txn, &names.table("posts"), |p| key1(p)).await?;
+        state
+            .photos
+            .save::<post_photos::Entity>(txn, &names.table("post_photos"), |(p, i)| {
+                vec![p.as_str().into(), (*i).into()]
+            })
+            .await?;
+        state.social.save::<post_social::Entity>(txn, &names.table("post_social"), |(p, s)| key2(p, s)).await
+    }
+
+    async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<PostsState, DbErr> {
+        let posts = table::dump::<posts::Entity>(db, &names.table("posts")).await?;
+        let photos = table::dump::<post_photos::Entity>(db, &names.table("post_photos")).await?;
+        let social = table::dump::<post_social::Entity>(db, &names.table("post_social")).await?;
+        Ok(PostsState {
+            posts: Rows::loaded(posts.into_iter().map(|p| (p.post_id.clone(), p))),
+            photos: Rows::loaded(photos.into_iter().map(|p| ((p.post_id.clone(), p.idx), p))),
+            social: Rows::loaded(social.into_iter().map(|s| ((s.post_id.clone(), s.provider.clone()), s))),
+        })
+    }
+
+    fn diff(expected: &PostsState, found: &PostsState) -> Vec<Difference> {
+        let mut differences = diff("posts", &expected.posts, &found.posts);
+        differences.extend(diff("post_photos", &expected.photos, &found.photos));
+        differences.extend(diff("post_social", &expected.social, &found.social));
+        differences
+    }
+}

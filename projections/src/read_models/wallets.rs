@@ -1,0 +1,165 @@
+//! `balances` per (member, store) and the `ledger`: every point movement with
+//! the balance after it (the purchase history).
+
+use std::collections::BTreeSet;
+
+use domain::{Wallet, WalletEvent};
+use eventstore::RecordedEvent;
+use sea_orm::{DatabaseTransaction, DbErr, Value};
+
+use super::key2;
+use crate::entities::{balances, ledger};
+use crate::error::ProjectionError;
+use crate::projection::{Names, Projection};
+use crate::table::{self, Difference, Rows, diff};
+
+/// The wallets projection.
+pub struct Wallets;
+
+/// Balances keyed by (member, store); ledger rows keyed by position.
+#[derive(Debug, Default)]
+pub struct WalletsState {
+    /// `balances` rows.
+    pub balances: Rows<(String, String), balances::Model>,
+    /// `ledger` rows.
+    pub ledger: Rows<i64, ledger::Model>,
+}
+
+fn empty_balance(member: &str, store: &str) -> balances::Model {
+    balances::Model {
+        member_id: member.to_string(),
+        store_id: store.to_string(),
+        balance: 0,
+        earned: 0,
+        redeemed: 0,
+        shared_out: 0,
+        received: 0,
+        refunded: 0,
+        adjusted: 0,
+        expired: 0,
+        last_position: 0,
+    }
+}
+
+impl Projection for Wallets {
+    const NAME: &'static str = "wallets";
+    const TABLES: &'static [&'static str] = &["balances", "ledger"];
+    type State = WalletsState;
+
+    async fn load(txn: &DatabaseTransaction, names: &Names, events: &[RecordedEvent]) -> Result<WalletsState, DbErr> {
+        let mut keys = BTreeSet::new();
+        for event in events.iter().filter(|e| e.aggregate_type == "Wallet") {
+            if let Ok(decoded) = event.decode::<Wallet>()
+                && let Some((store, _)) = decoded.balance_change()
+            {
+                keys.insert((event.aggregate_id.clone(), store.as_str().to_string()));
+            }
+        }
+        let keys: Vec<Vec<Value>> = keys.iter().map(|(m, s)| key2(m, s)).collect();
+        let rows = table::load::<balances::Entity>(txn, &names.table("balances"), &keys).await?;
+        Ok(WalletsState {
+            balances: Rows::loaded(rows.into_iter().map(|b| ((b.member_id.clone(), b.store_id.clone()), b))),
+            ledger: Rows::default(),
+        })
+    }
+
+    fn apply(state: &mut WalletsState, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.aggregate_type != "Wallet" {
+            return Ok(());
+        }
+        let decoded = event.decode::<Wallet>()?;
+        let Some((store, delta)) = decoded.balance_change() else { return Ok(()) };
+        let member = &event.aggregate_id;
+        let key = (member.clone(), store.as_str().to_string());
+        if state.balances.get(&key).is_none() {
+            state.balances.put(key.clone(), empty_balance(member, store.as_str()));
+        }
+        let delta = delta as i64;
+        let balance = state
+            .balances
+            .get_mut(&key)
+            .ok_or_else(|| ProjectionError::Missing { at: event.address(), what: format!("balance {key:?}") })?;
+        balance.balance += delta;
+        balance.last_position = event.position as i64;
+        let mut row = ledger::Model {
+            position: event.position as i64,
+            member_id: member.clone(),
+            store_id: store.as_str().to_string(),
+            kind: String::new(),
+            delta,
+            balance_after: balance.balance,
+            purchase_ref: None,
+            amount_paid: None,
+            counterparty_id: None,
+            share_id: None,
+            reason: None,
+            recorded_at_us: event.recorded_at_us,
+        };
+        let kind = match &decoded {
+            WalletEvent::WalletOpened { .. } => return Ok(()),
+            WalletEvent::PointsEarned { purchase_ref, amount_paid, .. } => {
+                balance.earned += delta;
+                row.purchase_ref = Some(purchase_ref.as_str().to_string());
+                row.amount_paid = Some(amount_paid.get() as i64);
+                "earn"
+            }
+            WalletEvent::PointsShared { share, .. } => {
+                balance.shared_out -= delta;
+                row.share_id = Some(share.as_str().to_string());
+                "share"
+            }
+            WalletEvent::SharedPointsReceived { share, from, .. } => {
+                balance.received += delta;
+                row.share_id = Some(share.as_str().to_string());
+                row.counterparty_id = Some(from.as_str().to_string());
+                "receive"
+            }
+            WalletEvent::ShareRefunded { share, recipient, .. } => {
+                balance.refunded += delta;
+                row.share_id = Some(share.as_str().to_string());
+                row.counterparty_id = Some(recipient.as_str().to_string());
+                "refund"
+            }
+            WalletEvent::PointsRedeemed { reward, .. } => {
+                balance.redeemed -= delta;
+                row.reason = Some(reward.as_str().to_string());
+                "redeem"
+            }
+            WalletEvent::PointsAdjusted { reason, .. } => {
+                balance.adjusted += delta;
+                row.reason = Some(reason.as_str().to_string());
+                "adjust"
+            }
+            WalletEvent::PointsExpired { .. } => {
+                balance.expired -= delta;
+                "expire"
+            }
+        };
+        row.kind = kind.to_string();
+        state.ledger.put(row.position, row);
+        Ok(())
+    }
+
+    async fn save(state: &mut WalletsState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
+        state.balances.save::<balances::Entity>(txn, &names.table("balances"), |(m, s)| key2(m, s)).await?;
+        state.ledger.save::<ledger::Entity>(txn, &names.table("ledger"), |p| vec![(*p).into()]).await?;
+        // Ledger rows are append-only: once written they need not stay in memory.
+        state.ledger = Rows::default();
+        Ok(())
+    }
+
+    async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<WalletsState, DbErr> {
+        let balances = table::dump::<balances::Entity>(db, &names.table("balances")).await?;
+        let ledger = table::dump::<ledger::Entity>(db, &names.table("ledger")).await?;
+        Ok(WalletsState {
+            balances: Rows::loaded(balances.into_iter().map(|b| ((b.member_id.clone(), b.store_id.clone()), b))),
+            ledger: Rows::loaded(ledger.into_iter().map(|l| (l.position, l))),
+        })
+    }
+
+    fn diff(expected: &WalletsState, found: &WalletsState) -> Vec<Difference> {
+        let mut differences = diff("balances", &expected.balances, &found.balances);
+        differences.extend(diff("ledger", &expected.ledger, &found.ledger));
+        differences
+    }
+}

@@ -1,0 +1,146 @@
+//! Rebuilding a projection from position 0 while queries keep being answered.
+//!
+//! The rebuild fills shadow copies of the projection's tables (and of its
+//! checkpoint) from the log, then swaps them in at once: one `RENAME TABLE`
+//! on MySQL, one transaction on SQLite. Until then queries read the old
+//! tables, which the live projector keeps up to date. Because the checkpoint
+//! is swapped with the rows, the live projector simply continues from the
+//! rebuilt checkpoint.
+
+use std::time::{Duration, Instant};
+
+use eventstore::EventStore;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
+
+use crate::checkpoint;
+use crate::error::ProjectionError;
+use crate::projection::{Names, Projection, RETIRED_SUFFIX, SHADOW_SUFFIX};
+use crate::projector::step;
+
+/// What a rebuild did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RebuildReport {
+    /// The projection.
+    pub name: &'static str,
+    /// Events applied.
+    pub events: u64,
+    /// Position the new tables were built up to when swapped in.
+    pub position: u64,
+    /// How long it took.
+    pub took: Duration,
+}
+
+impl RebuildReport {
+    /// Events applied per second.
+    pub fn rate(&self) -> f64 {
+        self.events as f64 / self.took.as_secs_f64().max(1e-9)
+    }
+}
+
+fn tables<P: Projection>() -> Vec<String> {
+    let mut tables: Vec<String> = P::TABLES.iter().map(|t| t.to_string()).collect();
+    tables.push(checkpoint::table(P::NAME, &Names::LIVE));
+    tables
+}
+
+fn quote(backend: DbBackend, name: &str) -> String {
+    match backend {
+        DbBackend::MySql => format!("`{name}`"),
+        _ => format!("\"{name}\""),
+    }
+}
+
+async fn run(db: &impl ConnectionTrait, sql: String) -> Result<(), DbErr> {
+    db.execute_raw(Statement::from_string(db.get_database_backend(), sql)).await.map(|_| ())
+}
+
+/// Rebuilds projection `P` from position 0 and swaps it in; `progress` is
+/// called after every batch with (position reached, head of the log).
+pub async fn rebuild<P: Projection>(
+    store: &EventStore,
+    batch_size: u64,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    let db = store.db();
+    create_shadow::<P>(db).await?;
+    let mut events = 0;
+    loop {
+        let (position, applied) = step::<P>(store, &Names::SHADOW, batch_size).await?;
+        events += applied;
+        let head = store.read_head().await?;
+        progress(position, head);
+        if applied == 0 && position >= head {
+            swap::<P>(db).await?;
+            return Ok(RebuildReport { name: P::NAME, events, position, took: started.elapsed() });
+        }
+    }
+}
+
+/// Empty shadow copies of every table of `P`, its checkpoint at 0.
+async fn create_shadow<P: Projection>(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    for table in tables::<P>() {
+        let shadow = format!("{table}{SHADOW_SUFFIX}");
+        run(db, format!("DROP TABLE IF EXISTS {}", quote(backend, &shadow))).await?;
+        if backend == DbBackend::MySql {
+            run(db, format!("CREATE TABLE `{shadow}` LIKE `{table}`")).await?;
+            continue;
+        }
+        // SQLite: the stored DDL, renamed; index names are global, so the
+        // shadow's indexes take the other of the two names an index can have.
+        let objects = db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL ORDER BY type DESC",
+                [table.as_str().into()],
+            ))
+            .await?;
+        for object in objects {
+            let (kind, name, sql): (String, String, String) =
+                (object.try_get("", "type")?, object.try_get("", "name")?, object.try_get("", "sql")?);
+            let sql = if kind == "table" {
+                sql.replacen(&format!("\"{table}\""), &format!("\"{shadow}\""), 1)
+            } else {
+                let renamed = match name.strip_suffix(SHADOW_SUFFIX) {
+                    Some(base) => base.to_string(),
+                    None => format!("{name}{SHADOW_SUFFIX}"),
+                };
+                run(db, format!("DROP INDEX IF EXISTS \"{renamed}\"")).await?;
+                sql.replacen(&format!("\"{name}\""), &format!("\"{renamed}\""), 1).replacen(
+                    &format!("ON \"{table}\""),
+                    &format!("ON \"{shadow}\""),
+                    1,
+                )
+            };
+            run(db, sql).await?;
+        }
+    }
+    let seed = format!(
+        "INSERT INTO {} (id, position, updated_at_us) VALUES (1, 0, 0)",
+        quote(backend, &checkpoint::table(P::NAME, &Names::SHADOW))
+    );
+    run(db, seed).await
+}
+
+/// Puts the shadow tables of `P` in place of the live ones, all at once.
+async fn swap<P: Projection>(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    let tables = tables::<P>();
+    if backend == DbBackend::MySql {
+        let pairs: Vec<String> = tables
+            .iter()
+            .flat_map(|t| [format!("`{t}` TO `{t}{RETIRED_SUFFIX}`"), format!("`{t}{SHADOW_SUFFIX}` TO `{t}`")])
+            .collect();
+        run(db, format!("RENAME TABLE {}", pairs.join(", "))).await?;
+        let retired: Vec<String> = tables.iter().map(|t| format!("`{t}{RETIRED_SUFFIX}`")).collect();
+        return run(db, format!("DROP TABLE {}", retired.join(", "))).await;
+    }
+    let txn = db.begin().await?;
+    for t in &tables {
+        run(&txn, format!("ALTER TABLE \"{t}\" RENAME TO \"{t}{RETIRED_SUFFIX}\"")).await?;
+        run(&txn, format!("ALTER TABLE \"{t}{SHADOW_SUFFIX}\" RENAME TO \"{t}\"")).await?;
+        run(&txn, format!("DROP TABLE \"{t}{RETIRED_SUFFIX}\"")).await?;
+    }
+    txn.commit().await
+}

@@ -1,0 +1,221 @@
+//! Reading and writing read-model rows generically, for any sea-orm entity,
+//! under a table name chosen at run time (the live table or its rebuild
+//! shadow).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query};
+use sea_orm::{
+    ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, Value,
+};
+use serde::Serialize;
+
+/// Rows per multi-row statement: well under every backend's parameter limit.
+const ROWS_PER_STATEMENT: usize = 200;
+
+fn primary_columns<E: EntityTrait>() -> Vec<E::Column> {
+    E::PrimaryKey::iter().map(|key| key.into_column()).collect()
+}
+
+/// The rows of `table` whose primary keys are in `keys` (each key is the
+/// primary-key values in column order).
+pub(crate) async fn load<E>(
+    conn: &impl ConnectionTrait,
+    table: &str,
+    keys: &[Vec<Value>],
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: FromQueryResult,
+{
+    let primary = primary_columns::<E>();
+    let mut rows = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let condition = if let [column] = primary.as_slice() {
+            Expr::col(*column).is_in(chunk.iter().filter_map(|key| key.first().cloned()))
+        } else {
+            Expr::tuple(primary.iter().map(|c| Expr::col(*c)))
+                .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))))
+        };
+        let select = Query::select().columns(E::Column::iter()).from(Alias::new(table)).and_where(condition).to_owned();
+        for row in conn.query_all(&select).await? {
+            rows.push(E::Model::from_query_result(&row, "")?);
+        }
+    }
+    Ok(rows)
+}
+
+/// Every row of `table`, in primary-key order.
+pub(crate) async fn dump<E>(conn: &impl ConnectionTrait, table: &str) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: FromQueryResult,
+{
+    let mut select = Query::select();
+    select.columns(E::Column::iter()).from(Alias::new(table));
+    for column in primary_columns::<E>() {
+        select.order_by(column, Order::Asc);
+    }
+    conn.query_all(&select).await?.iter().map(|row| E::Model::from_query_result(row, "")).collect()
+}
+
+/// Inserts `models`, replacing the rows with the same primary key.
+pub(crate) async fn upsert<E>(conn: &impl ConnectionTrait, table: &str, models: &[&E::Model]) -> Result<(), DbErr>
+where
+    E: EntityTrait,
+{
+    let primary = primary_columns::<E>();
+    let columns: Vec<E::Column> = E::Column::iter().collect();
+    let primary_names: Vec<&str> = primary.iter().map(|c| c.as_str()).collect();
+    let others: Vec<E::Column> = columns.iter().copied().filter(|c| !primary_names.contains(&c.as_str())).collect();
+    for chunk in models.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = Query::insert();
+        insert.into_table(Alias::new(table)).columns(columns.iter().copied()).on_conflict(
+            OnConflict::columns(primary.iter().copied()).update_columns(others.iter().copied()).to_owned(),
+        );
+        for model in chunk {
+            insert
+                .values(columns.iter().map(|c| Expr::val(model.get(*c))))
+                .map_err(|e| DbErr::Custom(format!("cannot build an insert into {table}: {e}")))?;
+        }
+        conn.execute(&insert).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the rows of `table` with the primary keys `keys`.
+pub(crate) async fn delete<E>(conn: &impl ConnectionTrait, table: &str, keys: &[Vec<Value>]) -> Result<(), DbErr>
+where
+    E: EntityTrait,
+{
+    let primary = primary_columns::<E>();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let condition = Expr::tuple(primary.iter().map(|c| Expr::col(*c)))
+            .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))));
+        conn.execute(Query::delete().from_table(Alias::new(table)).and_where(condition)).await?;
+    }
+    Ok(())
+}
+
+/// The rows of one table that a batch reads and changes, keyed by `K`.
+#[derive(Debug, Clone)]
+pub struct Rows<K: Ord, M> {
+    rows: BTreeMap<K, M>,
+    changed: BTreeSet<K>,
+    removed: BTreeSet<K>,
+}
+
+impl<K: Ord, M> Default for Rows<K, M> {
+    fn default() -> Self {
+        Self { rows: BTreeMap::new(), changed: BTreeSet::new(), removed: BTreeSet::new() }
+    }
+}
+
+impl<K: Ord + Clone, M> Rows<K, M> {
+    /// Rows as loaded, nothing changed yet.
+    pub(crate) fn loaded(rows: impl IntoIterator<Item = (K, M)>) -> Self {
+        Self { rows: rows.into_iter().collect(), ..Self::default() }
+    }
+
+    /// The row at `key`, if any.
+    pub fn get(&self, key: &K) -> Option<&M> {
+        self.rows.get(key)
+    }
+
+    /// The row at `key` for changing, if any.
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut M> {
+        let row = self.rows.get_mut(key)?;
+        self.removed.remove(key);
+        self.changed.insert(key.clone());
+        Some(row)
+    }
+
+    /// Sets the row at `key`.
+    pub(crate) fn put(&mut self, key: K, row: M) {
+        self.removed.remove(&key);
+        self.changed.insert(key.clone());
+        self.rows.insert(key, row);
+    }
+
+    /// Removes the row at `key`.
+    pub(crate) fn remove(&mut self, key: &K) {
+        if self.rows.remove(key).is_some() {
+            self.changed.remove(key);
+            self.removed.insert(key.clone());
+        }
+    }
+
+    /// Every row, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &M)> {
+        self.rows.iter()
+    }
+
+    /// How many rows there are.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Writes what changed to `table` and forgets the changes.
+    pub(crate) async fn save<E>(
+        &mut self,
+        conn: &impl ConnectionTrait,
+        table: &str,
+        key_values: impl Fn(&K) -> Vec<Value>,
+    ) -> Result<(), DbErr>
+    where
+        E: EntityTrait<Model = M>,
+        M: ModelTrait<Entity = E>,
+    {
+        let changed: Vec<&M> = self.changed.iter().filter_map(|k| self.rows.get(k)).collect();
+        upsert::<E>(conn, table, &changed).await?;
+        let removed: Vec<Vec<Value>> = self.removed.iter().map(&key_values).collect();
+        delete::<E>(conn, table, &removed).await?;
+        self.changed.clear();
+        self.removed.clear();
+        Ok(())
+    }
+}
+
+/// One row that differs between what the log says and what is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    /// The read-model table.
+    pub table: &'static str,
+    /// The row's primary key.
+    pub key: String,
+    /// The row a replay of the log gives (`null`: the row should not exist).
+    pub expected: serde_json::Value,
+    /// The stored row (`null`: it is missing).
+    pub found: serde_json::Value,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: expected {}, found {}", self.table, self.key, self.expected, self.found)
+    }
+}
+
+/// Every difference between two versions of one table.
+pub(crate) fn diff<K, M>(table: &'static str, expected: &Rows<K, M>, found: &Rows<K, M>) -> Vec<Difference>
+where
+    K: Ord + Clone + std::fmt::Debug,
+    M: Serialize + PartialEq,
+{
+    let as_json =
+        |row: Option<&M>| row.map_or(serde_json::Value::Null, |r| serde_json::to_value(r).unwrap_or_default());
+    let keys: BTreeSet<&K> = expected.rows.keys().chain(found.rows.keys()).collect();
+    keys.into_iter()
+        .filter(|key| expected.rows.get(*key) != found.rows.get(*key))
+        .map(|key| Difference {
+            table,
+            key: format!("{key:?}"),
+            expected: as_json(expected.rows.get(key)),
+            found: as_json(found.rows.get(key)),
+        })
+        .collect()
+}

@@ -1,0 +1,114 @@
+//! `pointstream projector` killed with SIGKILL in the middle of batches, again
+//! and again, while commands keep landing: afterwards the read models equal an
+//! in-memory replay of the log (MariaDB).
+
+#[path = "../eventstore/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use domain::values::{ShareId, ShareMessage};
+use domain::{SharePart, Wallet, WalletCommand};
+use eventstore::{CommandContext, CommandError, EventStore};
+use projections::checkpoint;
+use projections::{Names, PROJECTIONS, audit};
+use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
+
+const MEMBERS: usize = 20;
+
+fn projector(url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pointstream"))
+        .arg("projector")
+        .env("DATABASE_URL", url)
+        .env("POINTSTREAM_LEASE_TTL_MS", "300")
+        .env("POINTSTREAM_PROJECTOR_BATCH", "25")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the projector starts")
+}
+
+async fn write(store: EventStore, task: usize, stop: Arc<AtomicBool>) {
+    let mut i = 0;
+    while !stop.load(Ordering::SeqCst) {
+        i += 1;
+        let who = format!("m{:02}", (i * 7 + task) % MEMBERS);
+        let command = if i % 3 == 2 {
+            let to = format!("m{:02}", (i * 7 + task + 1) % MEMBERS);
+            WalletCommand::Share {
+                share: ShareId::parse(format!("s{task}-{i}")).expect("valid"),
+                store: cafe(),
+                recipients: vec![SharePart { member: member(&to), points: points(5) }],
+                message: ShareMessage::parse("hi").expect("valid"),
+            }
+        } else {
+            earn(&who, &format!("t{task}-{i}"), 1_000)
+        };
+        match store.execute::<Wallet>(&who, command, CommandContext::default()).await {
+            Ok(_) | Err(CommandError::Rejected(_)) | Err(CommandError::Conflict { .. }) => {}
+            Err(other) => panic!("writer {task}: {other}"),
+        }
+        // A steady stream rather than a burst, so that kills land mid-batch.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn all_caught_up(store: &EventStore) -> bool {
+    let head = store.read_head().await.expect("the head reads");
+    for name in PROJECTIONS.iter().chain(["share_distribution"].iter()) {
+        if checkpoint::read(store.db(), name, &Names::LIVE).await.expect("reads") < head {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    let people: Vec<String> = (0..MEMBERS).map(|i| format!("m{i:02}")).collect();
+    world(&store, &people.iter().map(String::as_str).collect::<Vec<_>>()).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4).map(|task| tokio::spawn(write(store.clone(), task, stop.clone()))).collect();
+    let kills = 6;
+    for kill in 0..kills {
+        let mut child = projector(&db.url);
+        tokio::time::sleep(Duration::from_millis(300 + 70 * kill)).await;
+        child.kill().expect("SIGKILL is delivered");
+        child.wait().expect("the projector is reaped");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.await.expect("a writer finishes");
+    }
+    let moved_before_the_last_run = checkpoint::read(store.db(), "wallets", &Names::LIVE).await.expect("reads");
+    assert!(moved_before_the_last_run > 0, "the killed projectors made progress");
+
+    // One last projector finishes the work.
+    let mut child = projector(&db.url);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !all_caught_up(&store).await {
+        assert!(Instant::now() < deadline, "the projector did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The share distribution's commands may add events: wait for a quiet log.
+    loop {
+        let head = store.read_head().await.expect("reads");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if head == store.read_head().await.expect("reads") && all_caught_up(&store).await {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL is delivered");
+    child.wait().expect("the projector is reaped");
+
+    let report = audit(&store).await.expect("audits");
+    assert!(report.is_clean(), "after {kills} kills: {:?}", report.problems());
+    let wallets = report.projections.iter().find(|p| p.name == "wallets").expect("wallets audited");
+    assert_eq!(wallets.checkpoint, store.read_head().await.expect("reads"));
+}

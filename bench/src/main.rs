@@ -9,6 +9,7 @@
 mod cqrs_baseline;
 mod measure;
 mod pointstream;
+mod projection_bench;
 mod raw_inserts;
 mod run;
 
@@ -38,6 +39,24 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "0,1000,10000")]
         history: Vec<u64>,
     },
+    /// Rebuild rate and live projection lag, against cqrs-es's GenericQuery.
+    Projections {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        /// Events in the log to rebuild from.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Events fed to GenericQuery (a prefix of the same log).
+        #[arg(long, default_value_t = 100_000)]
+        generic_prefix: u64,
+        /// Commands per second during the lag measurement.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Seconds of the lag measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -46,6 +65,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Eventstore { mysql, seconds, concurrency, history } => {
             let options = run::Options { seconds, concurrency, history };
             run::eventstore(&mysql, &options).await
+        }
+        Command::Projections { mysql, events, generic_prefix, rate, seconds } => {
+            let options = projection_bench::Options { events, generic_prefix, rate, seconds };
+            projection_bench::run(&mysql, &options).await
         }
     }
 }

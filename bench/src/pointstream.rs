@@ -1,6 +1,6 @@
 //! The contender: pointstream's event store on MySQL.
 
-use domain::values::{Amount, DisplayName, EarnPolicy, Handle, MemberId, PurchaseRef, StoreId, StoreName};
+use domain::values::{Amount, DisplayName, EarnPolicy, Handle, MemberId, Points, PurchaseRef, StoreId, StoreName};
 use domain::{Member, MemberCommand, Store, StoreCommand, WalletCommand};
 use eventstore::{CommandContext, EventStore};
 
@@ -15,6 +15,11 @@ pub fn cafe() -> StoreId {
 /// 10% of the amount paid, from 1 up.
 pub fn policy() -> EarnPolicy {
     EarnPolicy::new(1_000, None, 1).expect("bench policy is valid")
+}
+
+/// A number of points.
+pub fn points(raw: u64) -> Points {
+    Points::new(raw).expect("bench points are valid")
 }
 
 /// An earn of 1000 (100 points) at the cafe.

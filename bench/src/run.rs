@@ -194,14 +194,14 @@ async fn measure(server: &str, options: &Options, members: &[String], urls: [&st
 }
 
 /// A database of the benchmark's own, dropped at the end.
-struct Scratch {
+pub(crate) struct Scratch {
     admin: Pool<MySql>,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Scratch {
-    async fn create(server: &str, label: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn create(server: &str, label: &str) -> anyhow::Result<Self> {
         let admin =
             MySqlPoolOptions::new().max_connections(1).connect(server).await.map_err(|e| {
                 anyhow::anyhow!("MariaDB is not reachable at {server}: {e} (start it, or pass --mysql)")
@@ -211,7 +211,7 @@ impl Scratch {
         Ok(Self { admin, url: format!("{}/{name}", server.trim_end_matches('/')), name })
     }
 
-    async fn drop_database(self) -> anyhow::Result<()> {
+    pub(crate) async fn drop_database(self) -> anyhow::Result<()> {
         self.admin.execute(format!("DROP DATABASE `{}`", self.name).as_str()).await?;
         Ok(())
     }

@@ -11,7 +11,7 @@ use sea_orm::{
 use serde::Serialize;
 
 /// Rows per multi-row statement: well under every backend's parameter limit.
-const ROWS_PER_STATEMENT: usize = 200;
+const ROWS_PER_STATEMENT: usize = 1_000;
 
 fn primary_columns<E: EntityTrait>() -> Vec<E::Column> {
     E::PrimaryKey::iter().map(|key| key.into_column()).collect()
@@ -31,15 +31,21 @@ where
     let primary = primary_columns::<E>();
     let mut rows = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let condition = if let [column] = primary.as_slice() {
-            Expr::col(*column).is_in(chunk.iter().filter_map(|key| key.first().cloned()))
-        } else {
-            Expr::tuple(primary.iter().map(|c| Expr::col(*c)))
-                .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))))
-        };
-        let select = Query::select().columns(E::Column::iter()).from(Alias::new(table)).and_where(condition).to_owned();
+        // One IN list per key column selects a superset that every backend
+        // answers from the primary key; rows not asked for are dropped here.
+        let mut select = Query::select();
+        select.columns(E::Column::iter()).from(Alias::new(table));
+        for (index, column) in primary.iter().enumerate() {
+            let values: Vec<Value> = chunk.iter().filter_map(|key| key.get(index).cloned()).collect();
+            select.and_where(Expr::col(*column).is_in(values));
+        }
+        let wanted: BTreeSet<String> = chunk.iter().map(|key| format!("{key:?}")).collect();
         for row in conn.query_all(&select).await? {
-            rows.push(E::Model::from_query_result(&row, "")?);
+            let model = E::Model::from_query_result(&row, "")?;
+            let key: Vec<Value> = primary.iter().map(|c| model.get(*c)).collect();
+            if primary.len() == 1 || wanted.contains(&format!("{key:?}")) {
+                rows.push(model);
+            }
         }
     }
     Ok(rows)

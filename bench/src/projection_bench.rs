@@ -1,0 +1,230 @@
+//! `bench projections`: rebuild rate of pointstream's wallets projection next
+//! to cqrs-es's `GenericQuery` on the same events, and the lag of the live
+//! projector under a steady command rate.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cqrs_es::persist::GenericQuery;
+use cqrs_es::{EventEnvelope, Query, View};
+use domain::values::Reason;
+use domain::{Wallet, WalletCommand};
+use eventstore::{CommandContext, EventStore, EventStoreConfig};
+use mysql_es::MysqlViewRepository;
+use projections::projector::{self, Projector};
+use projections::rebuild::rebuild;
+use projections::{ProjectorConfig, ProjectorStatus, Wallets};
+use serde::{Deserialize, Serialize};
+use sqlx::mysql::MySqlPoolOptions;
+use tokio::sync::{Mutex, watch};
+
+use crate::measure::{ms, percentiles};
+use crate::pointstream::{cafe, earn, points, register};
+use crate::run::Scratch;
+
+/// What to measure.
+pub struct Options {
+    pub events: u64,
+    pub generic_prefix: u64,
+    pub rate: u64,
+    pub seconds: u64,
+}
+
+const WALLETS: usize = 10_000;
+const WRITERS: usize = 64;
+
+/// Baseline: a balance view per wallet, kept by `GenericQuery` on mysql-es.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BalanceView {
+    balances: BTreeMap<String, i64>,
+    movements: u64,
+}
+
+impl View<Wallet> for BalanceView {
+    fn update(&mut self, event: &EventEnvelope<Wallet>) {
+        if let Some((store, delta)) = event.payload.balance_change() {
+            *self.balances.entry(store.as_str().to_string()).or_default() += delta as i64;
+            self.movements += 1;
+        }
+    }
+}
+
+pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
+    let scratch = Scratch::create(server, "proj").await?;
+    let result = measure(&scratch.url, options).await;
+    scratch.drop_database().await?;
+    result
+}
+
+async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
+    let config = EventStoreConfig { max_connections: WRITERS as u32 + 8, ..EventStoreConfig::default() };
+    let store = EventStore::open(url, config).await?;
+    let members: Vec<String> = (0..WALLETS).map(|i| format!("w{i:05}")).collect();
+    register(&store, &members).await?;
+
+    // The log: earns (and some redeems) on 10,000 wallets.
+    let started = Instant::now();
+    let members = Arc::new(members);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, members, target) = (store.clone(), members.clone(), options.events);
+            tokio::spawn(async move {
+                let mut i = 0usize;
+                while store.head() < target {
+                    let id = &members[(w + i * WRITERS) % WALLETS];
+                    let command = if i % 10 == 9 && i > 2 * (WALLETS / WRITERS + 1) {
+                        WalletCommand::Redeem { store: cafe(), points: points(1), reward: Reason::parse("mug")? }
+                    } else {
+                        earn(id, &format!("g{w}-{i}"))
+                    };
+                    store.execute::<Wallet>(id, command, CommandContext::default()).await?;
+                    i += 1;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await??;
+    }
+    let head = store.read_head().await?;
+    eprintln!("(wrote {head} events in {:.1?})", started.elapsed());
+
+    // (c) pointstream: rebuild the wallets projection (balances + ledger) from 0.
+    let report = rebuild::<Wallets>(&store, 5_000, |_, _| {}).await?;
+    let ours = report.rate();
+
+    // (b) cqrs-es GenericQuery on mysql-es, one event at a time, on a prefix of the same log.
+    let pool = MySqlPoolOptions::new().max_connections(4).connect(url).await?;
+    sqlx::query(
+        "CREATE TABLE balance_view (view_id VARCHAR(255) NOT NULL PRIMARY KEY, version BIGINT NOT NULL, payload JSON NOT NULL)",
+    )
+    .execute(&pool)
+    .await?;
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut query = GenericQuery::<MysqlViewRepository<BalanceView, Wallet>, BalanceView, Wallet>::new(Arc::new(
+        MysqlViewRepository::new("balance_view", pool.clone()),
+    ));
+    let counter = errors.clone();
+    query.use_error_handler(Box::new(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }));
+    let mut prefix = 0;
+    let started = Instant::now();
+    let mut after = 0;
+    while prefix < options.generic_prefix {
+        let page = store.read_from(after, 5_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for event in page.iter().filter(|e| e.aggregate_type == "Wallet") {
+            if prefix == options.generic_prefix {
+                break;
+            }
+            prefix += 1;
+            let envelope = EventEnvelope::<Wallet> {
+                aggregate_id: event.aggregate_id.clone(),
+                sequence: event.sequence as usize,
+                payload: event.decode::<Wallet>()?,
+                metadata: HashMap::new(),
+            };
+            query.dispatch(&event.aggregate_id, std::slice::from_ref(&envelope)).await;
+        }
+    }
+    let theirs = prefix as f64 / started.elapsed().as_secs_f64();
+    anyhow::ensure!(errors.load(Ordering::Relaxed) == 0, "GenericQuery reported persistence errors");
+    pool.close().await;
+
+    let (p50, p99, samples) = lag(&store, options).await?;
+
+    println!("## projections benchmark (MySQL, one run)");
+    println!();
+    println!("Log: {head} events (earns and redeems on {WALLETS} wallets, written by {WRITERS} concurrent writers).");
+    println!();
+    println!("| rebuild of the wallets read model | events | events/s |");
+    println!("|---|---|---|");
+    println!(
+        "| (b) cqrs-es 0.5 GenericQuery + mysql-es view (load, update, save per event) | {prefix} (first wallet events) | {theirs:.0} |"
+    );
+    println!("| (c) pointstream rebuild (balances + ledger, shadow tables, swap) | {} | {ours:.0} |", report.events);
+    println!();
+    println!("c/b = {:.1}x", ours / theirs);
+    println!();
+    println!(
+        "Live projection lag at {} commands/s for {} s ({samples} commands): p50 {}, p99 {}",
+        options.rate,
+        options.seconds,
+        ms(p50),
+        ms(p99)
+    );
+    Ok(())
+}
+
+/// Time from a command's acknowledgement until the live wallets projector has
+/// applied it, at a steady command rate.
+async fn lag(store: &EventStore, options: &Options) -> anyhow::Result<(Duration, Duration, usize)> {
+    let (stop, shutdown) = watch::channel(false);
+    let (status, mut statuses) = watch::channel(ProjectorStatus::default());
+    let config = ProjectorConfig { batch_size: 1_000, ..ProjectorConfig::default() };
+    let projector = tokio::spawn(projector::run::<Projector<Wallets>>(store.clone(), config, status, shutdown));
+
+    let pending: Arc<Mutex<VecDeque<(u64, Instant)>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let applied = statuses.clone();
+    let watcher = tokio::spawn({
+        let (pending, samples) = (pending.clone(), samples.clone());
+        async move {
+            while statuses.changed().await.is_ok() {
+                let checkpoint = statuses.borrow_and_update().checkpoint;
+                let now = Instant::now();
+                let mut pending = pending.lock().await;
+                while pending.front().is_some_and(|(position, _)| *position <= checkpoint) {
+                    if let Some((_, acked)) = pending.pop_front() {
+                        samples.lock().await.push(now - acked);
+                    }
+                }
+            }
+        }
+    });
+
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / options.rate.max(1) as u32);
+    let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let mut i = 0u64;
+    let mut commands = Vec::new();
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        i += 1;
+        let (store, pending, samples, applied) = (store.clone(), pending.clone(), samples.clone(), applied.clone());
+        commands.push(tokio::spawn(async move {
+            let id = format!("w{:05}", i % WALLETS as u64);
+            let outcome =
+                store.execute::<Wallet>(&id, earn(&id, &format!("lag-{i}")), CommandContext::default()).await?;
+            let mut pending = pending.lock().await;
+            if applied.borrow().checkpoint >= outcome.last_position {
+                // Applied before this task saw its acknowledgement.
+                samples.lock().await.push(Duration::ZERO);
+                return anyhow::Ok(());
+            }
+            let at = pending.partition_point(|(p, _)| *p < outcome.last_position);
+            pending.insert(at, (outcome.last_position, Instant::now()));
+            anyhow::Ok(())
+        }));
+    }
+    for command in commands {
+        command.await??;
+    }
+    let drained = Instant::now() + Duration::from_secs(30);
+    while !pending.lock().await.is_empty() {
+        anyhow::ensure!(Instant::now() < drained, "the projector did not catch up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send_replace(true);
+    projector.await??;
+    watcher.abort();
+    let samples = std::mem::take(&mut *samples.lock().await);
+    let count = samples.len();
+    anyhow::ensure!(count > 0, "no lag samples");
+    let (p50, p99) = percentiles(samples);
+    Ok((p50, p99, count))
+}

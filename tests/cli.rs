@@ -56,6 +56,21 @@ async fn migrate_log_and_verify(backend: Backend) {
     let report: serde_json::Value = serde_json::from_str(&stdout(&clean)).expect("the report is JSON");
     assert_eq!(report["chain"]["events"].as_u64(), Some(head));
 
+    let replay = pointstream(&db.url, &["replay", "--projection", "wallets"]);
+    assert!(replay.status.success(), "{replay:?}");
+    assert!(
+        stdout(&replay).contains(&format!("wallets: rebuilt {head} events up to position {head}")),
+        "{}",
+        stdout(&replay)
+    );
+    let unknown = pointstream(&db.url, &["replay", "--projection", "nonsense"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown projection \"nonsense\""));
+    let audited = pointstream(&db.url, &["audit", "verify"]);
+    assert!(audited.status.success(), "{audited:?}");
+    let balance = projections::queries::balance(store.db(), "bob", "cafe").await.expect("reads");
+    assert_eq!(balance, 100, "the rebuilt wallets read model is live");
+
     let tamper = format!("UPDATE events SET payload = REPLACE(payload, '100', '999') WHERE position = {head}");
     store.db().execute_raw(Statement::from_string(store.backend(), tamper)).await.expect("tampering runs");
     let broken = pointstream(&db.url, &["audit", "verify"]);

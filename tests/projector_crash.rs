@@ -15,6 +15,7 @@ use domain::{SharePart, Wallet, WalletCommand};
 use eventstore::{CommandContext, CommandError, EventStore};
 use projections::checkpoint;
 use projections::{Names, PROJECTIONS, audit};
+use sea_orm::ConnectionTrait;
 use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
 
 const MEMBERS: usize = 20;
@@ -111,4 +112,51 @@ async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() {
     assert!(report.is_clean(), "after {kills} kills: {:?}", report.problems());
     let wallets = report.projections.iter().find(|p| p.name == "wallets").expect("wallets audited");
     assert_eq!(wallets.checkpoint, store.read_head().await.expect("reads"));
+}
+
+async fn lease_holders(store: &EventStore) -> Vec<String> {
+    let rows = store
+        .db()
+        .query_all_raw(sea_orm::Statement::from_string(store.backend(), "SELECT holder FROM leases ORDER BY name"))
+        .await
+        .expect("leases read");
+    rows.iter().map(|row| row.try_get::<String>("", "holder").expect("holder")).collect()
+}
+
+async fn wait_caught_up(store: &EventStore) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !all_caught_up(store).await {
+        assert!(Instant::now() < deadline, "the projectors did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_projector_waits_and_takes_over_when_the_first_dies() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["m00", "m01"]).await;
+    store.execute::<Wallet>("m01", earn("m01", "r1", 1_000), CommandContext::default()).await.expect("lands");
+
+    let mut first = projector(&db.url);
+    wait_caught_up(&store).await;
+    let mut second = projector(&db.url);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let holders = lease_holders(&store).await;
+    assert_eq!(holders.len(), 6, "a lease per projection and the share distribution: {holders:?}");
+    let first_pid = format!("pid {} ", first.id());
+    assert!(holders.iter().all(|h| h.starts_with(&first_pid)), "the first projector holds every lease: {holders:?}");
+
+    first.kill().expect("SIGKILL is delivered");
+    first.wait().expect("reaped");
+    store.execute::<Wallet>("m01", earn("m01", "r2", 1_000), CommandContext::default()).await.expect("lands");
+    wait_caught_up(&store).await;
+    let holders = lease_holders(&store).await;
+    let second_pid = format!("pid {} ", second.id());
+    assert!(holders.iter().all(|h| h.starts_with(&second_pid)), "the second projector took over: {holders:?}");
+    second.kill().expect("SIGKILL is delivered");
+    second.wait().expect("reaped");
+    let balance = projections::queries::balance(store.db(), "m01", "cafe").await.expect("reads");
+    assert_eq!(balance, 200);
+    assert!(audit(&store).await.expect("audits").is_clean());
 }

@@ -73,14 +73,28 @@ pub async fn step<P: Projection>(store: &EventStore, names: &Names, limit: u64) 
             from = locked;
             continue;
         }
+        let timer = Instant::now();
         let mut state = P::load(&txn, names, &events).await?;
+        let loaded = timer.elapsed();
         for event in &events {
             P::apply(&mut state, event)?;
         }
+        let applied = timer.elapsed();
         P::save(&mut state, &txn, names).await?;
+        let saved = timer.elapsed();
         let last = events.last().map_or(locked, |e| e.position);
         checkpoint::write(&txn, P::NAME, names, last, now).await?;
         txn.commit().await?;
+        tracing::debug!(
+            projection = P::NAME,
+            events = events.len(),
+            last,
+            ?loaded,
+            ?applied,
+            ?saved,
+            committed = ?timer.elapsed(),
+            "batch applied"
+        );
         return Ok((last, events.len() as u64));
     }
 }
@@ -159,8 +173,10 @@ pub async fn run<C: Consumer>(
                 s.events_per_second = per_second;
             });
             if applied == 0 {
+                // Never sleep past a renewal: an idle holder must keep its lease.
+                let idle = config.idle_wait.min(lease.renew_every());
                 tokio::select! {
-                    _ = store.wait_for(checkpoint, config.idle_wait) => {}
+                    _ = store.wait_for(checkpoint, idle) => {}
                     _ = shutdown.changed() => {}
                 }
             }

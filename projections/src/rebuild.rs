@@ -63,7 +63,7 @@ pub async fn rebuild<P: Projection>(
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
     let db = store.db();
-    create_shadow::<P>(db).await?;
+    let indexes = create_shadow::<P>(db).await?;
     let mut events = 0;
     loop {
         let (position, applied) = step::<P>(store, &Names::SHADOW, batch_size).await?;
@@ -71,20 +71,31 @@ pub async fn rebuild<P: Projection>(
         let head = store.read_head().await?;
         progress(position, head);
         if applied == 0 && position >= head {
+            // Secondary indexes are built once, sorted, rather than row by row.
+            for statement in &indexes {
+                run(db, statement.clone()).await?;
+            }
             swap::<P>(db).await?;
             return Ok(RebuildReport { name: P::NAME, events, position, took: started.elapsed() });
         }
     }
 }
 
-/// Empty shadow copies of every table of `P`, its checkpoint at 0.
-async fn create_shadow<P: Projection>(db: &DatabaseConnection) -> Result<(), DbErr> {
+/// Empty shadow copies of every table of `P`, its checkpoint at 0, without
+/// their secondary indexes; returns the statements that add those.
+async fn create_shadow<P: Projection>(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
     let backend = db.get_database_backend();
+    let mut indexes = Vec::new();
     for table in tables::<P>() {
         let shadow = format!("{table}{SHADOW_SUFFIX}");
         run(db, format!("DROP TABLE IF EXISTS {}", quote(backend, &shadow))).await?;
         if backend == DbBackend::MySql {
             run(db, format!("CREATE TABLE `{shadow}` LIKE `{table}`")).await?;
+            let (drop, add) = mysql_secondary_indexes(db, &shadow).await?;
+            if !drop.is_empty() {
+                run(db, format!("ALTER TABLE `{shadow}` {}", drop.join(", "))).await?;
+                indexes.push(format!("ALTER TABLE `{shadow}` {}", add.join(", ")));
+            }
             continue;
         }
         // SQLite: the stored DDL, renamed; index names are global, so the
@@ -107,11 +118,11 @@ async fn create_shadow<P: Projection>(db: &DatabaseConnection) -> Result<(), DbE
                     None => format!("{name}{SHADOW_SUFFIX}"),
                 };
                 run(db, format!("DROP INDEX IF EXISTS \"{renamed}\"")).await?;
-                sql.replacen(&format!("\"{name}\""), &format!("\"{renamed}\""), 1).replacen(
-                    &format!("ON \"{table}\""),
-                    &format!("ON \"{shadow}\""),
-                    1,
-                )
+                indexes.push(
+                    sql.replacen(&format!("\"{name}\""), &format!("\"{renamed}\""), 1)
+                        .replacen(&format!("ON \"{table}\""), &format!("ON \"{shadow}\""), 1),
+                );
+                continue;
             };
             run(db, sql).await?;
         }
@@ -120,7 +131,39 @@ async fn create_shadow<P: Projection>(db: &DatabaseConnection) -> Result<(), DbE
         "INSERT INTO {} (id, position, updated_at_us) VALUES (1, 0, 0)",
         quote(backend, &checkpoint::table(P::NAME, &Names::SHADOW))
     );
-    run(db, seed).await
+    run(db, seed).await?;
+    Ok(indexes)
+}
+
+/// The secondary indexes of a MySQL table: clauses that drop them and clauses
+/// that add them back.
+async fn mysql_secondary_indexes(db: &DatabaseConnection, table: &str) -> Result<(Vec<String>, Vec<String>), DbErr> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT INDEX_NAME AS name, NON_UNIQUE AS non_unique, COLUMN_NAME AS col FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME <> 'PRIMARY' \
+             ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+            [table.into()],
+        ))
+        .await?;
+    let mut indexes: Vec<(String, bool, Vec<String>)> = Vec::new();
+    for row in rows {
+        let (name, non_unique, column): (String, i64, String) =
+            (row.try_get("", "name")?, row.try_get("", "non_unique")?, row.try_get("", "col")?);
+        match indexes.last_mut() {
+            Some((last, _, columns)) if *last == name => columns.push(format!("`{column}`")),
+            _ => indexes.push((name, non_unique == 0, vec![format!("`{column}`")])),
+        }
+    }
+    let drop = indexes.iter().map(|(name, _, _)| format!("DROP INDEX `{name}`")).collect();
+    let add = indexes
+        .iter()
+        .map(|(name, unique, columns)| {
+            format!("ADD {}INDEX `{name}` ({})", if *unique { "UNIQUE " } else { "" }, columns.join(", "))
+        })
+        .collect();
+    Ok((drop, add))
 }
 
 /// Puts the shadow tables of `P` in place of the live ones, all at once.

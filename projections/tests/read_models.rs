@@ -65,6 +65,18 @@ async fn sql(store: &EventStore, statement: &str) {
     store.db().execute_raw(Statement::from_string(store.backend(), statement)).await.expect("raw SQL runs");
 }
 
+/// How many secondary indexes `table` has.
+async fn secondary_indexes(store: &EventStore, table: &str) -> usize {
+    let sql = match store.backend() {
+        sea_orm::DbBackend::MySql => format!(
+            "SELECT DISTINCT INDEX_NAME AS name FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}' AND INDEX_NAME <> 'PRIMARY'"
+        ),
+        _ => format!("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}' AND sql IS NOT NULL"),
+    };
+    store.db().query_all_raw(Statement::from_string(store.backend(), sql)).await.expect("indexes read").len()
+}
+
 async fn read_models_follow_the_log(backend: Backend) {
     let Some(db) = scratch(backend).await else { return };
     let store = open(&db, quiet()).await;
@@ -219,6 +231,8 @@ async fn a_rebuild_never_shows_a_partial_read_model(backend: Backend) {
     let expected_ledger = ledger::Entity::find().count(store.db()).await.expect("counts");
     assert_eq!((expected_rows, expected_ledger), (20, 200));
 
+    let indexes_before = secondary_indexes(&store, "ledger").await;
+    assert_eq!(indexes_before, 2);
     for _ in 0..2 {
         let done = Arc::new(AtomicBool::new(false));
         let reader = tokio::spawn({
@@ -242,6 +256,7 @@ async fn a_rebuild_never_shows_a_partial_read_model(backend: Backend) {
         assert!(reads > 0);
         assert_eq!(report.position, store.read_head().await.expect("head"));
     }
+    assert_eq!(secondary_indexes(&store, "ledger").await, indexes_before, "the rebuilt table has its indexes");
     // The swapped-in tables are the live ones from now on.
     run(&store, "m00", earn("m00", "after", 1_000)).await;
     catch_up(&store, 100).await.expect("projections catch up");

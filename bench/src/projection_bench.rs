@@ -96,6 +96,9 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let report = rebuild::<Wallets>(&store, 5_000, |_, _| {}).await?;
     let ours = report.rate();
 
+    // Lag of the live projector, right after it caught up.
+    let (p50, p99, samples) = lag(&store, options).await?;
+
     // (b) cqrs-es GenericQuery on mysql-es, one event at a time, on a prefix of the same log.
     let pool = MySqlPoolOptions::new().max_connections(4).connect(url).await?;
     sqlx::query(
@@ -135,8 +138,6 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let theirs = prefix as f64 / started.elapsed().as_secs_f64();
     anyhow::ensure!(errors.load(Ordering::Relaxed) == 0, "GenericQuery reported persistence errors");
     pool.close().await;
-
-    let (p50, p99, samples) = lag(&store, options).await?;
 
     println!("## projections benchmark (MySQL, one run)");
     println!();

@@ -14,12 +14,13 @@
 
 use std::sync::Arc;
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, SqlErr, Statement, TransactionTrait};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use migrations::tables::{Claims, CommandLog, Events, Snapshots};
 
+use crate::connection::statement_chunks;
 use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
 
@@ -78,7 +79,8 @@ pub(crate) enum AppendError {
 /// Limits of one group commit.
 const MAX_REQUESTS_PER_BATCH: usize = 256;
 /// Rows per INSERT statement (SQLite allows 32766 bound values).
-const ROWS_PER_INSERT: usize = 500;
+/// Most rows in one INSERT (a power of two, see [`statement_chunks`]).
+const ROWS_PER_INSERT: usize = 256;
 
 /// Runs until every sender is dropped.
 pub(crate) async fn run(
@@ -232,11 +234,12 @@ async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<
         });
     }
 
-    for chunk in event_rows.chunks(ROWS_PER_INSERT) {
-        let mut insert = Query::insert();
-        insert.into_table(Events::Table).columns(EVENT_COLUMNS);
-        for (position, e) in chunk {
-            insert.values_panic([
+    let mut events = Query::insert();
+    events.into_table(Events::Table).columns(EVENT_COLUMNS);
+    let rows = event_rows
+        .iter()
+        .map(|(position, e)| {
+            vec![
                 (*position as i64).into(),
                 e.aggregate_type.into(),
                 e.aggregate_id.as_str().into(),
@@ -247,10 +250,10 @@ async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<
                 e.metadata.as_str().into(),
                 e.recorded_at_us.into(),
                 e.hash.as_str().into(),
-            ]);
-        }
-        txn.execute(&insert).await?;
-    }
+            ]
+        })
+        .collect();
+    insert_rows(&txn, &events, rows).await?;
 
     let mut commands = Query::insert();
     commands.into_table(CommandLog::Table).columns([
@@ -261,12 +264,12 @@ async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<
         CommandLog::Outcome,
         CommandLog::RecordedAtUs,
     ]);
-    let mut any_command = false;
+    let mut rows = Vec::new();
     for (request, outcome) in batch.iter().zip(outcomes.iter_mut()) {
         if let Some(command) = &request.command {
             outcome.command_id.clone_from(&command.command_id);
             let json = serde_json::to_string(&*outcome).map_err(|e| DbErr::Custom(e.to_string()))?;
-            commands.values_panic([
+            rows.push(vec![
                 command.command_id.as_str().into(),
                 command.fingerprint.as_str().into(),
                 outcome.aggregate_type.as_str().into(),
@@ -274,12 +277,9 @@ async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<
                 json.into(),
                 now_us.into(),
             ]);
-            any_command = true;
         }
     }
-    if any_command {
-        txn.execute(&commands).await?;
-    }
+    insert_rows(&txn, &commands, rows).await?;
 
     let mut claims = Query::insert();
     claims.into_table(Claims::Table).columns([
@@ -288,21 +288,18 @@ async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<
         Claims::AggregateType,
         Claims::AggregateId,
     ]);
-    let mut any_claim = false;
+    let mut rows = Vec::new();
     for (request, outcome) in batch.iter().zip(&outcomes) {
         for claim in &request.claims {
-            claims.values_panic([
+            rows.push(vec![
                 claim.kind.into(),
                 claim.key.as_str().into(),
                 outcome.aggregate_type.as_str().into(),
                 outcome.aggregate_id.as_str().into(),
             ]);
-            any_claim = true;
         }
     }
-    if any_claim {
-        txn.execute(&claims).await?;
-    }
+    insert_rows(&txn, &claims, rows).await?;
 
     let mut snapshots = Query::insert();
     snapshots
@@ -320,10 +317,10 @@ async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<
                 .update_columns([Snapshots::Sequence, Snapshots::State, Snapshots::Hash, Snapshots::TakenAtUs])
                 .to_owned(),
         );
-    let mut any_snapshot = false;
+    let mut rows = Vec::new();
     for (request, outcome) in batch.iter().zip(&outcomes) {
         if let Some(snapshot) = &request.snapshot {
-            snapshots.values_panic([
+            rows.push(vec![
                 outcome.aggregate_type.as_str().into(),
                 outcome.aggregate_id.as_str().into(),
                 (snapshot.sequence as i64).into(),
@@ -331,13 +328,27 @@ async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<
                 snapshot.hash.as_str().into(),
                 now_us.into(),
             ]);
-            any_snapshot = true;
         }
     }
-    if any_snapshot {
-        txn.execute(&snapshots).await?;
-    }
+    insert_rows(&txn, &snapshots, rows).await?;
 
     txn.commit().await?;
     Ok(outcomes)
+}
+
+/// Inserts `rows` with the table, columns and conflict clause of `template`,
+/// in statements of a few fixed sizes.
+async fn insert_rows(
+    txn: &impl ConnectionTrait,
+    template: &InsertStatement,
+    rows: Vec<Vec<Expr>>,
+) -> Result<(), DbErr> {
+    for chunk in statement_chunks(&rows, ROWS_PER_INSERT) {
+        let mut insert = template.clone();
+        for row in chunk {
+            insert.values(row.iter().cloned()).map_err(|e| DbErr::Custom(format!("cannot build an insert: {e}")))?;
+        }
+        txn.execute(&insert).await?;
+    }
+    Ok(())
 }

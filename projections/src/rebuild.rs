@@ -118,10 +118,11 @@ async fn create_shadow<P: Projection>(db: &DatabaseConnection) -> Result<Vec<Str
                     None => format!("{name}{SHADOW_SUFFIX}"),
                 };
                 run(db, format!("DROP INDEX IF EXISTS \"{renamed}\"")).await?;
-                indexes.push(
-                    sql.replacen(&format!("\"{name}\""), &format!("\"{renamed}\""), 1)
-                        .replacen(&format!("ON \"{table}\""), &format!("ON \"{shadow}\""), 1),
-                );
+                indexes.push(sql.replacen(&format!("\"{name}\""), &format!("\"{renamed}\""), 1).replacen(
+                    &format!("ON \"{table}\""),
+                    &format!("ON \"{shadow}\""),
+                    1,
+                ));
                 continue;
             };
             run(db, sql).await?;

@@ -72,7 +72,9 @@ async fn secondary_indexes(store: &EventStore, table: &str) -> usize {
             "SELECT DISTINCT INDEX_NAME AS name FROM information_schema.STATISTICS \
              WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}' AND INDEX_NAME <> 'PRIMARY'"
         ),
-        _ => format!("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}' AND sql IS NOT NULL"),
+        _ => {
+            format!("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}' AND sql IS NOT NULL")
+        }
     };
     store.db().query_all_raw(Statement::from_string(store.backend(), sql)).await.expect("indexes read").len()
 }

@@ -3,6 +3,7 @@
 // The support module names this crate as the rest of the workspace does.
 extern crate pointstream_eventstore as eventstore;
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -14,29 +15,7 @@ use eventstore::{CommandContext, CommandError, EventStoreConfig, EventStoreError
 use sea_orm::{ConnectionTrait, Statement};
 use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
 
-/// Generates one `#[tokio::test]` per backend for each contract function.
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Mysql).await
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+on_both_backends!(
     round_trip_keeps_events_metadata_and_positions,
     a_lost_race_is_retried_and_then_fails_as_a_conflict,
     concurrent_commands_on_one_aggregate_all_land_in_order,

@@ -4,6 +4,7 @@
 extern crate pointstream_projections as projections;
 
 #[path = "../../eventstore/tests/support/mod.rs"]
+#[macro_use]
 mod support;
 
 use std::sync::Arc;
@@ -19,27 +20,6 @@ use projections::rebuild::rebuild;
 use projections::{Wallets, audit, catch_up, queries};
 use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement};
 use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Mysql).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     read_models_follow_the_log,

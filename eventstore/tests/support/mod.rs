@@ -10,6 +10,30 @@ use eventstore::scratch::ScratchDatabase;
 use eventstore::{CommandContext, EventStore, EventStoreConfig};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
+/// Generates, for each named `async fn name(backend: Backend)`, one
+/// `#[tokio::test]` on SQLite (module `sqlite`) and one on MariaDB (`mysql`).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Mysql).await
+                }
+            )*
+        }
+    };
+}
+
 /// Which database a contract test runs on.
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {

@@ -224,17 +224,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("members_handle")
-                    .table(Members::Table)
-                    .col(Members::Handle)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        index(manager, "members_handle", Members::Table, &[Members::Handle], true).await?;
         manager
             .create_table(
                 Table::create()
@@ -285,17 +275,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("balances_store")
-                    .table(Balances::Table)
-                    .col(Balances::StoreId)
-                    .col(Balances::MemberId)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        index(manager, "balances_store", Balances::Table, &[Balances::StoreId, Balances::MemberId], false).await?;
         manager
             .create_table(
                 Table::create()
@@ -316,29 +296,15 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ledger_member_store")
-                    .table(Ledger::Table)
-                    .col(Ledger::MemberId)
-                    .col(Ledger::StoreId)
-                    .col(Ledger::Position)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ledger_member")
-                    .table(Ledger::Table)
-                    .col(Ledger::MemberId)
-                    .col(Ledger::Position)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        index(
+            manager,
+            "ledger_member_store",
+            Ledger::Table,
+            &[Ledger::MemberId, Ledger::StoreId, Ledger::Position],
+            false,
+        )
+        .await?;
+        index(manager, "ledger_member", Ledger::Table, &[Ledger::MemberId, Ledger::Position], false).await?;
         manager
             .create_table(
                 Table::create()
@@ -357,17 +323,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("shares_sender")
-                    .table(Shares::Table)
-                    .col(Shares::SenderId)
-                    .col(Shares::Position)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        index(manager, "shares_sender", Shares::Table, &[Shares::SenderId, Shares::Position], false).await?;
         manager
             .create_table(
                 Table::create()
@@ -382,16 +338,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("share_recipients_member")
-                    .table(ShareRecipients::Table)
-                    .col(ShareRecipients::MemberId)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        index(manager, "share_recipients_member", ShareRecipients::Table, &[ShareRecipients::MemberId], false).await?;
         manager
             .create_table(
                 Table::create()
@@ -407,28 +354,8 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("posts_store")
-                    .table(Posts::Table)
-                    .col(Posts::StoreId)
-                    .col(Posts::Position)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("posts_author")
-                    .table(Posts::Table)
-                    .col(Posts::AuthorId)
-                    .col(Posts::Position)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        index(manager, "posts_store", Posts::Table, &[Posts::StoreId, Posts::Position], false).await?;
+        index(manager, "posts_author", Posts::Table, &[Posts::AuthorId, Posts::Position], false).await?;
         manager
             .create_table(
                 Table::create()
@@ -496,4 +423,23 @@ impl MigrationTrait for Migration {
         }
         Ok(())
     }
+}
+
+/// Creates index `name` on `columns` of `table` (unless it exists).
+async fn index<T: IntoIden + Copy + 'static>(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    table: T,
+    columns: &[T],
+    unique: bool,
+) -> Result<(), DbErr> {
+    let mut index = Index::create();
+    index.name(name).table(table).if_not_exists();
+    for column in columns {
+        index.col(*column);
+    }
+    if unique {
+        index.unique();
+    }
+    manager.create_index(index).await
 }

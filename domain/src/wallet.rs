@@ -52,6 +52,8 @@ impl Claims for WalletCommand {
     fn claims(&self) -> Vec<Claim> {
         match self {
             WalletCommand::Earn { store, purchase_ref, .. } => vec![purchase_claim(store, purchase_ref)],
+            // Share ids name the share everywhere (read models, distribution): unique across senders.
+            WalletCommand::Share { share, .. } => vec![Claim { kind: "share", key: share.as_str().to_string() }],
             _ => Vec::new(),
         }
     }
@@ -61,6 +63,7 @@ impl Claims for WalletCommand {
             WalletCommand::Earn { store, purchase_ref, .. } => {
                 DomainError::DuplicatePurchaseRef { store: store.clone(), purchase_ref: purchase_ref.clone() }
             }
+            WalletCommand::Share { share, .. } => DomainError::AlreadyRegistered(format!("share {}", share.as_str())),
             _ => DomainError::AlreadyRegistered(format!("{} {}", claim.kind, claim.key)),
         }
     }

@@ -270,15 +270,17 @@ fn a_taken_purchase_ref_is_reported_as_a_duplicate_purchase() {
 }
 
 #[test]
-fn wallet_commands_other_than_earn_claim_nothing() {
-    let commands = [
-        share_with(vec![part("bob", 10)]),
-        receive("bob", "ann", 10),
-        refund("bob"),
-        redeem(10),
-        adjust("ann", 10),
-        expire(10),
-    ];
+fn sharing_claims_the_share_id_across_all_senders() {
+    let command = share_with(vec![part("bob", 10)]);
+    let claims = command.claims();
+
+    assert_eq!(claims, vec![Claim { kind: "share", key: "s1".to_string() }]);
+    assert_eq!(command.claim_taken(&claims[0]), DomainError::AlreadyRegistered("share s1".to_string()));
+}
+
+#[test]
+fn wallet_commands_other_than_earn_and_share_claim_nothing() {
+    let commands = [receive("bob", "ann", 10), refund("bob"), redeem(10), adjust("ann", 10), expire(10)];
 
     for command in commands {
         assert!(command.claims().is_empty(), "{command:?} should claim nothing");

@@ -243,7 +243,9 @@ async fn check_positions(db: &DatabaseConnection, report: &mut ChainReport) -> R
         for row in rows {
             let position = row.try_get::<i64>("", "position")? as u64;
             if position != expected {
-                report.breaks.push(ChainBreak::PositionGap { missing_from: expected, missing_to: position - 1 });
+                report
+                    .breaks
+                    .push(ChainBreak::PositionGap { missing_from: expected, missing_to: position.saturating_sub(1) });
             }
             expected = position + 1;
             after = position;

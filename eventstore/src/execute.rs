@@ -212,6 +212,16 @@ impl EventStore {
         Err(CommandError::Conflict { aggregate_type: A::TYPE, aggregate_id: id.to_string(), attempts: max_attempts })
     }
 
+    /// Whether a command with this id has been recorded (by any process).
+    pub async fn command_recorded(&self, command_id: &str) -> Result<bool, EventStoreError> {
+        let select = Query::select()
+            .column(CommandLog::CommandId)
+            .from(CommandLog::Table)
+            .and_where(Expr::col(CommandLog::CommandId).eq(command_id))
+            .to_owned();
+        Ok(self.inner.db.query_one(&select).await?.is_some())
+    }
+
     /// The outcome recorded for `command_id`, if any; an error if it was
     /// recorded for a different command.
     async fn recorded_outcome(

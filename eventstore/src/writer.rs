@@ -190,6 +190,9 @@ async fn reserve(txn: &impl ConnectionTrait, count: u64) -> Result<u64, DbErr> {
                     [(count as i64).into()],
                 ))
                 .await?;
+            if result.rows_affected() != 1 {
+                return Err(DbErr::RecordNotFound("log_head row 1 (run the migrations)".into()));
+            }
             Ok(result.last_insert_id())
         }
         _ => {

@@ -27,6 +27,7 @@ on_both_backends!(
     unknown_and_malformed_stored_events_are_named_errors,
     points_earned_v1_fixture_loads_through_the_upcaster,
     waiters_wake_when_the_log_moves,
+    ids_differing_only_in_case_are_different_streams,
 );
 
 async fn sql(store: &eventstore::EventStore, statement: &str) {
@@ -419,4 +420,25 @@ async fn waiters_wake_when_the_log_moves(backend: Backend) {
     assert_eq!(local, head + 2);
     assert_eq!(remote, head + 2);
     assert_eq!(writer.wait_for(head + 2, Duration::from_millis(10)).await, head + 2, "times out at the head");
+}
+
+async fn ids_differing_only_in_case_are_different_streams(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    let upper = MemberCommand::Register {
+        member: member("Ann"),
+        handle: domain::values::Handle::parse("ann_upper").expect("valid"),
+        display_name: domain::values::DisplayName::parse("Ann again").expect("valid"),
+    };
+    store.execute::<Member>("Ann", upper, CommandContext::default()).await.expect("a second member registers");
+    store.execute::<Wallet>("ann", earn("ann", "r1", 1_000), CommandContext::default()).await.expect("lands");
+    store.execute::<Wallet>("Ann", earn("Ann", "R1", 2_000), CommandContext::default()).await.expect("lands");
+    let lower = store.read_stream("Wallet", "ann").await.expect("reads");
+    assert!(lower.iter().all(|e| e.aggregate_id == "ann"), "{lower:?}");
+    assert_eq!(lower.len(), 2);
+    let cold = open(&db, quiet()).await;
+    assert_eq!(cold.load::<Wallet>("ann").await.expect("loads").state.balance(&cafe()), 100);
+    assert_eq!(cold.load::<Wallet>("Ann").await.expect("loads").state.balance(&cafe()), 200);
+    assert!(cold.verify().await.expect("verifies").is_clean());
 }

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_event_store;
 mod m20261125_000002_read_models;
+mod m20261125_000003_binary_collation;
 
 /// Table and column names, for building queries with sea-query.
 pub mod tables {
@@ -25,6 +26,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_event_store::Migration), Box::new(m20261125_000002_read_models::Migration)]
+        vec![
+            Box::new(m20261125_000001_event_store::Migration),
+            Box::new(m20261125_000002_read_models::Migration),
+            Box::new(m20261125_000003_binary_collation::Migration),
+        ]
     }
 }

@@ -58,3 +58,23 @@ pub(crate) async fn write(
     conn.execute(&update).await?;
     Ok(())
 }
+
+/// Moves the checkpoint from `from` to `to` only if nobody moved it
+/// meanwhile; false when someone did (nothing is written then).
+pub(crate) async fn advance(
+    conn: &impl ConnectionTrait,
+    name: &str,
+    names: &Names,
+    from: u64,
+    to: u64,
+    now_us: i64,
+) -> Result<bool, DbErr> {
+    let update = Query::update()
+        .table(Alias::new(table(name, names)))
+        .value(Checkpoint::Position, to as i64)
+        .value(Checkpoint::UpdatedAtUs, now_us)
+        .and_where(Expr::col(Checkpoint::Id).eq(1))
+        .and_where(Expr::col(Checkpoint::Position).eq(from as i64))
+        .to_owned();
+    Ok(conn.execute(&update).await?.rows_affected() == 1)
+}

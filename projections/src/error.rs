@@ -23,6 +23,14 @@ pub enum ProjectionError {
     /// A command the share distribution issued failed for a reason other than the recipient.
     #[error("share distribution: {0}")]
     Command(#[from] CommandError),
+    /// The log has a hole: the event after `after` is missing.
+    #[error("the log skips from position {after} to {next}: events were deleted (run `pointstream audit verify`)")]
+    Gap {
+        /// Last position present before the hole.
+        after: u64,
+        /// First position after it.
+        next: u64,
+    },
     /// Another process holds this projection's lease.
     #[error("projection {0} is run by another process")]
     LeaseLost(&'static str),

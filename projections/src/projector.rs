@@ -67,9 +67,13 @@ pub async fn step<P: Projection>(store: &EventStore, names: &Names, limit: u64) 
         let now = eventstore::now_us();
         let locked = checkpoint::lock(&txn, P::NAME, names, now).await?;
         if first.position != locked + 1 {
+            txn.rollback().await?;
+            if locked == from {
+                // The log itself skips positions: events were deleted.
+                return Err(ProjectionError::Gap { after: locked, next: first.position });
+            }
             // Another projector, or a rebuild swapping tables in, moved the
             // checkpoint since it was read: start again from where it is.
-            txn.rollback().await?;
             from = locked;
             continue;
         }
@@ -133,7 +137,15 @@ pub async fn run<C: Consumer>(
     let db = store.db().clone();
     status.send_replace(ProjectorStatus { name: C::NAME, ..ProjectorStatus::default() });
     while !*shutdown.borrow() {
-        if !lease.acquire(&db).await? {
+        let acquired = match lease.acquire(&db).await {
+            Ok(acquired) => acquired,
+            Err(err) => {
+                // The database is away: keep trying rather than end the task.
+                tracing::error!(projection = C::NAME, %err, "cannot take the lease; retrying");
+                false
+            }
+        };
+        if !acquired {
             status.send_modify(|s| s.active = false);
             tokio::select! {
                 _ = tokio::time::sleep(lease.renew_every()) => {}
@@ -149,11 +161,17 @@ pub async fn run<C: Consumer>(
                 break;
             }
             if renewed.elapsed() >= lease.renew_every() {
-                if !lease.acquire(&db).await? {
-                    tracing::warn!(projection = C::NAME, "lease lost to another process");
-                    break;
+                match lease.acquire(&db).await {
+                    Ok(true) => renewed = Instant::now(),
+                    Ok(false) => {
+                        tracing::warn!(projection = C::NAME, "lease lost to another process");
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::error!(projection = C::NAME, %err, "cannot renew the lease; pausing");
+                        break;
+                    }
                 }
-                renewed = Instant::now();
             }
             let started = Instant::now();
             let (checkpoint, applied) = match C::step(&store, config.batch_size).await {
@@ -183,7 +201,9 @@ pub async fn run<C: Consumer>(
         }
         status.send_modify(|s| s.active = false);
     }
-    lease.release(&db).await?;
+    if let Err(err) = lease.release(&db).await {
+        tracing::warn!(projection = C::NAME, %err, "cannot release the lease; it will expire");
+    }
     Ok(())
 }
 

@@ -176,6 +176,9 @@ async fn swap<P: Projection>(db: &DatabaseConnection) -> Result<(), DbErr> {
             .iter()
             .flat_map(|t| [format!("`{t}` TO `{t}{RETIRED_SUFFIX}`"), format!("`{t}{SHADOW_SUFFIX}` TO `{t}`")])
             .collect();
+        // Left over by a rebuild that died between its rename and its drop.
+        let leftovers: Vec<String> = tables.iter().map(|t| format!("`{t}{RETIRED_SUFFIX}`")).collect();
+        run(db, format!("DROP TABLE IF EXISTS {}", leftovers.join(", "))).await?;
         run(db, format!("RENAME TABLE {}", pairs.join(", "))).await?;
         let retired: Vec<String> = tables.iter().map(|t| format!("`{t}{RETIRED_SUFFIX}`")).collect();
         return run(db, format!("DROP TABLE {}", retired.join(", "))).await;

@@ -5,9 +5,12 @@
 //! so handling the event again (after a crash, before the checkpoint moved)
 //! returns the recorded outcome instead of crediting twice. A recipient who
 //! cannot receive (deactivated, unknown) gets a `RefundShare` of that part,
-//! again under a derived id.
+//! again under a derived id. Only permanent refusals (the recipient is
+//! deactivated or unknown) are refunded; anything else fails the batch, which
+//! is retried. A part whose refund is recorded is never received afterwards,
+//! so a redelivery cannot both refund and credit it.
 
-use domain::{Wallet, WalletCommand, WalletEvent};
+use domain::{DomainError, Wallet, WalletCommand, WalletEvent};
 use eventstore::{CommandContext, CommandError, EventStore, RecordedEvent};
 
 use crate::checkpoint;
@@ -28,7 +31,11 @@ impl Consumer for ShareDistribution {
         for event in events.iter().filter(|e| e.aggregate_type == "Wallet" && e.event_type == "PointsShared") {
             distribute(store, event).await?;
         }
-        checkpoint::write(store.db(), Self::NAME, &Names::LIVE, last, eventstore::now_us()).await?;
+        // Never backwards: if another distributor moved on meanwhile, keep its checkpoint.
+        let now = eventstore::now_us();
+        if !checkpoint::advance(store.db(), Self::NAME, &Names::LIVE, from, last, now).await? {
+            return Ok((checkpoint::read(store.db(), Self::NAME, &Names::LIVE).await?, 0));
+        }
         Ok((last, events.len() as u64))
     }
 }
@@ -41,8 +48,10 @@ async fn distribute(store: &EventStore, event: &RecordedEvent) -> Result<(), Pro
     let sender = domain::values::MemberId::parse(event.aggregate_id.as_str())
         .map_err(|e| ProjectionError::Missing { at: event.address(), what: format!("a valid sender id ({e})") })?;
     let correlation = event.metadata().map(|m| m.correlation_id).ok();
+    let command_id =
+        |step: &str, recipient: &str| format!("share/{}/{}/{recipient}/{step}", sender.as_str(), share.as_str());
     let context = |step: &str, recipient: &str| CommandContext {
-        command_id: Some(format!("share/{}/{recipient}/{step}", share.as_str())),
+        command_id: Some(command_id(step, recipient)),
         actor: Some("share-distribution".into()),
         role: Some("system".into()),
         correlation_id: correlation.clone(),
@@ -51,6 +60,9 @@ async fn distribute(store: &EventStore, event: &RecordedEvent) -> Result<(), Pro
     };
     for part in recipients {
         let recipient = part.member.as_str();
+        if store.command_recorded(&command_id("refund", recipient)).await? {
+            continue;
+        }
         let receive = WalletCommand::ReceiveShared {
             member: part.member.clone(),
             share: share.clone(),
@@ -60,7 +72,7 @@ async fn distribute(store: &EventStore, event: &RecordedEvent) -> Result<(), Pro
         };
         match store.execute::<Wallet>(recipient, receive, context("receive", recipient)).await {
             Ok(_) => {}
-            Err(CommandError::Rejected(reason)) => {
+            Err(CommandError::Rejected(reason @ (DomainError::MemberInactive(_) | DomainError::UnknownMember(_)))) => {
                 tracing::info!(share = share.as_str(), recipient, %reason, "recipient cannot receive; refunding");
                 let refund = WalletCommand::RefundShare { share: share.clone(), recipient: part.member.clone() };
                 store.execute::<Wallet>(sender.as_str(), refund, context("refund", recipient)).await?;

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use api::ApiState;
+use api::auth::{self, Claims, Role};
 use clap::{Parser, Subcommand};
 use eventstore::{DEFAULT_DATABASE_URL, EventStore, EventStoreConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,9 +29,22 @@ struct Cli {
     /// Events per projector batch (and transaction).
     #[arg(long, env = "POINTSTREAM_PROJECTOR_BATCH", default_value_t = 1_000, global = true)]
     projector_batch: u64,
+    /// Address the API listens on (port 0: any free port).
+    #[arg(long, env = "POINTSTREAM_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    listen: String,
+    /// Secret that signs and checks bearer tokens (HS256). Without it a fixed
+    /// development secret is used, and `serve` says so.
+    #[arg(long, env = "POINTSTREAM_JWT_SECRET", global = true, hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// How long a mutation waits for its read model to show the change, in milliseconds.
+    #[arg(long, env = "POINTSTREAM_READ_TIMEOUT_MS", default_value_t = 5_000, global = true)]
+    read_timeout_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+/// Signs development tokens when no secret is configured; never for production.
+const DEV_SECRET: &str = "pointstream-development-secret";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -37,6 +52,23 @@ enum Command {
     Serve,
     /// Run only the projectors and the share distribution (one active per projection across processes).
     Projector,
+    /// Print a bearer token (signed with the configured secret) for development.
+    Token {
+        /// The role: member, staff, admin or auditor.
+        #[arg(long)]
+        role: String,
+        /// The member a member token acts as.
+        #[arg(long)]
+        member: Option<String>,
+        /// The store a staff token works at.
+        #[arg(long)]
+        store: Option<String>,
+        /// Hours until it expires.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+    /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
+    Schema,
     /// Rebuild read models from position 0 into shadow tables, then swap them in.
     Replay {
         /// Rebuild only this projection (members, stores, wallets, shares, posts).
@@ -86,6 +118,18 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let secret = cli.jwt_secret.clone().unwrap_or_else(|| DEV_SECRET.to_string()).into_bytes();
+    match &cli.command {
+        Some(Command::Schema) => {
+            print!("{}", api::sdl());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Token { role, member, store, hours }) => {
+            println!("{}", token(&secret, role, member.clone(), store.clone(), *hours)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let config = EventStoreConfig { snapshot_every: cli.snapshot_every, ..EventStoreConfig::default() };
     let store = EventStore::open(&cli.database_url, config)
         .await
@@ -96,8 +140,17 @@ async fn main() -> anyhow::Result<ExitCode> {
         ..ProjectorConfig::default()
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(store, projector, "pointstream is running").await,
-        Command::Projector => serve(store, projector, "projector is running").await,
+        Command::Serve => {
+            let api = Api {
+                listen: cli.listen.clone(),
+                secret,
+                dev_secret: cli.jwt_secret.is_none(),
+                read_timeout: Duration::from_millis(cli.read_timeout_ms),
+            };
+            serve(store, projector, Some(api)).await
+        }
+        Command::Projector => serve(store, projector, None).await,
+        Command::Schema | Command::Token { .. } => Ok(ExitCode::SUCCESS),
         Command::Replay { projection, batch_size } => replay(store, projection, batch_size).await,
         Command::Migrate => {
             tracing::info!(database = %cli.database_url, head = store.head(), "migrations applied");
@@ -108,10 +161,62 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(store: EventStore, config: ProjectorConfig, banner: &str) -> anyhow::Result<ExitCode> {
+/// How `serve` runs the API.
+struct Api {
+    listen: String,
+    secret: Vec<u8>,
+    dev_secret: bool,
+    read_timeout: Duration,
+}
+
+fn token(
+    secret: &[u8],
+    role: &str,
+    member: Option<String>,
+    store: Option<String>,
+    hours: u64,
+) -> anyhow::Result<String> {
+    let role = match role {
+        "member" => Role::Member,
+        "staff" => Role::Staff,
+        "admin" => Role::Admin,
+        "auditor" => Role::Auditor,
+        other => anyhow::bail!("unknown role {other:?}: member, staff, admin or auditor"),
+    };
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + hours * 3_600;
+    let sub = member.clone().or_else(|| store.clone()).unwrap_or_else(|| format!("{role:?}").to_lowercase());
+    let claims = Claims { sub, role, member, store, exp };
+    auth::verify(secret, &auth::mint(secret, &claims)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(auth::mint(secret, &claims)?)
+}
+
+async fn serve(store: EventStore, config: ProjectorConfig, api: Option<Api>) -> anyhow::Result<ExitCode> {
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &config, &shutdown);
-    tracing::info!(head = store.head(), "{banner}; Ctrl-C stops it");
+    let server = match api {
+        Some(api) => {
+            let state = ApiState { store: store.clone(), read_timeout: api.read_timeout };
+            let app = api::server::app(api::build(state.clone()), state, api.secret.clone());
+            let mut stopped = shutdown.clone();
+            let signal = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let listen = api.listen.clone();
+            let (address, server) = api::server::bind(listen.clone(), app, signal)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!("pointstream is listening: GraphiQL at http://{address}/graphql");
+            if api.dev_secret {
+                tracing::warn!("no POINTSTREAM_JWT_SECRET: tokens are signed with the development secret");
+                println!("development admin token: {}", token(&api.secret, "admin", None, None, 24)?);
+            }
+            Some(tokio::spawn(server))
+        }
+        None => {
+            tracing::info!(head = store.head(), "projector is running; Ctrl-C stops it");
+            None
+        }
+    };
     let mut report = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
@@ -136,6 +241,9 @@ async fn serve(store: EventStore, config: ProjectorConfig, banner: &str) -> anyh
         }
     }
     stop.send_replace(true);
+    if let Some(server) = server {
+        server.await??;
+    }
     for task in running.tasks {
         task.await??;
     }

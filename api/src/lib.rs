@@ -1,0 +1,14 @@
+//! The GraphQL API (poem + async-graphql): the way in for the front end.
+//!
+//! * [`schema`]: queries over the read models and mutations that run one
+//!   command each, answering after the read model has caught up;
+//! * [`auth`]: bearer JWTs with roles;
+//! * [`errors`]: the one mapping of errors to `extensions.code`;
+//! * [`server`]: the HTTP routes.
+
+pub mod auth;
+pub mod errors;
+pub mod schema;
+pub mod server;
+
+pub use schema::{ApiSchema, ApiState, build, sdl};

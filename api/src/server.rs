@@ -1,0 +1,81 @@
+//! HTTP: `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz`, `/readyz`.
+
+use std::sync::Arc;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_poem::{GraphQLRequest, GraphQLResponse};
+use poem::http::{HeaderMap, StatusCode};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::middleware::SizeLimit;
+use poem::web::{Data, Html};
+use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, get, handler};
+use sea_orm::ConnectionTrait;
+
+use crate::auth;
+use crate::schema::{ApiSchema, ApiState, Caller};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// What the HTTP layer needs besides the schema.
+#[derive(Clone)]
+pub struct Http {
+    schema: ApiSchema,
+    state: ApiState,
+    secret: Arc<Vec<u8>>,
+}
+
+#[handler]
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+#[handler]
+async fn graphql(http: Data<&Http>, headers: &HeaderMap, request: GraphQLRequest) -> GraphQLResponse {
+    let caller = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        None => Caller::Anonymous,
+        Some(value) => match auth::from_header(&http.secret, value) {
+            Ok(claims) => Caller::Authenticated(claims),
+            Err(reason) => Caller::Refused(reason),
+        },
+    };
+    http.schema.execute(request.0.data(caller)).await.into()
+}
+
+#[handler]
+fn healthz() -> &'static str {
+    "ok"
+}
+
+#[handler]
+async fn readyz(http: Data<&Http>) -> poem::Response {
+    let db = http.state.store.db();
+    match db.execute_unprepared("SELECT 1").await {
+        Ok(_) => "ready: database ok".into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: database: {err}")).into_response(),
+    }
+}
+
+/// The application: every route, with the body size limit.
+pub fn app(schema: ApiSchema, state: ApiState, secret: Vec<u8>) -> impl Endpoint {
+    let http = Http { schema, state, secret: Arc::new(secret) };
+    Route::new()
+        .at("/graphql", get(graphiql).post(graphql.with(SizeLimit::new(MAX_BODY))))
+        .at("/healthz", get(healthz))
+        .at("/readyz", get(readyz))
+        .data(http)
+}
+
+/// Binds `addr` (port 0: any free port) and returns the bound address and the
+/// server future, which ends when `shutdown` resolves.
+pub async fn bind(
+    addr: String,
+    endpoint: impl Endpoint + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(String, impl std::future::Future<Output = std::io::Result<()>>)> {
+    let acceptor = TcpListener::bind(addr.clone()).into_acceptor().await?;
+    let local =
+        acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).map(|a| a.to_string()).unwrap_or(addr);
+    let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, None);
+    Ok((local, server))
+}

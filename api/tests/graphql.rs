@@ -1,0 +1,130 @@
+//! The GraphQL API in process (poem's test client), on SQLite and MariaDB.
+
+extern crate pointstream_api as api;
+
+#[macro_use]
+#[path = "../../eventstore/tests/support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use api::auth::{Claims, Role, mint};
+use api::{ApiState, build};
+use eventstore::EventStore;
+use poem::test::TestClient;
+use serde_json::{Value, json};
+use support::{Backend, open, quiet, scratch, world};
+use tokio::sync::watch;
+
+const SECRET: &[u8] = b"api test secret";
+
+on_both_backends!(earn_then_read_with_roles_errors_and_idempotency);
+
+fn token(role: Role, member: Option<&str>, store: Option<&str>) -> String {
+    let claims = Claims {
+        sub: "tester".into(),
+        role,
+        member: member.map(str::to_string),
+        store: store.map(str::to_string),
+        exp: 4_000_000_000,
+    };
+    mint(SECRET, &claims).expect("mints")
+}
+
+async fn graphql(
+    client: &TestClient<impl poem::Endpoint>,
+    bearer: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let body = json!({ "query": query, "variables": variables }).to_string();
+    let mut request =
+        client.post("/graphql").content_type("application/json").header("content-length", body.len()).body(body);
+    if let Some(bearer) = bearer {
+        request = request.header("authorization", format!("Bearer {bearer}"));
+    }
+    let response = request.send().await;
+    response.assert_status_is_ok();
+    let body = response.0.into_body().into_string().await.expect("a body");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+fn code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"].as_str().unwrap_or("none")
+}
+
+const EARN: &str = "mutation($m: String!, $s: String!, $r: String!, $a: Int!, $k: String) { \
+    earnPoints(member: $m, store: $s, purchaseRef: $r, amount: $a, idempotencyKey: $k) { \
+    position replayed balance { balance earned } } }";
+const BALANCES: &str = "query($m: String!) { balances(member: $m) { storeId balance } }";
+
+async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store: EventStore = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    let (stop, shutdown) = watch::channel(false);
+    let running = projections::spawn_all(&store, &projections::ProjectorConfig::default(), &shutdown);
+    let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10) };
+    let client = TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec()));
+
+    let staff = token(Role::Staff, None, Some("cafe"));
+    let vars = |amount: i64, key: &str| json!({ "m": "bob", "s": "cafe", "r": "till-1", "a": amount, "k": key });
+
+    // Staff of the store earns for bob; the answer already shows the new balance.
+    let earned = graphql(&client, Some(&staff), EARN, vars(1_000, "k1")).await;
+    assert_eq!(earned["data"]["earnPoints"]["balance"], json!({ "balance": 100, "earned": 100 }), "{earned}");
+    assert_eq!(earned["data"]["earnPoints"]["replayed"], false);
+    let head = store.read_head().await.expect("head");
+
+    // The same key again: the same answer, nothing written.
+    let again = graphql(&client, Some(&staff), EARN, vars(1_000, "k1")).await;
+    assert_eq!(again["data"]["earnPoints"]["replayed"], true, "{again}");
+    assert_eq!(again["data"]["earnPoints"]["position"], earned["data"]["earnPoints"]["position"]);
+    let reused = graphql(&client, Some(&staff), EARN, vars(2_000, "k1")).await;
+    assert_eq!(code(&reused), "IDEMPOTENCY_KEY_REUSED", "{reused}");
+
+    // Refusals, each with its code, none writing anything.
+    let refusals = [
+        (None, vars(1_000, "k2"), "UNAUTHENTICATED"),
+        (Some("not-a-token".to_string()), vars(1_000, "k2"), "UNAUTHENTICATED"),
+        (Some(token(Role::Staff, None, Some("bakery"))), vars(1_000, "k2"), "FORBIDDEN"),
+        (Some(token(Role::Member, Some("bob"), None)), vars(1_000, "k2"), "FORBIDDEN"),
+        (Some(token(Role::Auditor, None, None)), vars(1_000, "k2"), "FORBIDDEN"),
+        (Some(staff.clone()), vars(-5, "k2"), "BAD_USER_INPUT"),
+        (Some(staff.clone()), json!({ "m": "zed", "s": "cafe", "r": "till-2", "a": 1000 }), "NOT_FOUND"),
+    ];
+    for (bearer, variables, expected) in refusals {
+        let refused = graphql(&client, bearer.as_deref(), EARN, variables.clone()).await;
+        assert_eq!(code(&refused), expected, "{variables}: {refused}");
+    }
+    let bad_signature = mint(
+        b"another secret",
+        &Claims { sub: "x".into(), role: Role::Admin, member: None, store: None, exp: 4_000_000_000 },
+    )
+    .expect("mints");
+    assert_eq!(code(&graphql(&client, Some(&bad_signature), EARN, vars(1_000, "k3")).await), "UNAUTHENTICATED");
+    assert_eq!(store.read_head().await.expect("head"), head, "refusals wrote nothing");
+
+    // Reading: bob himself, admins; not another member; stores are public.
+    let own = graphql(&client, Some(&token(Role::Member, Some("bob"), None)), BALANCES, json!({ "m": "bob" })).await;
+    assert_eq!(own["data"]["balances"], json!([{ "storeId": "cafe", "balance": 100 }]), "{own}");
+    let other = graphql(&client, Some(&token(Role::Member, Some("ann"), None)), BALANCES, json!({ "m": "bob" })).await;
+    assert_eq!(code(&other), "FORBIDDEN");
+    let admin = graphql(&client, Some(&token(Role::Admin, None, None)), BALANCES, json!({ "m": "bob" })).await;
+    assert_eq!(admin["data"]["balances"][0]["balance"], 100);
+    let stores = graphql(&client, None, "{ stores { id name ratePerTenThousand: rateBasisPoints } }", json!({})).await;
+    assert_eq!(stores["data"]["stores"], json!([{ "id": "cafe", "name": "The Cafe", "ratePerTenThousand": 1000 }]));
+    let deep = graphql(&client, None, "{ __typename stores { id } }", json!({})).await;
+    assert!(deep["errors"].is_null(), "{deep}");
+
+    stop.send_replace(true);
+    for task in running.tasks {
+        task.await.expect("stops").expect("ran cleanly");
+    }
+}
+
+#[test]
+fn schema_graphql_is_the_served_schema() {
+    let committed = include_str!("../../schema.graphql");
+    assert_eq!(committed, api::sdl(), "schema.graphql is stale: run `cargo run -- schema > schema.graphql`");
+}

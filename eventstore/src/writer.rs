@@ -78,7 +78,6 @@ pub(crate) enum AppendError {
 
 /// Limits of one group commit.
 const MAX_REQUESTS_PER_BATCH: usize = 256;
-/// Rows per INSERT statement (SQLite allows 32766 bound values).
 /// Most rows in one INSERT (a power of two, see [`statement_chunks`]).
 const ROWS_PER_INSERT: usize = 256;
 
@@ -132,8 +131,41 @@ fn publish(head: &watch::Sender<u64>, outcomes: &[CommandOutcome]) {
 async fn commit_one(db: &DatabaseConnection, request: &AppendRequest) -> Result<CommandOutcome, AppendError> {
     match commit(db, std::slice::from_ref(request)).await {
         Ok(mut outcomes) => outcomes.pop().ok_or(AppendError::Database(DbErr::Custom("empty commit".into()))),
-        Err(err) => Err(classify(db, request, err).await),
+        Err(err) => match already_stored(db, request).await {
+            // A commit whose acknowledgement was lost: it did land, exactly once.
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Err(classify(db, request, err).await),
+            Err(lookup) => Err(AppendError::Database(lookup)),
+        },
     }
+}
+
+/// The outcome of `request` if its events are already stored, byte for byte
+/// (same chain hash): its earlier commit succeeded although it reported an error.
+async fn already_stored(db: &DatabaseConnection, request: &AppendRequest) -> Result<Option<CommandOutcome>, DbErr> {
+    let (Some(first), Some(last)) = (request.events.first(), request.events.last()) else { return Ok(None) };
+    let select = Query::select()
+        .columns([Events::Position, Events::Hash])
+        .from(Events::Table)
+        .and_where(Expr::col(Events::AggregateType).eq(first.aggregate_type))
+        .and_where(Expr::col(Events::AggregateId).eq(first.aggregate_id.as_str()))
+        .and_where(Expr::col(Events::Sequence).eq(first.sequence as i64))
+        .to_owned();
+    let Some(row) = db.query_one(&select).await? else { return Ok(None) };
+    let hash: String = row.try_get("", "hash")?;
+    if hash != first.hash {
+        return Ok(None);
+    }
+    let first_position = row.try_get::<i64>("", "position")? as u64;
+    Ok(Some(CommandOutcome {
+        command_id: request.command.as_ref().map(|c| c.command_id.clone()).unwrap_or_default(),
+        aggregate_type: first.aggregate_type.to_string(),
+        aggregate_id: first.aggregate_id.clone(),
+        sequence: last.sequence,
+        first_position,
+        last_position: first_position + request.events.len() as u64 - 1,
+        replayed: false,
+    }))
 }
 
 /// Names the unique key a failed append ran into.
@@ -354,4 +386,44 @@ async fn insert_rows(
         txn.execute(&insert).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch::ScratchDatabase;
+
+    fn request(hash: &str) -> (AppendRequest, oneshot::Receiver<Result<CommandOutcome, AppendError>>) {
+        let (reply, answer) = oneshot::channel();
+        let event = NewEvent {
+            aggregate_type: "Wallet",
+            aggregate_id: "ann".into(),
+            sequence: 1,
+            event_type: "WalletOpened".into(),
+            event_version: 1,
+            payload: r#"{"member":"ann"}"#.into(),
+            metadata: r#"{"command_id":"c1","correlation_id":"c1"}"#.into(),
+            recorded_at_us: 1,
+            hash: hash.into(),
+        };
+        (AppendRequest { events: vec![event], command: None, claims: Vec::new(), snapshot: None, reply }, answer)
+    }
+
+    #[tokio::test]
+    async fn a_retried_append_that_had_landed_reports_its_outcome_not_a_conflict() {
+        let scratch = ScratchDatabase::sqlite();
+        let db = crate::connect(&scratch.url, 2).await.expect("connects");
+        crate::migrate(&db).await.expect("migrates");
+        let (first, _answer) = request("h1");
+        let landed = commit_one(&db, &first).await.expect("lands");
+
+        // The same request again, as after a commit whose acknowledgement was lost.
+        let again = commit_one(&db, &first).await.expect("recognised as already stored");
+        assert_eq!((again.first_position, again.last_position), (landed.first_position, landed.last_position));
+        assert_eq!(crate::log::head(&db).await.expect("head"), 1, "nothing written twice");
+
+        // Other content at the same place is a genuine conflict.
+        let (other, _answer) = request("h2");
+        assert!(matches!(commit_one(&db, &other).await, Err(AppendError::Conflict)));
+    }
 }

@@ -8,7 +8,9 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
-/// Every table of the earlier migrations.
+use crate::m20261125_000002_read_models::CHECKPOINT_TABLES;
+
+/// Every table of the earlier migrations (and the checkpoint tables).
 const TABLES: &[&str] = &[
     "events",
     "log_head",
@@ -25,12 +27,6 @@ const TABLES: &[&str] = &[
     "posts",
     "post_photos",
     "post_social",
-    "members_checkpoint",
-    "stores_checkpoint",
-    "wallets_checkpoint",
-    "shares_checkpoint",
-    "posts_checkpoint",
-    "share_distribution_checkpoint",
     "leases",
 ];
 
@@ -48,7 +44,7 @@ impl MigrationTrait for Migration {
         if manager.get_database_backend() != DbBackend::MySql {
             return Ok(());
         }
-        for table in TABLES {
+        for table in TABLES.iter().chain(CHECKPOINT_TABLES.iter()) {
             let sql = format!("ALTER TABLE `{table}` CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin");
             manager.get_connection().execute_unprepared(&sql).await?;
         }

@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use async_graphql::{Context, EmptySubscription, Object, Result, Schema, SimpleObject};
-use domain::values::{Amount, MemberId, PurchaseRef, StoreId};
-use domain::{Wallet, WalletCommand};
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, EmptySubscription, InputObject, Object, Result, Schema, SimpleObject};
+use domain::values::{Amount, MemberId, Points, PurchaseRef, Reason, ShareId, ShareMessage, StoreId};
+use domain::{SharePart, Wallet, WalletCommand};
 use eventstore::{CommandContext, EventStore};
-use projections::entities::{balances, stores};
-use projections::{Names, checkpoint};
+use projections::entities::{balances, ledger, members, stores};
+use projections::{Names, checkpoint, queries};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::auth::{AuthError, Claims, Role};
@@ -39,12 +40,16 @@ pub enum Caller {
 
 /// Builds the schema around `state`.
 pub fn build(state: ApiState) -> ApiSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription).data(state).limit_depth(12).limit_complexity(500).finish()
+    Schema::build(QueryRoot, MutationRoot::default(), EmptySubscription)
+        .data(state)
+        .limit_depth(12)
+        .limit_complexity(500)
+        .finish()
 }
 
 /// The schema's SDL, as `pointstream schema` prints it and `schema.graphql` holds it.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription).finish().sdl()
+    Schema::build(QueryRoot, MutationRoot::default(), EmptySubscription).finish().sdl()
 }
 
 fn state<'a>(ctx: &Context<'a>) -> Result<&'a ApiState> {
@@ -132,6 +137,68 @@ impl From<balances::Model> for Balance {
     }
 }
 
+/// A member.
+#[derive(SimpleObject)]
+pub struct Member {
+    id: String,
+    handle: String,
+    display_name: String,
+    active: bool,
+}
+
+impl From<members::Model> for Member {
+    fn from(m: members::Model) -> Self {
+        Member { id: m.member_id, handle: m.handle, display_name: m.display_name, active: m.active }
+    }
+}
+
+/// One movement of points, with the balance after it.
+#[derive(SimpleObject)]
+pub struct LedgerEntry {
+    /// Global position of the event.
+    position: i64,
+    store_id: String,
+    /// earn, share, receive, refund, redeem, adjust or expire.
+    kind: String,
+    delta: i64,
+    balance_after: i64,
+    purchase_ref: Option<String>,
+    amount_paid: Option<i64>,
+    counterparty_id: Option<String>,
+    share_id: Option<String>,
+    reason: Option<String>,
+    /// When it was recorded, microseconds since the Unix epoch.
+    recorded_at_us: i64,
+}
+
+impl From<ledger::Model> for LedgerEntry {
+    fn from(l: ledger::Model) -> Self {
+        LedgerEntry {
+            position: l.position,
+            store_id: l.store_id,
+            kind: l.kind,
+            delta: l.delta,
+            balance_after: l.balance_after,
+            purchase_ref: l.purchase_ref,
+            amount_paid: l.amount_paid,
+            counterparty_id: l.counterparty_id,
+            share_id: l.share_id,
+            reason: l.reason,
+            recorded_at_us: l.recorded_at_us,
+        }
+    }
+}
+
+/// One recipient's part of a share.
+#[derive(InputObject)]
+pub struct SharePartInput {
+    member: String,
+    points: i64,
+}
+
+/// Largest page a paginated field returns.
+pub const MAX_PAGE: usize = 100;
+
 /// What a mutation did: its last event's position and the state read after it.
 #[derive(SimpleObject)]
 pub struct EarnResult {
@@ -161,6 +228,52 @@ impl QueryRoot {
         Ok(stores::Entity::find_by_id(id).one(db).await.map_err(internal)?.map(Store::from))
     }
 
+    /// A member (the member themself, staff, admins, auditors).
+    async fn member(&self, ctx: &Context<'_>, id: String) -> Result<Option<Member>> {
+        let claims = claims(ctx)?;
+        if claims.role == Role::Member && claims.member.as_deref() != Some(id.as_str()) {
+            return Err(forbidden());
+        }
+        let db = state(ctx)?.store.db();
+        Ok(members::Entity::find_by_id(id).one(db).await.map_err(internal)?.map(Member::from))
+    }
+
+    /// A member's ledger, newest first, as a Relay connection (`first` at
+    /// most 100; `after` is an entry's cursor). Staff see their store's only.
+    async fn ledger(
+        &self,
+        ctx: &Context<'_>,
+        member: String,
+        store: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, LedgerEntry>> {
+        let claims = claims(ctx)?;
+        let store = match claims.role {
+            Role::Admin | Role::Auditor => store,
+            Role::Member if claims.member.as_deref() == Some(member.as_str()) => store,
+            Role::Staff => claims.store.clone(),
+            Role::Member => return Err(forbidden()),
+        };
+        let first =
+            usize::try_from(first.unwrap_or(20)).map_err(|_| coded("BAD_USER_INPUT", "first must be positive"))?;
+        if first == 0 || first > MAX_PAGE {
+            return Err(coded("BAD_USER_INPUT", format!("first must be between 1 and {MAX_PAGE}")));
+        }
+        let before = match after {
+            Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| coded("BAD_USER_INPUT", "after is not a cursor"))?),
+            None => None,
+        };
+        let db = state(ctx)?.store.db();
+        let mut rows =
+            queries::ledger_page(db, &member, store.as_deref(), before, first as u64 + 1).await.map_err(internal)?;
+        let has_next = rows.len() > first;
+        rows.truncate(first);
+        let mut connection = Connection::new(before.is_some(), has_next);
+        connection.edges.extend(rows.into_iter().map(|row| Edge::new(row.position.to_string(), row.into())));
+        Ok(connection)
+    }
+
     /// A member's balances: the member themself, admins and auditors; staff
     /// see only their store's.
     async fn balances(&self, ctx: &Context<'_>, member: String) -> Result<Vec<Balance>> {
@@ -180,10 +293,19 @@ impl QueryRoot {
 }
 
 /// Mutations: one command each.
-pub struct MutationRoot;
+#[derive(async_graphql::MergedObject, Default)]
+pub struct MutationRoot(EarnMutations, SpendMutations);
+
+/// Earning.
+#[derive(Default)]
+pub struct EarnMutations;
+
+/// Spending and sharing.
+#[derive(Default)]
+pub struct SpendMutations;
 
 #[Object]
-impl MutationRoot {
+impl EarnMutations {
     /// Earn points for a purchase (staff of the store, or admin). Retrying
     /// with the same `idempotencyKey` returns the first result.
     async fn earn_points(
@@ -204,30 +326,128 @@ impl MutationRoot {
         if !allowed {
             return Err(forbidden());
         }
-        let bad = |e: domain::values::ValueError| coded("BAD_USER_INPUT", e.to_string());
         let amount = u64::try_from(amount).map_err(|_| coded("BAD_USER_INPUT", "amount must be positive"))?;
         let command = WalletCommand::Earn {
-            member: MemberId::parse(member.as_str()).map_err(bad)?,
-            store: StoreId::parse(store.as_str()).map_err(bad)?,
-            purchase_ref: PurchaseRef::parse(purchase_ref).map_err(bad)?,
-            amount: Amount::new(amount).map_err(bad)?,
+            member: MemberId::parse(member.as_str()).map_err(bad_input)?,
+            store: StoreId::parse(store.as_str()).map_err(bad_input)?,
+            purchase_ref: PurchaseRef::parse(purchase_ref).map_err(bad_input)?,
+            amount: Amount::new(amount).map_err(bad_input)?,
         };
-        let state = state(ctx)?;
-        let context = CommandContext {
-            command_id: idempotency_key,
-            actor: Some(claims.sub.clone()),
-            role: Some(format!("{:?}", claims.role).to_lowercase()),
-            ..CommandContext::default()
-        };
-        let outcome = state.store.execute::<Wallet>(&member, command, context).await.map_err(command_error)?;
-        wait_for_projection(state, "wallets", outcome.last_position).await?;
-        let row = balances::Entity::find_by_id((member, store))
-            .one(state.store.db())
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| coded("INTERNAL", "the balance is missing after the earn"))?;
-        Ok(EarnResult { position: outcome.last_position as i64, replayed: outcome.replayed, balance: row.into() })
+        run_wallet_command(ctx, claims, member, store, command, idempotency_key).await
     }
+}
+
+#[Object]
+impl SpendMutations {
+    /// Spend points on a reward: the member themself, staff of the store, or admin.
+    async fn redeem_points(
+        &self,
+        ctx: &Context<'_>,
+        member: String,
+        store: String,
+        points: i64,
+        reward: String,
+        idempotency_key: Option<String>,
+    ) -> Result<EarnResult> {
+        let claims = claims(ctx)?;
+        let allowed = match claims.role {
+            Role::Admin => true,
+            Role::Staff => claims.store.as_deref() == Some(store.as_str()),
+            Role::Member => claims.member.as_deref() == Some(member.as_str()),
+            Role::Auditor => false,
+        };
+        if !allowed {
+            return Err(forbidden());
+        }
+        let command = WalletCommand::Redeem {
+            store: StoreId::parse(store.as_str()).map_err(bad_input)?,
+            points: points_of(points)?,
+            reward: Reason::parse(reward).map_err(bad_input)?,
+        };
+        run_wallet_command(ctx, claims, member, store, command, idempotency_key).await
+    }
+
+    // Each argument is a GraphQL field argument.
+    #[allow(clippy::too_many_arguments)]
+    /// Share points held at one store with other members (the sender
+    /// themself, or admin). Recipients are credited shortly after; a recipient
+    /// who cannot receive is refunded to the sender.
+    async fn share_points(
+        &self,
+        ctx: &Context<'_>,
+        from: String,
+        store: String,
+        recipients: Vec<SharePartInput>,
+        message: Option<String>,
+        share_id: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> Result<EarnResult> {
+        let claims = claims(ctx)?;
+        let allowed = match claims.role {
+            Role::Admin => true,
+            Role::Member => claims.member.as_deref() == Some(from.as_str()),
+            Role::Staff | Role::Auditor => false,
+        };
+        if !allowed {
+            return Err(forbidden());
+        }
+        let share = match share_id.or_else(|| idempotency_key.as_ref().map(|k| format!("k-{k}"))) {
+            Some(id) => ShareId::parse(id).map_err(bad_input)?,
+            None => ShareId::parse(uuid::Uuid::now_v7().simple().to_string()).map_err(bad_input)?,
+        };
+        let parts = recipients
+            .into_iter()
+            .map(|part| {
+                Ok(SharePart {
+                    member: MemberId::parse(part.member).map_err(bad_input)?,
+                    points: points_of(part.points)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let command = WalletCommand::Share {
+            share,
+            store: StoreId::parse(store.as_str()).map_err(bad_input)?,
+            recipients: parts,
+            message: ShareMessage::parse(message.unwrap_or_default()).map_err(bad_input)?,
+        };
+        run_wallet_command(ctx, claims, from, store, command, idempotency_key).await
+    }
+}
+
+fn bad_input(error: domain::values::ValueError) -> async_graphql::Error {
+    coded("BAD_USER_INPUT", error.to_string())
+}
+
+fn points_of(raw: i64) -> Result<Points> {
+    let raw = u64::try_from(raw).map_err(|_| coded("BAD_USER_INPUT", "points must be positive"))?;
+    Points::new(raw).map_err(bad_input)
+}
+
+/// Runs `command` on `member`'s wallet and answers with the balance at
+/// `store` once the wallets read model shows it.
+async fn run_wallet_command(
+    ctx: &Context<'_>,
+    claims: &Claims,
+    member: String,
+    store: String,
+    command: WalletCommand,
+    idempotency_key: Option<String>,
+) -> Result<EarnResult> {
+    let state = state(ctx)?;
+    let context = CommandContext {
+        command_id: idempotency_key,
+        actor: Some(claims.sub.clone()),
+        role: Some(format!("{:?}", claims.role).to_lowercase()),
+        ..CommandContext::default()
+    };
+    let outcome = state.store.execute::<Wallet>(&member, command, context).await.map_err(command_error)?;
+    wait_for_projection(state, "wallets", outcome.last_position).await?;
+    let row = balances::Entity::find_by_id((member, store))
+        .one(state.store.db())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| coded("INTERNAL", "the balance is missing after the command"))?;
+    Ok(EarnResult { position: outcome.last_position as i64, replayed: outcome.replayed, balance: row.into() })
 }
 
 /// Waits until projection `name` has applied `position` (read-your-writes),

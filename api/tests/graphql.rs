@@ -117,6 +117,59 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
     let deep = graphql(&client, None, "{ __typename stores { id } }", json!({})).await;
     assert!(deep["errors"].is_null(), "{deep}");
 
+    // More earns, then the ledger page by page (newest first).
+    for (i, key) in ["k4", "k5"].iter().enumerate() {
+        let more = json!({ "m": "bob", "s": "cafe", "r": format!("till-{}", i + 10), "a": 1_000, "k": key });
+        assert!(graphql(&client, Some(&staff), EARN, more).await["errors"].is_null());
+    }
+    let bob = token(Role::Member, Some("bob"), None);
+    let page_query = "query($after: String) { ledger(member: \"bob\", first: 2, after: $after) { \
+        edges { cursor node { kind delta balanceAfter purchaseRef } } pageInfo { hasNextPage endCursor } } }";
+    let page = graphql(&client, Some(&bob), page_query, json!({})).await;
+    let ledger = &page["data"]["ledger"];
+    assert_eq!(ledger["edges"].as_array().map(Vec::len), Some(2), "{page}");
+    assert_eq!(ledger["edges"][0]["node"]["balanceAfter"], 300);
+    assert_eq!(ledger["pageInfo"]["hasNextPage"], true);
+    let next = graphql(&client, Some(&bob), page_query, json!({ "after": ledger["pageInfo"]["endCursor"] })).await;
+    assert_eq!(next["data"]["ledger"]["edges"][0]["node"]["purchaseRef"], "till-1", "{next}");
+    assert_eq!(next["data"]["ledger"]["pageInfo"]["hasNextPage"], false);
+    let too_big = graphql(
+        &client,
+        Some(&bob),
+        "{ ledger(member: \"bob\", first: 1000) { pageInfo { hasNextPage } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&too_big), "BAD_USER_INPUT");
+
+    // Redeem: too much is refused with its code; the member may redeem their own.
+    let redeem = "mutation($p: Int!) { redeemPoints(member: \"bob\", store: \"cafe\", points: $p, reward: \"cake\") { balance { balance redeemed } } }";
+    assert_eq!(code(&graphql(&client, Some(&bob), redeem, json!({ "p": 1_000 })).await), "INSUFFICIENT_POINTS");
+    let redeemed = graphql(&client, Some(&bob), redeem, json!({ "p": 50 })).await;
+    assert_eq!(redeemed["data"]["redeemPoints"]["balance"], json!({ "balance": 250, "redeemed": 50 }), "{redeemed}");
+
+    // Share: bob gives ann 30; the distribution credits her shortly after.
+    let share = "mutation { sharePoints(from: \"bob\", store: \"cafe\", recipients: [{ member: \"ann\", points: 30 }], \
+        message: \"coffee on me\", idempotencyKey: \"gift-1\") { balance { balance sharedOut } } }";
+    assert_eq!(
+        code(&graphql(&client, Some(&token(Role::Member, Some("ann"), None)), share, json!({})).await),
+        "FORBIDDEN"
+    );
+    let shared = graphql(&client, Some(&bob), share, json!({})).await;
+    assert_eq!(shared["data"]["sharePoints"]["balance"], json!({ "balance": 220, "sharedOut": 30 }), "{shared}");
+    let ann = token(Role::Member, Some("ann"), None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let balances = graphql(&client, Some(&ann), BALANCES, json!({ "m": "ann" })).await;
+        if balances["data"]["balances"] == json!([{ "storeId": "cafe", "balance": 30 }]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "ann was not credited: {balances}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let member = graphql(&client, Some(&ann), "{ member(id: \"ann\") { handle active } }", json!({})).await;
+    assert_eq!(member["data"]["member"], json!({ "handle": "ann", "active": true }), "{member}");
+
     stop.send_replace(true);
     for task in running.tasks {
         task.await.expect("stops").expect("ran cleanly");

@@ -11,6 +11,7 @@ use eventstore::{CommandContext, EventStore};
 use projections::entities::{balances, ledger, members, stores};
 use projections::{Names, checkpoint, queries};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sha2::{Digest, Sha256};
 
 use crate::auth::{AuthError, Claims, Role};
 use crate::errors::{coded, command_error};
@@ -391,7 +392,12 @@ impl SpendMutations {
         if !allowed {
             return Err(forbidden());
         }
-        let share = match share_id.or_else(|| idempotency_key.as_ref().map(|k| format!("k-{k}"))) {
+        // Without an explicit id, a retry with the same key must name the same share.
+        let derived = idempotency_key.as_ref().map(|key| {
+            let digest = Sha256::digest(format!("{from}\0{key}").as_bytes());
+            format!("k{}", &hex::encode(digest)[..40])
+        });
+        let share = match share_id.or(derived) {
             Some(id) => ShareId::parse(id).map_err(bad_input)?,
             None => ShareId::parse(uuid::Uuid::now_v7().simple().to_string()).map_err(bad_input)?,
         };

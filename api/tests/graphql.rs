@@ -150,13 +150,15 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
 
     // Share: bob gives ann 30; the distribution credits her shortly after.
     let share = "mutation { sharePoints(from: \"bob\", store: \"cafe\", recipients: [{ member: \"ann\", points: 30 }], \
-        message: \"coffee on me\", idempotencyKey: \"gift-1\") { balance { balance sharedOut } } }";
+        message: \"coffee on me\", idempotencyKey: \"gift/1 for ann\") { balance { balance sharedOut } } }";
     assert_eq!(
         code(&graphql(&client, Some(&token(Role::Member, Some("ann"), None)), share, json!({})).await),
         "FORBIDDEN"
     );
     let shared = graphql(&client, Some(&bob), share, json!({})).await;
     assert_eq!(shared["data"]["sharePoints"]["balance"], json!({ "balance": 220, "sharedOut": 30 }), "{shared}");
+    let retried = graphql(&client, Some(&bob), share, json!({})).await;
+    assert_eq!(retried["data"]["sharePoints"]["balance"]["balance"], 220, "a retry shares nothing twice: {retried}");
     let ann = token(Role::Member, Some("ann"), None);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -8,7 +8,7 @@ use async_graphql::{Context, EmptySubscription, InputObject, Object, Result, Sch
 use domain::values::{Amount, MemberId, Points, PurchaseRef, Reason, ShareId, ShareMessage, StoreId};
 use domain::{SharePart, Wallet, WalletCommand};
 use eventstore::{CommandContext, EventStore};
-use projections::entities::{balances, ledger, members, stores};
+use projections::entities::{balances, ledger, members, share_recipients, shares, stores};
 use projections::{Names, checkpoint, queries};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use sha2::{Digest, Sha256};
@@ -190,6 +190,39 @@ impl From<ledger::Model> for LedgerEntry {
     }
 }
 
+/// A share and each recipient's status.
+#[derive(SimpleObject)]
+pub struct Share {
+    id: String,
+    sender_id: String,
+    store_id: String,
+    total: i64,
+    message: String,
+    /// pending until every part is received or refunded, then settled.
+    status: String,
+    recipients: Vec<ShareRecipient>,
+}
+
+/// One recipient's part and what became of it.
+#[derive(SimpleObject)]
+pub struct ShareRecipient {
+    member_id: String,
+    points: i64,
+    /// pending, received or refunded.
+    status: String,
+}
+
+/// Who the token belongs to.
+#[derive(SimpleObject)]
+pub struct Me {
+    role: Role,
+    subject: String,
+    /// The member a member token acts as.
+    member: Option<Member>,
+    /// The store a staff token works at.
+    store_id: Option<String>,
+}
+
 /// One recipient's part of a share.
 #[derive(InputObject)]
 pub struct SharePartInput {
@@ -273,6 +306,71 @@ impl QueryRoot {
         let mut connection = Connection::new(before.is_some(), has_next);
         connection.edges.extend(rows.into_iter().map(|row| Edge::new(row.position.to_string(), row.into())));
         Ok(connection)
+    }
+
+    /// The caller: role, and the member or store the token is bound to.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
+        let claims = claims(ctx)?;
+        let member = match &claims.member {
+            Some(id) => members::Entity::find_by_id(id.clone())
+                .one(state(ctx)?.store.db())
+                .await
+                .map_err(internal)?
+                .map(Member::from),
+            None => None,
+        };
+        Ok(Me { role: claims.role, subject: claims.sub.clone(), member, store_id: claims.store.clone() })
+    }
+
+    /// A member's balance at a store as it was at `atUs` (microseconds since
+    /// the epoch), from the ledger. Same access as `balances`.
+    async fn balance_at(&self, ctx: &Context<'_>, member: String, store: String, at_us: i64) -> Result<i64> {
+        let claims = claims(ctx)?;
+        let allowed = match claims.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Member => claims.member.as_deref() == Some(member.as_str()),
+            Role::Staff => claims.store.as_deref() == Some(store.as_str()),
+        };
+        if !allowed {
+            return Err(forbidden());
+        }
+        queries::balance_at(state(ctx)?.store.db(), &member, &store, at_us).await.map_err(internal)
+    }
+
+    /// A share with its recipients: its sender, a recipient, admins and auditors.
+    async fn share(&self, ctx: &Context<'_>, id: String) -> Result<Option<Share>> {
+        let claims = claims(ctx)?;
+        let db = state(ctx)?.store.db();
+        let Some(row) = shares::Entity::find_by_id(id.clone()).one(db).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        let parts = share_recipients::Entity::find()
+            .filter(share_recipients::Column::ShareId.eq(id.as_str()))
+            .order_by_asc(share_recipients::Column::MemberId)
+            .all(db)
+            .await
+            .map_err(internal)?;
+        let involved = |m: &str| row.sender_id == m || parts.iter().any(|p| p.member_id == m);
+        let allowed = match claims.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Member => claims.member.as_deref().is_some_and(involved),
+            Role::Staff => claims.store.as_deref() == Some(row.store_id.as_str()),
+        };
+        if !allowed {
+            return Err(forbidden());
+        }
+        Ok(Some(Share {
+            id: row.share_id,
+            sender_id: row.sender_id,
+            store_id: row.store_id,
+            total: row.total,
+            message: row.message,
+            status: row.status,
+            recipients: parts
+                .into_iter()
+                .map(|p| ShareRecipient { member_id: p.member_id, points: p.points, status: p.status })
+                .collect(),
+        }))
     }
 
     /// A member's balances: the member themself, admins and auditors; staff

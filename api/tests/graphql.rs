@@ -64,6 +64,15 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
     world(&store, &["ann", "bob"]).await;
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &projections::ProjectorConfig::default(), &shutdown);
+    // Start from read models that show the world (stores, members).
+    let head = store.read_head().await.expect("head");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for name in projections::PROJECTIONS {
+        while projections::checkpoint::read(store.db(), name, &projections::Names::LIVE).await.expect("reads") < head {
+            assert!(std::time::Instant::now() < deadline, "the {name} projection did not catch up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10) };
     let client = TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec()));
 
@@ -169,6 +178,50 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         assert!(std::time::Instant::now() < deadline, "ann was not credited: {balances}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let me = graphql(&client, Some(&ann), "{ me { role subject member { id } storeId } }", json!({})).await;
+    assert_eq!(
+        me["data"]["me"],
+        json!({ "role": "MEMBER", "subject": "tester", "member": { "id": "ann" }, "storeId": null }),
+        "{me}"
+    );
+    let entries = graphql(
+        &client,
+        Some(&bob),
+        "{ ledger(member: \"bob\", first: 100) { edges { node { kind shareId recordedAtUs } } } }",
+        json!({}),
+    )
+    .await;
+    let share_entry = entries["data"]["ledger"]["edges"][0]["node"].clone();
+    assert_eq!(share_entry["kind"], "share", "{entries}");
+    let share_id = share_entry["shareId"].as_str().expect("a share id").to_string();
+    let share_query =
+        "query($id: String!) { share(id: $id) { senderId total status recipients { memberId points status } } }";
+    // The shares read model follows on its own; wait for it to show the settlement.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let seen = graphql(&client, Some(&ann), share_query, json!({ "id": share_id })).await;
+        if seen["data"]["share"]["status"] == "settled" || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        seen["data"]["share"],
+        json!({ "senderId": "bob", "total": 30, "status": "settled", "recipients": [{ "memberId": "ann", "points": 30, "status": "received" }] }),
+        "{seen}"
+    );
+    let stranger =
+        graphql(&client, Some(&token(Role::Member, Some("cat"), None)), share_query, json!({ "id": share_id })).await;
+    assert_eq!(code(&stranger), "FORBIDDEN");
+    let before_share = share_entry["recordedAtUs"].as_i64().expect("a time") - 1;
+    let then = graphql(
+        &client,
+        Some(&bob),
+        "query($t: Int!) { balanceAt(member: \"bob\", store: \"cafe\", atUs: $t) }",
+        json!({ "t": before_share }),
+    )
+    .await;
+    assert_eq!(then["data"]["balanceAt"], 250, "{then}");
     let member = graphql(&client, Some(&ann), "{ member(id: \"ann\") { handle active } }", json!({})).await;
     assert_eq!(member["data"]["member"], json!({ "handle": "ann", "active": true }), "{member}");
 

@@ -1,5 +1,7 @@
 //! The `pointstream` command: configuration and wiring only.
 
+mod demo;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -69,6 +71,8 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
+    /// Load demo stores, members, purchases, a share, a redemption and a post (idempotent).
+    Demo,
     /// Rebuild read models from position 0 into shadow tables, then swap them in.
     Replay {
         /// Rebuild only this projection (members, stores, wallets, shares, posts).
@@ -150,6 +154,11 @@ async fn main() -> anyhow::Result<ExitCode> {
             serve(store, projector, Some(api)).await
         }
         Command::Projector => serve(store, projector, None).await,
+        Command::Demo => {
+            demo::load(&store).await?;
+            println!("demo data loaded: stores cafe and bakery; members ann, bob, cat, dan (try `pointstream serve`)");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema | Command::Token { .. } => Ok(ExitCode::SUCCESS),
         Command::Replay { projection, batch_size } => replay(store, projection, batch_size).await,
         Command::Migrate => {

@@ -99,3 +99,18 @@ fn an_unsupported_database_url_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unsupported database URL \"postgres://localhost/pointstream\""), "{stderr}");
 }
+
+#[test]
+fn demo_loads_once_and_the_audit_agrees() {
+    let db = eventstore::scratch::ScratchDatabase::sqlite();
+    for _ in 0..2 {
+        let demo = pointstream(&db.url, &["demo"]);
+        assert!(demo.status.success(), "{demo:?}");
+        assert!(stdout(&demo).contains("demo data loaded"), "{}", stdout(&demo));
+    }
+    let log = pointstream(&db.url, &["log", "--limit", "1000"]);
+    let earned = stdout(&log).lines().filter(|l| l.contains("\"PointsEarned\"")).count();
+    assert_eq!(earned, 3, "running the demo twice earned once");
+    let audit = pointstream(&db.url, &["audit", "verify"]);
+    assert!(audit.status.success(), "{}", stdout(&audit));
+}

@@ -205,7 +205,7 @@ async fn serve(store: EventStore, config: ProjectorConfig, api: Option<Api>) -> 
     let server = match api {
         Some(api) => {
             let state = ApiState { store: store.clone(), read_timeout: api.read_timeout };
-            let app = api::server::app(api::build(state.clone()), state, api.secret.clone());
+            let app = api::server::app(api::build(state.clone()), state, api.secret.clone(), running.statuses.clone());
             let mut stopped = shutdown.clone();
             let signal = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;

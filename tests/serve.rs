@@ -55,6 +55,8 @@ fn serve_answers_graphql_graphiql_and_health_on_sqlite() {
     let graphiql = http(&address, &format!("GET /graphql HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"));
     assert!(graphiql.starts_with("HTTP/1.1 200") && graphiql.contains("graphiql"), "GraphiQL is served");
 
+    let metrics = http(&address, &format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"));
+    assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("pointstream_projection_lag_events"), "{metrics}");
     let stores = post_graphql(&address, None, r#"{"query":"{ stores { id } }"}"#);
     assert!(stores.contains(r#"{"data":{"stores":[]}}"#), "{stores}");
     let balances = post_graphql(&address, Some(&token), r#"{"query":"{ balances(member: \"ann\") { balance } }"}"#);

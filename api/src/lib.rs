@@ -4,11 +4,12 @@
 //!   command each, answering after the read model has caught up;
 //! * [`auth`]: bearer JWTs with roles;
 //! * [`errors`]: the one mapping of errors to `extensions.code`;
-//! * [`server`]: the HTTP routes.
+//! * [`server`]: the HTTP routes; [`telemetry`]: Prometheus metrics.
 
 pub mod auth;
 pub mod errors;
 pub mod schema;
 pub mod server;
+pub mod telemetry;
 
 pub use schema::{ApiSchema, ApiState, build, sdl};

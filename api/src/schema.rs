@@ -544,7 +544,15 @@ async fn run_wallet_command(
         role: Some(format!("{:?}", claims.role).to_lowercase()),
         ..CommandContext::default()
     };
+    let kind = match &command {
+        WalletCommand::Earn { .. } => "earn",
+        WalletCommand::Redeem { .. } => "redeem",
+        WalletCommand::Share { .. } => "share",
+        _ => "wallet",
+    };
+    let started = Instant::now();
     let outcome = state.store.execute::<Wallet>(&member, command, context).await.map_err(command_error)?;
+    metrics::histogram!("pointstream_command_seconds", "command" => kind).record(started.elapsed().as_secs_f64());
     wait_for_projection(state, "wallets", outcome.last_position).await?;
     let row = balances::Entity::find_by_id((member, store))
         .one(state.store.db())

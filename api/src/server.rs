@@ -1,4 +1,4 @@
-//! HTTP: `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz`, `/readyz`.
+//! HTTP: `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz`, `/readyz`, `/metrics`.
 
 use std::sync::Arc;
 
@@ -9,7 +9,9 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::SizeLimit;
 use poem::web::{Data, Html};
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, get, handler};
+use projections::ProjectorStatus;
 use sea_orm::ConnectionTrait;
+use tokio::sync::watch;
 
 use crate::auth;
 use crate::schema::{ApiSchema, ApiState, Caller};
@@ -23,6 +25,7 @@ pub struct Http {
     schema: ApiSchema,
     state: ApiState,
     secret: Arc<Vec<u8>>,
+    statuses: Arc<Vec<watch::Receiver<ProjectorStatus>>>,
 }
 
 #[handler]
@@ -39,7 +42,21 @@ async fn graphql(http: Data<&Http>, headers: &HeaderMap, request: GraphQLRequest
             Err(reason) => Caller::Refused(reason),
         },
     };
-    http.schema.execute(request.0.data(caller)).await.into()
+    let response = http.schema.execute(request.0.data(caller)).await;
+    metrics::counter!("pointstream_graphql_requests_total").increment(1);
+    for error in &response.errors {
+        let code = match error.extensions.as_ref().and_then(|e| e.get("code")) {
+            Some(async_graphql::Value::String(code)) => code.clone(),
+            _ => "GRAPHQL_VALIDATION".to_string(),
+        };
+        metrics::counter!("pointstream_graphql_errors_total", "code" => code).increment(1);
+    }
+    response.into()
+}
+
+#[handler]
+fn prometheus(http: Data<&Http>) -> poem::Response {
+    poem::Response::builder().content_type("text/plain; version=0.0.4").body(crate::telemetry::render(&http.statuses))
 }
 
 #[handler]
@@ -57,12 +74,19 @@ async fn readyz(http: Data<&Http>) -> poem::Response {
 }
 
 /// The application: every route, with the body size limit.
-pub fn app(schema: ApiSchema, state: ApiState, secret: Vec<u8>) -> impl Endpoint {
-    let http = Http { schema, state, secret: Arc::new(secret) };
+pub fn app(
+    schema: ApiSchema,
+    state: ApiState,
+    secret: Vec<u8>,
+    statuses: Vec<watch::Receiver<ProjectorStatus>>,
+) -> impl Endpoint {
+    crate::telemetry::handle();
+    let http = Http { schema, state, secret: Arc::new(secret), statuses: Arc::new(statuses) };
     Route::new()
         .at("/graphql", get(graphiql).post(graphql.with(SizeLimit::new(MAX_BODY))))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
+        .at("/metrics", get(prometheus))
         .data(http)
 }
 

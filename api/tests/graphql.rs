@@ -74,7 +74,8 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         }
     }
     let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10) };
-    let client = TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec()));
+    let client =
+        TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec(), running.statuses.clone()));
 
     let staff = token(Role::Staff, None, Some("cafe"));
     let vars = |amount: i64, key: &str| json!({ "m": "bob", "s": "cafe", "r": "till-1", "a": amount, "k": key });
@@ -224,6 +225,19 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
     assert_eq!(then["data"]["balanceAt"], 250, "{then}");
     let member = graphql(&client, Some(&ann), "{ member(id: \"ann\") { handle active } }", json!({})).await;
     assert_eq!(member["data"]["member"], json!({ "handle": "ann", "active": true }), "{member}");
+
+    // Metrics: requests, errors by code, command latency, projection lag.
+    let metrics = client.get("/metrics").send().await;
+    metrics.assert_status_is_ok();
+    let text = metrics.0.into_body().into_string().await.expect("a body");
+    for expected in [
+        "pointstream_graphql_requests_total",
+        "pointstream_graphql_errors_total{code=\"FORBIDDEN\"}",
+        "pointstream_command_seconds_bucket{command=\"earn\"",
+        "pointstream_projection_lag_events{projection=\"wallets\"}",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from /metrics:\n{text}");
+    }
 
     stop.send_replace(true);
     for task in running.tasks {

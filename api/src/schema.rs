@@ -70,6 +70,11 @@ fn forbidden() -> async_graphql::Error {
     coded("FORBIDDEN", "not allowed for this token")
 }
 
+/// `FORBIDDEN` unless the caller's role allows the operation.
+fn permit(allowed: bool) -> Result<()> {
+    if allowed { Ok(()) } else { Err(forbidden()) }
+}
+
 fn internal(err: impl std::fmt::Display) -> async_graphql::Error {
     tracing::error!(error = %err, "query failed");
     coded("INTERNAL", "internal error")
@@ -326,14 +331,11 @@ impl QueryRoot {
     /// the epoch), from the ledger. Same access as `balances`.
     async fn balance_at(&self, ctx: &Context<'_>, member: String, store: String, at_us: i64) -> Result<i64> {
         let claims = claims(ctx)?;
-        let allowed = match claims.role {
+        permit(match claims.role {
             Role::Admin | Role::Auditor => true,
             Role::Member => claims.member.as_deref() == Some(member.as_str()),
             Role::Staff => claims.store.as_deref() == Some(store.as_str()),
-        };
-        if !allowed {
-            return Err(forbidden());
-        }
+        })?;
         queries::balance_at(state(ctx)?.store.db(), &member, &store, at_us).await.map_err(internal)
     }
 
@@ -351,14 +353,11 @@ impl QueryRoot {
             .await
             .map_err(internal)?;
         let involved = |m: &str| row.sender_id == m || parts.iter().any(|p| p.member_id == m);
-        let allowed = match claims.role {
+        permit(match claims.role {
             Role::Admin | Role::Auditor => true,
             Role::Member => claims.member.as_deref().is_some_and(involved),
             Role::Staff => claims.store.as_deref() == Some(row.store_id.as_str()),
-        };
-        if !allowed {
-            return Err(forbidden());
-        }
+        })?;
         Ok(Some(Share {
             id: row.share_id,
             sender_id: row.sender_id,
@@ -417,14 +416,11 @@ impl EarnMutations {
         idempotency_key: Option<String>,
     ) -> Result<EarnResult> {
         let claims = claims(ctx)?;
-        let allowed = match claims.role {
+        permit(match claims.role {
             Role::Admin => true,
             Role::Staff => claims.store.as_deref() == Some(store.as_str()),
             Role::Member | Role::Auditor => false,
-        };
-        if !allowed {
-            return Err(forbidden());
-        }
+        })?;
         let amount = u64::try_from(amount).map_err(|_| coded("BAD_USER_INPUT", "amount must be positive"))?;
         let command = WalletCommand::Earn {
             member: MemberId::parse(member.as_str()).map_err(bad_input)?,
@@ -449,15 +445,12 @@ impl SpendMutations {
         idempotency_key: Option<String>,
     ) -> Result<EarnResult> {
         let claims = claims(ctx)?;
-        let allowed = match claims.role {
+        permit(match claims.role {
             Role::Admin => true,
             Role::Staff => claims.store.as_deref() == Some(store.as_str()),
             Role::Member => claims.member.as_deref() == Some(member.as_str()),
             Role::Auditor => false,
-        };
-        if !allowed {
-            return Err(forbidden());
-        }
+        })?;
         let command = WalletCommand::Redeem {
             store: StoreId::parse(store.as_str()).map_err(bad_input)?,
             points: points_of(points)?,
@@ -482,14 +475,11 @@ impl SpendMutations {
         idempotency_key: Option<String>,
     ) -> Result<EarnResult> {
         let claims = claims(ctx)?;
-        let allowed = match claims.role {
+        permit(match claims.role {
             Role::Admin => true,
             Role::Member => claims.member.as_deref() == Some(from.as_str()),
             Role::Staff | Role::Auditor => false,
-        };
-        if !allowed {
-            return Err(forbidden());
-        }
+        })?;
         // Without an explicit id, a retry with the same key must name the same share.
         let derived = idempotency_key.as_ref().map(|key| {
             let digest = Sha256::digest(format!("{from}\0{key}").as_bytes());

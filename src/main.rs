@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use api::ApiState;
 use api::auth::{self, Claims, Role};
+use api::{ApiState, Limits};
 use clap::{Parser, Subcommand};
 use eventstore::{DEFAULT_DATABASE_URL, EventStore, EventStoreConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,6 +41,18 @@ struct Cli {
     /// How long a mutation waits for its read model to show the change, in milliseconds.
     #[arg(long, env = "POINTSTREAM_READ_TIMEOUT_MS", default_value_t = 5_000, global = true)]
     read_timeout_ms: u64,
+    /// Deepest GraphQL selection nesting accepted.
+    #[arg(long, env = "POINTSTREAM_MAX_DEPTH", default_value_t = 12, global = true)]
+    max_depth: usize,
+    /// Highest GraphQL query complexity accepted.
+    #[arg(long, env = "POINTSTREAM_MAX_COMPLEXITY", default_value_t = 500, global = true)]
+    max_complexity: usize,
+    /// Largest page a paginated field returns.
+    #[arg(long, env = "POINTSTREAM_MAX_PAGE", default_value_t = 100, global = true)]
+    max_page: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "POINTSTREAM_MAX_BODY_BYTES", default_value_t = 1 << 20, global = true)]
+    max_body_bytes: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -150,6 +162,12 @@ async fn main() -> anyhow::Result<ExitCode> {
                 secret,
                 dev_secret: cli.jwt_secret.is_none(),
                 read_timeout: Duration::from_millis(cli.read_timeout_ms),
+                limits: Limits {
+                    max_depth: cli.max_depth,
+                    max_complexity: cli.max_complexity,
+                    max_page: cli.max_page.max(1),
+                    max_body_bytes: cli.max_body_bytes,
+                },
             };
             serve(store, projector, Some(api)).await
         }
@@ -176,6 +194,7 @@ struct Api {
     secret: Vec<u8>,
     dev_secret: bool,
     read_timeout: Duration,
+    limits: Limits,
 }
 
 fn token(
@@ -204,7 +223,7 @@ async fn serve(store: EventStore, config: ProjectorConfig, api: Option<Api>) -> 
     let running = projections::spawn_all(&store, &config, &shutdown);
     let server = match api {
         Some(api) => {
-            let state = ApiState { store: store.clone(), read_timeout: api.read_timeout };
+            let state = ApiState { store: store.clone(), read_timeout: api.read_timeout, limits: api.limits };
             let app = api::server::app(api::build(state.clone()), state, api.secret.clone(), running.statuses.clone());
             let mut stopped = shutdown.clone();
             let signal = async move {

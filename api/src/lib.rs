@@ -12,4 +12,4 @@ pub mod schema;
 pub mod server;
 pub mod telemetry;
 
-pub use schema::{ApiSchema, ApiState, build, sdl};
+pub use schema::{ApiSchema, ApiState, Limits, build, sdl};

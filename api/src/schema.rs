@@ -26,6 +26,27 @@ pub struct ApiState {
     pub store: EventStore,
     /// How long a mutation waits for its read model to catch up.
     pub read_timeout: Duration,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// Limits on what one request may ask; each hit is a clear error, not a failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest selection nesting.
+    pub max_depth: usize,
+    /// Highest query complexity (one per field, times page sizes).
+    pub max_complexity: usize,
+    /// Largest page a paginated field returns.
+    pub max_page: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_depth: 12, max_complexity: 500, max_page: 100, max_body_bytes: 1 << 20 }
+    }
 }
 
 /// Who is calling, as the transport found it.
@@ -41,10 +62,11 @@ pub enum Caller {
 
 /// Builds the schema around `state`.
 pub fn build(state: ApiState) -> ApiSchema {
+    let limits = state.limits;
     Schema::build(QueryRoot, MutationRoot::default(), EmptySubscription)
         .data(state)
-        .limit_depth(12)
-        .limit_complexity(500)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
         .finish()
 }
 
@@ -235,9 +257,6 @@ pub struct SharePartInput {
     points: i64,
 }
 
-/// Largest page a paginated field returns.
-pub const MAX_PAGE: usize = 100;
-
 /// What a mutation did: its last event's position and the state read after it.
 #[derive(SimpleObject)]
 pub struct EarnResult {
@@ -278,7 +297,8 @@ impl QueryRoot {
     }
 
     /// A member's ledger, newest first, as a Relay connection (`first` at
-    /// most 100; `after` is an entry's cursor). Staff see their store's only.
+    /// most the page limit, 100 by default; `after` is an entry's cursor).
+    /// Staff see their store's only.
     async fn ledger(
         &self,
         ctx: &Context<'_>,
@@ -296,8 +316,9 @@ impl QueryRoot {
         };
         let first =
             usize::try_from(first.unwrap_or(20)).map_err(|_| coded("BAD_USER_INPUT", "first must be positive"))?;
-        if first == 0 || first > MAX_PAGE {
-            return Err(coded("BAD_USER_INPUT", format!("first must be between 1 and {MAX_PAGE}")));
+        let max_page = state(ctx)?.limits.max_page;
+        if first == 0 || first > max_page {
+            return Err(coded("BAD_USER_INPUT", format!("first must be between 1 and {max_page}")));
         }
         let before = match after {
             Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| coded("BAD_USER_INPUT", "after is not a cursor"))?),

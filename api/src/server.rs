@@ -16,9 +16,6 @@ use tokio::sync::watch;
 use crate::auth;
 use crate::schema::{ApiSchema, ApiState, Caller};
 
-/// Largest request body accepted.
-const MAX_BODY: usize = 1 << 20;
-
 /// What the HTTP layer needs besides the schema.
 #[derive(Clone)]
 pub struct Http {
@@ -81,9 +78,10 @@ pub fn app(
     statuses: Vec<watch::Receiver<ProjectorStatus>>,
 ) -> impl Endpoint {
     crate::telemetry::handle();
+    let max_body = state.limits.max_body_bytes;
     let http = Http { schema, state, secret: Arc::new(secret), statuses: Arc::new(statuses) };
     Route::new()
-        .at("/graphql", get(graphiql).post(graphql.with(SizeLimit::new(MAX_BODY))))
+        .at("/graphql", get(graphiql).post(graphql.with(SizeLimit::new(max_body))))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(prometheus))

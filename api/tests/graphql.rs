@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use api::auth::{Claims, Role, mint};
-use api::{ApiState, build};
+use api::{ApiState, Limits, build};
 use eventstore::EventStore;
 use poem::test::TestClient;
 use serde_json::{Value, json};
@@ -73,7 +73,7 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10) };
+    let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10), limits: Limits::default() };
     let client =
         TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec(), running.statuses.clone()));
 
@@ -225,6 +225,30 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
     assert_eq!(then["data"]["balanceAt"], 250, "{then}");
     let member = graphql(&client, Some(&ann), "{ member(id: \"ann\") { handle active } }", json!({})).await;
     assert_eq!(member["data"]["member"], json!({ "handle": "ann", "active": true }), "{member}");
+
+    // Tighter limits: each hit is an error in the response, never a server failure.
+    let tight = ApiState {
+        store: store.clone(),
+        read_timeout: Duration::from_secs(10),
+        limits: Limits { max_depth: 2, max_complexity: 500, max_page: 5, max_body_bytes: 200 },
+    };
+    let strict = TestClient::new(api::server::app(build(tight.clone()), tight, SECRET.to_vec(), Vec::new()));
+    let deep =
+        graphql(&strict, Some(&bob), "{ ledger(member: \"bob\", first: 2) { edges { node { kind } } } }", json!({}))
+            .await;
+    assert!(deep["errors"][0]["message"].as_str().is_some_and(|m| m.contains("nested too deep")), "{deep}");
+    let page = graphql(&strict, Some(&bob), "{ ledger(member: \"bob\", first: 6) { __typename } }", json!({})).await;
+    assert_eq!(code(&page), "BAD_USER_INPUT", "{page}");
+    let body = json!({ "query": format!("{{ stores {{ id }} }} # {}", "x".repeat(300)) }).to_string();
+    let oversized = strict
+        .post("/graphql")
+        .content_type("application/json")
+        .header("content-length", body.len())
+        .body(body)
+        .send()
+        .await;
+    oversized.assert_status(poem::http::StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(client.get("/healthz").send().await.0.status(), poem::http::StatusCode::OK, "still healthy");
 
     // Metrics: requests, errors by code, command latency, projection lag.
     let metrics = client.get("/metrics").send().await;

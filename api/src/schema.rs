@@ -4,20 +4,21 @@
 use std::time::{Duration, Instant};
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, EmptySubscription, InputObject, Object, Result, Schema, SimpleObject};
+use async_graphql::{Context, InputObject, Object, Result, Schema, SimpleObject, Subscription};
 use domain::values::{Amount, MemberId, Points, PurchaseRef, Reason, ShareId, ShareMessage, StoreId};
 use domain::{SharePart, Wallet, WalletCommand};
 use eventstore::{CommandContext, EventStore};
+use futures_util::Stream;
 use projections::entities::{balances, ledger, members, share_recipients, shares, stores};
 use projections::{Names, checkpoint, queries};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use sha2::{Digest, Sha256};
 
 use crate::auth::{AuthError, Claims, Role};
 use crate::errors::{coded, command_error};
 
 /// The schema type.
-pub type ApiSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// What every resolver can reach.
 #[derive(Clone)]
@@ -63,7 +64,7 @@ pub enum Caller {
 /// Builds the schema around `state`.
 pub fn build(state: ApiState) -> ApiSchema {
     let limits = state.limits;
-    Schema::build(QueryRoot, MutationRoot::default(), EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .data(state)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
@@ -72,7 +73,7 @@ pub fn build(state: ApiState) -> ApiSchema {
 
 /// The schema's SDL, as `pointstream schema` prints it and `schema.graphql` holds it.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot::default(), EmptySubscription).finish().sdl()
+    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot).finish().sdl()
 }
 
 fn state<'a>(ctx: &Context<'a>) -> Result<&'a ApiState> {
@@ -591,5 +592,72 @@ async fn wait_for_projection(state: &ApiState, name: &str, position: u64) -> Res
             ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Subscriptions (over WebSocket, `/graphql/ws`).
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Every movement of a member's points from now on, once the wallets read
+    /// model has it (the member themself, admins, auditors).
+    async fn wallet_updates(&self, ctx: &Context<'_>, member: String) -> Result<impl Stream<Item = LedgerEntry>> {
+        let claims = claims(ctx)?;
+        permit(match claims.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Member => claims.member.as_deref() == Some(member.as_str()),
+            Role::Staff => false,
+        })?;
+        let state = state(ctx)?.clone();
+        let from = checkpoint::read(state.store.db(), "wallets", &Names::LIVE).await.map_err(internal)?;
+        let heads = state.store.subscribe();
+        let follow = Follow { state, member, after: from as i64, heads, pending: std::collections::VecDeque::new() };
+        Ok(futures_util::stream::unfold(follow, |mut follow| async move {
+            let next = follow.next().await?;
+            Some((next, follow))
+        }))
+    }
+}
+
+/// Where a `walletUpdates` subscription stands.
+struct Follow {
+    state: ApiState,
+    member: String,
+    after: i64,
+    heads: tokio::sync::watch::Receiver<u64>,
+    pending: std::collections::VecDeque<ledger::Model>,
+}
+
+impl Follow {
+    /// The next ledger entry of the member; `None` when the store shuts down.
+    async fn next(&mut self) -> Option<LedgerEntry> {
+        loop {
+            if let Some(row) = self.pending.pop_front() {
+                self.after = row.position;
+                return Some(row.into());
+            }
+            // Wake when the log moves, then read what the read model has for the member.
+            let applied = checkpoint::read(self.state.store.db(), "wallets", &Names::LIVE).await.ok()?;
+            let rows = ledger::Entity::find()
+                .filter(ledger::Column::MemberId.eq(self.member.as_str()))
+                .filter(ledger::Column::Position.gt(self.after))
+                .filter(ledger::Column::Position.lte(applied as i64))
+                .order_by_asc(ledger::Column::Position)
+                .limit(100)
+                .all(self.state.store.db())
+                .await
+                .ok()?;
+            if !rows.is_empty() {
+                self.pending.extend(rows);
+                continue;
+            }
+            if applied < *self.heads.borrow() {
+                // The projector is behind the log: look again shortly.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            self.heads.changed().await.ok()?;
+        }
     }
 }

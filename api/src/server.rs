@@ -1,12 +1,16 @@
-//! HTTP: `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz`, `/readyz`, `/metrics`.
+//! HTTP: `POST /graphql`, GraphiQL on `GET /graphql`, subscriptions on
+//! `/graphql/ws` (`graphql-transport-ws` and legacy `graphql-ws`), `/healthz`,
+//! `/readyz`, `/metrics`.
 
 use std::sync::Arc;
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
-use async_graphql_poem::{GraphQLRequest, GraphQLResponse};
+use async_graphql_poem::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use poem::http::{HeaderMap, StatusCode};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::SizeLimit;
+use poem::web::websocket::WebSocket;
 use poem::web::{Data, Html};
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, get, handler};
 use projections::ProjectorStatus;
@@ -27,7 +31,36 @@ pub struct Http {
 
 #[handler]
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
+}
+
+/// Who opened a WebSocket: the token in `connection_init`'s payload, as
+/// `{"Authorization": "Bearer ..."}` or `{"token": "..."}`.
+fn ws_caller(secret: &[u8], payload: &serde_json::Value) -> Caller {
+    let header = ["Authorization", "authorization"].iter().find_map(|key| payload.get(*key).and_then(|v| v.as_str()));
+    let result = match (header, payload.get("token").and_then(|v| v.as_str())) {
+        (Some(header), _) => auth::from_header(secret, header),
+        (None, Some(token)) => auth::verify(secret, token),
+        (None, None) => return Caller::Anonymous,
+    };
+    match result {
+        Ok(claims) => Caller::Authenticated(claims),
+        Err(reason) => Caller::Refused(reason),
+    }
+}
+
+#[handler]
+async fn graphql_ws(http: Data<&Http>, protocol: GraphQLProtocol, websocket: WebSocket) -> impl IntoResponse {
+    let (schema, secret) = (http.schema.clone(), http.secret.clone());
+    websocket.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |stream| {
+        GraphQLWebSocket::new(stream, schema, protocol)
+            .on_connection_init(move |payload| async move {
+                let mut data = async_graphql::Data::default();
+                data.insert(ws_caller(&secret, &payload));
+                Ok(data)
+            })
+            .serve()
+    })
 }
 
 #[handler]
@@ -82,6 +115,7 @@ pub fn app(
     let http = Http { schema, state, secret: Arc::new(secret), statuses: Arc::new(statuses) };
     Route::new()
         .at("/graphql", get(graphiql).post(graphql.with(SizeLimit::new(max_body))))
+        .at("/graphql/ws", get(graphql_ws))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(prometheus))

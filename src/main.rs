@@ -214,8 +214,10 @@ fn token(
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + hours * 3_600;
     let sub = member.clone().or_else(|| store.clone()).unwrap_or_else(|| format!("{role:?}").to_lowercase());
     let claims = Claims { sub, role, member, store, exp };
-    auth::verify(secret, &auth::mint(secret, &claims)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(auth::mint(secret, &claims)?)
+    let token = auth::mint(secret, &claims)?;
+    // Refuses what the server would refuse (a member token without a member ...).
+    auth::verify(secret, &token).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(token)
 }
 
 async fn serve(store: EventStore, config: ProjectorConfig, api: Option<Api>) -> anyhow::Result<ExitCode> {

@@ -23,10 +23,3 @@ pub struct CommandOutcome {
     #[serde(default, skip_serializing)]
     pub replayed: bool,
 }
-
-impl CommandOutcome {
-    /// Number of events the command wrote.
-    pub fn event_count(&self) -> u64 {
-        if self.last_position == 0 { 0 } else { self.last_position - self.first_position + 1 }
-    }
-}

@@ -31,9 +31,6 @@ pub enum ProjectionError {
         /// First position after it.
         next: u64,
     },
-    /// Another process holds this projection's lease.
-    #[error("projection {0} is run by another process")]
-    LeaseLost(&'static str),
     /// A name that is not a projection.
     #[error("unknown projection {0:?}; known: members, stores, wallets, shares, posts")]
     UnknownProjection(String),

@@ -152,21 +152,6 @@ impl<K: Ord + Clone, M> Rows<K, M> {
         }
     }
 
-    /// Every row, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &M)> {
-        self.rows.iter()
-    }
-
-    /// How many rows there are.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// True when there are no rows.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// Writes what changed to `table` and forgets the changes.
     pub(crate) async fn save<E>(
         &mut self,

@@ -35,7 +35,8 @@ impl Names {
 
 /// A projection: its tables (plus `<name>_checkpoint`) and how events change them.
 ///
-/// A batch is applied as: [`Projection::load`] the rows the events touch,
+/// A batch is applied as: [`Projection::decode`] the events it reads,
+/// [`Projection::load`] the rows they touch,
 /// [`Projection::apply`] each event to them in memory, [`Projection::save`]
 /// what changed, all in the transaction that also moves the checkpoint. The
 /// audit folds the whole log with the same `apply` into an empty state and
@@ -47,16 +48,21 @@ pub trait Projection: Send + Sync + 'static {
     const TABLES: &'static [&'static str];
     /// The rows in memory.
     type State: Default + Send;
+    /// An event as this projection reads it, decoded once per batch.
+    type Event: Send + Sync;
 
-    /// Loads the rows `events` will read or change.
+    /// Decodes `event` if this projection reads it (`None`: it does not).
+    fn decode(event: &RecordedEvent) -> Result<Option<Self::Event>, ProjectionError>;
+
+    /// Loads the rows the decoded `events` will read or change.
     fn load(
         txn: &DatabaseTransaction,
         names: &Names,
-        events: &[RecordedEvent],
+        events: &[(&RecordedEvent, Self::Event)],
     ) -> impl Future<Output = Result<Self::State, DbErr>> + Send;
 
-    /// Applies one event to the rows in memory.
-    fn apply(state: &mut Self::State, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    /// Applies one decoded event to the rows in memory.
+    fn apply(state: &mut Self::State, event: &RecordedEvent, decoded: &Self::Event) -> Result<(), ProjectionError>;
 
     /// Writes the changed rows.
     fn save(

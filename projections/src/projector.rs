@@ -78,10 +78,16 @@ pub async fn step<P: Projection>(store: &EventStore, names: &Names, limit: u64) 
             continue;
         }
         let timer = Instant::now();
-        let mut state = P::load(&txn, names, &events).await?;
-        let loaded = timer.elapsed();
+        let mut decoded = Vec::with_capacity(events.len());
         for event in &events {
-            P::apply(&mut state, event)?;
+            if let Some(view) = P::decode(event)? {
+                decoded.push((event, view));
+            }
+        }
+        let mut state = P::load(&txn, names, &decoded).await?;
+        let loaded = timer.elapsed();
+        for (event, view) in &decoded {
+            P::apply(&mut state, event, view)?;
         }
         let applied = timer.elapsed();
         P::save(&mut state, &txn, names).await?;

@@ -26,13 +26,25 @@ impl Projection for Members {
     const NAME: &'static str = "members";
     const TABLES: &'static [&'static str] = &["members", "social_accounts"];
     type State = MembersState;
+    type Event = MemberEvent;
 
-    async fn load(txn: &DatabaseTransaction, names: &Names, events: &[RecordedEvent]) -> Result<MembersState, DbErr> {
-        let ids: Vec<_> = ids_of(events, "Member").iter().map(|id| key1(id)).collect();
+    fn decode(event: &RecordedEvent) -> Result<Option<MemberEvent>, ProjectionError> {
+        if event.aggregate_type != "Member" {
+            return Ok(None);
+        }
+        Ok(Some(event.decode::<Member>()?))
+    }
+
+    async fn load(
+        txn: &DatabaseTransaction,
+        names: &Names,
+        events: &[(&RecordedEvent, MemberEvent)],
+    ) -> Result<MembersState, DbErr> {
+        let ids: Vec<_> = ids_of(events).iter().map(|id| key1(id)).collect();
         let rows = table::load::<members::Entity>(txn, &names.table("members"), &ids).await?;
         let mut accounts = Vec::new();
         for provider in ["facebook", "twitter"] {
-            let keys: Vec<_> = ids_of(events, "Member").iter().map(|id| key2(id, provider)).collect();
+            let keys: Vec<_> = ids_of(events).iter().map(|id| key2(id, provider)).collect();
             accounts.extend(table::load::<social_accounts::Entity>(txn, &names.table("social_accounts"), &keys).await?);
         }
         Ok(MembersState {
@@ -41,12 +53,9 @@ impl Projection for Members {
         })
     }
 
-    fn apply(state: &mut MembersState, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "Member" {
-            return Ok(());
-        }
+    fn apply(state: &mut MembersState, event: &RecordedEvent, decoded: &MemberEvent) -> Result<(), ProjectionError> {
         let id = &event.aggregate_id;
-        match event.decode::<Member>()? {
+        match decoded.clone() {
             MemberEvent::MemberRegistered { handle, display_name, .. } => state.members.put(
                 id.clone(),
                 members::Model {

@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use eventstore::RecordedEvent;
 use sea_orm::Value;
 
-/// The distinct ids of the `aggregate_type` streams among `events`.
-pub(crate) fn ids_of(events: &[RecordedEvent], aggregate_type: &str) -> BTreeSet<String> {
-    events.iter().filter(|e| e.aggregate_type == aggregate_type).map(|e| e.aggregate_id.clone()).collect()
+/// The distinct stream ids among decoded `events`.
+pub(crate) fn ids_of<E>(events: &[(&RecordedEvent, E)]) -> BTreeSet<String> {
+    events.iter().map(|(e, _)| e.aggregate_id.clone()).collect()
 }
 
 /// A one-column primary key.

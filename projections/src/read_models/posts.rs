@@ -28,9 +28,21 @@ impl Projection for Posts {
     const NAME: &'static str = "posts";
     const TABLES: &'static [&'static str] = &["posts", "post_photos", "post_social"];
     type State = PostsState;
+    type Event = PostEvent;
 
-    async fn load(txn: &DatabaseTransaction, names: &Names, events: &[RecordedEvent]) -> Result<PostsState, DbErr> {
-        let ids = ids_of(events, "Post");
+    fn decode(event: &RecordedEvent) -> Result<Option<PostEvent>, ProjectionError> {
+        if event.aggregate_type != "Post" {
+            return Ok(None);
+        }
+        Ok(Some(event.decode::<Post>()?))
+    }
+
+    async fn load(
+        txn: &DatabaseTransaction,
+        names: &Names,
+        events: &[(&RecordedEvent, PostEvent)],
+    ) -> Result<PostsState, DbErr> {
+        let ids = ids_of(events);
         let post_keys: Vec<Vec<Value>> = ids.iter().map(|id| key1(id)).collect();
         let social_keys: Vec<Vec<Value>> =
             ids.iter().flat_map(|id| ["facebook", "twitter"].map(|provider| key2(id, provider))).collect();
@@ -43,13 +55,10 @@ impl Projection for Posts {
         })
     }
 
-    fn apply(state: &mut PostsState, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "Post" {
-            return Ok(());
-        }
+    fn apply(state: &mut PostsState, event: &RecordedEvent, decoded: &PostEvent) -> Result<(), ProjectionError> {
         let id = &event.aggregate_id;
         let missing = |what: String| ProjectionError::Missing { at: event.address(), what };
-        match event.decode::<Post>()? {
+        match decoded.clone() {
             PostEvent::PostCreated { author, store, body, photos, providers, .. } => {
                 state.posts.put(
                     id.clone(),

@@ -54,14 +54,26 @@ impl Projection for Shares {
     const NAME: &'static str = "shares";
     const TABLES: &'static [&'static str] = &["shares", "share_recipients"];
     type State = SharesState;
+    type Event = WalletEvent;
 
-    async fn load(txn: &DatabaseTransaction, names: &Names, events: &[RecordedEvent]) -> Result<SharesState, DbErr> {
+    fn decode(event: &RecordedEvent) -> Result<Option<WalletEvent>, ProjectionError> {
+        // Only share events matter here: earns and redeems are not even decoded.
+        let relevant = matches!(event.event_type.as_str(), "PointsShared" | "SharedPointsReceived" | "ShareRefunded");
+        if event.aggregate_type != "Wallet" || !relevant {
+            return Ok(None);
+        }
+        Ok(Some(event.decode::<Wallet>()?))
+    }
+
+    async fn load(
+        txn: &DatabaseTransaction,
+        names: &Names,
+        events: &[(&RecordedEvent, WalletEvent)],
+    ) -> Result<SharesState, DbErr> {
         let mut share_ids = BTreeSet::new();
         let mut parts = BTreeSet::new();
-        for event in events.iter().filter(|e| e.aggregate_type == "Wallet") {
-            if let Ok(decoded) = event.decode::<Wallet>()
-                && let Some((share, member, _)) = settles(event, &decoded)
-            {
+        for (event, decoded) in events {
+            if let Some((share, member, _)) = settles(event, decoded) {
                 share_ids.insert(share.clone());
                 parts.insert((share, member));
             }
@@ -77,12 +89,8 @@ impl Projection for Shares {
         })
     }
 
-    fn apply(state: &mut SharesState, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "Wallet" {
-            return Ok(());
-        }
-        let decoded = event.decode::<Wallet>()?;
-        if let WalletEvent::PointsShared { share, store, recipients, total, message } = &decoded {
+    fn apply(state: &mut SharesState, event: &RecordedEvent, decoded: &WalletEvent) -> Result<(), ProjectionError> {
+        if let WalletEvent::PointsShared { share, store, recipients, total, message } = decoded {
             let id = share.as_str().to_string();
             for part in recipients {
                 let member = part.member.as_str().to_string();
@@ -114,7 +122,7 @@ impl Projection for Shares {
             );
             return Ok(());
         }
-        let Some((share, member, outcome)) = settles(event, &decoded) else { return Ok(()) };
+        let Some((share, member, outcome)) = settles(event, decoded) else { return Ok(()) };
         let missing = |what: String| ProjectionError::Missing { at: event.address(), what };
         let part = state
             .recipients

@@ -32,19 +32,28 @@ impl Projection for Stores {
     const NAME: &'static str = "stores";
     const TABLES: &'static [&'static str] = &["stores"];
     type State = StoresState;
+    type Event = StoreEvent;
 
-    async fn load(txn: &DatabaseTransaction, names: &Names, events: &[RecordedEvent]) -> Result<StoresState, DbErr> {
-        let ids: Vec<_> = ids_of(events, "Store").iter().map(|id| key1(id)).collect();
+    fn decode(event: &RecordedEvent) -> Result<Option<StoreEvent>, ProjectionError> {
+        if event.aggregate_type != "Store" {
+            return Ok(None);
+        }
+        Ok(Some(event.decode::<Store>()?))
+    }
+
+    async fn load(
+        txn: &DatabaseTransaction,
+        names: &Names,
+        events: &[(&RecordedEvent, StoreEvent)],
+    ) -> Result<StoresState, DbErr> {
+        let ids: Vec<_> = ids_of(events).iter().map(|id| key1(id)).collect();
         let rows = table::load::<stores::Entity>(txn, &names.table("stores"), &ids).await?;
         Ok(StoresState { stores: Rows::loaded(rows.into_iter().map(|s| (s.store_id.clone(), s))) })
     }
 
-    fn apply(state: &mut StoresState, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "Store" {
-            return Ok(());
-        }
+    fn apply(state: &mut StoresState, event: &RecordedEvent, decoded: &StoreEvent) -> Result<(), ProjectionError> {
         let id = &event.aggregate_id;
-        let decoded = event.decode::<Store>()?;
+        let decoded = decoded.clone();
         if let StoreEvent::StoreRegistered { name, owner, policy, .. } = &decoded {
             let mut row = stores::Model {
                 store_id: id.clone(),

@@ -45,13 +45,23 @@ impl Projection for Wallets {
     const NAME: &'static str = "wallets";
     const TABLES: &'static [&'static str] = &["balances", "ledger"];
     type State = WalletsState;
+    type Event = WalletEvent;
 
-    async fn load(txn: &DatabaseTransaction, names: &Names, events: &[RecordedEvent]) -> Result<WalletsState, DbErr> {
+    fn decode(event: &RecordedEvent) -> Result<Option<WalletEvent>, ProjectionError> {
+        if event.aggregate_type != "Wallet" {
+            return Ok(None);
+        }
+        Ok(Some(event.decode::<Wallet>()?))
+    }
+
+    async fn load(
+        txn: &DatabaseTransaction,
+        names: &Names,
+        events: &[(&RecordedEvent, WalletEvent)],
+    ) -> Result<WalletsState, DbErr> {
         let mut keys = BTreeSet::new();
-        for event in events.iter().filter(|e| e.aggregate_type == "Wallet") {
-            if let Ok(decoded) = event.decode::<Wallet>()
-                && let Some((store, _)) = decoded.balance_change()
-            {
+        for (event, decoded) in events {
+            if let Some((store, _)) = decoded.balance_change() {
                 keys.insert((event.aggregate_id.clone(), store.as_str().to_string()));
             }
         }
@@ -63,11 +73,7 @@ impl Projection for Wallets {
         })
     }
 
-    fn apply(state: &mut WalletsState, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "Wallet" {
-            return Ok(());
-        }
-        let decoded = event.decode::<Wallet>()?;
+    fn apply(state: &mut WalletsState, event: &RecordedEvent, decoded: &WalletEvent) -> Result<(), ProjectionError> {
         let Some((store, delta)) = decoded.balance_change() else { return Ok(()) };
         let member = &event.aggregate_id;
         let key = (member.clone(), store.as_str().to_string());
@@ -95,7 +101,7 @@ impl Projection for Wallets {
             reason: None,
             recorded_at_us: event.recorded_at_us,
         };
-        let kind = match &decoded {
+        let kind = match decoded {
             WalletEvent::WalletOpened { .. } => return Ok(()),
             WalletEvent::PointsEarned { purchase_ref, amount_paid, .. } => {
                 balance.earned += delta;

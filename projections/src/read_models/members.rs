@@ -4,7 +4,7 @@ use domain::{Member, MemberEvent};
 use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr};
 
-use super::{ids_of, key1, key2};
+use super::{decode_as, ids_of, key1, key2};
 use crate::entities::{members, social_accounts};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
@@ -29,10 +29,7 @@ impl Projection for Members {
     type Event = MemberEvent;
 
     fn decode(event: &RecordedEvent) -> Result<Option<MemberEvent>, ProjectionError> {
-        if event.aggregate_type != "Member" {
-            return Ok(None);
-        }
-        Ok(Some(event.decode::<Member>()?))
+        decode_as::<Member>(event)
     }
 
     async fn load(

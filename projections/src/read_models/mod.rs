@@ -8,8 +8,11 @@ pub mod wallets;
 
 use std::collections::BTreeSet;
 
+use cqrs_es::Aggregate;
 use eventstore::RecordedEvent;
 use sea_orm::Value;
+
+use crate::error::ProjectionError;
 
 /// The distinct stream ids among decoded `events`.
 pub(crate) fn ids_of<E>(events: &[(&RecordedEvent, E)]) -> BTreeSet<String> {
@@ -24,4 +27,13 @@ pub(crate) fn key1(a: &str) -> Vec<Value> {
 /// A two-column primary key.
 pub(crate) fn key2(a: &str, b: &str) -> Vec<Value> {
     vec![a.into(), b.into()]
+}
+
+/// `event` decoded as an event of aggregate `A`, or `None` if it belongs to
+/// another aggregate type.
+pub(crate) fn decode_as<A: Aggregate>(event: &RecordedEvent) -> Result<Option<A::Event>, ProjectionError> {
+    if event.aggregate_type != A::TYPE {
+        return Ok(None);
+    }
+    Ok(Some(event.decode::<A>()?))
 }

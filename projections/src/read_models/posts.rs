@@ -4,7 +4,7 @@ use domain::{Post, PostEvent};
 use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr, Value};
 
-use super::{ids_of, key1, key2};
+use super::{decode_as, ids_of, key1, key2};
 use crate::entities::{post_photos, post_social, posts};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
@@ -31,10 +31,7 @@ impl Projection for Posts {
     type Event = PostEvent;
 
     fn decode(event: &RecordedEvent) -> Result<Option<PostEvent>, ProjectionError> {
-        if event.aggregate_type != "Post" {
-            return Ok(None);
-        }
-        Ok(Some(event.decode::<Post>()?))
+        decode_as::<Post>(event)
     }
 
     async fn load(

@@ -7,7 +7,7 @@ use domain::{Wallet, WalletEvent};
 use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr, Value};
 
-use super::{key1, key2};
+use super::{decode_as, key1, key2};
 use crate::entities::{share_recipients, shares};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
@@ -59,10 +59,10 @@ impl Projection for Shares {
     fn decode(event: &RecordedEvent) -> Result<Option<WalletEvent>, ProjectionError> {
         // Only share events matter here: earns and redeems are not even decoded.
         let relevant = matches!(event.event_type.as_str(), "PointsShared" | "SharedPointsReceived" | "ShareRefunded");
-        if event.aggregate_type != "Wallet" || !relevant {
+        if !relevant {
             return Ok(None);
         }
-        Ok(Some(event.decode::<Wallet>()?))
+        decode_as::<Wallet>(event)
     }
 
     async fn load(

@@ -5,7 +5,7 @@ use domain::{Store, StoreEvent};
 use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr};
 
-use super::{ids_of, key1};
+use super::{decode_as, ids_of, key1};
 use crate::entities::stores;
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
@@ -35,10 +35,7 @@ impl Projection for Stores {
     type Event = StoreEvent;
 
     fn decode(event: &RecordedEvent) -> Result<Option<StoreEvent>, ProjectionError> {
-        if event.aggregate_type != "Store" {
-            return Ok(None);
-        }
-        Ok(Some(event.decode::<Store>()?))
+        decode_as::<Store>(event)
     }
 
     async fn load(

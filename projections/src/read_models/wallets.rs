@@ -7,7 +7,7 @@ use domain::{Wallet, WalletEvent};
 use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr, Value};
 
-use super::key2;
+use super::{decode_as, key2};
 use crate::entities::{balances, ledger};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
@@ -48,10 +48,7 @@ impl Projection for Wallets {
     type Event = WalletEvent;
 
     fn decode(event: &RecordedEvent) -> Result<Option<WalletEvent>, ProjectionError> {
-        if event.aggregate_type != "Wallet" {
-            return Ok(None);
-        }
-        Ok(Some(event.decode::<Wallet>()?))
+        decode_as::<Wallet>(event)
     }
 
     async fn load(

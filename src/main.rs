@@ -53,6 +53,9 @@ struct Cli {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "POINTSTREAM_MAX_BODY_BYTES", default_value_t = 1 << 20, global = true)]
     max_body_bytes: usize,
+    /// Most subscriptions one WebSocket connection may hold at once.
+    #[arg(long, env = "POINTSTREAM_MAX_SUBSCRIPTIONS", default_value_t = 32, global = true)]
+    max_subscriptions: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -167,6 +170,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     max_complexity: cli.max_complexity,
                     max_page: cli.max_page.max(1),
                     max_body_bytes: cli.max_body_bytes,
+                    max_subscriptions: cli.max_subscriptions,
                 },
             };
             serve(store, projector, Some(api)).await

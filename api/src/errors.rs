@@ -1,8 +1,13 @@
 //! The one place errors become GraphQL errors with `extensions.code`.
 
-use async_graphql::{Error, ErrorExtensions};
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe};
+use async_graphql::{Error, ErrorExtensions, Response};
 use domain::DomainError;
 use eventstore::CommandError;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 /// A GraphQL error with `code` in its extensions.
 pub fn coded(code: &'static str, message: impl Into<String>) -> Error {
@@ -27,5 +32,42 @@ pub fn command_error(error: CommandError) -> Error {
             tracing::error!(error = %inner, "command failed in the store");
             coded("INTERNAL", "internal error")
         }
+    }
+}
+
+/// Gives every error a code: the request errors async-graphql raises itself
+/// (unparsable query, unknown field, wrong argument type, depth or
+/// complexity over the limit) become `BAD_USER_INPUT`.
+pub struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodes)
+    }
+}
+
+fn with_codes(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "BAD_USER_INPUT");
+        }
+    }
+    response
+}
+
+#[async_trait::async_trait]
+impl Extension for ErrorCodes {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        with_codes(next.run(ctx).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(with_codes).boxed()
     }
 }

@@ -4,12 +4,14 @@
 //!   command each, answering after the read model has caught up;
 //! * [`auth`]: bearer JWTs with roles;
 //! * [`errors`]: the one mapping of errors to `extensions.code`;
+//! * [`tail`]: live tails of the log and the ledger that feed subscriptions;
 //! * [`server`]: the HTTP routes; [`telemetry`]: Prometheus metrics.
 
 pub mod auth;
 pub mod errors;
 pub mod schema;
 pub mod server;
+pub mod tail;
 pub mod telemetry;
 
 pub use schema::{ApiSchema, ApiState, Limits, build, sdl};

@@ -18,7 +18,7 @@ use sea_orm::ConnectionTrait;
 use tokio::sync::watch;
 
 use crate::auth;
-use crate::schema::{ApiSchema, ApiState, Caller};
+use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots};
 
 /// What the HTTP layer needs besides the schema.
 #[derive(Clone)]
@@ -57,6 +57,7 @@ async fn graphql_ws(http: Data<&Http>, protocol: GraphQLProtocol, websocket: Web
             .on_connection_init(move |payload| async move {
                 let mut data = async_graphql::Data::default();
                 data.insert(ws_caller(&secret, &payload));
+                data.insert(ConnectionSlots::default());
                 Ok(data)
             })
             .serve()

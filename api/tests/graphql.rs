@@ -230,7 +230,7 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
     let tight = ApiState {
         store: store.clone(),
         read_timeout: Duration::from_secs(10),
-        limits: Limits { max_depth: 2, max_complexity: 500, max_page: 5, max_body_bytes: 200 },
+        limits: Limits { max_depth: 2, max_page: 5, max_body_bytes: 200, ..Limits::default() },
     };
     let strict = TestClient::new(api::server::app(build(tight.clone()), tight, SECRET.to_vec(), Vec::new()));
     let deep =

@@ -50,6 +50,7 @@ pub use connection::{DEFAULT_DATABASE_URL, connect, migrate, statement_chunks};
 pub use directory::StoreDirectory;
 pub use error::{CommandError, EventAddress, EventStoreError};
 pub use execute::{CommandContext, Model};
+pub use log::LogFilter;
 pub use outcome::CommandOutcome;
 pub use record::{Metadata, RecordedEvent};
 pub use store::{EventStore, EventStoreConfig, Loaded};

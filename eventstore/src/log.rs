@@ -62,6 +62,40 @@ pub(crate) async fn read_from(db: &impl ConnectionTrait, after: u64, limit: u64)
     rows.iter().map(event_from_row).collect()
 }
 
+/// Which events of the log a reader wants; `None` fields match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Aggregate type (`Wallet`, ...).
+    pub aggregate_type: Option<String>,
+    /// Aggregate id (with or without a type).
+    pub aggregate_id: Option<String>,
+    /// Event name (`PointsEarned`, ...).
+    pub event_type: Option<String>,
+}
+
+/// Up to `limit` events with `position > after` that match `filter`, in
+/// position order.
+pub(crate) async fn read_matching(
+    db: &impl ConnectionTrait,
+    after: u64,
+    limit: u64,
+    filter: &LogFilter,
+) -> Result<Vec<RecordedEvent>, DbErr> {
+    let mut query = Query::select();
+    query.columns(EVENT_COLUMNS).from(Events::Table).and_where(Expr::col(Events::Position).gt(after as i64));
+    if let Some(kind) = &filter.aggregate_type {
+        query.and_where(Expr::col(Events::AggregateType).eq(kind.as_str()));
+    }
+    if let Some(id) = &filter.aggregate_id {
+        query.and_where(Expr::col(Events::AggregateId).eq(id.as_str()));
+    }
+    if let Some(name) = &filter.event_type {
+        query.and_where(Expr::col(Events::EventType).eq(name.as_str()));
+    }
+    let rows = db.query_all(query.order_by(Events::Position, Order::Asc).limit(limit)).await?;
+    rows.iter().map(event_from_row).collect()
+}
+
 /// The events of one stream with `sequence > after`, in order.
 pub(crate) async fn read_stream(
     db: &impl ConnectionTrait,

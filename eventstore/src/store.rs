@@ -17,7 +17,7 @@ use migrations::tables::Snapshots;
 use crate::chain::{self, ChainReport};
 use crate::connection;
 use crate::error::EventStoreError;
-use crate::log;
+use crate::log::{self, LogFilter};
 use crate::record::RecordedEvent;
 use crate::writer::{self, AppendRequest};
 
@@ -144,6 +144,17 @@ impl EventStore {
     /// Up to `limit` events with `position > after`, in position order.
     pub async fn read_from(&self, after: u64, limit: u64) -> Result<Vec<RecordedEvent>, EventStoreError> {
         Ok(log::read_from(&self.inner.db, after, limit).await?)
+    }
+
+    /// Up to `limit` events with `position > after` that match `filter`, in
+    /// position order (the auditors' view of the log).
+    pub async fn read_matching(
+        &self,
+        after: u64,
+        limit: u64,
+        filter: &LogFilter,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        Ok(log::read_matching(&self.inner.db, after, limit, filter).await?)
     }
 
     /// The whole stream of one aggregate, as stored.

@@ -10,6 +10,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_event_store;
 mod m20261125_000002_read_models;
 mod m20261125_000003_binary_collation;
+mod m20261125_000004_api_indexes;
 
 /// Table and column names, for building queries with sea-query.
 pub mod tables {
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_event_store::Migration),
             Box::new(m20261125_000002_read_models::Migration),
             Box::new(m20261125_000003_binary_collation::Migration),
+            Box::new(m20261125_000004_api_indexes::Migration),
         ]
     }
 }

@@ -426,7 +426,7 @@ impl MigrationTrait for Migration {
 }
 
 /// Creates index `name` on `columns` of `table` (unless it exists).
-async fn index<T: IntoIden + Copy + 'static>(
+pub(crate) async fn index<T: IntoIden + Copy + 'static>(
     manager: &SchemaManager<'_>,
     name: &str,
     table: T,

@@ -1,0 +1,141 @@
+//! The GraphQL schema: queries over the read models ([`query`]), mutations
+//! that run one command each and answer from the read model once it has
+//! caught up ([`mutation`]), subscriptions fed by live tails
+//! ([`subscription`]), DataLoaders against N+1 queries ([`loaders`]).
+
+pub mod loaders;
+pub mod mutation;
+pub mod objects;
+pub mod query;
+pub mod subscription;
+
+use std::time::Duration;
+
+use async_graphql::{Context, Result, Schema};
+use domain::values::Points;
+use eventstore::EventStore;
+
+pub use self::mutation::MutationRoot;
+pub use self::query::QueryRoot;
+pub use self::subscription::{ConnectionSlots, SubscriptionRoot};
+use crate::auth::{AuthError, Claims};
+use crate::errors::ErrorCodes;
+pub(crate) use crate::errors::coded;
+use crate::tail::Tails;
+use loaders::Loaders;
+
+/// The schema type.
+pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// What every resolver can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The event store (and its database, which holds the read models).
+    pub store: EventStore,
+    /// How long a mutation waits for its read model to catch up.
+    pub read_timeout: Duration,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// Limits on what one request may ask; each hit is a clear error, not a failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest selection nesting.
+    pub max_depth: usize,
+    /// Highest query complexity (one per field, times page sizes).
+    pub max_complexity: usize,
+    /// Largest page a paginated field returns.
+    pub max_page: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most subscriptions one WebSocket connection may hold at once.
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_depth: 12, max_complexity: 500, max_page: 100, max_body_bytes: 1 << 20, max_subscriptions: 32 }
+    }
+}
+
+/// Who is calling, as the transport found it.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No `Authorization` header.
+    Anonymous,
+    /// A valid token.
+    Authenticated(Claims),
+    /// A token that was refused.
+    Refused(AuthError),
+}
+
+/// Builds the schema around `state`.
+pub fn build(state: ApiState) -> ApiSchema {
+    let limits = state.limits;
+    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
+        .data(Loaders::new(state.store.db()))
+        .data(Tails::new(state.store.clone()))
+        .data(state)
+        .extension(ErrorCodes)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .finish()
+}
+
+/// The schema's SDL, as `pointstream schema` prints it and `schema.graphql` holds it.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot).finish().sdl()
+}
+
+fn state<'a>(ctx: &Context<'a>) -> Result<&'a ApiState> {
+    ctx.data::<ApiState>()
+}
+
+/// The caller's claims, or `UNAUTHENTICATED`.
+fn claims<'a>(ctx: &Context<'a>) -> Result<&'a Claims> {
+    match ctx.data_opt::<Caller>() {
+        Some(Caller::Authenticated(claims)) => Ok(claims),
+        Some(Caller::Refused(reason)) => Err(coded("UNAUTHENTICATED", reason.to_string())),
+        _ => Err(coded("UNAUTHENTICATED", "a bearer token is required")),
+    }
+}
+
+fn forbidden() -> async_graphql::Error {
+    coded("FORBIDDEN", "not allowed for this token")
+}
+
+/// `FORBIDDEN` unless the caller's role allows the operation.
+fn permit(allowed: bool) -> Result<()> {
+    if allowed { Ok(()) } else { Err(forbidden()) }
+}
+
+fn internal(err: impl std::fmt::Display) -> async_graphql::Error {
+    tracing::error!(error = %err, "query failed");
+    coded("INTERNAL", "internal error")
+}
+
+/// A value refused by the domain's checks.
+fn bad_input(error: domain::values::ValueError) -> async_graphql::Error {
+    coded("BAD_USER_INPUT", error.to_string())
+}
+
+/// A points argument: positive and within the domain's limit.
+fn points_of(raw: i64) -> Result<Points> {
+    let raw = u64::try_from(raw).map_err(|_| coded("BAD_USER_INPUT", "points must be positive"))?;
+    Points::new(raw).map_err(bad_input)
+}
+
+/// The shared loaders.
+fn loaders<'a>(ctx: &Context<'a>) -> Result<&'a Loaders> {
+    ctx.data::<Loaders>()
+}
+
+/// A page size: `first` (20 when absent), between 1 and the page limit.
+fn page_size(ctx: &Context<'_>, first: Option<i32>) -> Result<usize> {
+    let max_page = state(ctx)?.limits.max_page;
+    match usize::try_from(first.unwrap_or(20)) {
+        Ok(first) if first >= 1 && first <= max_page => Ok(first),
+        _ => Err(coded("BAD_USER_INPUT", format!("first must be between 1 and {max_page}"))),
+    }
+}

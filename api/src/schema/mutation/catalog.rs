@@ -1,0 +1,218 @@
+//! Members and stores: registration, social accounts, earn policies,
+//! closing and reopening.
+
+use async_graphql::{Context, Object, Result};
+use domain::values::{DisplayName, EarnPolicy, ExternalRef, Handle, MemberId, Points, StoreId, StoreName};
+use domain::{Member, MemberCommand, Store, StoreCommand};
+use projections::entities::{members, stores};
+use sea_orm::EntityTrait;
+
+use super::{Run, new_id, run, written};
+use crate::auth::{Claims, Role};
+use crate::schema::objects::{EarnPolicyInput, MemberResult, SocialProvider, StoreResult};
+use crate::schema::{bad_input, claims, coded, internal, permit, state};
+
+/// Members.
+#[derive(Default)]
+pub struct MemberMutations;
+
+/// Stores (admins).
+#[derive(Default)]
+pub struct StoreMutations;
+
+/// Runs `command` on member `id` and answers with the member.
+async fn member_command(
+    ctx: &Context<'_>,
+    claims: &Claims,
+    id: &str,
+    command: MemberCommand,
+    idempotency_key: Option<String>,
+    kind: &'static str,
+) -> Result<MemberResult> {
+    let outcome = run::<Member>(ctx, claims, Run { id, command, idempotency_key, projection: "members", kind }).await?;
+    let row = members::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
+    Ok(MemberResult {
+        position: outcome.last_position as i64,
+        replayed: outcome.replayed,
+        member: written(row, "member")?.into(),
+    })
+}
+
+/// Runs `command` on store `id` and answers with the store.
+async fn store_command(
+    ctx: &Context<'_>,
+    claims: &Claims,
+    id: &str,
+    command: StoreCommand,
+    idempotency_key: Option<String>,
+    kind: &'static str,
+) -> Result<StoreResult> {
+    let outcome = run::<Store>(ctx, claims, Run { id, command, idempotency_key, projection: "stores", kind }).await?;
+    let row = stores::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
+    Ok(StoreResult {
+        position: outcome.last_position as i64,
+        replayed: outcome.replayed,
+        store: written(row, "store")?.into(),
+    })
+}
+
+/// Admins act on any member; a member token only on its own member.
+fn self_or_admin(claims: &Claims, member: &str) -> Result<()> {
+    permit(match claims.role {
+        Role::Admin => true,
+        Role::Member => claims.member.as_deref() == Some(member),
+        Role::Staff | Role::Auditor => false,
+    })
+}
+
+fn policy(input: EarnPolicyInput) -> Result<EarnPolicy> {
+    let rate = u32::try_from(input.rate_basis_points)
+        .map_err(|_| coded("BAD_USER_INPUT", "rateBasisPoints must be between 0 and 4294967295"))?;
+    let cap = match input.cap {
+        Some(cap) => Some(
+            Points::new(u64::try_from(cap).map_err(|_| coded("BAD_USER_INPUT", "cap must be positive"))?)
+                .map_err(bad_input)?,
+        ),
+        None => None,
+    };
+    let min_purchase =
+        u64::try_from(input.min_purchase).map_err(|_| coded("BAD_USER_INPUT", "minPurchase must not be negative"))?;
+    EarnPolicy::new(rate, cap, min_purchase).map_err(bad_input)
+}
+
+#[Object]
+impl MemberMutations {
+    /// Register a member with a unique handle: an admin, or a member token
+    /// minted for that member id. Without `id`, one is made (derived from the
+    /// idempotency key when there is one).
+    async fn register_member(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<String>,
+        handle: String,
+        display_name: String,
+        idempotency_key: Option<String>,
+    ) -> Result<MemberResult> {
+        let claims = claims(ctx)?;
+        let id = id.unwrap_or_else(|| new_id("member", idempotency_key.as_deref()));
+        self_or_admin(claims, &id)?;
+        let command = MemberCommand::Register {
+            member: MemberId::parse(id.as_str()).map_err(bad_input)?,
+            handle: Handle::parse(handle).map_err(bad_input)?,
+            display_name: DisplayName::parse(display_name).map_err(bad_input)?,
+        };
+        member_command(ctx, claims, &id, command, idempotency_key, "register_member").await
+    }
+
+    /// Deactivate a member: no more earning or receiving (admin).
+    async fn deactivate_member(
+        &self,
+        ctx: &Context<'_>,
+        member: String,
+        idempotency_key: Option<String>,
+    ) -> Result<MemberResult> {
+        let claims = claims(ctx)?;
+        permit(claims.role == Role::Admin)?;
+        MemberId::parse(member.as_str()).map_err(bad_input)?;
+        member_command(ctx, claims, &member, MemberCommand::Deactivate, idempotency_key, "deactivate_member").await
+    }
+
+    /// Link the member's account at a social provider (the member themself, or admin).
+    async fn link_social_account(
+        &self,
+        ctx: &Context<'_>,
+        member: String,
+        provider: SocialProvider,
+        external_id: String,
+        idempotency_key: Option<String>,
+    ) -> Result<MemberResult> {
+        let claims = claims(ctx)?;
+        self_or_admin(claims, &member)?;
+        MemberId::parse(member.as_str()).map_err(bad_input)?;
+        let command = MemberCommand::LinkSocialAccount {
+            provider: provider.into(),
+            external_id: ExternalRef::parse(external_id).map_err(bad_input)?,
+        };
+        member_command(ctx, claims, &member, command, idempotency_key, "link_social_account").await
+    }
+
+    /// Unlink it (the member themself, or admin).
+    async fn unlink_social_account(
+        &self,
+        ctx: &Context<'_>,
+        member: String,
+        provider: SocialProvider,
+        idempotency_key: Option<String>,
+    ) -> Result<MemberResult> {
+        let claims = claims(ctx)?;
+        self_or_admin(claims, &member)?;
+        MemberId::parse(member.as_str()).map_err(bad_input)?;
+        let command = MemberCommand::UnlinkSocialAccount { provider: provider.into() };
+        member_command(ctx, claims, &member, command, idempotency_key, "unlink_social_account").await
+    }
+}
+
+#[Object]
+impl StoreMutations {
+    /// Register a store; its owner must be a registered member (admin).
+    async fn register_store(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        name: String,
+        owner: String,
+        policy: EarnPolicyInput,
+        idempotency_key: Option<String>,
+    ) -> Result<StoreResult> {
+        let claims = claims(ctx)?;
+        permit(claims.role == Role::Admin)?;
+        let command = StoreCommand::Register {
+            store: StoreId::parse(id.as_str()).map_err(bad_input)?,
+            name: StoreName::parse(name).map_err(bad_input)?,
+            owner: MemberId::parse(owner).map_err(bad_input)?,
+            policy: self::policy(policy)?,
+        };
+        store_command(ctx, claims, &id, command, idempotency_key, "register_store").await
+    }
+
+    /// Replace a store's earn policy; its version goes up by one (admin).
+    async fn update_earn_policy(
+        &self,
+        ctx: &Context<'_>,
+        store: String,
+        policy: EarnPolicyInput,
+        idempotency_key: Option<String>,
+    ) -> Result<StoreResult> {
+        let claims = claims(ctx)?;
+        permit(claims.role == Role::Admin)?;
+        StoreId::parse(store.as_str()).map_err(bad_input)?;
+        let command = StoreCommand::UpdateEarnPolicy { policy: self::policy(policy)? };
+        store_command(ctx, claims, &store, command, idempotency_key, "update_earn_policy").await
+    }
+
+    /// Stop earning at a store (admin).
+    async fn close_store(
+        &self,
+        ctx: &Context<'_>,
+        store: String,
+        idempotency_key: Option<String>,
+    ) -> Result<StoreResult> {
+        let claims = claims(ctx)?;
+        permit(claims.role == Role::Admin)?;
+        StoreId::parse(store.as_str()).map_err(bad_input)?;
+        store_command(ctx, claims, &store, StoreCommand::Close, idempotency_key, "close_store").await
+    }
+
+    /// Earn at a closed store again (admin).
+    async fn reopen_store(
+        &self,
+        ctx: &Context<'_>,
+        store: String,
+        idempotency_key: Option<String>,
+    ) -> Result<StoreResult> {
+        let claims = claims(ctx)?;
+        permit(claims.role == Role::Admin)?;
+        StoreId::parse(store.as_str()).map_err(bad_input)?;
+        store_command(ctx, claims, &store, StoreCommand::Reopen, idempotency_key, "reopen_store").await
+    }
+}

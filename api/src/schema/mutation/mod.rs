@@ -1,0 +1,99 @@
+//! Mutations: one command each. Each answers with the command's last event
+//! position and the state read from the read model once its projection has
+//! applied that position (read-your-writes, bounded by `read_timeout`).
+//! An `idempotencyKey` makes a retry return the first outcome.
+
+mod catalog;
+mod posts;
+mod wallet;
+
+use std::time::{Duration, Instant};
+
+use async_graphql::{Context, Result};
+use eventstore::{CommandContext, CommandOutcome, Model};
+use projections::{Names, checkpoint};
+use sha2::{Digest, Sha256};
+
+use super::{ApiState, coded, internal, state};
+use crate::auth::Claims;
+use crate::errors::command_error;
+
+/// Mutations: one command each.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct MutationRoot(
+    wallet::EarnMutations,
+    wallet::SpendMutations,
+    wallet::CorrectionMutations,
+    catalog::MemberMutations,
+    catalog::StoreMutations,
+    posts::PostMutations,
+);
+
+/// A command on its way: which aggregate, which read model shows its effect.
+struct Run<'a, A: Model> {
+    /// The aggregate's id.
+    id: &'a str,
+    command: A::Command,
+    idempotency_key: Option<String>,
+    /// The projection whose read model the answer is read from.
+    projection: &'static str,
+    /// The command's name in metrics.
+    kind: &'static str,
+}
+
+/// Runs the command as the caller and waits until its projection has applied it.
+async fn run<A: Model>(ctx: &Context<'_>, claims: &Claims, run: Run<'_, A>) -> Result<CommandOutcome> {
+    let state = state(ctx)?;
+    let context = CommandContext {
+        command_id: run.idempotency_key,
+        actor: Some(claims.sub.clone()),
+        role: Some(format!("{:?}", claims.role).to_lowercase()),
+        ..CommandContext::default()
+    };
+    let started = Instant::now();
+    let outcome = state.store.execute::<A>(run.id, run.command, context).await.map_err(command_error)?;
+    metrics::histogram!("pointstream_command_seconds", "command" => run.kind).record(started.elapsed().as_secs_f64());
+    wait_for_projection(state, run.projection, outcome.last_position).await?;
+    Ok(outcome)
+}
+
+/// Waits until projection `name` has applied `position` (read-your-writes),
+/// or fails with `NOT_YET_VISIBLE`: the write succeeded but cannot be read yet.
+pub(crate) async fn wait_for_projection(state: &ApiState, name: &str, position: u64) -> Result<()> {
+    let deadline = Instant::now() + state.read_timeout;
+    loop {
+        let at = checkpoint::read(state.store.db(), name, &Names::LIVE).await.map_err(internal)?;
+        if at >= position {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(coded(
+                "NOT_YET_VISIBLE",
+                format!(
+                    "the command was recorded at position {position} but the {name} read model is at {at}; read again shortly"
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The id of something a mutation creates when the client names none: derived
+/// from the idempotency key (so a retry names the same thing), else fresh.
+fn new_id(scope: &str, idempotency_key: Option<&str>) -> String {
+    match idempotency_key {
+        Some(key) => {
+            let digest = Sha256::digest(format!("{scope}\0{key}").as_bytes());
+            format!("k{}", &hex::encode(digest)[..40])
+        }
+        None => uuid::Uuid::now_v7().simple().to_string(),
+    }
+}
+
+/// The row a mutation answers with, which its projection has just written.
+fn written<T>(row: Option<T>, what: &str) -> Result<T> {
+    row.ok_or_else(|| {
+        tracing::error!(what, "a read model row is missing after its command was applied");
+        coded("INTERNAL", "internal error")
+    })
+}

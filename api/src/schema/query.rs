@@ -1,0 +1,287 @@
+//! Queries over the read models, and the auditors' view of the log.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Object, Result};
+use eventstore::LogFilter;
+use projections::entities::{balances, members, posts, share_recipients, shares, stores};
+use projections::queries;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::objects::{
+    AuditReport, Balance, LedgerEntry, LogEvent, Me, Member, Post, ProjectionAudit, Share, ShareRecipient, Store,
+};
+use super::{claims, coded, forbidden, internal, page_size, permit, state};
+use crate::auth::Role;
+
+/// Queries.
+pub struct QueryRoot;
+
+/// `after` as a position cursor.
+fn position_cursor(after: Option<String>) -> Result<Option<i64>> {
+    match after {
+        Some(cursor) => cursor
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| coded("BAD_USER_INPUT", "after is not a cursor returned by this field")),
+        None => Ok(None),
+    }
+}
+
+/// A page of rows ordered by position, one extra fetched to know whether more follow.
+fn connection<T: async_graphql::OutputType>(
+    mut rows: Vec<(i64, T)>,
+    first: usize,
+    has_previous: bool,
+) -> Connection<String, T> {
+    let has_next = rows.len() > first;
+    rows.truncate(first);
+    let mut connection = Connection::new(has_previous, has_next);
+    connection.edges.extend(rows.into_iter().map(|(position, row)| Edge::new(position.to_string(), row)));
+    connection
+}
+
+#[Object]
+impl QueryRoot {
+    /// Every store (public).
+    async fn stores(&self, ctx: &Context<'_>) -> Result<Vec<Store>> {
+        let db = state(ctx)?.store.db();
+        let rows = stores::Entity::find().order_by_asc(stores::Column::StoreId).all(db).await.map_err(internal)?;
+        Ok(rows.into_iter().map(Store::from).collect())
+    }
+
+    /// One store (public).
+    async fn store(&self, ctx: &Context<'_>, id: String) -> Result<Option<Store>> {
+        let db = state(ctx)?.store.db();
+        Ok(stores::Entity::find_by_id(id).one(db).await.map_err(internal)?.map(Store::from))
+    }
+
+    /// The caller: role, and the member or store the token is bound to.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
+        let claims = claims(ctx)?;
+        let member = match &claims.member {
+            Some(id) => members::Entity::find_by_id(id.clone())
+                .one(state(ctx)?.store.db())
+                .await
+                .map_err(internal)?
+                .map(Member::from),
+            None => None,
+        };
+        Ok(Me { role: claims.role, subject: claims.sub.clone(), member, store_id: claims.store.clone() })
+    }
+
+    /// A member (the member themself, staff, admins, auditors).
+    async fn member(&self, ctx: &Context<'_>, id: String) -> Result<Option<Member>> {
+        let claims = claims(ctx)?;
+        if claims.role == Role::Member && claims.member.as_deref() != Some(id.as_str()) {
+            return Err(forbidden());
+        }
+        let db = state(ctx)?.store.db();
+        Ok(members::Entity::find_by_id(id).one(db).await.map_err(internal)?.map(Member::from))
+    }
+
+    /// A member's balances: the member themself, admins and auditors; staff
+    /// see only their store's.
+    async fn balances(&self, ctx: &Context<'_>, member: String) -> Result<Vec<Balance>> {
+        let claims = claims(ctx)?;
+        let mut query = balances::Entity::find().filter(balances::Column::MemberId.eq(member.as_str()));
+        match claims.role {
+            Role::Admin | Role::Auditor => {}
+            Role::Member if claims.member.as_deref() == Some(member.as_str()) => {}
+            Role::Staff => {
+                query = query.filter(balances::Column::StoreId.eq(claims.store.clone().unwrap_or_default()));
+            }
+            Role::Member => return Err(forbidden()),
+        }
+        let rows = query.order_by_asc(balances::Column::StoreId).all(state(ctx)?.store.db()).await.map_err(internal)?;
+        Ok(rows.into_iter().map(Balance::from).collect())
+    }
+
+    /// A member's balance at a store as it was at `atUs` (microseconds since
+    /// the epoch), from the ledger. Same access as `balances`.
+    async fn balance_at(&self, ctx: &Context<'_>, member: String, store: String, at_us: i64) -> Result<i64> {
+        let claims = claims(ctx)?;
+        permit(match claims.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Member => claims.member.as_deref() == Some(member.as_str()),
+            Role::Staff => claims.store.as_deref() == Some(store.as_str()),
+        })?;
+        queries::balance_at(state(ctx)?.store.db(), &member, &store, at_us).await.map_err(internal)
+    }
+
+    /// A member's ledger, newest first, as a Relay connection (`first` at
+    /// most the page limit, 100 by default; `after` is an entry's cursor).
+    /// Staff see their store's only.
+    async fn ledger(
+        &self,
+        ctx: &Context<'_>,
+        member: String,
+        store: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, LedgerEntry>> {
+        let claims = claims(ctx)?;
+        let store = match claims.role {
+            Role::Admin | Role::Auditor => store,
+            Role::Member if claims.member.as_deref() == Some(member.as_str()) => store,
+            Role::Staff => claims.store.clone(),
+            Role::Member => return Err(forbidden()),
+        };
+        let first = page_size(ctx, first)?;
+        let before = position_cursor(after)?;
+        let db = state(ctx)?.store.db();
+        let rows =
+            queries::ledger_page(db, &member, store.as_deref(), before, first as u64 + 1).await.map_err(internal)?;
+        Ok(connection(rows.into_iter().map(|row| (row.position, row.into())).collect(), first, before.is_some()))
+    }
+
+    /// A share with its recipients: its sender, a recipient, admins and auditors.
+    async fn share(&self, ctx: &Context<'_>, id: String) -> Result<Option<Share>> {
+        let claims = claims(ctx)?;
+        let db = state(ctx)?.store.db();
+        let Some(row) = shares::Entity::find_by_id(id.clone()).one(db).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        let parts = share_recipients::Entity::find()
+            .filter(share_recipients::Column::ShareId.eq(id.as_str()))
+            .order_by_asc(share_recipients::Column::MemberId)
+            .all(db)
+            .await
+            .map_err(internal)?;
+        let involved = |m: &str| row.sender_id == m || parts.iter().any(|p| p.member_id == m);
+        permit(match claims.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Member => claims.member.as_deref().is_some_and(involved),
+            Role::Staff => claims.store.as_deref() == Some(row.store_id.as_str()),
+        })?;
+        Ok(Some(Share {
+            id: row.share_id,
+            sender_id: row.sender_id,
+            store_id: row.store_id,
+            total: row.total,
+            message: row.message,
+            status: row.status,
+            recipients: parts
+                .into_iter()
+                .map(|p| ShareRecipient { member_id: p.member_id, points: p.points, status: p.status })
+                .collect(),
+        }))
+    }
+
+    /// One post (any signed-in caller). A deleted post is shown to its
+    /// author, admins and auditors only.
+    async fn post(&self, ctx: &Context<'_>, id: String) -> Result<Option<Post>> {
+        let claims = claims(ctx)?;
+        let row = posts::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
+        Ok(row.map(Post::from).filter(|post| {
+            !post.deleted
+                || matches!(claims.role, Role::Admin | Role::Auditor)
+                || claims.member.as_deref() == Some(post.author_id.as_str())
+        }))
+    }
+
+    /// Posts, newest first, by one author and/or about one store (any signed-in
+    /// caller); deleted posts are left out.
+    async fn posts(
+        &self,
+        ctx: &Context<'_>,
+        author: Option<String>,
+        store: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Post>> {
+        claims(ctx)?;
+        post_page(ctx, author, store, first, after).await
+    }
+
+    /// Every store's posts, newest first (any signed-in caller). Authors,
+    /// stores, photos and social status are batched: a page costs a fixed
+    /// number of queries.
+    async fn feed(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Post>> {
+        claims(ctx)?;
+        post_page(ctx, None, None, first, after).await
+    }
+
+    /// The raw event log in position order, from after `after` (an event's
+    /// cursor, or none for the start), optionally only one aggregate type,
+    /// aggregate or event name: auditors and admins.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        aggregate_type: Option<String>,
+        aggregate_id: Option<String>,
+        event_type: Option<String>,
+    ) -> Result<Connection<String, LogEvent>> {
+        let claims = claims(ctx)?;
+        permit(matches!(claims.role, Role::Admin | Role::Auditor))?;
+        let first = page_size(ctx, first)?;
+        let after = position_cursor(after)?;
+        let filter = LogFilter { aggregate_type, aggregate_id, event_type };
+        let events = state(ctx)?
+            .store
+            .read_matching(after.unwrap_or(0).max(0) as u64, first as u64 + 1, &filter)
+            .await
+            .map_err(internal)?;
+        let rows = events.iter().map(|e| (e.position as i64, LogEvent::from(e))).collect();
+        Ok(connection(rows, first, after.is_some()))
+    }
+
+    /// The audit (auditors and admins): every hash chain recomputed, and
+    /// every read model compared row by row with a replay of the log. Reads
+    /// the whole log: expect seconds on a large one.
+    async fn audit_report(&self, ctx: &Context<'_>) -> Result<AuditReport> {
+        let claims = claims(ctx)?;
+        permit(matches!(claims.role, Role::Admin | Role::Auditor))?;
+        let report = projections::audit(&state(ctx)?.store).await.map_err(internal)?;
+        Ok(AuditReport {
+            clean: report.is_clean(),
+            events_checked: report.chain.events as i64,
+            streams_checked: report.chain.streams as i64,
+            problems: report.problems(),
+            projections: report
+                .projections
+                .iter()
+                .map(|p| ProjectionAudit {
+                    name: p.name.to_string(),
+                    checkpoint: p.checkpoint as i64,
+                    differences: (p.differences.len() + p.unreadable.len()) as i64,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A page of live posts, newest first.
+async fn post_page(
+    ctx: &Context<'_>,
+    author: Option<String>,
+    store: Option<String>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, Post>> {
+    let first = page_size(ctx, first)?;
+    let before = position_cursor(after)?;
+    let mut query = posts::Entity::find().filter(posts::Column::Deleted.eq(false));
+    if let Some(author) = author {
+        query = query.filter(posts::Column::AuthorId.eq(author));
+    }
+    if let Some(store) = store {
+        query = query.filter(posts::Column::StoreId.eq(store));
+    }
+    if let Some(before) = before {
+        query = query.filter(posts::Column::Position.lt(before));
+    }
+    let rows = query
+        .order_by_desc(posts::Column::Position)
+        .limit(first as u64 + 1)
+        .all(state(ctx)?.store.db())
+        .await
+        .map_err(internal)?;
+    Ok(connection(rows.into_iter().map(|row| (row.position, Post::from(row))).collect(), first, before.is_some()))
+}

@@ -1,0 +1,159 @@
+//! Subscriptions (over WebSocket, `/graphql/ws`), fed by the process's
+//! [`Tails`]: wallet updates, a store's activity, a post's social status,
+//! and the auditors' event log. Each connection may hold at most
+//! `max_subscriptions` at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_graphql::{Context, Result, Subscription};
+use domain::PostEvent;
+use futures_util::Stream;
+use projections::entities::{post_social, posts};
+use sea_orm::EntityTrait;
+
+use super::mutation::wait_for_projection;
+use super::objects::{LedgerEntry, LogEvent, SocialStatus};
+use super::{claims, coded, internal, permit, state};
+use crate::auth::Role;
+use crate::tail::{Cursor, Source, Tails};
+
+/// The subscriptions a WebSocket connection holds, shared by its operations.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionSlots(Arc<AtomicUsize>);
+
+/// One subscription's place in its connection's count; freed when the
+/// subscription's stream is dropped.
+struct Slot(Option<Arc<AtomicUsize>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(count) = &self.0 {
+            count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Takes a slot, or `RATE_LIMITED` when the connection holds its limit.
+fn slot(ctx: &Context<'_>) -> Result<Slot> {
+    let Some(ConnectionSlots(count)) = ctx.data_opt::<ConnectionSlots>() else {
+        return Ok(Slot(None));
+    };
+    let limit = state(ctx)?.limits.max_subscriptions;
+    if count.fetch_add(1, Ordering::SeqCst) >= limit {
+        count.fetch_sub(1, Ordering::SeqCst);
+        return Err(coded("RATE_LIMITED", format!("at most {limit} subscriptions per connection")));
+    }
+    Ok(Slot(Some(count.clone())))
+}
+
+fn tails<'a>(ctx: &Context<'a>) -> Result<&'a Tails> {
+    ctx.data::<Tails>()
+}
+
+/// The items of `cursor`, each mapped to what the client sees, holding `slot` while it lasts.
+fn follow<S: Source, T: Send + 'static>(
+    cursor: Cursor<S>,
+    slot: Slot,
+    map: fn(S::Item) -> T,
+) -> impl Stream<Item = T> + Send {
+    futures_util::stream::unfold((cursor, slot), move |(mut cursor, slot)| async move {
+        let item = cursor.next().await?;
+        Some((map(item), (cursor, slot)))
+    })
+}
+
+/// Subscriptions.
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Every movement of a member's points from now on, once the wallets read
+    /// model has it (the member themself, admins, auditors).
+    async fn wallet_updates(&self, ctx: &Context<'_>, member: String) -> Result<impl Stream<Item = LedgerEntry>> {
+        let claims = claims(ctx)?;
+        permit(match claims.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Member => claims.member.as_deref() == Some(member.as_str()),
+            Role::Staff => false,
+        })?;
+        let slot = slot(ctx)?;
+        let cursor = tails(ctx)?.ledger(move |row| row.member_id == member).await.map_err(internal)?;
+        Ok(follow(cursor, slot, |row| LedgerEntry::from((*row).clone())))
+    }
+
+    /// Every movement of points at a store from now on: earns, redemptions,
+    /// shares (staff of the store, admins, auditors).
+    async fn store_activity(&self, ctx: &Context<'_>, store: String) -> Result<impl Stream<Item = LedgerEntry>> {
+        let claims = claims(ctx)?;
+        permit(match claims.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Staff => claims.store.as_deref() == Some(store.as_str()),
+            Role::Member => false,
+        })?;
+        let slot = slot(ctx)?;
+        let cursor = tails(ctx)?.ledger(move |row| row.store_id == store).await.map_err(internal)?;
+        Ok(follow(cursor, slot, |row| LedgerEntry::from((*row).clone())))
+    }
+
+    /// Each provider's outcome for a post from now on (published, or a failed
+    /// attempt), once the posts read model shows it: its author, staff of its
+    /// store, admins, auditors.
+    async fn post_social_status(&self, ctx: &Context<'_>, post: String) -> Result<impl Stream<Item = SocialStatus>> {
+        let claims = claims(ctx)?;
+        let state = state(ctx)?.clone();
+        let row = posts::Entity::find_by_id(post.as_str()).one(state.store.db()).await.map_err(internal)?;
+        let Some(row) = row else {
+            return Err(coded("NOT_FOUND", format!("no post {post}")));
+        };
+        permit(match claims.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Member => claims.member.as_deref() == Some(row.author_id.as_str()),
+            Role::Staff => claims.store.as_deref() == Some(row.store_id.as_str()),
+        })?;
+        let slot = slot(ctx)?;
+        let id = post.clone();
+        let cursor = tails(ctx)?
+            .log(None, move |event| event.aggregate_type == "Post" && event.aggregate_id == id)
+            .await
+            .map_err(internal)?;
+        Ok(futures_util::stream::unfold((cursor, slot), move |(mut cursor, slot)| {
+            let (state, post) = (state.clone(), post.clone());
+            async move {
+                loop {
+                    let event = cursor.next().await?;
+                    let provider = match serde_json::from_str::<PostEvent>(&event.payload) {
+                        Ok(
+                            PostEvent::SocialPostPublished { provider, .. }
+                            | PostEvent::SocialPostFailed { provider, .. },
+                        ) => provider.to_string(),
+                        _ => continue,
+                    };
+                    // Answer from the read model, as queries will, once it shows the outcome.
+                    while wait_for_projection(&state, "posts", event.position).await.is_err() {}
+                    let row = post_social::Entity::find_by_id((post.clone(), provider))
+                        .one(state.store.db())
+                        .await
+                        .ok()??;
+                    return Some((SocialStatus::from(row), (cursor, slot)));
+                }
+            }
+        }))
+    }
+
+    /// The event log in position order from after position `after` (0: from
+    /// the start): what is stored first, then what is appended, with no gap
+    /// and no repeat where one becomes the other (auditors and admins).
+    async fn event_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] after: i64,
+    ) -> Result<impl Stream<Item = LogEvent>> {
+        let claims = claims(ctx)?;
+        permit(matches!(claims.role, Role::Admin | Role::Auditor))?;
+        let after = u64::try_from(after).map_err(|_| coded("BAD_USER_INPUT", "after must not be negative"))?;
+        let slot = slot(ctx)?;
+        let cursor = tails(ctx)?.log(Some(after), |_| true).await.map_err(internal)?;
+        Ok(follow(cursor, slot, |event| LogEvent::from(event.as_ref())))
+    }
+}

@@ -45,7 +45,7 @@ struct Cli {
     #[arg(long, env = "POINTSTREAM_MAX_DEPTH", default_value_t = 12, global = true)]
     max_depth: usize,
     /// Highest GraphQL query complexity accepted.
-    #[arg(long, env = "POINTSTREAM_MAX_COMPLEXITY", default_value_t = 500, global = true)]
+    #[arg(long, env = "POINTSTREAM_MAX_COMPLEXITY", default_value_t = 5_000, global = true)]
     max_complexity: usize,
     /// Largest page a paginated field returns.
     #[arg(long, env = "POINTSTREAM_MAX_PAGE", default_value_t = 100, global = true)]

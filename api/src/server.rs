@@ -18,7 +18,7 @@ use sea_orm::ConnectionTrait;
 use tokio::sync::watch;
 
 use crate::auth;
-use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots};
+use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots, Loaders};
 
 /// What the HTTP layer needs besides the schema.
 #[derive(Clone)]
@@ -73,7 +73,8 @@ async fn graphql(http: Data<&Http>, headers: &HeaderMap, request: GraphQLRequest
             Err(reason) => Caller::Refused(reason),
         },
     };
-    let response = http.schema.execute(request.0.data(caller)).await;
+    let loaders = Loaders::new(http.state.store.db(), true);
+    let response = http.schema.execute(request.0.data(caller).data(loaders)).await;
     metrics::counter!("pointstream_graphql_requests_total").increment(1);
     for error in &response.errors {
         let code = match error.extensions.as_ref().and_then(|e| e.get("code")) {

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 const SECRET: &[u8] = b"api test secret";
 
-on_both_backends!(earn_then_read_with_roles_errors_and_idempotency);
+on_both_backends!(earn_then_read_with_roles_errors_and_idempotency, a_feed_page_costs_the_same_few_queries_at_any_size);
 
 fn token(role: Role, member: Option<&str>, store: Option<&str>) -> String {
     let claims = Claims {
@@ -273,4 +273,75 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
 fn schema_graphql_is_the_served_schema() {
     let committed = include_str!("../../schema.graphql");
     assert_eq!(committed, api::sdl(), "schema.graphql is stale: run `cargo run -- schema > schema.graphql`");
+}
+
+/// 100 posts by 10 authors about 3 stores, each with a photo: a feed page
+/// with authors, stores, photos and social status costs the same handful of
+/// queries for 10 posts as for 100 (DataLoaders batch each table).
+async fn a_feed_page_costs_the_same_few_queries_at_any_size(backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use domain::values::{MemberId, PhotoKey, PostBody, PostId, Provider, StoreId};
+    use domain::{Photo, Post, PostCommand};
+    use eventstore::CommandContext;
+
+    let Some(db) = scratch(backend).await else { return };
+    let mut connection = eventstore::connect(&db.url, 4).await.expect("connects");
+    eventstore::migrate(&connection).await.expect("migrates");
+    let statements = Arc::new(AtomicUsize::new(0));
+    let counter = statements.clone();
+    connection.set_metric_callback(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let store = EventStore::with_connection(connection, quiet()).await.expect("opens");
+    let authors: Vec<String> = (0..10).map(|n| format!("author{n}")).collect();
+    world(&store, &authors.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    for (id, name) in [("bakery", "Bakery"), ("deli", "Deli")] {
+        let command = domain::StoreCommand::Register {
+            store: StoreId::parse(id).expect("id"),
+            name: domain::values::StoreName::parse(name).expect("name"),
+            owner: MemberId::parse("author0").expect("id"),
+            policy: support::tenth(),
+        };
+        store.execute::<domain::Store>(id, command, CommandContext::default()).await.expect("registers");
+    }
+    for n in 0..100 {
+        let id = format!("post{n}");
+        let command = PostCommand::Create {
+            post: PostId::parse(id.as_str()).expect("id"),
+            author: MemberId::parse(authors[n % 10].as_str()).expect("id"),
+            store: StoreId::parse(["cafe", "bakery", "deli"][n % 3]).expect("id"),
+            body: PostBody::parse(format!("post number {n}")).expect("body"),
+            photos: vec![Photo {
+                key: PhotoKey::parse(format!("photos/{id}.jpg")).expect("key"),
+                content_type: "image/jpeg".into(),
+                sha256: "00".repeat(32),
+            }],
+            providers: vec![Provider::Facebook, Provider::Twitter],
+        };
+        store.execute::<Post>(&id, command, CommandContext::default()).await.expect("posts");
+    }
+    projections::catch_up(&store, 1_000).await.expect("projects");
+    let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10), limits: Limits::default() };
+    let client = TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec(), Vec::new()));
+    let reader = token(Role::Member, Some("author1"), None);
+    let feed = "query($first: Int!) { feed(first: $first) { edges { node { id author { handle } store { name } \
+                photos { key } social { provider status } } } } }";
+
+    let mut costs = Vec::new();
+    for first in [10, 100] {
+        let before = statements.load(Ordering::SeqCst);
+        let page = graphql(&client, Some(&reader), feed, json!({ "first": first })).await;
+        costs.push(statements.load(Ordering::SeqCst) - before);
+        let edges = page["data"]["feed"]["edges"].as_array().unwrap_or_else(|| panic!("{page}"));
+        assert_eq!(edges.len(), first, "{page}");
+        assert_eq!(edges[0]["node"]["id"], "post99", "newest first");
+        assert_eq!(edges[0]["node"]["author"]["handle"], "author9");
+        assert_eq!(edges[0]["node"]["store"]["name"], "The Cafe");
+        assert_eq!(edges[0]["node"]["photos"], json!([{ "key": "photos/post99.jpg" }]));
+        assert_eq!(edges[0]["node"]["social"].as_array().map(Vec::len), Some(2));
+    }
+    // The posts page, then one query each for members, stores, photos and social status.
+    assert_eq!(costs, [5, 5], "statements per feed page of 10 and of 100");
 }

@@ -1,16 +1,24 @@
 //! DataLoaders: rows looked up by key are batched, so a page of 100 posts
 //! with their authors, stores, photos and social status costs one query per
 //! table, not one per post.
+//!
+//! Each HTTP request gets its own loaders with a cache, which pages prime
+//! with one `load_many` per table for the relations the query selects; the
+//! fields then read from the cache. Batching by timing alone (the loader
+//! waits 1 ms for keys) would split a page into several batches whenever
+//! resolving it takes longer than that. The schema also holds uncached
+//! loaders for requests without their own (WebSocket operations).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use projections::entities::{members, post_photos, post_social, social_accounts, stores};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
 /// Rows of `E` whose `column` is one of the keys, grouped by that key and
-/// kept in `order`.
+/// kept in `order`; every key gets an entry (empty when no row has it), so a
+/// cache knows about the misses too.
 pub struct RowsBy<E: EntityTrait> {
     db: DatabaseConnection,
     column: E::Column,
@@ -32,7 +40,7 @@ where
             .all(&self.db)
             .await
             .map_err(Arc::new)?;
-        let mut grouped: HashMap<String, Vec<E::Model>> = HashMap::new();
+        let mut grouped: HashMap<String, Vec<E::Model>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
         for row in rows {
             grouped.entry((self.key)(&row)).or_default().push(row);
         }
@@ -40,53 +48,71 @@ where
     }
 }
 
-/// Every loader the schema uses, shared by all requests (batching without a
-/// cache, so nothing is served stale).
+/// A loader of rows of `E` by key.
+pub type RowLoader<E> = DataLoader<RowsBy<E>, HashMapCache>;
+
+/// Every loader the schema uses.
 pub struct Loaders {
+    /// Whether they cache (one request's own loaders do).
+    pub cached: bool,
     /// Members by id.
-    pub members: DataLoader<RowsBy<members::Entity>>,
+    pub members: RowLoader<members::Entity>,
     /// Stores by id.
-    pub stores: DataLoader<RowsBy<stores::Entity>>,
+    pub stores: RowLoader<stores::Entity>,
     /// A post's photos by post id.
-    pub photos: DataLoader<RowsBy<post_photos::Entity>>,
+    pub photos: RowLoader<post_photos::Entity>,
     /// A post's social status by post id.
-    pub social: DataLoader<RowsBy<post_social::Entity>>,
+    pub social: RowLoader<post_social::Entity>,
     /// A member's social accounts by member id.
-    pub accounts: DataLoader<RowsBy<social_accounts::Entity>>,
+    pub accounts: RowLoader<social_accounts::Entity>,
 }
 
 impl Loaders {
-    /// Loaders reading through `db`.
-    pub fn new(db: &DatabaseConnection) -> Self {
+    /// Loaders reading through `db`: caching for one request, or not (shared by all).
+    pub fn new(db: &DatabaseConnection, cache: bool) -> Self {
         fn loader<E: EntityTrait>(
             db: &DatabaseConnection,
+            cache: bool,
             column: E::Column,
             order: E::Column,
             key: fn(&E::Model) -> String,
-        ) -> DataLoader<RowsBy<E>>
+        ) -> RowLoader<E>
         where
             E::Model: Sync,
         {
-            DataLoader::new(RowsBy { db: db.clone(), column, order, key }, tokio::spawn)
+            let loader = DataLoader::with_cache(
+                RowsBy { db: db.clone(), column, order, key },
+                tokio::spawn,
+                HashMapCache::new(),
+            );
+            loader.enable_all_cache(cache);
+            loader
         }
         Loaders {
-            members: loader::<members::Entity>(db, members::Column::MemberId, members::Column::MemberId, |m| {
+            cached: cache,
+            members: loader::<members::Entity>(db, cache, members::Column::MemberId, members::Column::MemberId, |m| {
                 m.member_id.clone()
             }),
-            stores: loader::<stores::Entity>(db, stores::Column::StoreId, stores::Column::StoreId, |s| {
+            stores: loader::<stores::Entity>(db, cache, stores::Column::StoreId, stores::Column::StoreId, |s| {
                 s.store_id.clone()
             }),
-            photos: loader::<post_photos::Entity>(db, post_photos::Column::PostId, post_photos::Column::Idx, |p| {
-                p.post_id.clone()
-            }),
+            photos: loader::<post_photos::Entity>(
+                db,
+                cache,
+                post_photos::Column::PostId,
+                post_photos::Column::Idx,
+                |p| p.post_id.clone(),
+            ),
             social: loader::<post_social::Entity>(
                 db,
+                cache,
                 post_social::Column::PostId,
                 post_social::Column::Provider,
                 |s| s.post_id.clone(),
             ),
             accounts: loader::<social_accounts::Entity>(
                 db,
+                cache,
                 social_accounts::Column::MemberId,
                 social_accounts::Column::Provider,
                 |a| a.member_id.clone(),

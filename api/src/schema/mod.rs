@@ -22,7 +22,7 @@ use crate::auth::{AuthError, Claims};
 use crate::errors::ErrorCodes;
 pub(crate) use crate::errors::coded;
 use crate::tail::Tails;
-use loaders::Loaders;
+pub use loaders::Loaders;
 
 /// The schema type.
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -55,7 +55,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_depth: 12, max_complexity: 500, max_page: 100, max_body_bytes: 1 << 20, max_subscriptions: 32 }
+        Limits { max_depth: 12, max_complexity: 5_000, max_page: 100, max_body_bytes: 1 << 20, max_subscriptions: 32 }
     }
 }
 
@@ -74,7 +74,7 @@ pub enum Caller {
 pub fn build(state: ApiState) -> ApiSchema {
     let limits = state.limits;
     Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
-        .data(Loaders::new(state.store.db()))
+        .data(Loaders::new(state.store.db(), false))
         .data(Tails::new(state.store.clone()))
         .data(state)
         .extension(ErrorCodes)

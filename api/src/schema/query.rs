@@ -10,7 +10,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use super::objects::{
     AuditReport, Balance, LedgerEntry, LogEvent, Me, Member, Post, ProjectionAudit, Share, ShareRecipient, Store,
 };
-use super::{claims, coded, forbidden, internal, page_size, permit, state};
+use super::{claims, coded, forbidden, internal, loaders, page_size, permit, state};
 use crate::auth::Role;
 
 /// Queries.
@@ -25,6 +25,11 @@ fn position_cursor(after: Option<String>) -> Result<Option<i64>> {
             .map_err(|_| coded("BAD_USER_INPUT", "after is not a cursor returned by this field")),
         None => Ok(None),
     }
+}
+
+/// A page costs what one row costs, times the rows asked for.
+fn page_complexity(first: Option<i32>, child_complexity: usize) -> usize {
+    usize::try_from(first.unwrap_or(20)).unwrap_or(0).max(1).saturating_mul(child_complexity)
 }
 
 /// A page of rows ordered by position, one extra fetched to know whether more follow.
@@ -111,6 +116,7 @@ impl QueryRoot {
     /// A member's ledger, newest first, as a Relay connection (`first` at
     /// most the page limit, 100 by default; `after` is an entry's cursor).
     /// Staff see their store's only.
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn ledger(
         &self,
         ctx: &Context<'_>,
@@ -181,6 +187,7 @@ impl QueryRoot {
 
     /// Posts, newest first, by one author and/or about one store (any signed-in
     /// caller); deleted posts are left out.
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn posts(
         &self,
         ctx: &Context<'_>,
@@ -196,6 +203,7 @@ impl QueryRoot {
     /// Every store's posts, newest first (any signed-in caller). Authors,
     /// stores, photos and social status are batched: a page costs a fixed
     /// number of queries.
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn feed(
         &self,
         ctx: &Context<'_>,
@@ -209,6 +217,7 @@ impl QueryRoot {
     /// The raw event log in position order, from after `after` (an event's
     /// cursor, or none for the start), optionally only one aggregate type,
     /// aggregate or event name: auditors and admins.
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -230,6 +239,13 @@ impl QueryRoot {
             .map_err(internal)?;
         let rows = events.iter().map(|e| (e.position as i64, LogEvent::from(e))).collect();
         Ok(connection(rows, first, after.is_some()))
+    }
+
+    /// The position of the last event in the log (auditors and admins).
+    async fn log_head(&self, ctx: &Context<'_>) -> Result<i64> {
+        let claims = claims(ctx)?;
+        permit(matches!(claims.role, Role::Admin | Role::Auditor))?;
+        Ok(state(ctx)?.store.read_head().await.map_err(internal)? as i64)
     }
 
     /// The audit (auditors and admins): every hash chain recomputed, and
@@ -283,5 +299,44 @@ async fn post_page(
         .all(state(ctx)?.store.db())
         .await
         .map_err(internal)?;
+    prime(ctx, &rows).await?;
     Ok(connection(rows.into_iter().map(|row| (row.position, Post::from(row))).collect(), first, before.is_some()))
+}
+
+/// Loads the relations the query selects for a whole page of posts, one
+/// query per table, into the request's loaders; the fields then read them
+/// from the cache.
+async fn prime(ctx: &Context<'_>, rows: &[posts::Model]) -> Result<()> {
+    let node = ctx.look_ahead().field("edges").field("node");
+    let loaders = loaders(ctx)?;
+    if !loaders.cached {
+        return Ok(()); // Without a cache, priming would only load everything twice.
+    }
+    let posts = || rows.iter().map(|row| row.post_id.clone());
+    let (author, store, photos, social) = (
+        node.field("author").exists(),
+        node.field("store").exists(),
+        node.field("photos").exists(),
+        node.field("social").exists(),
+    );
+    tokio::try_join!(
+        async {
+            if author {
+                loaders.members.load_many(rows.iter().map(|r| r.author_id.clone())).await.map(drop)
+            } else {
+                Ok(())
+            }
+        },
+        async {
+            if store {
+                loaders.stores.load_many(rows.iter().map(|r| r.store_id.clone())).await.map(drop)
+            } else {
+                Ok(())
+            }
+        },
+        async { if photos { loaders.photos.load_many(posts()).await.map(drop) } else { Ok(()) } },
+        async { if social { loaders.social.load_many(posts()).await.map(drop) } else { Ok(()) } },
+    )
+    .map_err(internal)?;
+    Ok(())
 }

@@ -1,0 +1,557 @@
+//! The GraphQL API end to end: `pointstream serve` on a free port, real
+//! HTTP and WebSocket clients, on SQLite and on MariaDB.
+
+mod app;
+
+use std::time::Duration;
+
+use api::auth::Role;
+use app::{App, Socket, code, expired_token, foreign_token, next_json, subscribe, token};
+use eventstore::scratch::ScratchDatabase;
+use serde_json::{Value, json};
+
+const REGISTER_MEMBER: &str = "mutation($id: String!, $handle: String!) { \
+    registerMember(id: $id, handle: $handle, displayName: $handle) { position member { id handle active } } }";
+const REGISTER_STORE: &str = "mutation($id: String!, $owner: String!) { registerStore(id: $id, name: \"A store\", \
+    owner: $owner, policy: { rateBasisPoints: 1000, minPurchase: 1 }) { position store { id open policyVersion } } }";
+const EARN: &str = "mutation($member: String!, $store: String!, $ref: String!, $amount: Int!, $key: String) { \
+    earnPoints(member: $member, store: $store, purchaseRef: $ref, amount: $amount, idempotencyKey: $key) { \
+    position replayed balance { balance earned } } }";
+const SHARE: &str = "mutation($from: String!, $to: String!, $points: Int!, $id: String) { \
+    sharePoints(from: $from, store: \"cafe\", recipients: [{ member: $to, points: $points }], shareId: $id) { \
+    position balance { balance sharedOut } } }";
+const BALANCE: &str = "query($member: String!) { balances(member: $member) { storeId balance } }";
+
+/// A fresh MariaDB database; `None` only when MySQL was explicitly opted out of locally.
+async fn mariadb() -> Option<ScratchDatabase> {
+    ScratchDatabase::mysql().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Registers `members` and stores `(id, owner)` as an admin.
+fn setup(app: &App, members: &[&str], stores: &[(&str, &str)]) {
+    let admin = token(Role::Admin, None, None);
+    for id in members {
+        let answer = app.graphql(Some(&admin), REGISTER_MEMBER, json!({ "id": id, "handle": format!("{id}_h") }));
+        assert_eq!(answer["data"]["registerMember"]["member"]["active"], true, "{answer}");
+    }
+    for (id, owner) in stores {
+        let answer = app.graphql(Some(&admin), REGISTER_STORE, json!({ "id": id, "owner": owner }));
+        assert_eq!(answer["data"]["registerStore"]["store"]["open"], true, "{answer}");
+    }
+}
+
+fn data(answer: &Value) -> bool {
+    answer.get("errors").is_none()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earn_share_and_balances_on_sqlite() {
+    earn_share_and_balances(App::spawn(ScratchDatabase::sqlite(), &[])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earn_share_and_balances_on_mariadb() {
+    let Some(db) = mariadb().await else { return };
+    earn_share_and_balances(App::spawn(db, &[])).await;
+}
+
+async fn earn_share_and_balances(app: App) {
+    setup(&app, &["ann", "bob"], &[("cafe", "ann")]);
+    let bob = token(Role::Member, Some("bob"), None);
+    let staff = token(Role::Staff, None, Some("cafe"));
+
+    // Bob follows his wallet in both protocols; staff follow the store.
+    let mut modern = app.socket("graphql-transport-ws", &bob).await;
+    let mut legacy = app.socket("graphql-ws", &bob).await;
+    let mut till = app.socket("graphql-transport-ws", &staff).await;
+    let wallet = "subscription { walletUpdates(member: \"bob\") { position kind delta balanceAfter } }";
+    subscribe(&mut modern, "graphql-transport-ws", "w", wallet).await;
+    subscribe(&mut legacy, "graphql-ws", "w", wallet).await;
+    subscribe(
+        &mut till,
+        "graphql-transport-ws",
+        "s",
+        "subscription { storeActivity(store: \"cafe\") { memberId kind delta } }",
+    )
+    .await;
+    // Neither protocol acknowledges a subscribe; let the server register them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Staff earn for bob; a retry with the same key answers the same and writes nothing.
+    let vars = json!({ "member": "bob", "store": "cafe", "ref": "till-1", "amount": 2_000, "key": "e-1" });
+    let earned = app.graphql(Some(&staff), EARN, vars.clone());
+    assert_eq!(earned["data"]["earnPoints"]["balance"], json!({ "balance": 200, "earned": 200 }), "{earned}");
+    let head = app.head();
+    let again = app.graphql(Some(&staff), EARN, vars);
+    assert_eq!(again["data"]["earnPoints"]["replayed"], true, "{again}");
+    assert_eq!(again["data"]["earnPoints"]["position"], earned["data"]["earnPoints"]["position"]);
+    assert_eq!(app.head(), head, "the retry wrote nothing");
+
+    // Each subscription got the update made on the other connection.
+    for (socket, protocol) in [(&mut modern, "graphql-transport-ws"), (&mut legacy, "graphql-ws")] {
+        let update = next_json(socket).await;
+        assert_eq!(update["type"], if protocol == "graphql-ws" { "data" } else { "next" }, "{update}");
+        assert_eq!(update["payload"]["data"]["walletUpdates"]["balanceAfter"], 200, "{protocol}: {update}");
+        assert_eq!(update["payload"]["data"]["walletUpdates"]["position"], earned["data"]["earnPoints"]["position"]);
+    }
+    let activity = next_json(&mut till).await;
+    assert_eq!(
+        activity["payload"]["data"]["storeActivity"],
+        json!({ "memberId": "bob", "kind": "earn", "delta": 200 })
+    );
+
+    // Bob shares 50 with Ann: his balance at once, hers when the distribution has credited it.
+    let shared = app.graphql(Some(&bob), SHARE, json!({ "from": "bob", "to": "ann", "points": 50, "id": "gift-1" }));
+    assert_eq!(shared["data"]["sharePoints"]["balance"], json!({ "balance": 150, "sharedOut": 50 }), "{shared}");
+    let ann = token(Role::Member, Some("ann"), None);
+    let credited = json!([{ "storeId": "cafe", "balance": 50 }]);
+    app.eventually(&ann, BALANCE, json!({ "member": "ann" }), |a| a["data"]["balances"] == credited);
+    let own = app.graphql(Some(&bob), BALANCE, json!({ "member": "bob" }));
+    assert_eq!(own["data"]["balances"], json!([{ "storeId": "cafe", "balance": 150 }]), "{own}");
+    let status =
+        app.eventually(&bob, "{ share(id: \"gift-1\") { status recipients { memberId status } } }", json!({}), |a| {
+            a["data"]["share"]["status"] == "settled"
+        });
+    assert_eq!(status["data"]["share"]["recipients"], json!([{ "memberId": "ann", "status": "received" }]));
+    let shared_out = next_json(&mut modern).await;
+    assert_eq!(shared_out["payload"]["data"]["walletUpdates"]["kind"], "share", "{shared_out}");
+
+    // A post shows in the feed with its author and store; deleted, it is gone.
+    let post = app.graphql(
+        Some(&bob),
+        "mutation { createPost(author: \"bob\", store: \"cafe\", body: \"Great coffee\", providers: [FACEBOOK], id: \"p-1\") \
+         { post { id deleted } } }",
+        json!({}),
+    );
+    assert_eq!(post["data"]["createPost"]["post"], json!({ "id": "p-1", "deleted": false }), "{post}");
+    let feed =
+        "{ feed(first: 10) { edges { node { id body author { handle } store { id } social { provider status } } } } }";
+    let shown = app.graphql(Some(&ann), feed, json!({}));
+    assert_eq!(
+        shown["data"]["feed"]["edges"],
+        json!([{ "node": { "id": "p-1", "body": "Great coffee", "author": { "handle": "bob_h" }, "store": { "id": "cafe" },
+            "social": [{ "provider": "facebook", "status": "pending" }] } }]),
+        "{shown}"
+    );
+    let deleted = app.graphql(Some(&bob), "mutation { deletePost(id: \"p-1\") { post { deleted } } }", json!({}));
+    assert_eq!(deleted["data"]["deletePost"]["post"]["deleted"], true, "{deleted}");
+    assert_eq!(app.graphql(Some(&ann), feed, json!({}))["data"]["feed"]["edges"], json!([]));
+}
+
+/// Who calls in the authorization matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Anonymous,
+    Expired,
+    ForeignSignature,
+    /// Member ann: the subject of every operation.
+    Ann,
+    /// Member bob: another member.
+    Bob,
+    /// Staff of the cafe, where the operations happen.
+    CafeStaff,
+    /// Staff of another store.
+    BakeryStaff,
+    Admin,
+    Auditor,
+}
+
+const CALLERS: [Caller; 9] = [
+    Caller::Anonymous,
+    Caller::Expired,
+    Caller::ForeignSignature,
+    Caller::Ann,
+    Caller::Bob,
+    Caller::CafeStaff,
+    Caller::BakeryStaff,
+    Caller::Admin,
+    Caller::Auditor,
+];
+
+impl Caller {
+    fn bearer(self) -> Option<String> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Expired => Some(expired_token()),
+            Caller::ForeignSignature => Some(foreign_token()),
+            Caller::Ann => Some(token(Role::Member, Some("ann"), None)),
+            Caller::Bob => Some(token(Role::Member, Some("bob"), None)),
+            Caller::CafeStaff => Some(token(Role::Staff, None, Some("cafe"))),
+            Caller::BakeryStaff => Some(token(Role::Staff, None, Some("bakery"))),
+            Caller::Admin => Some(token(Role::Admin, None, None)),
+            Caller::Auditor => Some(token(Role::Auditor, None, None)),
+        }
+    }
+
+    fn signed_in(self) -> bool {
+        !matches!(self, Caller::Anonymous | Caller::Expired | Caller::ForeignSignature)
+    }
+}
+
+/// One operation of the matrix: its document, its variables for the n-th
+/// call, and who may run it.
+struct Operation {
+    document: &'static str,
+    variables: fn(usize) -> Value,
+    allowed: fn(Caller) -> bool,
+    writes: bool,
+}
+
+fn operations() -> Vec<Operation> {
+    use Caller::*;
+    let none = |_| json!({});
+    vec![
+        Operation {
+            document: "mutation($r: String!) { earnPoints(member: \"ann\", store: \"cafe\", purchaseRef: $r, amount: 100) { position } }",
+            variables: |n| json!({ "r": format!("m-{n}") }),
+            allowed: |c| matches!(c, CafeStaff | Admin),
+            writes: true,
+        },
+        Operation {
+            document: "mutation { redeemPoints(member: \"ann\", store: \"cafe\", points: 1, reward: \"cookie\") { position } }",
+            variables: none,
+            allowed: |c| matches!(c, Ann | CafeStaff | Admin),
+            writes: true,
+        },
+        Operation {
+            document: "mutation { sharePoints(from: \"ann\", store: \"cafe\", recipients: [{ member: \"bob\", points: 1 }]) { position } }",
+            variables: none,
+            allowed: |c| matches!(c, Ann | Admin),
+            writes: true,
+        },
+        Operation {
+            document: "mutation { adjustPoints(member: \"ann\", store: \"cafe\", delta: 1, reason: \"goodwill\") { position } }",
+            variables: none,
+            allowed: |c| c == Admin,
+            writes: true,
+        },
+        Operation {
+            document: "mutation { expirePoints(member: \"ann\", store: \"cafe\", points: 1) { position } }",
+            variables: none,
+            allowed: |c| c == Admin,
+            writes: true,
+        },
+        Operation {
+            document: "mutation($id: String!) { registerMember(id: $id, handle: $id, displayName: \"New\") { position } }",
+            variables: |n| json!({ "id": format!("new{n}") }),
+            allowed: |c| c == Admin,
+            writes: true,
+        },
+        Operation {
+            document: "mutation { deactivateMember(member: \"dan\") { position } }",
+            variables: none,
+            allowed: |c| c == Admin,
+            writes: true,
+        },
+        Operation {
+            document: "mutation { linkSocialAccount(member: \"ann\", provider: FACEBOOK, externalId: \"fb-ann\") { position } }",
+            variables: none,
+            allowed: |c| matches!(c, Ann | Admin),
+            writes: true,
+        },
+        Operation {
+            document: "mutation { unlinkSocialAccount(member: \"ann\", provider: TWITTER) { position } }",
+            variables: none,
+            allowed: |c| matches!(c, Ann | Admin),
+            writes: true,
+        },
+        Operation {
+            document: "mutation($id: String!) { registerStore(id: $id, name: \"Kiosk\", owner: \"ann\", \
+                       policy: { rateBasisPoints: 100, minPurchase: 1 }) { position } }",
+            variables: |n| json!({ "id": format!("shop{n}") }),
+            allowed: |c| c == Admin,
+            writes: true,
+        },
+        Operation {
+            document: "mutation { updateEarnPolicy(store: \"kiosk\", policy: { rateBasisPoints: 200, cap: 50, minPurchase: 1 }) { position } }",
+            variables: none,
+            allowed: |c| c == Admin,
+            writes: true,
+        },
+        Operation {
+            document: "mutation { closeStore(store: \"kiosk\") { position } }",
+            variables: none,
+            allowed: |c| c == Admin,
+            writes: true,
+        },
+        Operation {
+            document: "mutation { reopenStore(store: \"kiosk\") { position } }",
+            variables: none,
+            allowed: |c| c == Admin,
+            writes: true,
+        },
+        Operation {
+            document: "mutation { createPost(author: \"ann\", store: \"cafe\", body: \"Lovely\") { position } }",
+            variables: none,
+            allowed: |c| matches!(c, Ann | Admin),
+            writes: true,
+        },
+        Operation {
+            document: "mutation { deletePost(id: \"ann-post\") { position } }",
+            variables: none,
+            allowed: |c| matches!(c, Ann | Admin),
+            writes: true,
+        },
+        Operation { document: "{ me { role } }", variables: none, allowed: Caller::signed_in, writes: false },
+        Operation {
+            document: "{ member(id: \"ann\") { id } }",
+            variables: none,
+            allowed: |c| c.signed_in() && c != Bob,
+            writes: false,
+        },
+        Operation {
+            document: "{ balances(member: \"ann\") { balance } }",
+            variables: none,
+            allowed: |c| c.signed_in() && c != Bob,
+            writes: false,
+        },
+        Operation {
+            document: "{ balanceAt(member: \"ann\", store: \"cafe\", atUs: 0) }",
+            variables: none,
+            allowed: |c| matches!(c, Ann | CafeStaff | Admin | Auditor),
+            writes: false,
+        },
+        Operation {
+            document: "{ ledger(member: \"ann\", first: 5) { edges { node { kind } } } }",
+            variables: none,
+            allowed: |c| c.signed_in() && c != Bob,
+            writes: false,
+        },
+        Operation {
+            document: "{ share(id: \"ann-share\") { status } }",
+            variables: none,
+            allowed: |c| matches!(c, Ann | Bob | CafeStaff | Admin | Auditor),
+            writes: false,
+        },
+        Operation {
+            document: "{ post(id: \"ann-post-2\") { id author { handle } } }",
+            variables: none,
+            allowed: Caller::signed_in,
+            writes: false,
+        },
+        Operation {
+            document: "{ posts(author: \"ann\", first: 5) { edges { node { id } } } }",
+            variables: none,
+            allowed: Caller::signed_in,
+            writes: false,
+        },
+        Operation {
+            document: "{ feed(first: 5) { edges { node { id store { name } } } } }",
+            variables: none,
+            allowed: Caller::signed_in,
+            writes: false,
+        },
+        Operation {
+            document: "{ events(first: 5, aggregateType: \"Wallet\") { edges { node { position eventType } } } }",
+            variables: none,
+            allowed: |c| matches!(c, Admin | Auditor),
+            writes: false,
+        },
+        Operation {
+            document: "{ logHead }",
+            variables: none,
+            allowed: |c| matches!(c, Admin | Auditor),
+            writes: false,
+        },
+        Operation {
+            document: "{ auditReport { clean problems } }",
+            variables: none,
+            allowed: |c| matches!(c, Admin | Auditor),
+            writes: false,
+        },
+        Operation { document: "{ stores { id } }", variables: none, allowed: |_| true, writes: false },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_is_allowed_or_refused_by_role_and_refusals_write_nothing() {
+    let app = App::spawn(ScratchDatabase::sqlite(), &[]);
+    setup(&app, &["ann", "bob", "dan"], &[("cafe", "ann"), ("bakery", "bob"), ("kiosk", "ann")]);
+    let admin = token(Role::Admin, None, None);
+    let ann = token(Role::Member, Some("ann"), None);
+    let prepared = [
+        app.graphql(
+            Some(&admin),
+            EARN,
+            json!({ "member": "ann", "store": "cafe", "ref": "seed", "amount": 1_000_000 }),
+        ),
+        app.graphql(Some(&ann), SHARE, json!({ "from": "ann", "to": "bob", "points": 5, "id": "ann-share" })),
+        app.graphql(
+            Some(&ann),
+            "mutation { linkSocialAccount(member: \"ann\", provider: TWITTER, externalId: \"@ann\") { position } }",
+            json!({}),
+        ),
+        app.graphql(
+            Some(&ann),
+            "mutation { createPost(author: \"ann\", store: \"cafe\", body: \"Hi\", id: \"ann-post\") { position } }",
+            json!({}),
+        ),
+        app.graphql(
+            Some(&ann),
+            "mutation { createPost(author: \"ann\", store: \"cafe\", body: \"Hi\", id: \"ann-post-2\") { position } }",
+            json!({}),
+        ),
+    ];
+    for answer in &prepared {
+        assert!(data(answer), "setup: {answer}");
+    }
+
+    let mut calls = 0;
+    for operation in operations() {
+        let mut succeeded = false;
+        for caller in CALLERS {
+            calls += 1;
+            let before = if operation.writes { app.head() } else { 0 };
+            let bearer = caller.bearer();
+            let answer = app.graphql(bearer.as_deref(), operation.document, (operation.variables)(calls));
+            let got = code(&answer);
+            if (operation.allowed)(caller) {
+                assert!(
+                    !matches!(got, "FORBIDDEN" | "UNAUTHENTICATED"),
+                    "{caller:?} should be allowed {}: {answer}",
+                    operation.document
+                );
+                succeeded |= data(&answer);
+            } else {
+                let expected = if caller.signed_in() { "FORBIDDEN" } else { "UNAUTHENTICATED" };
+                assert_eq!(got, expected, "{caller:?} running {}: {answer}", operation.document);
+                assert!(
+                    answer["data"].is_null()
+                        || answer["data"].as_object().is_some_and(|d| d.values().all(Value::is_null))
+                );
+                if operation.writes {
+                    assert_eq!(
+                        app.head(),
+                        before,
+                        "{caller:?} was refused {} but something was written",
+                        operation.document
+                    );
+                }
+            }
+        }
+        assert!(succeeded, "no allowed caller could run {}", operation.document);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_coded_error_or_4xx_writes_nothing_and_the_server_stays_healthy() {
+    let app = App::spawn(
+        ScratchDatabase::sqlite(),
+        &["--max-depth", "5", "--max-complexity", "60", "--max-page", "10", "--max-body-bytes", "4096"],
+    );
+    setup(&app, &["ann"], &[("cafe", "ann")]);
+    let admin = token(Role::Admin, None, None);
+    let head = app.head();
+    let earn = |amount: Value| json!({ "query": EARN, "variables": { "member": "ann", "store": "cafe", "ref": "r-1", "amount": amount } });
+    let bodies: Vec<(&str, String)> = vec![
+        ("malformed JSON", "{\"query\": ".to_string()),
+        ("not GraphQL", json!({ "query": "mutation { earnPoints(" }).to_string()),
+        ("unknown field", json!({ "query": "{ stores { id flavour } }" }).to_string()),
+        ("unknown argument", json!({ "query": "mutation { closeStore(store: \"cafe\", force: true) { position } }" }).to_string()),
+        ("wrong type", earn(json!("many")).to_string()),
+        ("negative amount", earn(json!(-100)).to_string()),
+        ("zero amount", earn(json!(0)).to_string()),
+        ("huge amount", earn(json!(9_000_000_000_000_000_000u64)).to_string()),
+        ("amount over the domain's limit", earn(json!(1_000_000_000_000_000i64)).to_string()),
+        ("unknown store", json!({ "query": EARN, "variables": { "member": "ann", "store": "nowhere", "ref": "r", "amount": 10 } }).to_string()),
+        ("bad id", json!({ "query": EARN, "variables": { "member": "a n n", "store": "cafe", "ref": "r", "amount": 10 } }).to_string()),
+        ("too deep", json!({ "query": "{ feed { edges { node { author { socialAccounts { provider } } } } } }" }).to_string()),
+        ("too complex", json!({ "query": "{ feed(first: 10) { edges { node { id body author { id handle } store { id name } } } } }" }).to_string()),
+        ("page over the cap", json!({ "query": "{ ledger(member: \"ann\", first: 11) { edges { cursor } } }" }).to_string()),
+        ("bad cursor", json!({ "query": "{ feed(first: 5, after: \"yesterday\") { edges { cursor } } }" }).to_string()),
+        ("oversized", json!({ "query": format!("{{ stores {{ id }} }} #{}", "x".repeat(5_000)) }).to_string()),
+    ];
+    for (what, body) in bodies {
+        let (status, text) = app.post_json(Some(&admin), &body);
+        if status == 200 {
+            let answer: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+            let got = code(&answer);
+            assert!(matches!(got, "BAD_USER_INPUT" | "NOT_FOUND"), "{what}: {answer}");
+            assert!(!text.contains("sqlx") && !text.contains("SQL"), "{what} leaks internals: {text}");
+        } else {
+            assert!((400..500).contains(&status), "{what}: HTTP {status}: {text}");
+        }
+        let (health, _) = app.get("/healthz");
+        assert_eq!(health, 200, "healthy after {what}");
+    }
+    assert_eq!(app.head(), head, "bad input wrote nothing");
+    let (status, _) = app.get("/readyz");
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_subscription_catches_up_then_follows_with_no_gap_or_repeat() {
+    let Some(db) = mariadb().await else { return };
+    let app = App::spawn(db, &[]);
+    setup(&app, &["ann"], &[("cafe", "ann")]);
+    let staff = token(Role::Staff, None, Some("cafe"));
+    let earn = |n: usize| json!({ "member": "ann", "store": "cafe", "ref": format!("r-{n}"), "amount": 100 });
+    for n in 0..20 {
+        assert!(data(&app.graphql(Some(&staff), EARN, earn(n))));
+    }
+    // Writes keep landing on another thread while the auditor catches up.
+    let client = app.client.clone();
+    let writer = std::thread::spawn(move || {
+        for n in 20..60 {
+            let answer = client.graphql(Some(&staff), EARN, earn(n));
+            assert!(data(&answer), "{answer}");
+        }
+    });
+    let auditor = token(Role::Auditor, None, None);
+    let mut socket: Socket = app.socket("graphql-transport-ws", &auditor).await;
+    subscribe(&mut socket, "graphql-transport-ws", "log", "subscription { eventLog(after: 0) { position eventType } }")
+        .await;
+    let mut seen = Vec::new();
+    writer.join().expect("the writer finished");
+    let head = app.head();
+    while seen.last().copied().unwrap_or(0) < head {
+        let message = next_json(&mut socket).await;
+        let position =
+            message["payload"]["data"]["eventLog"]["position"].as_i64().unwrap_or_else(|| panic!("{message}"));
+        seen.push(position);
+    }
+    assert_eq!(seen, (1..=head).collect::<Vec<_>>(), "every event once, in order");
+    assert!(head >= 63, "3 registrations and 60 earns: {head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_holds_at_most_the_configured_subscriptions() {
+    let app = App::spawn(ScratchDatabase::sqlite(), &["--max-subscriptions", "2"]);
+    setup(&app, &["ann"], &[("cafe", "ann")]);
+    let admin = token(Role::Admin, None, None);
+    let mut socket = app.socket("graphql-transport-ws", &admin).await;
+    let query = "subscription { walletUpdates(member: \"ann\") { position } }";
+    for id in ["1", "2", "3"] {
+        subscribe(&mut socket, "graphql-transport-ws", id, query).await;
+    }
+    // The three start concurrently: whichever comes third is refused.
+    let refused = next_json(&mut socket).await;
+    assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{refused}");
+    let refused_id = refused["id"].as_str().expect("an id").to_string();
+    assert_eq!(next_json(&mut socket).await, json!({ "type": "complete", "id": refused_id }));
+    let mut live: Vec<&str> = ["1", "2", "3"].into_iter().filter(|id| *id != refused_id).collect();
+    // Ending one frees its slot.
+    use futures_util::SinkExt;
+    let ended = live.remove(0);
+    let complete = json!({ "type": "complete", "id": ended }).to_string();
+    socket.send(tokio_tungstenite::tungstenite::Message::text(complete)).await.expect("sends");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    subscribe(&mut socket, "graphql-transport-ws", "4", query).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let earned =
+        app.graphql(Some(&admin), EARN, json!({ "member": "ann", "store": "cafe", "ref": "r", "amount": 100 }));
+    assert!(data(&earned), "{earned}");
+    let mut ids = vec![];
+    while ids.len() < 2 {
+        let update = next_json(&mut socket).await;
+        if update == json!({ "type": "complete", "id": ended }) {
+            continue; // The server confirms the end of the completed subscription.
+        }
+        assert_eq!(update["type"], "next", "{update}");
+        assert!(update["payload"]["errors"].is_null(), "{update}");
+        ids.push(update["id"].as_str().expect("an id").to_string());
+    }
+    ids.sort();
+    assert_eq!(ids, [live[0], "4"]);
+}

@@ -1,0 +1,226 @@
+//! The `pointstream` binary as its clients see it: `serve` spawned on a free
+//! port against a fresh database, spoken to over real HTTP and WebSocket.
+
+#![allow(dead_code)] // Each test file uses part of the harness.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use api::auth::{Claims, Role, mint};
+use eventstore::scratch::ScratchDatabase;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The secret the spawned server checks tokens with.
+pub const SECRET: &str = "end-to-end test secret";
+
+/// A running `pointstream serve`; killed when dropped.
+pub struct App {
+    child: Child,
+    /// How to talk to it.
+    pub client: Client,
+    /// Its database (dropped after the server).
+    pub db: ScratchDatabase,
+}
+
+impl std::ops::Deref for App {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Talks to a server at `address` (`host:port`); cheap to clone into threads.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub address: String,
+}
+
+impl App {
+    /// Starts `pointstream serve` on `db` with extra `args`, and waits until it listens.
+    pub fn spawn(db: ScratchDatabase, args: &[&str]) -> App {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pointstream"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("POINTSTREAM_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let banner = lines.next().expect("a banner").expect("a line");
+        let address = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.strip_suffix("/graphql"))
+            .unwrap_or_else(|| panic!("the banner names the GraphiQL URL: {banner}"))
+            .to_string();
+        // Keep reading stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        App { child, client: Client { address }, db }
+    }
+}
+
+impl Client {
+    /// One HTTP/1.1 exchange: the status code and the body.
+    pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.address).expect("the server accepts connections");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.address,
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).expect("the request is sent");
+        // A server may answer (413) before reading a large body; a failed write is then fine.
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("a response");
+        parse_response(&raw)
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.http("GET", path, &[], b"")
+    }
+
+    /// A GraphQL request; the JSON response (any HTTP status but 200 fails).
+    pub fn graphql(&self, bearer: Option<&str>, query: &str, variables: Value) -> Value {
+        let body = json!({ "query": query, "variables": variables }).to_string();
+        let (status, text) = self.post_json(bearer, &body);
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// `POST /graphql` of `body` as JSON.
+    pub fn post_json(&self, bearer: Option<&str>, body: &str) -> (u16, String) {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth.as_str()));
+        }
+        self.http("POST", "/graphql", &headers, body.as_bytes())
+    }
+
+    /// The position of the last event in the log, as an admin sees it.
+    pub fn head(&self) -> i64 {
+        let answer = self.graphql(Some(&token(Role::Admin, None, None)), "{ logHead }", json!({}));
+        answer["data"]["logHead"].as_i64().unwrap_or_else(|| panic!("{answer}"))
+    }
+
+    /// Asks `query` until `done` accepts the answer, for up to 10 s.
+    pub fn eventually(&self, bearer: &str, query: &str, variables: Value, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = self.graphql(Some(bearer), query, variables.clone());
+            if done(&answer) {
+                return answer;
+            }
+            assert!(Instant::now() < deadline, "still not there after 10 s: {answer}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A WebSocket on `/graphql/ws` in `protocol`, past `connection_init` with `bearer`.
+    pub async fn socket(&self, protocol: &str, bearer: &str) -> Socket {
+        let mut request = format!("ws://{}/graphql/ws", self.address).into_client_request().expect("a request");
+        request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().expect("a header"));
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the WebSocket opens");
+        let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {bearer}") } });
+        socket.send(Message::text(init.to_string())).await.expect("sends");
+        assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+        socket
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client WebSocket.
+pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Starts subscription `id` with `query` (the message type depends on the protocol).
+pub async fn subscribe(socket: &mut Socket, protocol: &str, id: &str, query: &str) {
+    let kind = if protocol == "graphql-ws" { "start" } else { "subscribe" };
+    let message = json!({ "type": kind, "id": id, "payload": { "query": query } });
+    socket.send(Message::text(message.to_string())).await.expect("sends");
+}
+
+/// The next message that is not a keep-alive, within 10 s.
+pub async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).expect("JSON");
+            if value["type"] != "ka" && value["type"] != "ping" {
+                return value;
+            }
+        }
+    }
+}
+
+/// A token for `role`, bound to `member` or `store`, valid for years.
+pub fn token(role: Role, member: Option<&str>, store: Option<&str>) -> String {
+    sign(SECRET.as_bytes(), role, member, store, 4_000_000_000)
+}
+
+/// An admin token that expired long ago.
+pub fn expired_token() -> String {
+    sign(SECRET.as_bytes(), Role::Admin, None, None, 1_000_000_000)
+}
+
+/// An admin token signed with another secret.
+pub fn foreign_token() -> String {
+    sign(b"some other secret", Role::Admin, None, None, 4_000_000_000)
+}
+
+fn sign(secret: &[u8], role: Role, member: Option<&str>, store: Option<&str>, exp: u64) -> String {
+    let claims =
+        Claims { sub: "e2e".into(), role, member: member.map(str::to_string), store: store.map(str::to_string), exp };
+    mint(secret, &claims).expect("mints")
+}
+
+/// The first error's `extensions.code`, or "none".
+pub fn code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"].as_str().unwrap_or("none")
+}
+
+/// Status and body of a raw HTTP/1.1 response (`Content-Length` or chunked).
+fn parse_response(raw: &[u8]) -> (u16, String) {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    let mut body = &raw[split + 4..];
+    let mut decoded = Vec::new();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        loop {
+            let line_end = body.windows(2).position(|w| w == b"\r\n").expect("a chunk size");
+            let size = usize::from_str_radix(String::from_utf8_lossy(&body[..line_end]).trim(), 16).expect("hex");
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
+            body = &body[line_end + 2 + size + 2..];
+        }
+    } else {
+        decoded.extend_from_slice(body);
+    }
+    (status, String::from_utf8_lossy(&decoded).to_string())
+}

@@ -1,5 +1,7 @@
-//! `walletUpdates` over a real WebSocket, in both protocols, fed by a
-//! mutation made on another connection.
+//! `postSocialStatus` over a real WebSocket: each provider's outcome, as the
+//! social workers record it, reaches the post's author. (Wallet updates, store
+//! activity and the event log are tested end to end on the binary in the
+//! root `tests/api.rs`.)
 
 extern crate pointstream_api as api;
 
@@ -12,7 +14,7 @@ use api::auth::{Claims, Role, mint};
 use api::{ApiState, Limits, build};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Backend, earn, open, quiet, scratch, world};
+use support::{Backend, open, quiet, scratch, world};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -53,10 +55,23 @@ async fn next_json(socket: &mut Socket) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wallet_updates_arrive_over_both_websocket_protocols() {
+async fn post_social_status_follows_each_providers_outcome() {
+    use domain::values::{ExternalRef, MemberId, PostBody, PostId, Provider, Reason, StoreId};
+    use domain::{Post, PostCommand, SocialOutcome};
+    use eventstore::CommandContext;
+
     let Some(db) = scratch(Backend::Sqlite).await else { return };
     let store = open(&db, quiet()).await;
     world(&store, &["ann", "bob"]).await;
+    let create = PostCommand::Create {
+        post: PostId::parse("p1").expect("id"),
+        author: MemberId::parse("bob").expect("id"),
+        store: StoreId::parse("cafe").expect("id"),
+        body: PostBody::parse("Great coffee").expect("body"),
+        photos: Vec::new(),
+        providers: vec![Provider::Facebook, Provider::Twitter],
+    };
+    store.execute::<Post>("p1", create, CommandContext::default()).await.expect("posts");
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &projections::ProjectorConfig::default(), &shutdown);
     let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10), limits: Limits::default() };
@@ -68,47 +83,65 @@ async fn wallet_updates_arrive_over_both_websocket_protocols() {
     .await
     .expect("binds");
     let server = tokio::spawn(server);
+    let subscribe = |id: &str, post: &str| {
+        let query = format!(
+            "subscription {{ postSocialStatus(post: \"{post}\") {{ provider status externalId url reason attempts }} }}"
+        );
+        Message::text(json!({ "id": id, "type": "subscribe", "payload": { "query": query } }).to_string())
+    };
 
-    let query = "subscription { walletUpdates(member: \"bob\") { kind delta balanceAfter } }";
-    let bob = token(Role::Member, Some("bob"));
-    let mut modern = connect(&address, "graphql-transport-ws", &bob).await;
-    modern
-        .send(Message::text(json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }).to_string()))
-        .await
-        .expect("sends");
-    let mut legacy = connect(&address, "graphql-ws", &bob).await;
-    legacy
-        .send(Message::text(json!({ "id": "1", "type": "start", "payload": { "query": query } }).to_string()))
-        .await
-        .expect("sends");
-    // Someone else's socket may not follow bob's wallet.
-    let mut nosy = connect(&address, "graphql-transport-ws", &token(Role::Member, Some("ann"))).await;
-    nosy.send(Message::text(json!({ "id": "9", "type": "subscribe", "payload": { "query": query } }).to_string()))
-        .await
-        .expect("sends");
-    let refused = next_json(&mut nosy).await;
+    // The projector may still be catching up: the post must be visible first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while projections::checkpoint::read(store.db(), "posts", &projections::Names::LIVE).await.expect("reads")
+        < store.read_head().await.expect("head")
+    {
+        assert!(std::time::Instant::now() < deadline, "the posts projection caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut author = connect(&address, "graphql-transport-ws", &token(Role::Member, Some("bob"))).await;
+    author.send(subscribe("1", "p1")).await.expect("sends");
+    let mut other = connect(&address, "graphql-transport-ws", &token(Role::Member, Some("ann"))).await;
+    other.send(subscribe("2", "p1")).await.expect("sends");
+    let refused = next_json(&mut other).await;
     assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
-    assert!(refused["payload"]["data"].is_null());
-    // The protocols have no acknowledgement of a subscribe; give the server a
-    // moment to start the streams, which begin at the read model's position.
+    other.send(subscribe("3", "nope")).await.expect("sends");
+    let _complete = next_json(&mut other).await;
+    let missing = next_json(&mut other).await;
+    assert_eq!(missing["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND", "{missing}");
+    // The protocol has no acknowledgement of a subscribe; give the server a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    // A command from elsewhere (here: the store directly, as another API instance would).
-    store
-        .execute::<domain::Wallet>("bob", earn("bob", "r1", 1_000), eventstore::CommandContext::default())
-        .await
-        .expect("lands");
+    // What the social workers record.
+    let outcomes = [
+        (
+            Provider::Facebook,
+            SocialOutcome::Published {
+                external_id: ExternalRef::parse("fb-1").expect("ref"),
+                url: ExternalRef::parse("https://facebook.example/fb-1").expect("ref"),
+            },
+        ),
+        (Provider::Twitter, SocialOutcome::Failed { reason: Reason::parse("HTTP 503").expect("reason"), attempt: 1 }),
+    ];
+    for (provider, outcome) in outcomes {
+        let command = PostCommand::RecordSocialResult { provider, outcome };
+        store.execute::<Post>("p1", command, CommandContext::default()).await.expect("records");
+    }
 
-    let expected = json!({ "walletUpdates": { "kind": "earn", "delta": 100, "balanceAfter": 100 } });
-    let next = next_json(&mut modern).await;
-    assert_eq!((next["type"].as_str(), &next["payload"]["data"]), (Some("next"), &expected), "{next}");
-    let data = next_json(&mut legacy).await;
-    assert_eq!((data["type"].as_str(), &data["payload"]["data"]), (Some("data"), &expected), "{data}");
+    let published = next_json(&mut author).await;
+    assert_eq!(
+        published["payload"]["data"]["postSocialStatus"],
+        json!({ "provider": "facebook", "status": "published", "externalId": "fb-1",
+                "url": "https://facebook.example/fb-1", "reason": null, "attempts": 1 }),
+        "{published}"
+    );
+    let failed = next_json(&mut author).await;
+    assert_eq!(failed["payload"]["data"]["postSocialStatus"]["status"], "failed", "{failed}");
+    assert_eq!(failed["payload"]["data"]["postSocialStatus"]["reason"], "HTTP 503");
 
     stop.send_replace(true);
     for task in running.tasks {
         task.await.expect("stops").expect("ran cleanly");
     }
-    drop((modern, legacy, nosy));
+    drop((author, other));
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 }

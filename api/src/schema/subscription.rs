@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::{Context, Result, Subscription};
-use domain::PostEvent;
+use domain::{Post, PostEvent};
 use futures_util::Stream;
 use projections::entities::{post_social, posts};
 use sea_orm::EntityTrait;
@@ -122,7 +122,7 @@ impl SubscriptionRoot {
             async move {
                 loop {
                     let event = cursor.next().await?;
-                    let provider = match serde_json::from_str::<PostEvent>(&event.payload) {
+                    let provider = match event.decode::<Post>() {
                         Ok(
                             PostEvent::SocialPostPublished { provider, .. }
                             | PostEvent::SocialPostFailed { provider, .. },

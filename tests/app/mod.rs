@@ -41,17 +41,37 @@ pub struct Client {
 }
 
 impl App {
-    /// Starts `pointstream serve` on `db` with extra `args`, and waits until it listens.
+    /// Starts `pointstream serve` on `db` with extra `args` and [`SECRET`],
+    /// and waits until it listens.
     pub fn spawn(db: ScratchDatabase, args: &[&str]) -> App {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pointstream"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("DATABASE_URL", &db.url)
-            .env("POINTSTREAM_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("serve starts");
+        let (app, lines) = Self::start(db, args, Some(SECRET));
+        // Keep reading stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        app
+    }
+
+    /// Starts `pointstream serve` on `db` as a newcomer does, without a
+    /// secret; returns it with the development admin token it prints.
+    pub fn spawn_development(db: ScratchDatabase) -> (App, String) {
+        let (app, mut lines) = Self::start(db, &[], None);
+        let line = lines.next().expect("a token line").expect("a line");
+        let token = line.strip_prefix("development admin token: ").expect("a development token").to_string();
+        std::thread::spawn(move || lines.for_each(drop));
+        (app, token)
+    }
+
+    fn start(
+        db: ScratchDatabase,
+        args: &[&str],
+        secret: Option<&str>,
+    ) -> (App, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pointstream"));
+        command.args(["serve", "--listen", "127.0.0.1:0"]).args(args).env("DATABASE_URL", &db.url);
+        match secret {
+            Some(secret) => command.env("POINTSTREAM_JWT_SECRET", secret),
+            None => command.env_remove("POINTSTREAM_JWT_SECRET"),
+        };
+        let mut child = command.env("RUST_LOG", "warn").stdout(Stdio::piped()).spawn().expect("serve starts");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let banner = lines.next().expect("a banner").expect("a line");
         let address = banner
@@ -60,9 +80,7 @@ impl App {
             .and_then(|rest| rest.strip_suffix("/graphql"))
             .unwrap_or_else(|| panic!("the banner names the GraphiQL URL: {banner}"))
             .to_string();
-        // Keep reading stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        App { child, client: Client { address }, db }
+        (App { child, client: Client { address }, db }, lines)
     }
 }
 

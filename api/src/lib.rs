@@ -3,11 +3,13 @@
 //! * [`schema`]: queries over the read models and mutations that run one
 //!   command each, answering after the read model has caught up;
 //! * [`auth`]: bearer JWTs with roles;
+//! * [`checkpoints`]: one shared poller per projection for read-your-writes;
 //! * [`errors`]: the one mapping of errors to `extensions.code`;
 //! * [`tail`]: live tails of the log and the ledger that feed subscriptions;
 //! * [`server`]: the HTTP routes; [`telemetry`]: Prometheus metrics.
 
 pub mod auth;
+pub mod checkpoints;
 pub mod errors;
 pub mod schema;
 pub mod server;

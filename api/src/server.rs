@@ -10,7 +10,7 @@ use async_graphql_poem::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, Graph
 use poem::http::{HeaderMap, StatusCode};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::SizeLimit;
-use poem::web::websocket::WebSocket;
+use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::web::{Data, Html};
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, get, handler};
 use projections::ProjectorStatus;
@@ -52,7 +52,13 @@ fn ws_caller(secret: &[u8], payload: &serde_json::Value) -> Caller {
 #[handler]
 async fn graphql_ws(http: Data<&Http>, protocol: GraphQLProtocol, websocket: WebSocket) -> impl IntoResponse {
     let (schema, secret) = (http.schema.clone(), http.secret.clone());
-    websocket.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |stream| {
+    // Small buffers: a subscriber mostly listens, and 10,000 of them must fit.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
+        .max_message_size(Some(http.state.limits.max_body_bytes))
+        .max_frame_size(Some(http.state.limits.max_body_bytes));
+    websocket.protocols(ALL_WEBSOCKET_PROTOCOLS).config(config).on_upgrade(move |stream| {
         GraphQLWebSocket::new(stream, schema, protocol)
             .on_connection_init(move |payload| async move {
                 let mut data = async_graphql::Data::default();

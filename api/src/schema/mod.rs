@@ -19,6 +19,7 @@ pub use self::mutation::MutationRoot;
 pub use self::query::QueryRoot;
 pub use self::subscription::{ConnectionSlots, SubscriptionRoot};
 use crate::auth::{AuthError, Claims};
+use crate::checkpoints::Checkpoints;
 use crate::errors::ErrorCodes;
 pub(crate) use crate::errors::coded;
 use crate::tail::Tails;
@@ -76,6 +77,7 @@ pub fn build(state: ApiState) -> ApiSchema {
     Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .data(Loaders::new(state.store.db(), false))
         .data(Tails::new(state.store.clone()))
+        .data(Checkpoints::new(state.store.clone()))
         .data(state)
         .extension(ErrorCodes)
         .limit_depth(limits.max_depth)

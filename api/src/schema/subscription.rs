@@ -12,10 +12,10 @@ use futures_util::Stream;
 use projections::entities::{post_social, posts};
 use sea_orm::EntityTrait;
 
-use super::mutation::wait_for_projection;
 use super::objects::{LedgerEntry, LogEvent, SocialStatus};
 use super::{claims, coded, internal, permit, state};
 use crate::auth::Role;
+use crate::checkpoints::Checkpoints;
 use crate::tail::{Cursor, Source, Tails};
 
 /// The subscriptions a WebSocket connection holds, shared by its operations.
@@ -102,6 +102,7 @@ impl SubscriptionRoot {
     async fn post_social_status(&self, ctx: &Context<'_>, post: String) -> Result<impl Stream<Item = SocialStatus>> {
         let claims = claims(ctx)?;
         let state = state(ctx)?.clone();
+        let checkpoints = ctx.data::<Checkpoints>()?.clone();
         let row = posts::Entity::find_by_id(post.as_str()).one(state.store.db()).await.map_err(internal)?;
         let Some(row) = row else {
             return Err(coded("NOT_FOUND", format!("no post {post}")));
@@ -118,7 +119,7 @@ impl SubscriptionRoot {
             .await
             .map_err(internal)?;
         Ok(futures_util::stream::unfold((cursor, slot), move |(mut cursor, slot)| {
-            let (state, post) = (state.clone(), post.clone());
+            let (state, checkpoints, post) = (state.clone(), checkpoints.clone(), post.clone());
             async move {
                 loop {
                     let event = cursor.next().await?;
@@ -130,7 +131,7 @@ impl SubscriptionRoot {
                         _ => continue,
                     };
                     // Answer from the read model, as queries will, once it shows the outcome.
-                    while wait_for_projection(&state, "posts", event.position).await.is_err() {}
+                    while checkpoints.wait("posts", event.position, state.read_timeout).await.is_err() {}
                     let row = post_social::Entity::find_by_id((post.clone(), provider))
                         .one(state.store.db())
                         .await

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use async_graphql::{Context, Result};
 use eventstore::{CommandContext, CommandOutcome, Model};
-use projections::{Names, checkpoint};
 use sha2::{Digest, Sha256};
 
-use super::{ApiState, coded, internal, state};
+use super::{coded, state};
 use crate::auth::Claims;
+use crate::checkpoints::Checkpoints;
 use crate::errors::command_error;
 
 /// Mutations: one command each.
@@ -53,29 +53,27 @@ async fn run<A: Model>(ctx: &Context<'_>, claims: &Claims, run: Run<'_, A>) -> R
     let started = Instant::now();
     let outcome = state.store.execute::<A>(run.id, run.command, context).await.map_err(command_error)?;
     metrics::histogram!("pointstream_command_seconds", "command" => run.kind).record(started.elapsed().as_secs_f64());
-    wait_for_projection(state, run.projection, outcome.last_position).await?;
+    let checkpoints = ctx.data::<Checkpoints>()?;
+    wait_for_projection(checkpoints, state.read_timeout, run.projection, outcome.last_position).await?;
     Ok(outcome)
 }
 
 /// Waits until projection `name` has applied `position` (read-your-writes),
 /// or fails with `NOT_YET_VISIBLE`: the write succeeded but cannot be read yet.
-pub(crate) async fn wait_for_projection(state: &ApiState, name: &str, position: u64) -> Result<()> {
-    let deadline = Instant::now() + state.read_timeout;
-    loop {
-        let at = checkpoint::read(state.store.db(), name, &Names::LIVE).await.map_err(internal)?;
-        if at >= position {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(coded(
-                "NOT_YET_VISIBLE",
-                format!(
-                    "the command was recorded at position {position} but the {name} read model is at {at}; read again shortly"
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+pub(crate) async fn wait_for_projection(
+    checkpoints: &Checkpoints,
+    timeout: Duration,
+    name: &str,
+    position: u64,
+) -> Result<()> {
+    checkpoints.wait(name, position, timeout).await.map_err(|at| {
+        coded(
+            "NOT_YET_VISIBLE",
+            format!(
+                "the command was recorded at position {position} but the {name} read model is at {at}; read again shortly"
+            ),
+        )
+    })
 }
 
 /// The id of something a mutation creates when the client names none: derived

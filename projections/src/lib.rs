@@ -77,12 +77,12 @@ pub fn spawn_all(store: &EventStore, config: &ProjectorConfig, shutdown: &watch:
 pub async fn catch_up(store: &EventStore, batch_size: u64) -> Result<(), ProjectionError> {
     loop {
         let mut handled = 0;
-        handled += ShareDistribution::step(store, batch_size).await?.1;
-        handled += Projector::<Members>::step(store, batch_size).await?.1;
-        handled += Projector::<Stores>::step(store, batch_size).await?.1;
-        handled += Projector::<Wallets>::step(store, batch_size).await?.1;
-        handled += Projector::<Shares>::step(store, batch_size).await?.1;
-        handled += Projector::<Posts>::step(store, batch_size).await?.1;
+        handled += ShareDistribution::step(store, None, batch_size).await?.1;
+        handled += Projector::<Members>::step(store, None, batch_size).await?.1;
+        handled += Projector::<Stores>::step(store, None, batch_size).await?.1;
+        handled += Projector::<Wallets>::step(store, None, batch_size).await?.1;
+        handled += Projector::<Shares>::step(store, None, batch_size).await?.1;
+        handled += Projector::<Posts>::step(store, None, batch_size).await?.1;
         if handled == 0 {
             return Ok(());
         }

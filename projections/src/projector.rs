@@ -57,9 +57,19 @@ impl ProjectorStatus {
 /// Applies the next batch (up to `limit` events) of projection `P` to the
 /// tables `names`. Returns the checkpoint afterwards and how many events were
 /// applied (0: nothing new).
-pub async fn step<P: Projection>(store: &EventStore, names: &Names, limit: u64) -> Result<(u64, u64), ProjectionError> {
+pub async fn step<P: Projection>(
+    store: &EventStore,
+    names: &Names,
+    after: Option<u64>,
+    limit: u64,
+) -> Result<(u64, u64), ProjectionError> {
     let db = store.db();
-    let mut from = checkpoint::read(db, P::NAME, names).await?;
+    // A caller's idea of the checkpoint may be stale; both ways of moving it
+    // below check the stored value first.
+    let mut from = match after {
+        Some(after) => after,
+        None => checkpoint::read(db, P::NAME, names).await?,
+    };
     loop {
         let events = store.read_from(from, limit).await?;
         let Some(first) = events.first() else { return Ok((from, 0)) };
@@ -125,9 +135,14 @@ pub trait Consumer: Send + Sync + 'static {
     /// Name (of its checkpoint table and its lease).
     const NAME: &'static str;
 
-    /// Handles the next batch of up to `limit` events; returns the checkpoint
-    /// afterwards and how many events were handled.
-    fn step(store: &EventStore, limit: u64) -> impl Future<Output = Result<(u64, u64), ProjectionError>> + Send;
+    /// Handles the next batch of up to `limit` events after `after` (the
+    /// stored checkpoint when `None`, or when `after` turns out stale);
+    /// returns the checkpoint afterwards and how many events were handled.
+    fn step(
+        store: &EventStore,
+        after: Option<u64>,
+        limit: u64,
+    ) -> impl Future<Output = Result<(u64, u64), ProjectionError>> + Send;
 }
 
 /// Projection `P` applied to its live tables.
@@ -136,8 +151,8 @@ pub struct Projector<P>(PhantomData<P>);
 impl<P: Projection> Consumer for Projector<P> {
     const NAME: &'static str = P::NAME;
 
-    async fn step(store: &EventStore, limit: u64) -> Result<(u64, u64), ProjectionError> {
-        step::<P>(store, &Names::LIVE, limit).await
+    async fn step(store: &EventStore, after: Option<u64>, limit: u64) -> Result<(u64, u64), ProjectionError> {
+        step::<P>(store, &Names::LIVE, after, limit).await
     }
 }
 
@@ -172,6 +187,8 @@ pub async fn run<C: Consumer>(
         tracing::info!(projection = C::NAME, "projector active");
         let mut renewed = Instant::now();
         let mut rate = Rate::default();
+        // Where this holder left the checkpoint, so each batch need not read it first.
+        let mut at: Option<u64> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -190,15 +207,17 @@ pub async fn run<C: Consumer>(
                 }
             }
             let started = Instant::now();
-            let (checkpoint, applied) = match C::step(&store, config.batch_size).await {
+            let (checkpoint, applied) = match C::step(&store, at, config.batch_size).await {
                 Ok(result) => result,
                 Err(err) => {
+                    at = None;
                     // A database hiccup or a poison event: report, back off, retry.
                     tracing::error!(projection = C::NAME, %err, "batch failed; retrying");
                     tokio::time::sleep(config.idle_wait).await;
                     continue;
                 }
             };
+            at = Some(checkpoint);
             let per_second = rate.record(applied, started.elapsed());
             status.send_modify(|s| {
                 s.active = true;
@@ -206,7 +225,9 @@ pub async fn run<C: Consumer>(
                 s.head = store.head().max(checkpoint);
                 s.events_per_second = per_second;
             });
-            if applied == 0 {
+            if applied < config.batch_size {
+                // A short batch read everything committed: wait for the log to
+                // move (at once if it already has) rather than read again.
                 // Never sleep past a renewal: an idle holder must keep its lease.
                 let idle = config.idle_wait.min(lease.renew_every());
                 tokio::select! {

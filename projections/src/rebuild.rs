@@ -66,7 +66,7 @@ pub async fn rebuild<P: Projection>(
     let indexes = create_shadow::<P>(db).await?;
     let mut events = 0;
     loop {
-        let (position, applied) = step::<P>(store, &Names::SHADOW, batch_size).await?;
+        let (position, applied) = step::<P>(store, &Names::SHADOW, None, batch_size).await?;
         events += applied;
         let head = store.read_head().await?;
         progress(position, head);

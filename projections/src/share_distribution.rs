@@ -24,8 +24,11 @@ pub struct ShareDistribution;
 impl Consumer for ShareDistribution {
     const NAME: &'static str = "share_distribution";
 
-    async fn step(store: &EventStore, limit: u64) -> Result<(u64, u64), ProjectionError> {
-        let from = checkpoint::read(store.db(), Self::NAME, &Names::LIVE).await?;
+    async fn step(store: &EventStore, after: Option<u64>, limit: u64) -> Result<(u64, u64), ProjectionError> {
+        let from = match after {
+            Some(after) => after,
+            None => checkpoint::read(store.db(), Self::NAME, &Names::LIVE).await?,
+        };
         let events = store.read_from(from, limit).await?;
         let Some(last) = events.last().map(|e| e.position) else { return Ok((from, 0)) };
         for event in events.iter().filter(|e| e.aggregate_type == "Wallet" && e.event_type == "PointsShared") {

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 pub use audit::{AuditReport, audit};
 pub use error::ProjectionError;
 pub use projection::{Names, Projection};
-pub use projector::{Consumer, Projector, ProjectorConfig, ProjectorStatus};
+pub use projector::{Consumer, Projector, ProjectorConfig, ProjectorStatus, Stepped};
 pub use read_models::{members::Members, posts::Posts, shares::Shares, stores::Stores, wallets::Wallets};
 pub use share_distribution::ShareDistribution;
 
@@ -77,12 +77,12 @@ pub fn spawn_all(store: &EventStore, config: &ProjectorConfig, shutdown: &watch:
 pub async fn catch_up(store: &EventStore, batch_size: u64) -> Result<(), ProjectionError> {
     loop {
         let mut handled = 0;
-        handled += ShareDistribution::step(store, None, batch_size).await?.1;
-        handled += Projector::<Members>::step(store, None, batch_size).await?.1;
-        handled += Projector::<Stores>::step(store, None, batch_size).await?.1;
-        handled += Projector::<Wallets>::step(store, None, batch_size).await?.1;
-        handled += Projector::<Shares>::step(store, None, batch_size).await?.1;
-        handled += Projector::<Posts>::step(store, None, batch_size).await?.1;
+        handled += ShareDistribution::step(store, None, batch_size).await?.events;
+        handled += Projector::<Members>::step(store, None, batch_size).await?.events;
+        handled += Projector::<Stores>::step(store, None, batch_size).await?.events;
+        handled += Projector::<Wallets>::step(store, None, batch_size).await?.events;
+        handled += Projector::<Shares>::step(store, None, batch_size).await?.events;
+        handled += Projector::<Posts>::step(store, None, batch_size).await?.events;
         if handled == 0 {
             return Ok(());
         }

@@ -24,12 +24,31 @@ pub struct ProjectorConfig {
     pub lease_ttl: Duration,
     /// Longest wait for new events before checking the lease again.
     pub idle_wait: Duration,
+    /// How long a consumer whose last batch held nothing for it waits before
+    /// reading again: fewer reads under load, at most this much added delay.
+    pub coalesce_irrelevant: Duration,
 }
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        Self { batch_size: 1_000, lease_ttl: Duration::from_secs(10), idle_wait: Duration::from_secs(1) }
+        Self {
+            batch_size: 1_000,
+            lease_ttl: Duration::from_secs(10),
+            idle_wait: Duration::from_secs(1),
+            coalesce_irrelevant: Duration::from_millis(20),
+        }
     }
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stepped {
+    /// The checkpoint afterwards.
+    pub checkpoint: u64,
+    /// Events read past (0: nothing new).
+    pub events: u64,
+    /// Of those, the events that concerned this consumer.
+    pub relevant: u64,
 }
 
 /// How far a projector has come.
@@ -62,7 +81,7 @@ pub async fn step<P: Projection>(
     names: &Names,
     after: Option<u64>,
     limit: u64,
-) -> Result<(u64, u64), ProjectionError> {
+) -> Result<Stepped, ProjectionError> {
     let db = store.db();
     // A caller's idea of the checkpoint may be stale; both ways of moving it
     // below check the stored value first.
@@ -72,7 +91,7 @@ pub async fn step<P: Projection>(
     };
     loop {
         let events = store.read_from(from, limit).await?;
-        let Some(first) = events.first() else { return Ok((from, 0)) };
+        let Some(first) = events.first() else { return Ok(Stepped { checkpoint: from, ..Stepped::default() }) };
         let last = events.last().map_or(from, |e| e.position);
         let timer = Instant::now();
         let mut decoded = Vec::with_capacity(events.len());
@@ -86,7 +105,7 @@ pub async fn step<P: Projection>(
             // members projection): move the checkpoint in one statement
             // instead of a transaction, unless someone moved it meanwhile.
             if checkpoint::advance(db, P::NAME, names, from, last, eventstore::now_us()).await? {
-                return Ok((last, events.len() as u64));
+                return Ok(Stepped { checkpoint: last, events: events.len() as u64, relevant: 0 });
             }
             from = checkpoint::read(db, P::NAME, names).await?;
             continue;
@@ -125,7 +144,7 @@ pub async fn step<P: Projection>(
             committed = ?timer.elapsed(),
             "batch applied"
         );
-        return Ok((last, events.len() as u64));
+        return Ok(Stepped { checkpoint: last, events: events.len() as u64, relevant: decoded.len() as u64 });
     }
 }
 
@@ -142,7 +161,7 @@ pub trait Consumer: Send + Sync + 'static {
         store: &EventStore,
         after: Option<u64>,
         limit: u64,
-    ) -> impl Future<Output = Result<(u64, u64), ProjectionError>> + Send;
+    ) -> impl Future<Output = Result<Stepped, ProjectionError>> + Send;
 }
 
 /// Projection `P` applied to its live tables.
@@ -151,7 +170,7 @@ pub struct Projector<P>(PhantomData<P>);
 impl<P: Projection> Consumer for Projector<P> {
     const NAME: &'static str = P::NAME;
 
-    async fn step(store: &EventStore, after: Option<u64>, limit: u64) -> Result<(u64, u64), ProjectionError> {
+    async fn step(store: &EventStore, after: Option<u64>, limit: u64) -> Result<Stepped, ProjectionError> {
         step::<P>(store, &Names::LIVE, after, limit).await
     }
 }
@@ -207,7 +226,7 @@ pub async fn run<C: Consumer>(
                 }
             }
             let started = Instant::now();
-            let (checkpoint, applied) = match C::step(&store, at, config.batch_size).await {
+            let Stepped { checkpoint, events, relevant } = match C::step(&store, at, config.batch_size).await {
                 Ok(result) => result,
                 Err(err) => {
                     at = None;
@@ -218,14 +237,23 @@ pub async fn run<C: Consumer>(
                 }
             };
             at = Some(checkpoint);
-            let per_second = rate.record(applied, started.elapsed());
+            let per_second = rate.record(events, started.elapsed());
             status.send_modify(|s| {
                 s.active = true;
                 s.checkpoint = checkpoint;
                 s.head = store.head().max(checkpoint);
                 s.events_per_second = per_second;
             });
-            if applied < config.batch_size {
+            if events > 0 && relevant == 0 {
+                // Nothing here concerned this consumer (a wallet's events for
+                // the members projection): let more accumulate rather than
+                // read the log at every commit.
+                tokio::select! {
+                    _ = tokio::time::sleep(config.coalesce_irrelevant) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            if events < config.batch_size {
                 // A short batch read everything committed: wait for the log to
                 // move (at once if it already has) rather than read again.
                 // Never sleep past a renewal: an idle holder must keep its lease.

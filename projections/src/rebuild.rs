@@ -66,7 +66,8 @@ pub async fn rebuild<P: Projection>(
     let indexes = create_shadow::<P>(db).await?;
     let mut events = 0;
     loop {
-        let (position, applied) = step::<P>(store, &Names::SHADOW, None, batch_size).await?;
+        let stepped = step::<P>(store, &Names::SHADOW, None, batch_size).await?;
+        let (position, applied) = (stepped.checkpoint, stepped.events);
         events += applied;
         let head = store.read_head().await?;
         progress(position, head);

@@ -16,7 +16,7 @@ use eventstore::{CommandContext, CommandError, EventStore, RecordedEvent};
 use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::projection::Names;
-use crate::projector::Consumer;
+use crate::projector::{Consumer, Stepped};
 
 /// The share distribution, as a log consumer.
 pub struct ShareDistribution;
@@ -24,22 +24,27 @@ pub struct ShareDistribution;
 impl Consumer for ShareDistribution {
     const NAME: &'static str = "share_distribution";
 
-    async fn step(store: &EventStore, after: Option<u64>, limit: u64) -> Result<(u64, u64), ProjectionError> {
+    async fn step(store: &EventStore, after: Option<u64>, limit: u64) -> Result<Stepped, ProjectionError> {
         let from = match after {
             Some(after) => after,
             None => checkpoint::read(store.db(), Self::NAME, &Names::LIVE).await?,
         };
         let events = store.read_from(from, limit).await?;
-        let Some(last) = events.last().map(|e| e.position) else { return Ok((from, 0)) };
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(Stepped { checkpoint: from, ..Stepped::default() });
+        };
+        let mut relevant = 0;
         for event in events.iter().filter(|e| e.aggregate_type == "Wallet" && e.event_type == "PointsShared") {
             distribute(store, event).await?;
+            relevant += 1;
         }
         // Never backwards: if another distributor moved on meanwhile, keep its checkpoint.
         let now = eventstore::now_us();
         if !checkpoint::advance(store.db(), Self::NAME, &Names::LIVE, from, last, now).await? {
-            return Ok((checkpoint::read(store.db(), Self::NAME, &Names::LIVE).await?, 0));
+            let checkpoint = checkpoint::read(store.db(), Self::NAME, &Names::LIVE).await?;
+            return Ok(Stepped { checkpoint, ..Stepped::default() });
         }
-        Ok((last, events.len() as u64))
+        Ok(Stepped { checkpoint: last, events: events.len() as u64, relevant })
     }
 }
 

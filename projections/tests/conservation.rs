@@ -89,8 +89,12 @@ async fn points_are_conserved_under_concurrent_commands_and_distribution() {
     world(&store, &people.iter().map(String::as_str).collect::<Vec<_>>()).await;
 
     let (stop, shutdown) = watch::channel(false);
-    let config =
-        ProjectorConfig { batch_size: 200, lease_ttl: Duration::from_secs(2), idle_wait: Duration::from_millis(50) };
+    let config = ProjectorConfig {
+        batch_size: 200,
+        lease_ttl: Duration::from_secs(2),
+        idle_wait: Duration::from_millis(50),
+        ..ProjectorConfig::default()
+    };
     let running = spawn_all(&store, &config, &shutdown);
     let tasks: Vec<_> = (0..TASKS).map(|task| tokio::spawn(random_commands(store.clone(), task))).collect();
     let mut accepted = 0;

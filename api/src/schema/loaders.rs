@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use projections::entities::{members, post_photos, post_social, social_accounts, stores};
+use projections::entities::{balances, members, post_photos, post_social, social_accounts, stores};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
 /// Rows of `E` whose `column` is one of the keys, grouped by that key and
@@ -65,6 +65,36 @@ pub struct Loaders {
     pub social: RowLoader<post_social::Entity>,
     /// A member's social accounts by member id.
     pub accounts: RowLoader<social_accounts::Entity>,
+}
+
+/// Balance reads after wallet mutations, batched across concurrent requests
+/// (shared by all, never cached): many mutations finishing together cost one
+/// query.
+pub struct BalanceReads(RowLoader<balances::Entity>);
+
+impl BalanceReads {
+    /// Reads through `db`.
+    pub fn new(db: &DatabaseConnection) -> Self {
+        let by_member = |b: &balances::Model| b.member_id.clone();
+        let loader = DataLoader::with_cache(
+            RowsBy {
+                db: db.clone(),
+                column: balances::Column::MemberId,
+                order: balances::Column::StoreId,
+                key: by_member,
+            },
+            tokio::spawn,
+            HashMapCache::new(),
+        );
+        loader.enable_all_cache(false);
+        BalanceReads(loader)
+    }
+
+    /// A member's balance row at a store, as stored now.
+    pub async fn get(&self, member: &str, store: &str) -> Result<Option<balances::Model>, Arc<DbErr>> {
+        let rows = self.0.load_one(member.to_string()).await?.unwrap_or_default();
+        Ok(rows.into_iter().find(|row| row.store_id == store))
+    }
 }
 
 impl Loaders {

@@ -23,7 +23,7 @@ use crate::checkpoints::Checkpoints;
 use crate::errors::ErrorCodes;
 pub(crate) use crate::errors::coded;
 use crate::tail::Tails;
-pub use loaders::Loaders;
+pub use loaders::{BalanceReads, Loaders};
 
 /// The schema type.
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -76,6 +76,7 @@ pub fn build(state: ApiState) -> ApiSchema {
     let limits = state.limits;
     Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .data(Loaders::new(state.store.db(), false))
+        .data(BalanceReads::new(state.store.db()))
         .data(Tails::new(state.store.clone()))
         .data(Checkpoints::new(state.store.clone()))
         .data(state)

@@ -3,13 +3,11 @@
 use async_graphql::{Context, Object, Result};
 use domain::values::{Adjustment, Amount, MemberId, PurchaseRef, Reason, ShareId, ShareMessage, StoreId};
 use domain::{SharePart, Wallet, WalletCommand};
-use projections::entities::balances;
-use sea_orm::EntityTrait;
 
 use super::{Run, new_id, run, written};
 use crate::auth::{Claims, Role};
 use crate::schema::objects::{SharePartInput, WalletResult};
-use crate::schema::{bad_input, claims, coded, internal, permit, points_of, state};
+use crate::schema::{BalanceReads, bad_input, claims, coded, internal, permit, points_of};
 
 /// Earning.
 #[derive(Default)]
@@ -36,10 +34,7 @@ async fn wallet_command(
     MemberId::parse(member).map_err(bad_input)?;
     let outcome =
         run::<Wallet>(ctx, claims, Run { id: member, command, idempotency_key, projection: "wallets", kind }).await?;
-    let row = balances::Entity::find_by_id((member.to_string(), store))
-        .one(state(ctx)?.store.db())
-        .await
-        .map_err(internal)?;
+    let row = ctx.data::<BalanceReads>()?.get(member, &store).await.map_err(internal)?;
     Ok(WalletResult {
         position: outcome.last_position as i64,
         replayed: outcome.replayed,

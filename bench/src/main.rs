@@ -6,12 +6,16 @@
 //! cargo run --release -p bench -- eventstore
 //! ```
 
+mod api_bench;
+mod api_server;
 mod cqrs_baseline;
+mod graphql_http;
 mod measure;
 mod pointstream;
 mod projection_bench;
 mod raw_inserts;
 mod run;
+mod subscribers;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +61,40 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// The GraphQL API over HTTP and WebSockets: earnPoints against EventStore::execute, and subscription fan-out.
+    Api {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        /// Seconds per throughput measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent clients (and event store callers) for the throughput figures.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Members the earns are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        members: usize,
+        /// WebSocket subscribers to one member's wallet updates.
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        /// Subscribers connecting at a time.
+        #[arg(long, default_value_t = 200)]
+        connect_concurrency: usize,
+        /// Timed fan-out mutations.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
+    #[command(hide = true)]
+    ApiServer {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long)]
+        secret: String,
+        #[arg(long)]
+        max_connections: u32,
+    },
 }
 
 #[tokio::main]
@@ -73,6 +111,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Projections { mysql, events, generic_prefix, rate, seconds } => {
             let options = projection_bench::Options { events, generic_prefix, rate, seconds };
             projection_bench::run(&mysql, &options).await
+        }
+        Command::Api { mysql, seconds, concurrency, members, subscribers, connect_concurrency, rounds } => {
+            let options =
+                api_bench::Options { seconds, concurrency, members, subscribers, connect_concurrency, rounds };
+            api_bench::run(&mysql, &options).await
+        }
+        Command::ApiServer { database_url, secret, max_connections } => {
+            api_server::serve(&database_url, &secret, max_connections).await
         }
     }
 }

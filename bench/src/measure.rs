@@ -1,7 +1,7 @@
 //! Timing helpers: closed-loop throughput and latency percentiles.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Runs `concurrency` workers, each calling `op(worker, i)` for i = 0, 1, ...
@@ -32,6 +32,34 @@ where
         total += worker.await??;
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// [`throughput`], with the median and 99th percentile latency of one operation.
+pub async fn throughput_and_latency<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+) -> anyhow::Result<(f64, Duration, Duration)>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let samples: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let (op, recorded) = (Arc::new(op), samples.clone());
+    let rate = throughput(concurrency, duration, move |worker, i| {
+        let (op, samples) = (op.clone(), recorded.clone());
+        async move {
+            let started = Instant::now();
+            op(worker, i).await?;
+            samples.lock().unwrap_or_else(PoisonError::into_inner).push(started.elapsed());
+            Ok(())
+        }
+    })
+    .await?;
+    let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(PoisonError::into_inner));
+    anyhow::ensure!(!samples.is_empty(), "no operation completed in {duration:?}");
+    let (p50, p99) = percentiles(samples);
+    Ok((rate, p50, p99))
 }
 
 /// Median and 99th percentile of `samples`.

@@ -1,0 +1,372 @@
+//! `bench api`: the GraphQL API end to end, over real sockets, next to the
+//! event store it runs on: `earnPoints` mutations per second over HTTP against
+//! `EventStore::execute` of the same command in process, a trivial query's
+//! rate as the server's ceiling, and the fan-out of one update to thousands of
+//! `walletUpdates` subscribers, with the server's memory per subscriber.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use api::auth::{Claims, Role, mint};
+use domain::Wallet;
+use eventstore::{CommandContext, EventStore, EventStoreConfig};
+use projections::{Names, checkpoint};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::api_server::ServerProcess;
+use crate::graphql_http::GraphqlHttp;
+use crate::measure::{ms, percentiles, throughput_and_latency};
+use crate::pointstream::{earn, register};
+use crate::run::Scratch;
+use crate::subscribers::Subscribers;
+
+/// What to measure.
+pub struct Options {
+    pub seconds: u64,
+    pub concurrency: usize,
+    pub members: usize,
+    pub subscribers: usize,
+    pub connect_concurrency: usize,
+    pub rounds: usize,
+}
+
+/// The member every subscriber follows (no other command touches its wallet).
+const FOLLOWED: &str = "fan";
+/// Open files a process needs besides its sockets to subscribers (database
+/// pools, HTTP clients, the listener, stdio).
+const SPARE_FILES: u64 = 512;
+
+const EARN: &str = "mutation($m: String!, $r: String!) { \
+    earnPoints(member: $m, store: \"cafe\", purchaseRef: $r, amount: 1000) { position balance { balance } } }";
+
+/// Raises this process's open-file limit to its hard limit; returns the limit now in force.
+pub fn raise_open_files_limit() -> anyhow::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).context("cannot raise RLIMIT_NOFILE")
+}
+
+pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
+    let scratch = Scratch::create(server, "api").await?;
+    let result = measure(&scratch.url, options).await;
+    scratch.drop_database().await?;
+    result
+}
+
+fn token(secret: &str, role: Role, member: Option<&str>, store: Option<&str>) -> anyhow::Result<String> {
+    let claims = Claims {
+        sub: "bench".into(),
+        role,
+        member: member.map(str::to_string),
+        store: store.map(str::to_string),
+        exp: 4_000_000_000,
+    };
+    Ok(mint(secret.as_bytes(), &claims)?)
+}
+
+fn earn_request(member: &str, purchase_ref: &str) -> Value {
+    json!({ "query": EARN, "variables": { "m": member, "r": purchase_ref } })
+}
+
+/// The position `earnPoints` answered with.
+fn earned_position(data: &Value) -> anyhow::Result<u64> {
+    data["earnPoints"]["position"].as_u64().with_context(|| format!("earnPoints answered without a position: {data}"))
+}
+
+async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
+    let files = raise_open_files_limit()?;
+    // Each process (clients here, server there) holds one socket per subscriber.
+    let subscribers = options.subscribers.min(files.saturating_sub(SPARE_FILES) as usize);
+    anyhow::ensure!(
+        subscribers > 0,
+        "the open-file limit is {files} (`ulimit -Hn`): no room for a subscriber besides {SPARE_FILES} other files"
+    );
+
+    let concurrency = options.concurrency.max(1);
+    let per_worker = (options.members / concurrency).max(1);
+    // Worker w cycles through members w, w + concurrency, ...: no two workers share a wallet.
+    let member_of = move |w: usize, i: u64| format!("m{:05}", w + concurrency * (i as usize % per_worker));
+    let mut members: Vec<String> = (0..concurrency * per_worker).map(|k| format!("m{k:05}")).collect();
+    members.push(FOLLOWED.to_string());
+
+    // One pool size for both event stores (the benchmark's and the server's),
+    // as the eventstore mode sizes it, so that the ratio is the API's cost.
+    let config = EventStoreConfig { max_connections: concurrency as u32 + 4, ..EventStoreConfig::default() };
+    let store = EventStore::open(url, config.clone()).await?;
+    register(&store, &members).await?;
+    let duration = Duration::from_secs(options.seconds);
+
+    // (c) the event store's own rate, in this process, before the server starts.
+    let contender = store.clone();
+    let direct = throughput_and_latency(concurrency, duration, move |w, i| {
+        let store = contender.clone();
+        let id = member_of(w, i);
+        async move {
+            store.execute::<Wallet>(&id, earn(&id, &format!("d{w}-{i}")), CommandContext::default()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let secret = uuid::Uuid::new_v4().simple().to_string();
+    let staff = token(&secret, Role::Staff, None, Some("cafe"))?;
+    let follower = token(&secret, Role::Member, Some(FOLLOWED), None)?;
+    let server = ServerProcess::spawn(url, &secret, config.max_connections).await?;
+    let measured = async {
+        caught_up(&store).await?;
+        // Fan-out first, while the server's memory is that of a fresh process.
+        let fan_out = fan_out(&server, &staff, &follower, (subscribers, files), options).await?;
+
+        // (d) earnPoints over HTTP, one keep-alive connection per client.
+        let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
+        let before = earn_command_seconds(&clients[0].lock().await.get("/metrics").await?);
+        let workers = clients.clone();
+        let staff_token = staff.clone();
+        let over_http = throughput_and_latency(concurrency, duration, move |w, i| {
+            let (clients, staff) = (workers.clone(), staff_token.clone());
+            let request = earn_request(&member_of(w, i), &format!("h{w}-{i}"));
+            async move {
+                let data = clients[w].lock().await.post(Some(&staff), &request).await?;
+                earned_position(&data)?;
+                Ok(())
+            }
+        })
+        .await?;
+        let after = earn_command_seconds(&clients[0].lock().await.get("/metrics").await?);
+        // Mean time of the command itself inside the server during (d).
+        let command = before.zip(after).and_then(|((sum0, count0), (sum1, count1))| {
+            (count1 > count0).then(|| Duration::from_secs_f64((sum1 - sum0) / (count1 - count0)))
+        });
+
+        let workers = clients.clone();
+        let ceiling = throughput_and_latency(concurrency, duration, move |w, _| {
+            let clients = workers.clone();
+            async move {
+                let data = clients[w].lock().await.post(None, &json!({ "query": "{ __typename }" })).await?;
+                anyhow::ensure!(data["__typename"].is_string(), "unexpected answer to {{ __typename }}: {data}");
+                Ok(())
+            }
+        })
+        .await?;
+        anyhow::Ok((fan_out, over_http, command, ceiling))
+    }
+    .await;
+    let stopped = server.stop().await;
+    let (fan_out, over_http, command, ceiling) = measured?;
+    stopped?;
+
+    println!("## API benchmark (MySQL, one run)");
+    println!();
+    println!(
+        "Server: `bench api-server`, a process of its own wired as `pointstream serve` (every projector and \
+         the share distribution running), on 127.0.0.1. {concurrency} clients, each on its own keep-alive \
+         HTTP/1.1 connection, earning for {} members ({per_worker} each, no wallet shared); {} s per figure; \
+         both event stores with a pool of {} connections.",
+        concurrency * per_worker,
+        options.seconds,
+        config.max_connections
+    );
+    println!();
+    println!("(c) pointstream EventStore::execute of the earn command, in process (the eventstore mode's (c))");
+    println!(
+        "(d) `earnPoints` over HTTP: token check, the same command, then wait for the wallets read model, then \
+         read the balance"
+    );
+    println!();
+    println!("| at concurrency {concurrency} | per second | latency p50 / p99 |");
+    println!("|---|---|---|");
+    let row = |name: &str, (rate, p50, p99): (f64, Duration, Duration)| {
+        println!("| {name} | {rate:.0} | {} / {} |", ms(p50), ms(p99));
+    };
+    row("(c) EventStore::execute (commands)", direct);
+    row("(d) `earnPoints` over HTTP (mutations)", over_http);
+    row("`{ __typename }` over HTTP (the server's ceiling)", ceiling);
+    println!();
+    println!("d/c = {:.2} (target ≥ 0.5); d/ceiling = {:.2}", over_http.0 / direct.0, over_http.0 / ceiling.0);
+    if let Some(command) = command {
+        println!();
+        println!(
+            "Inside the server, the command (`pointstream_command_seconds`) took {} on average per (d) mutation; \
+             the rest of (d)'s latency is HTTP, GraphQL, the wait for the wallets read model and the balance read.",
+            ms(command)
+        );
+    }
+    println!();
+    fan_out.print(options);
+    Ok(())
+}
+
+/// Waits until every projection has applied the whole log.
+async fn caught_up(store: &EventStore) -> anyhow::Result<()> {
+    let head = store.read_head().await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for name in projections::PROJECTIONS {
+        while checkpoint::read(store.db(), name, &Names::LIVE).await? < head {
+            anyhow::ensure!(Instant::now() < deadline, "the {name} projection did not catch up with {head} in 120 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Sum (seconds) and count of the server's earn command latency histogram, if it exports one.
+fn earn_command_seconds(metrics: &str) -> Option<(f64, f64)> {
+    let value = |suffix: &str| {
+        let name = format!("pointstream_command_seconds_{suffix}{{");
+        let line = metrics.lines().find(|line| line.starts_with(&name) && line.contains("command=\"earn\""))?;
+        line.rsplit(' ').next()?.parse::<f64>().ok()
+    };
+    Some((value("sum")?, value("count")?))
+}
+
+async fn connect_clients(address: &str, count: usize) -> anyhow::Result<Vec<Mutex<GraphqlHttp>>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(Mutex::new(GraphqlHttp::connect(address).await?));
+    }
+    Ok(clients)
+}
+
+/// What the fan-out measured.
+struct FanOut {
+    /// Subscribers measured (fewer than asked when the open-file limit is too low).
+    subscribers: usize,
+    /// The open-file limit in force.
+    files: u64,
+    /// Files the server had open with every subscriber connected.
+    server_files: usize,
+    connect: Duration,
+    warm_ups: usize,
+    resident_before: u64,
+    resident_after: u64,
+    rounds: Vec<Round>,
+}
+
+/// One timed mutation: times from sending it.
+struct Round {
+    answered: Duration,
+    p50: Duration,
+    p99: Duration,
+    all: Duration,
+}
+
+/// `subscribers` clients follow one member's wallet; then each round earns
+/// for that member once and times its delivery to every subscriber.
+async fn fan_out(
+    server: &ServerProcess,
+    staff: &str,
+    follower: &str,
+    (subscribers, files): (usize, u64),
+    options: &Options,
+) -> anyhow::Result<FanOut> {
+    let mut http = GraphqlHttp::connect(&server.address).await?;
+    // The first request initialises what a server initialises lazily: not per subscriber.
+    http.post(Some(staff), &earn_request(FOLLOWED, "warm-0")).await?;
+    let resident_before = server.resident_bytes()?;
+    let files_before = server.open_files()?;
+
+    let started = Instant::now();
+    let mut clients =
+        Subscribers::connect(&server.address, follower, FOLLOWED, subscribers, options.connect_concurrency).await?;
+    let connect = started.elapsed();
+    eprintln!("({subscribers} subscribers connected in {connect:.1?})");
+
+    // A subscribe has no acknowledgement: every subscription is live once every
+    // subscriber has received the same update; until then, earn again.
+    let mut warm_ups = 0;
+    loop {
+        warm_ups += 1;
+        let data = http.post(Some(staff), &earn_request(FOLLOWED, &format!("warm-{warm_ups}"))).await?;
+        let arrivals = clients.arrivals(earned_position(&data)?, Duration::from_secs(30)).await?;
+        let missing = arrivals.iter().filter(|at| at.is_none()).count();
+        if missing == 0 {
+            break;
+        }
+        anyhow::ensure!(warm_ups < 5, "{missing} of {subscribers} subscribers received none of {warm_ups} updates");
+        eprintln!("({missing} of {subscribers} subscribers did not receive warm-up update {warm_ups}; another)");
+    }
+    let resident_after = server.resident_bytes()?;
+    let server_files = server.open_files()?;
+
+    let mut rounds = Vec::new();
+    for round in 1..=options.rounds.max(1) {
+        let request = earn_request(FOLLOWED, &format!("fan-{round}"));
+        let sent = Instant::now();
+        let data = http.post(Some(staff), &request).await?;
+        let answered = sent.elapsed();
+        let arrivals = clients.arrivals(earned_position(&data)?, Duration::from_secs(60)).await?;
+        let latencies: Vec<Duration> = arrivals.iter().flatten().map(|at| at.saturating_duration_since(sent)).collect();
+        anyhow::ensure!(
+            latencies.len() == subscribers,
+            "round {round}: only {} of {subscribers} subscribers received the update within 60 s",
+            latencies.len()
+        );
+        let all = latencies.iter().copied().max().unwrap_or_default();
+        let (p50, p99) = percentiles(latencies);
+        rounds.push(Round { answered, p50, p99, all });
+    }
+    clients.close();
+    // Let the server close every subscriber's socket before anything else is
+    // measured on it (its database pool may have grown meanwhile: some slack).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.open_files()? > files_before + 100 {
+        anyhow::ensure!(Instant::now() < deadline, "the server still holds the subscribers' sockets after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(FanOut { subscribers, files, server_files, connect, warm_ups, resident_before, resident_after, rounds })
+}
+
+impl FanOut {
+    fn print(&self, options: &Options) {
+        let n = self.subscribers;
+        println!(
+            "Subscription fan-out: {n} WebSocket subscribers (graphql-transport-ws, one connection each, \
+             token in connection_init) to `walletUpdates` of one member, on the one server; connected \
+             {} at a time in {:.1} s ({:.0}/s); all live after {} warm-up update(s). Then one `earnPoints` \
+             for that member per round; times from sending the mutation:",
+            options.connect_concurrency,
+            self.connect.as_secs_f64(),
+            n as f64 / self.connect.as_secs_f64(),
+            self.warm_ups
+        );
+        if n < options.subscribers {
+            println!();
+            println!(
+                "**Only {n} of the {} subscribers asked for: the open-file limit is {} per process \
+                 (`ulimit -Hn`), and each process needs one file per subscriber plus {SPARE_FILES}.**",
+                options.subscribers, self.files
+            );
+        }
+        println!();
+        println!("| round | mutation answered | p50 delivery | p99 delivery | all {n} delivered |");
+        println!("|---|---|---|---|---|");
+        for (k, round) in self.rounds.iter().enumerate() {
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                k + 1,
+                ms(round.answered),
+                ms(round.p50),
+                ms(round.p99),
+                ms(round.all)
+            );
+        }
+        let worst = self.rounds.iter().map(|r| r.p99).max().unwrap_or_default();
+        println!();
+        println!(
+            "p99 target < 1 s: {} (worst round {})",
+            if worst < Duration::from_secs(1) { "met" } else { "missed" },
+            ms(worst)
+        );
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        let per = self.resident_after.saturating_sub(self.resident_before) as f64 / n.max(1) as f64 / 1024.0;
+        println!();
+        println!(
+            "Server memory (VmRSS): {:.1} MiB before connecting, {:.1} MiB with {n} live subscriptions: \
+             {per:.1} KiB per subscriber ({} files open in the server; limit {} per process).",
+            mib(self.resident_before),
+            mib(self.resident_after),
+            self.server_files,
+            self.files
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! The API server the `api` mode measures, in a process of its own: this
+//! binary run again as `bench api-server`, wired as `pointstream serve` wires
+//! it (every projector and the share distribution running, poem on a real
+//! TCP port).
+//!
+//! A process of its own for two reasons: 10,000 subscribers are 10,000 client
+//! sockets plus 10,000 server sockets, which do not fit in one process under a
+//! 20,000 open-file limit; and the server's resident memory is then the
+//! server's alone, without the clients' buffers.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::{ApiState, Limits};
+use eventstore::{EventStore, EventStoreConfig};
+use projections::ProjectorConfig;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::watch;
+
+/// What the server prints on stdout once it accepts connections.
+const LISTENING: &str = "listening on ";
+
+/// The server side: serves the API on `database_url` until stdin closes
+/// (the benchmark closes it to stop the server, and so does its exit).
+pub async fn serve(database_url: &str, secret: &str, max_connections: u32) -> anyhow::Result<()> {
+    crate::api_bench::raise_open_files_limit()?;
+    let config = EventStoreConfig { max_connections, ..EventStoreConfig::default() };
+    let store = EventStore::open(database_url, config).await.context("the server cannot open the event store")?;
+    let (stop, shutdown) = watch::channel(false);
+    let running = projections::spawn_all(&store, &ProjectorConfig::default(), &shutdown);
+    // `pointstream serve`'s defaults.
+    let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(5), limits: Limits::default() };
+    let app = api::server::app(api::build(state.clone()), state, secret.as_bytes().to_vec(), running.statuses.clone());
+    let mut stopped = shutdown.clone();
+    let (address, server) = api::server::bind("127.0.0.1:0".to_string(), app, async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    })
+    .await
+    .context("the server cannot listen on 127.0.0.1")?;
+    let server = tokio::spawn(server);
+    println!("{LISTENING}{address}");
+
+    let mut rest = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+    stop.send_replace(true);
+    server.await??;
+    for task in running.tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// The benchmark's handle on a running server process.
+pub struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Where it listens (`127.0.0.1:port`).
+    pub address: String,
+}
+
+impl ServerProcess {
+    /// Starts a server on `database_url` and waits until it listens.
+    pub async fn spawn(database_url: &str, secret: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the bench binary to start the server")?;
+        let mut child = Command::new(exe)
+            .args(["api-server", "--database-url", database_url, "--secret", secret])
+            .args(["--max-connections", &max_connections.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the server process")?;
+        let stdout = child.stdout.take().context("the server's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let address = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(address) = line.strip_prefix(LISTENING) {
+                    return anyhow::Ok(address.to_string());
+                }
+            }
+            anyhow::bail!("the server process exited before it listened (its error is above)")
+        })
+        .await
+        .context("the server did not listen within 60 s")??;
+        let stdin = child.stdin.take();
+        Ok(Self { child, stdin, address })
+    }
+
+    /// The server's resident memory (`VmRSS`), in bytes.
+    pub fn resident_bytes(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("the server process has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .context("no VmRSS in /proc/<pid>/status")?;
+        Ok(kib * 1024)
+    }
+
+    /// Files (sockets included) the server has open.
+    pub fn open_files(&self) -> anyhow::Result<usize> {
+        let pid = self.child.id().context("the server process has exited")?;
+        let entries =
+            std::fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("cannot list /proc/{pid}/fd"))?;
+        Ok(entries.count())
+    }
+
+    /// Stops the server (closing its stdin) and waits for it to exit.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                anyhow::ensure!(status.success(), "the server process exited with {status}");
+            }
+            Err(_) => {
+                self.child.start_kill()?;
+                anyhow::bail!("the server process did not stop within 30 s; killed it");
+            }
+        }
+        Ok(())
+    }
+}

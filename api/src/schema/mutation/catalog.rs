@@ -56,6 +56,20 @@ async fn store_command(
     })
 }
 
+/// Closes or reopens a store (admin).
+async fn store_state(
+    ctx: &Context<'_>,
+    store: &str,
+    command: StoreCommand,
+    idempotency_key: Option<String>,
+    kind: &'static str,
+) -> Result<StoreResult> {
+    let claims = claims(ctx)?;
+    permit(claims.role == Role::Admin)?;
+    StoreId::parse(store).map_err(bad_input)?;
+    store_command(ctx, claims, store, command, idempotency_key, kind).await
+}
+
 /// Admins act on any member; a member token only on its own member.
 fn self_or_admin(claims: &Claims, member: &str) -> Result<()> {
     permit(match claims.role {
@@ -197,10 +211,7 @@ impl StoreMutations {
         store: String,
         idempotency_key: Option<String>,
     ) -> Result<StoreResult> {
-        let claims = claims(ctx)?;
-        permit(claims.role == Role::Admin)?;
-        StoreId::parse(store.as_str()).map_err(bad_input)?;
-        store_command(ctx, claims, &store, StoreCommand::Close, idempotency_key, "close_store").await
+        store_state(ctx, &store, StoreCommand::Close, idempotency_key, "close_store").await
     }
 
     /// Earn at a closed store again (admin).
@@ -210,9 +221,6 @@ impl StoreMutations {
         store: String,
         idempotency_key: Option<String>,
     ) -> Result<StoreResult> {
-        let claims = claims(ctx)?;
-        permit(claims.role == Role::Admin)?;
-        StoreId::parse(store.as_str()).map_err(bad_input)?;
-        store_command(ctx, claims, &store, StoreCommand::Reopen, idempotency_key, "reopen_store").await
+        store_state(ctx, &store, StoreCommand::Reopen, idempotency_key, "reopen_store").await
     }
 }

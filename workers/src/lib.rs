@@ -1,0 +1,28 @@
+//! Fan-out and background work over Redis streams (fred).
+//!
+//! * [`redis`]: connecting, with reconnection;
+//! * [`relay`]: the global log copied into the stream `{prefix}:events`, each
+//!   entry's id the event's position, so the stream holds every event once, in
+//!   log order, whatever restarts.
+
+pub mod redis;
+pub mod relay;
+
+/// Why a worker could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Redis refused or is unreachable.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] eventstore::EventStoreError),
+    /// A stream entry is not what the relay writes.
+    #[error("stream entry {id}: {what}")]
+    Malformed {
+        /// The entry's id.
+        id: String,
+        /// What is wrong with it.
+        what: String,
+    },
+}

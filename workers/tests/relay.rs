@@ -1,0 +1,138 @@
+//! The relay against a real Redis (a private `redis-server` per test, so it
+//! can be killed) and MariaDB: two relays (one active, by lease), one of them
+//! killed mid-run, Redis killed and restarted empty while commands keep
+//! landing; afterwards the stream holds every event exactly once, in position
+//! order.
+
+#[path = "../../eventstore/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use domain::Wallet;
+use eventstore::{CommandContext, EventStore};
+use fred::prelude::*;
+use support::{Backend, earn, open, quiet, scratch, world};
+use tokio::sync::watch;
+use workers::relay::{self, RelayConfig};
+
+extern crate pointstream_workers as workers;
+
+/// A `redis-server` of this test's own, on a free port; killed when dropped.
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    fn start(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server listens on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(mut self) -> u16 {
+        self.child.kill().expect("redis-server is killed");
+        self.child.wait().expect("reaped");
+        self.port
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("an address").port()
+}
+
+async fn earns(store: &EventStore, from: usize, to: usize) {
+    for n in from..to {
+        let who = if n % 2 == 0 { "ann" } else { "bob" };
+        let command = earn(who, &format!("r-{n}"), 1_000);
+        store.execute::<Wallet>(who, command, CommandContext::default()).await.expect("lands");
+    }
+}
+
+async fn wait_until_relayed(redis: &Client, stream: &str, head: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let relayed = relay::relayed(redis, stream).await.unwrap_or(0);
+        if relayed >= head {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the stream reached {relayed}, not {head}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_holds_every_event_once_in_order_across_relay_and_redis_restarts() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    earns(&store, 0, 200).await;
+    let server = RedisServer::start(free_port());
+    let config = RelayConfig { lease_ttl: Duration::from_millis(500), batch: 64, ..RelayConfig::new("test") };
+    let (stop, shutdown) = watch::channel(false);
+    let spawn_relay = || {
+        let (store, config, shutdown, url) = (store.clone(), config.clone(), shutdown.clone(), server.url());
+        tokio::spawn(async move {
+            let redis = workers::redis::connect(&url).await.expect("connects");
+            relay::run(store, redis, config, shutdown).await
+        })
+    };
+    let first = spawn_relay();
+    let second = spawn_relay();
+    let redis = workers::redis::connect(&server.url()).await.expect("connects");
+    wait_until_relayed(&redis, &config.stream, store.read_head().await.expect("head")).await;
+
+    // One relay dies without a word; the other takes over (or already holds the lease).
+    first.abort();
+    earns(&store, 200, 300).await;
+    wait_until_relayed(&redis, &config.stream, store.read_head().await.expect("head")).await;
+
+    // Redis dies and comes back empty while commands keep landing.
+    let port = server.kill();
+    let writer = tokio::spawn({
+        let store = store.clone();
+        async move { earns(&store, 300, 400).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = RedisServer::start(port);
+    writer.await.expect("the writer finished");
+    let head = store.read_head().await.expect("head");
+    wait_until_relayed(&redis, &config.stream, head).await;
+
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis.xrange(&config.stream, "-", "+", None).await.expect("the stream reads");
+    let ids: Vec<u64> = entries.iter().map(|(id, _)| relay::position_of(id).expect("a relayed id")).collect();
+    assert_eq!(ids, (1..=head).collect::<Vec<_>>(), "every event once, in position order");
+    let log = store.read_from(0, head).await.expect("the log reads");
+    for ((id, fields), event) in entries.iter().zip(&log) {
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        assert_eq!(field("position"), Some(event.position.to_string()), "{id}");
+        assert_eq!(field("event_type"), Some(event.event_type.clone()), "{id}");
+        assert_eq!(field("payload"), Some(event.payload.clone()), "{id}");
+    }
+
+    stop.send_replace(true);
+    second.await.expect("stops").expect("ran cleanly");
+    drop(server);
+}

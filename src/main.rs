@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use projections::rebuild::rebuild;
 use projections::{Members, Posts, ProjectorConfig, Shares, Stores, Wallets};
 use tokio::sync::watch;
+use workers::relay::RelayConfig;
 
 /// Event-sourced loyalty points backend.
 #[derive(Debug, Parser)]
@@ -53,6 +54,13 @@ struct Cli {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "POINTSTREAM_MAX_BODY_BYTES", default_value_t = 1 << 20, global = true)]
     max_body_bytes: usize,
+    /// Redis to fan events out through (`redis://host:port`). Without it
+    /// nothing is relayed.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    redis_url: Option<String>,
+    /// Prefix of pointstream's Redis keys: events go to `{prefix}:events`.
+    #[arg(long, env = "POINTSTREAM_STREAM_PREFIX", default_value = "pointstream", global = true)]
+    stream_prefix: String,
     /// Most subscriptions one WebSocket connection may hold at once.
     #[arg(long, env = "POINTSTREAM_MAX_SUBSCRIPTIONS", default_value_t = 32, global = true)]
     max_subscriptions: usize,
@@ -69,6 +77,9 @@ enum Command {
     Serve,
     /// Run only the projectors and the share distribution (one active per projection across processes).
     Projector,
+    /// Run only the relay: copy the log into the Redis stream `{prefix}:events`
+    /// (one active across processes). Needs `--redis-url`.
+    Relay,
     /// Print a bearer token (signed with the configured secret) for development.
     Token {
         /// The role: member, staff, admin or auditor.
@@ -158,6 +169,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         lease_ttl: Duration::from_millis(cli.lease_ttl_ms.max(100)),
         ..ProjectorConfig::default()
     };
+    // Only the roles that relay connect to Redis.
+    let relays = matches!(cli.command, None | Some(Command::Serve) | Some(Command::Relay));
+    let relay = if relays { relay_of(&cli).await? } else { None };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let api = Api {
@@ -173,9 +187,15 @@ async fn main() -> anyhow::Result<ExitCode> {
                     max_subscriptions: cli.max_subscriptions,
                 },
             };
-            serve(store, projector, Some(api)).await
+            serve(store, projector, Some(api), relay).await
         }
-        Command::Projector => serve(store, projector, None).await,
+        Command::Projector => serve(store, projector, None, None).await,
+        Command::Relay => {
+            let Some(relay) = relay else {
+                anyhow::bail!("`pointstream relay` needs --redis-url (or REDIS_URL)");
+            };
+            run_relay(store, relay).await
+        }
         Command::Demo => {
             demo::load(&store).await?;
             println!("demo data loaded: stores cafe and bakery; members ann, bob, cat, dan (try `pointstream serve`)");
@@ -224,9 +244,41 @@ fn token(
     Ok(token)
 }
 
-async fn serve(store: EventStore, config: ProjectorConfig, api: Option<Api>) -> anyhow::Result<ExitCode> {
+/// The relay's Redis client and configuration, when Redis is configured.
+async fn relay_of(cli: &Cli) -> anyhow::Result<Option<(fred::prelude::Client, RelayConfig)>> {
+    let Some(url) = &cli.redis_url else { return Ok(None) };
+    let redis = workers::redis::connect(url).await.with_context(|| format!("cannot connect to Redis at {url}"))?;
+    let config = RelayConfig {
+        lease_ttl: Duration::from_millis(cli.lease_ttl_ms.max(100)),
+        ..RelayConfig::new(&cli.stream_prefix)
+    };
+    Ok(Some((redis, config)))
+}
+
+/// `pointstream relay`: the relay alone, until Ctrl-C.
+async fn run_relay(
+    store: EventStore,
+    (redis, config): (fred::prelude::Client, RelayConfig),
+) -> anyhow::Result<ExitCode> {
+    let (stop, shutdown) = watch::channel(false);
+    tracing::info!(stream = %config.stream, "relay is running; Ctrl-C stops it");
+    let relay = tokio::spawn(workers::relay::run(store, redis, config, shutdown));
+    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    stop.send_replace(true);
+    relay.await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    store: EventStore,
+    config: ProjectorConfig,
+    api: Option<Api>,
+    relay: Option<(fred::prelude::Client, RelayConfig)>,
+) -> anyhow::Result<ExitCode> {
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &config, &shutdown);
+    let relay =
+        relay.map(|(redis, relay)| tokio::spawn(workers::relay::run(store.clone(), redis, relay, shutdown.clone())));
     let server = match api {
         Some(api) => {
             let state = ApiState { store: store.clone(), read_timeout: api.read_timeout, limits: api.limits };
@@ -280,6 +332,9 @@ async fn serve(store: EventStore, config: ProjectorConfig, api: Option<Api>) -> 
     }
     for task in running.tasks {
         task.await??;
+    }
+    if let Some(relay) = relay {
+        relay.await??;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -93,6 +93,20 @@ async fn migrate_log_and_verify_on_mysql() {
 }
 
 #[test]
+fn the_relay_without_redis_is_a_clear_error() {
+    let db = eventstore::scratch::ScratchDatabase::sqlite();
+    let output = Command::new(env!("CARGO_BIN_EXE_pointstream"))
+        .arg("relay")
+        .env("DATABASE_URL", &db.url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs --redis-url"), "{stderr}");
+}
+
+#[test]
 fn an_unsupported_database_url_is_a_clear_error() {
     let output = pointstream("postgres://localhost/pointstream", &["migrate"]);
     assert!(!output.status.success());

@@ -6,9 +6,7 @@ use fred::prelude::*;
 /// its own, without limit, backing off up to 2 s; commands wait meanwhile.
 pub async fn connect(url: &str) -> Result<Client, Error> {
     let config = Config::from_url(url)?;
-    let client = Builder::from_config(config)
-        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
-        .build()?;
+    let client = Builder::from_config(config).set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2)).build()?;
     client.init().await?;
     Ok(client)
 }

@@ -91,9 +91,7 @@ pub async fn step(store: &EventStore, redis: &Client, config: &RelayConfig) -> R
     let pipeline = redis.pipeline();
     for event in &events {
         let cap = XCap::try_from(("MAXLEN", "~", config.max_len))?;
-        let () = pipeline
-            .xadd(&config.stream, false, cap, format!("{}-0", event.position), fields(event))
-            .await?;
+        let () = pipeline.xadd(&config.stream, false, cap, format!("{}-0", event.position), fields(event)).await?;
     }
     let mut added = 0;
     for result in pipeline.try_all::<Value>().await {

@@ -11,6 +11,7 @@ mod m20261125_000001_event_store;
 mod m20261125_000002_read_models;
 mod m20261125_000003_binary_collation;
 mod m20261125_000004_api_indexes;
+mod m20261126_000005_social_tokens;
 
 /// Table and column names, for building queries with sea-query.
 pub mod tables {
@@ -19,6 +20,7 @@ pub mod tables {
         Balances, CHECKPOINT_TABLES, Checkpoint, Leases, Ledger, Members, PostPhotos, PostSocial, Posts,
         ShareRecipients, Shares, SocialAccounts, Stores,
     };
+    pub use super::m20261126_000005_social_tokens::SocialTokens;
 }
 
 /// The migrator of the whole application.
@@ -32,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_read_models::Migration),
             Box::new(m20261125_000003_binary_collation::Migration),
             Box::new(m20261125_000004_api_indexes::Migration),
+            Box::new(m20261126_000005_social_tokens::Migration),
         ]
     }
 }

@@ -3,10 +3,17 @@
 //! * [`redis`]: connecting, with reconnection;
 //! * [`relay`]: the global log copied into the stream `{prefix}:events`, each
 //!   entry's id the event's position, so the stream holds every event once, in
-//!   log order, whatever restarts.
+//!   log order, whatever restarts;
+//! * [`social`]: the social worker (consumer group, retries, dead letters);
+//!   [`providers`]: the networks behind one trait; [`tokens`]: access tokens
+//!   sealed at rest.
 
+pub mod dlq;
+pub mod providers;
 pub mod redis;
 pub mod relay;
+pub mod social;
+pub mod tokens;
 
 /// Why a worker could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +24,12 @@ pub enum WorkerError {
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] eventstore::EventStoreError),
+    /// A command was refused or failed.
+    #[error(transparent)]
+    Command(#[from] eventstore::CommandError),
+    /// A stored social token could not be read.
+    #[error(transparent)]
+    Token(#[from] tokens::TokenError),
     /// A stream entry is not what the relay writes.
     #[error("stream entry {id}: {what}")]
     Malformed {

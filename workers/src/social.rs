@@ -1,0 +1,410 @@
+//! The social worker: cross-posts new posts to the networks they target.
+//!
+//! It reads `{prefix}:events` (and `{prefix}:retry:social`, where `pointstream
+//! dlq retry` requeues) in the consumer group `social`, any number of
+//! instances side by side. An entry is acknowledged once every targeted
+//! network has an outcome. Entries a crashed consumer held are reclaimed
+//! (`XAUTOCLAIM`) after `claim_idle`; a worker waiting out a back-off keeps
+//! its entry's idle time fresh so it is not taken from it meanwhile.
+//!
+//! Effects happen once: before each call the worker loads the post and skips
+//! a network whose outcome is already published; every attempt is recorded
+//! as a command (`SocialPostPublished`, or `SocialPostFailed` with its
+//! attempt number), so the audit trail shows each one. Failures are retried
+//! with exponential back-off and jitter, never sooner than a 429's
+//! `Retry-After`; after `max_attempts` the entry goes to the dead-letter
+//! stream `{prefix}:dlq:social`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::values::{ExternalRef, Provider, Reason};
+use domain::{Post, PostCommand, PostEvent, SocialOutcome, SocialStatus};
+use eventstore::{CommandContext, CommandError, EventStore, RecordedEvent};
+use fred::prelude::*;
+use fred::types::streams::XReadResponse;
+use projections::entities::social_accounts;
+use sea_orm::EntityTrait;
+use tokio::sync::watch;
+
+use crate::WorkerError;
+use crate::providers::{Outgoing, Refusal, SocialNetwork};
+use crate::tokens::TokenVault;
+
+/// How a social worker runs.
+#[derive(Debug, Clone)]
+pub struct SocialConfig {
+    /// The relayed events.
+    pub events: String,
+    /// Entries requeued from the dead letters.
+    pub retries: String,
+    /// Dead letters.
+    pub dead: String,
+    /// The consumer group.
+    pub group: String,
+    /// This instance's name in the group.
+    pub consumer: String,
+    /// Attempts per network before an entry is dead-lettered.
+    pub max_attempts: u32,
+    /// First back-off; it doubles each attempt, with jitter.
+    pub backoff: Duration,
+    /// Longest back-off.
+    pub max_backoff: Duration,
+    /// Entries idle this long in a consumer's hands are taken over.
+    pub claim_idle: Duration,
+    /// Longest wait for new entries.
+    pub block: Duration,
+    /// Entries read at a time.
+    pub batch: u64,
+}
+
+impl SocialConfig {
+    /// Defaults for the streams under `prefix`, as consumer `consumer`.
+    pub fn new(prefix: &str, consumer: &str) -> Self {
+        SocialConfig {
+            events: format!("{prefix}:events"),
+            retries: format!("{prefix}:retry:social"),
+            dead: format!("{prefix}:dlq:social"),
+            group: "social".into(),
+            consumer: consumer.into(),
+            max_attempts: 5,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            claim_idle: Duration::from_secs(30),
+            block: Duration::from_secs(1),
+            batch: 16,
+        }
+    }
+}
+
+/// An entry: its stream, id and fields.
+type Entry = (String, String, HashMap<String, String>);
+
+/// Entries of one stream: id and fields.
+type Entries = Vec<(String, HashMap<String, String>)>;
+
+/// A social worker.
+pub struct SocialWorker {
+    store: EventStore,
+    redis: Client,
+    vault: Option<TokenVault>,
+    networks: BTreeMap<Provider, Arc<dyn SocialNetwork>>,
+    config: SocialConfig,
+}
+
+impl SocialWorker {
+    /// A worker posting through `networks`, reading tokens from `vault`.
+    pub fn new(
+        store: EventStore,
+        redis: Client,
+        vault: Option<TokenVault>,
+        networks: BTreeMap<Provider, Arc<dyn SocialNetwork>>,
+        config: SocialConfig,
+    ) -> Self {
+        SocialWorker { store, redis, vault, networks, config }
+    }
+
+    /// Creates the consumer group on both streams (from their start) if missing.
+    async fn ensure_groups(&self) -> Result<(), WorkerError> {
+        for stream in [&self.config.events, &self.config.retries] {
+            let created: Result<Value, Error> = self.redis.xgroup_create(stream, &self.config.group, "0", true).await;
+            match created {
+                Ok(_) => {}
+                Err(error) if error.details().contains("BUSYGROUP") => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Works until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        self.ensure_groups().await?;
+        while !*shutdown.borrow() {
+            let entries = tokio::select! {
+                entries = self.next_entries() => entries,
+                _ = shutdown.changed() => continue,
+            };
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(error) => {
+                    // Redis restarted empty: the groups are gone with it.
+                    if error.to_string().contains("NOGROUP") {
+                        self.ensure_groups().await.ok();
+                    } else {
+                        tracing::error!(%error, "social worker cannot read; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    continue;
+                }
+            };
+            for (stream, id, fields) in entries {
+                if let Err(error) = self.handle(&stream, &id, &fields).await {
+                    // Left pending: this worker or another takes it up again.
+                    tracing::error!(%error, %stream, %id, "social worker could not finish an entry");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries of crashed consumers first, then new ones.
+    async fn next_entries(&self) -> Result<Vec<Entry>, WorkerError> {
+        let config = &self.config;
+        let mut entries = Vec::new();
+        for stream in [&config.events, &config.retries] {
+            let (_, claimed): (String, Entries) = self
+                .redis
+                .xautoclaim_values(
+                    stream,
+                    &config.group,
+                    &config.consumer,
+                    config.claim_idle.as_millis() as u64,
+                    "0-0",
+                    Some(config.batch),
+                    false,
+                )
+                .await?;
+            entries.extend(claimed.into_iter().map(|(id, fields)| (stream.clone(), id, fields)));
+        }
+        if !entries.is_empty() {
+            return Ok(entries);
+        }
+        let read: XReadResponse<String, String, String, String> = self
+            .redis
+            .xreadgroup_map(
+                &config.group,
+                &config.consumer,
+                Some(config.batch),
+                Some(config.block.as_millis() as u64),
+                false,
+                vec![config.events.clone(), config.retries.clone()],
+                vec![">", ">"],
+            )
+            .await?;
+        for (stream, stream_entries) in read {
+            entries.extend(stream_entries.into_iter().map(|(id, fields)| (stream.clone(), id, fields)));
+        }
+        Ok(entries)
+    }
+
+    /// Posts a `PostCreated` entry to each network it targets, then acknowledges it.
+    async fn handle(&self, stream: &str, id: &str, fields: &HashMap<String, String>) -> Result<(), WorkerError> {
+        if fields.get("event_type").map(String::as_str) == Some("PostCreated") {
+            let event = recorded(id, fields)?;
+            if let PostEvent::PostCreated { post, author, body, providers, .. } = event.decode::<Post>()? {
+                // A requeued entry gets a fresh budget of attempts.
+                let spent: u32 = fields.get("attempts_before").and_then(|a| a.parse().ok()).unwrap_or(0);
+                for provider in providers {
+                    self.publish(stream, id, fields, post.as_str(), author.as_str(), body.as_str(), provider, spent)
+                        .await?;
+                }
+            }
+        }
+        let _: i64 = self.redis.xack(stream, &self.config.group, id).await?;
+        Ok(())
+    }
+
+    // Each argument is a part of the one post being published.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish(
+        &self,
+        stream: &str,
+        id: &str,
+        fields: &HashMap<String, String>,
+        post: &str,
+        author: &str,
+        body: &str,
+        provider: Provider,
+        spent: u32,
+    ) -> Result<(), WorkerError> {
+        let Some(network) = self.networks.get(&provider) else {
+            tracing::warn!(%provider, post, "no network configured for this provider; skipped");
+            return Ok(());
+        };
+        loop {
+            // Effects once: what has been recorded, by any worker?
+            let loaded = self.store.load::<Post>(post).await?;
+            let attempts = match loaded.state.social().get(&provider) {
+                None | Some(SocialStatus::Published { .. }) => return Ok(()),
+                Some(SocialStatus::Pending) => 0,
+                Some(SocialStatus::Failed { attempts, .. }) => *attempts,
+            };
+            if attempts >= spent + self.config.max_attempts {
+                return self.dead_letter(stream, id, fields, provider, attempts, "attempts exhausted").await;
+            }
+            let attempt = attempts + 1;
+            let outcome = match self.outgoing(post, author, body, provider).await? {
+                Ok(outgoing) => network.publish(&outgoing).await,
+                Err(refusal) => Err(refusal),
+            };
+            metrics_attempt(provider, &outcome);
+            match outcome {
+                Ok(published) => {
+                    let outcome = SocialOutcome::Published {
+                        external_id: ExternalRef::parse(clip(&published.external_id))
+                            .map_err(|e| malformed(post, e))?,
+                        url: ExternalRef::parse(clip(&published.url)).map_err(|e| malformed(post, e))?,
+                    };
+                    return self.record(post, provider, outcome).await;
+                }
+                Err(refusal) => {
+                    let reason = Reason::parse(clip(&refusal.to_string())).map_err(|e| malformed(post, e))?;
+                    self.record(post, provider, SocialOutcome::Failed { reason, attempt }).await?;
+                    if attempt >= spent + self.config.max_attempts {
+                        return self.dead_letter(stream, id, fields, provider, attempt, &refusal.to_string()).await;
+                    }
+                    let wait = self.backoff(attempt, &refusal);
+                    tracing::warn!(%provider, post, attempt, ?wait, reason = %refusal, "post failed; retrying");
+                    self.wait_holding(stream, id, wait).await?;
+                }
+            }
+        }
+    }
+
+    /// The member's account and token at `provider`; a refusal if none is linked.
+    async fn outgoing(
+        &self,
+        post: &str,
+        author: &str,
+        body: &str,
+        provider: Provider,
+    ) -> Result<Result<Outgoing, Refusal>, WorkerError> {
+        let account = social_accounts::Entity::find_by_id((author.to_string(), provider.to_string()))
+            .one(self.store.db())
+            .await
+            .map_err(eventstore::EventStoreError::from)?;
+        let token = match &self.vault {
+            Some(vault) => vault.load(self.store.db(), author, &provider.to_string()).await?,
+            None => None,
+        };
+        Ok(Ok(Outgoing {
+            post: post.to_string(),
+            body: body.to_string(),
+            account: account.map(|a| a.external_id),
+            token,
+        }))
+    }
+
+    /// Records one attempt's outcome through the post's aggregate.
+    async fn record(&self, post: &str, provider: Provider, outcome: SocialOutcome) -> Result<(), WorkerError> {
+        let context = CommandContext {
+            actor: Some(format!("social-worker/{}", self.config.consumer)),
+            role: Some("system".into()),
+            ..CommandContext::default()
+        };
+        let command = PostCommand::RecordSocialResult { provider, outcome };
+        match self.store.execute::<Post>(post, command, context).await {
+            Ok(_) => Ok(()),
+            // Another worker recorded the publication first, or the post was deleted.
+            Err(CommandError::Rejected(reason)) => {
+                tracing::info!(%reason, post, %provider, "outcome not recorded");
+                Ok(())
+            }
+            Err(error) => Err(WorkerError::Command(error)),
+        }
+    }
+
+    /// Exponential back-off with full jitter, never under a `Retry-After`.
+    fn backoff(&self, attempt: u32, refusal: &Refusal) -> Duration {
+        let ceiling = self.config.backoff.saturating_mul(1 << attempt.min(16)).min(self.config.max_backoff);
+        let jittered = ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        match refusal {
+            Refusal::Transient { retry_after: Some(after), .. } => jittered.max(*after),
+            _ => jittered,
+        }
+    }
+
+    /// Sleeps `wait` while keeping the entry's idle time fresh, so no other
+    /// consumer reclaims it meanwhile.
+    async fn wait_holding(&self, stream: &str, id: &str, wait: Duration) -> Result<(), WorkerError> {
+        let beat = (self.config.claim_idle / 3).max(Duration::from_millis(10));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep((deadline - now).min(beat)).await;
+            let _: Value = self
+                .redis
+                .xclaim(stream, &self.config.group, &self.config.consumer, 0, id, None, None, None, false, true)
+                .await?;
+        }
+    }
+
+    /// Moves the entry to the dead letters (and acknowledges it with the rest).
+    async fn dead_letter(
+        &self,
+        stream: &str,
+        id: &str,
+        fields: &HashMap<String, String>,
+        provider: Provider,
+        attempts: u32,
+        reason: &str,
+    ) -> Result<(), WorkerError> {
+        let mut letter: Vec<(String, String)> = fields
+            .iter()
+            .filter(|(k, _)| k.as_str() != "attempts_before")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        letter.extend([
+            ("from_stream".to_string(), stream.to_string()),
+            ("from_entry".to_string(), id.to_string()),
+            ("provider".to_string(), provider.to_string()),
+            ("attempts".to_string(), attempts.to_string()),
+            ("reason".to_string(), reason.chars().take(480).collect()),
+        ]);
+        let _: String = self.redis.xadd(&self.config.dead, false, None, "*", letter).await?;
+        tracing::error!(%provider, entry = id, attempts, reason, "post dead-lettered");
+        Ok(())
+    }
+}
+
+/// Text cut to what a reason or an external reference may hold.
+fn clip(text: &str) -> String {
+    let clipped: String = text.chars().take(480).collect();
+    if clipped.trim().is_empty() { "(empty)".to_string() } else { clipped }
+}
+
+fn malformed(post: &str, error: domain::values::ValueError) -> WorkerError {
+    WorkerError::Malformed { id: post.to_string(), what: error.to_string() }
+}
+
+fn metrics_attempt(provider: Provider, outcome: &Result<crate::providers::Published, Refusal>) {
+    let outcome = match outcome {
+        Ok(_) => "published",
+        Err(Refusal::Transient { .. }) => "transient",
+        Err(Refusal::Refused { .. }) => "refused",
+    };
+    metrics::counter!("pointstream_social_attempts_total", "provider" => provider.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// The event a relayed entry holds.
+pub fn recorded(id: &str, fields: &HashMap<String, String>) -> Result<RecordedEvent, WorkerError> {
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WorkerError::Malformed { id: id.to_string(), what: format!("no {name}") })
+    };
+    let number = |name: &str| -> Result<i64, WorkerError> {
+        field(name)?
+            .parse()
+            .map_err(|_| WorkerError::Malformed { id: id.to_string(), what: format!("{name} is not a number") })
+    };
+    Ok(RecordedEvent {
+        position: number("position")? as u64,
+        aggregate_type: field("aggregate_type")?,
+        aggregate_id: field("aggregate_id")?,
+        sequence: number("sequence")? as u64,
+        event_type: field("event_type")?,
+        event_version: number("event_version")? as u32,
+        payload: field("payload")?,
+        metadata: field("metadata")?,
+        recorded_at_us: number("recorded_at_us")?,
+        hash: String::new(),
+    })
+}

@@ -1,0 +1,290 @@
+//! The social worker against real Redis (a private `redis-server`), MariaDB
+//! and a fake Facebook/Twitter server that records every call and answers as
+//! each test scripts it.
+
+#[path = "../../eventstore/tests/support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use domain::values::{ExternalRef, MemberId, PostBody, PostId, Provider, StoreId};
+use domain::{Member, MemberCommand, Post, PostCommand, SocialStatus};
+use eventstore::{CommandContext, EventStore};
+use poem::http::StatusCode;
+use poem::web::{Data, Path};
+use poem::{EndpointExt, IntoResponse, Response, Route, handler, post};
+use support::{Backend, open, quiet, scratch, world};
+use tokio::sync::watch;
+use workers::providers::{Facebook, SocialNetwork, Twitter, http_client};
+use workers::relay::{self, RelayConfig};
+use workers::social::{SocialConfig, SocialWorker};
+use workers::tokens::TokenVault;
+
+extern crate pointstream_workers as workers;
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const FB_TOKEN: &str = "EAAB-fb-secret-token";
+const TW_TOKEN: &str = "tw-secret-bearer";
+
+/// A call the fake networks received.
+#[derive(Debug, Clone)]
+struct Call {
+    network: &'static str,
+    at: Instant,
+    auth: String,
+    body: String,
+}
+
+/// A scripted answer: status and `Retry-After` seconds.
+type Answer = (u16, Option<u64>);
+
+/// What the fake networks answer next (200 when nothing is scripted) and what they saw.
+#[derive(Default)]
+struct Fake {
+    script: Mutex<BTreeMap<&'static str, VecDeque<Answer>>>,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Fake {
+    fn answer(&self, network: &'static str, auth: String, body: String) -> Response {
+        let next = self.script.lock().expect("lock").get_mut(network).and_then(VecDeque::pop_front);
+        self.calls.lock().expect("lock").push(Call { network, at: Instant::now(), auth, body });
+        let n = self.calls.lock().expect("lock").len();
+        match next {
+            None | Some((200, _)) => {
+                let json = if network == "facebook" {
+                    format!(r#"{{"id":"fb-{n}"}}"#)
+                } else {
+                    format!(r#"{{"data":{{"id":"tw-{n}","text":"x"}}}}"#)
+                };
+                Response::builder().content_type("application/json").body(json)
+            }
+            Some((status, retry_after)) => {
+                let mut response = Response::builder().status(StatusCode::from_u16(status).expect("a status"));
+                if let Some(seconds) = retry_after {
+                    response = response.header("Retry-After", seconds.to_string());
+                }
+                response.body("{\"error\":\"scripted\"}")
+            }
+        }
+    }
+
+    fn calls(&self, network: &str) -> Vec<Call> {
+        self.calls.lock().expect("lock").iter().filter(|c| c.network == network).cloned().collect()
+    }
+
+    fn script(&self, network: &'static str, answers: &[Answer]) {
+        self.script.lock().expect("lock").insert(network, answers.iter().copied().collect());
+    }
+}
+
+#[handler]
+async fn facebook(fake: Data<&Arc<Fake>>, Path(_account): Path<String>, body: String) -> impl IntoResponse {
+    fake.answer("facebook", String::new(), body)
+}
+
+#[handler]
+async fn twitter(fake: Data<&Arc<Fake>>, headers: &poem::http::HeaderMap, body: String) -> impl IntoResponse {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    fake.answer("twitter", auth, body)
+}
+
+/// Starts the fake networks; returns their base URL.
+async fn fake_networks(fake: Arc<Fake>) -> String {
+    let app = Route::new().at("/fb/:account/feed", post(facebook)).at("/2/tweets", post(twitter)).data(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let address = listener.local_addr().expect("an address");
+    drop(listener);
+    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(address.to_string()))
+        .await
+        .expect("listens");
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+    format!("http://{address}")
+}
+
+struct RedisServer(Child, u16);
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server listens");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer(child, port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.1)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Ann with linked Facebook and Twitter accounts (tokens sealed in the vault)
+/// and a post targeting both, relayed.
+async fn world_with_a_post(store: &EventStore, vault: &TokenVault) {
+    world(store, &["ann"]).await;
+    for (provider, account, token) in
+        [(Provider::Facebook, "ann-page", FB_TOKEN), (Provider::Twitter, "@ann", TW_TOKEN)]
+    {
+        let link =
+            MemberCommand::LinkSocialAccount { provider, external_id: ExternalRef::parse(account).expect("a ref") };
+        store.execute::<Member>("ann", link, CommandContext::default()).await.expect("links");
+        vault.store(store.db(), "ann", &provider.to_string(), token, 0).await.expect("stores the token");
+    }
+    let create = PostCommand::Create {
+        post: PostId::parse("p1").expect("id"),
+        author: MemberId::parse("ann").expect("id"),
+        store: StoreId::parse("cafe").expect("id"),
+        body: PostBody::parse("Best flat white in town").expect("body"),
+        photos: Vec::new(),
+        providers: vec![Provider::Facebook, Provider::Twitter],
+    };
+    store.execute::<Post>("p1", create, CommandContext::default()).await.expect("posts");
+    projections::catch_up(store, 1_000).await.expect("projects");
+}
+
+fn worker(
+    store: &EventStore,
+    redis: fred::prelude::Client,
+    vault: &TokenVault,
+    base: &str,
+    config: SocialConfig,
+) -> SocialWorker {
+    let http = http_client(Duration::from_secs(2));
+    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
+    networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
+    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.to_string())));
+    SocialWorker::new(store.clone(), redis, Some(vault.clone()), networks, config)
+}
+
+async fn statuses(store: &EventStore) -> BTreeMap<Provider, SocialStatus> {
+    store.load::<Post>("p1").await.expect("loads").state.social().clone()
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within 20 s");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_publish_a_post_once_per_network_and_record_the_external_ids() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    world_with_a_post(&store, &vault).await;
+    let fake = Arc::new(Fake::default());
+    let base = fake_networks(fake.clone()).await;
+    let redis_server = RedisServer::start();
+    let redis = workers::redis::connect(&redis_server.url()).await.expect("connects");
+    relay::step(&store, &redis, &RelayConfig::new("t")).await.expect("relays");
+
+    let (stop, shutdown) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for name in ["w1", "w2"] {
+        let worker = worker(&store, redis.clone(), &vault, &base, SocialConfig::new("t", name));
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move { worker.run(shutdown).await }));
+    }
+    eventually("both networks published", || async {
+        statuses(&store).await.values().all(|s| matches!(s, SocialStatus::Published { .. }))
+    })
+    .await;
+    let social = statuses(&store).await;
+    assert!(
+        matches!(&social[&Provider::Facebook], SocialStatus::Published { external_id, .. } if external_id.as_str().starts_with("fb-"))
+    );
+    assert!(
+        matches!(&social[&Provider::Twitter], SocialStatus::Published { external_id, .. } if external_id.as_str().starts_with("tw-"))
+    );
+    let (fb, tw) = (fake.calls("facebook"), fake.calls("twitter"));
+    assert_eq!((fb.len(), tw.len()), (1, 1), "one call per network: {fb:?} {tw:?}");
+    assert!(fb[0].body.contains("access_token=EAAB-fb-secret-token") && fb[0].body.contains("Best+flat+white"));
+    assert_eq!(tw[0].auth, format!("Bearer {TW_TOKEN}"));
+
+    // The tokens are nowhere in the log.
+    let log = store.read_from(0, 1_000).await.expect("reads");
+    for event in &log {
+        for secret in [FB_TOKEN, TW_TOKEN] {
+            assert!(!event.payload.contains(secret) && !event.metadata.contains(secret), "{event:?}");
+        }
+    }
+    stop.send_replace(true);
+    for task in tasks {
+        task.await.expect("stops").expect("ran cleanly");
+    }
+    // Nothing left pending in the group.
+    let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
+        fred::prelude::StreamsInterface::xpending(&redis, "t:events", "social", ()).await.expect("pending");
+    assert_eq!(pending.0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_waits_for_retry_after_and_a_refusal_ends_in_the_dead_letters_until_requeued() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    world_with_a_post(&store, &vault).await;
+    let fake = Arc::new(Fake::default());
+    fake.script("facebook", &[(429, Some(1)), (200, None)]);
+    fake.script("twitter", &[(400, None), (400, None), (400, None)]);
+    let base = fake_networks(fake.clone()).await;
+    let redis_server = RedisServer::start();
+    let redis = workers::redis::connect(&redis_server.url()).await.expect("connects");
+    relay::step(&store, &redis, &RelayConfig::new("t")).await.expect("relays");
+    let config = SocialConfig { max_attempts: 3, backoff: Duration::from_millis(20), ..SocialConfig::new("t", "w1") };
+
+    let (stop, shutdown) = watch::channel(false);
+    let task = {
+        let worker = worker(&store, redis.clone(), &vault, &base, config.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run(shutdown).await })
+    };
+    eventually("twitter dead-lettered", || async {
+        workers::dlq::list(&redis, &config).await.expect("lists").len() == 1
+    })
+    .await;
+    let fb = fake.calls("facebook");
+    assert_eq!(fb.len(), 2, "{fb:?}");
+    assert!(
+        fb[1].at - fb[0].at >= Duration::from_secs(1),
+        "the retry waited for Retry-After: {:?}",
+        fb[1].at - fb[0].at
+    );
+    assert_eq!(fake.calls("twitter").len(), 3, "three attempts, then the dead letters");
+    let social = statuses(&store).await;
+    assert!(matches!(social[&Provider::Facebook], SocialStatus::Published { .. }));
+    assert!(matches!(social[&Provider::Twitter], SocialStatus::Failed { attempts: 3, .. }), "{social:?}");
+    let letters = workers::dlq::list(&redis, &config).await.expect("lists");
+    assert_eq!(letters[0].1.get("provider").map(String::as_str), Some("twitter"));
+    assert_eq!(letters[0].1.get("attempts").map(String::as_str), Some("3"));
+
+    // Requeued, the entry gets a fresh budget; twitter now answers.
+    assert_eq!(workers::dlq::retry(&redis, &config, &[]).await.expect("requeues"), 1);
+    eventually("twitter published after the requeue", || async {
+        matches!(statuses(&store).await[&Provider::Twitter], SocialStatus::Published { .. })
+    })
+    .await;
+    assert!(workers::dlq::list(&redis, &config).await.expect("lists").is_empty());
+    assert_eq!(fake.calls("facebook").len(), 2, "facebook was not called again");
+    stop.send_replace(true);
+    task.await.expect("stops").expect("ran cleanly");
+}

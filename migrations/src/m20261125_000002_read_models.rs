@@ -184,7 +184,7 @@ fn id(col: impl IntoIden) -> ColumnDef {
 }
 
 /// Creates the checkpoint table `name` and seeds its row `(1, 0, 0)`.
-async fn create_checkpoint(manager: &SchemaManager<'_>, name: &str) -> Result<(), DbErr> {
+pub(crate) async fn create_checkpoint(manager: &SchemaManager<'_>, name: &str) -> Result<(), DbErr> {
     manager
         .create_table(
             Table::create()

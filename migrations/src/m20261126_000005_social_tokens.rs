@@ -1,8 +1,11 @@
 //! Social access tokens, encrypted (AEAD), in a table of their own: never in
-//! events, read models, logs or GraphQL output.
+//! events, read models, logs or GraphQL output. And the checkpoint of the
+//! embedded social worker, which follows the log itself when there is no Redis.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+
+use crate::m20261125_000002_read_models::create_checkpoint;
 
 pub struct Migration;
 
@@ -42,6 +45,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        create_checkpoint(manager, "social_checkpoint").await?;
         // Identifiers compare byte for byte, as everywhere (migration 3).
         let db = manager.get_connection();
         if db.get_database_backend() == DbBackend::MySql {
@@ -52,6 +56,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(Alias::new("social_checkpoint")).to_owned()).await?;
         manager.drop_table(Table::drop().table(SocialTokens::Table).to_owned()).await
     }
 }

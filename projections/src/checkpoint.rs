@@ -61,7 +61,7 @@ pub(crate) async fn write(
 
 /// Moves the checkpoint from `from` to `to` only if nobody moved it
 /// meanwhile; false when someone did (nothing is written then).
-pub(crate) async fn advance(
+pub async fn advance(
     conn: &impl ConnectionTrait,
     name: &str,
     names: &Names,

@@ -30,6 +30,9 @@ pub enum WorkerError {
     /// A stored social token could not be read.
     #[error(transparent)]
     Token(#[from] tokens::TokenError),
+    /// A Redis operation without Redis (the embedded worker has none).
+    #[error("this worker runs without Redis")]
+    NoRedis,
     /// A stream entry is not what the relay writes.
     #[error("stream entry {id}: {what}")]
     Malformed {

@@ -25,6 +25,7 @@ use eventstore::{CommandContext, CommandError, EventStore, RecordedEvent};
 use fred::prelude::*;
 use fred::types::streams::XReadResponse;
 use projections::entities::social_accounts;
+use projections::{Names, checkpoint};
 use sea_orm::EntityTrait;
 use tokio::sync::watch;
 
@@ -78,26 +79,36 @@ impl SocialConfig {
     }
 }
 
+/// The Redis entry a post came in, held while it is worked on.
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    stream: &'a str,
+    id: &'a str,
+    fields: &'a HashMap<String, String>,
+}
+
 /// An entry: its stream, id and fields.
 type Entry = (String, String, HashMap<String, String>);
 
 /// Entries of one stream: id and fields.
 type Entries = Vec<(String, HashMap<String, String>)>;
 
-/// A social worker.
+/// A social worker: on Redis streams, or (embedded, without Redis) following
+/// the log itself.
 pub struct SocialWorker {
     store: EventStore,
-    redis: Client,
+    redis: Option<Client>,
     vault: Option<TokenVault>,
     networks: BTreeMap<Provider, Arc<dyn SocialNetwork>>,
     config: SocialConfig,
 }
 
 impl SocialWorker {
-    /// A worker posting through `networks`, reading tokens from `vault`.
+    /// A worker posting through `networks`, reading tokens from `vault`; on
+    /// Redis when given a client, else on the log itself ([`Self::run_local`]).
     pub fn new(
         store: EventStore,
-        redis: Client,
+        redis: Option<Client>,
         vault: Option<TokenVault>,
         networks: BTreeMap<Provider, Arc<dyn SocialNetwork>>,
         config: SocialConfig,
@@ -105,10 +116,15 @@ impl SocialWorker {
         SocialWorker { store, redis, vault, networks, config }
     }
 
+    fn redis(&self) -> Result<&Client, WorkerError> {
+        self.redis.as_ref().ok_or(WorkerError::NoRedis)
+    }
+
     /// Creates the consumer group on both streams (from their start) if missing.
     async fn ensure_groups(&self) -> Result<(), WorkerError> {
         for stream in [&self.config.events, &self.config.retries] {
-            let created: Result<Value, Error> = self.redis.xgroup_create(stream, &self.config.group, "0", true).await;
+            let created: Result<Value, Error> =
+                self.redis()?.xgroup_create(stream, &self.config.group, "0", true).await;
             match created {
                 Ok(_) => {}
                 Err(error) if error.details().contains("BUSYGROUP") => {}
@@ -155,7 +171,7 @@ impl SocialWorker {
         let mut entries = Vec::new();
         for stream in [&config.events, &config.retries] {
             let (_, claimed): (String, Entries) = self
-                .redis
+                .redis()?
                 .xautoclaim_values(
                     stream,
                     &config.group,
@@ -172,7 +188,7 @@ impl SocialWorker {
             return Ok(entries);
         }
         let read: XReadResponse<String, String, String, String> = self
-            .redis
+            .redis()?
             .xreadgroup_map(
                 &config.group,
                 &config.consumer,
@@ -192,17 +208,74 @@ impl SocialWorker {
     /// Posts a `PostCreated` entry to each network it targets, then acknowledges it.
     async fn handle(&self, stream: &str, id: &str, fields: &HashMap<String, String>) -> Result<(), WorkerError> {
         if fields.get("event_type").map(String::as_str) == Some("PostCreated") {
-            let event = recorded(id, fields)?;
-            if let PostEvent::PostCreated { post, author, body, providers, .. } = event.decode::<Post>()? {
-                // A requeued entry gets a fresh budget of attempts.
-                let spent: u32 = fields.get("attempts_before").and_then(|a| a.parse().ok()).unwrap_or(0);
-                for provider in providers {
-                    self.publish(stream, id, fields, post.as_str(), author.as_str(), body.as_str(), provider, spent)
-                        .await?;
+            // A requeued entry gets a fresh budget of attempts.
+            let spent: u32 = fields.get("attempts_before").and_then(|a| a.parse().ok()).unwrap_or(0);
+            self.post_everywhere(&recorded(id, fields)?, Some(Held { stream, id, fields }), spent).await?;
+        }
+        let _: i64 = self.redis()?.xack(stream, &self.config.group, id).await?;
+        Ok(())
+    }
+
+    /// Publishes a `PostCreated` event to each network it targets.
+    async fn post_everywhere(
+        &self,
+        event: &RecordedEvent,
+        held: Option<Held<'_>>,
+        spent: u32,
+    ) -> Result<(), WorkerError> {
+        if let PostEvent::PostCreated { post, author, body, providers, .. } = event.decode::<Post>()? {
+            for provider in providers {
+                self.publish(held, post.as_str(), author.as_str(), body.as_str(), provider, spent).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next batch after `at` and posts what it holds.
+    async fn local_batch(&self, at: u64) -> Result<Vec<RecordedEvent>, WorkerError> {
+        let events = self.store.read_from(at, self.config.batch).await?;
+        for event in events.iter().filter(|e| e.aggregate_type == "Post" && e.event_type == "PostCreated") {
+            self.post_everywhere(event, None, 0).await?;
+        }
+        Ok(events)
+    }
+
+    /// Embedded mode, without Redis: follows the log from its own checkpoint
+    /// (`social_checkpoint`) until `shutdown` turns true. Exhausted attempts
+    /// are recorded and logged; there is no dead-letter stream.
+    pub async fn run_local(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        let db = self.store.db();
+        let mut at = checkpoint::read(db, "social", &Names::LIVE).await.map_err(eventstore::EventStoreError::from)?;
+        while !*shutdown.borrow() {
+            let events = match self.local_batch(at).await {
+                Ok(events) => events,
+                Err(error) => {
+                    // The database is away: try the same batch again shortly.
+                    tracing::error!(%error, "embedded social worker failed a batch; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if let Some(last) = events.last().map(|e| e.position) {
+                let now = eventstore::now_us();
+                if !checkpoint::advance(db, "social", &Names::LIVE, at, last, now)
+                    .await
+                    .map_err(eventstore::EventStoreError::from)?
+                {
+                    return Err(WorkerError::Malformed {
+                        id: "social_checkpoint".into(),
+                        what: "moved by another worker".into(),
+                    });
+                }
+                at = last;
+            }
+            if (events.len() as u64) < self.config.batch {
+                tokio::select! {
+                    _ = self.store.wait_for(at, Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => {}
                 }
             }
         }
-        let _: i64 = self.redis.xack(stream, &self.config.group, id).await?;
         Ok(())
     }
 
@@ -210,9 +283,7 @@ impl SocialWorker {
     #[allow(clippy::too_many_arguments)]
     async fn publish(
         &self,
-        stream: &str,
-        id: &str,
-        fields: &HashMap<String, String>,
+        held: Option<Held<'_>>,
         post: &str,
         author: &str,
         body: &str,
@@ -232,7 +303,7 @@ impl SocialWorker {
                 Some(SocialStatus::Failed { attempts, .. }) => *attempts,
             };
             if attempts >= spent + self.config.max_attempts {
-                return self.dead_letter(stream, id, fields, provider, attempts, "attempts exhausted").await;
+                return self.dead_letter(held, provider, attempts, "attempts exhausted").await;
             }
             let attempt = attempts + 1;
             let outcome = match self.outgoing(post, author, body, provider).await? {
@@ -253,11 +324,11 @@ impl SocialWorker {
                     let reason = Reason::parse(clip(&refusal.to_string())).map_err(|e| malformed(post, e))?;
                     self.record(post, provider, SocialOutcome::Failed { reason, attempt }).await?;
                     if attempt >= spent + self.config.max_attempts {
-                        return self.dead_letter(stream, id, fields, provider, attempt, &refusal.to_string()).await;
+                        return self.dead_letter(held, provider, attempt, &refusal.to_string()).await;
                     }
                     let wait = self.backoff(attempt, &refusal);
                     tracing::warn!(%provider, post, attempt, ?wait, reason = %refusal, "post failed; retrying");
-                    self.wait_holding(stream, id, wait).await?;
+                    self.wait_holding(held, wait).await?;
                 }
             }
         }
@@ -318,7 +389,11 @@ impl SocialWorker {
 
     /// Sleeps `wait` while keeping the entry's idle time fresh, so no other
     /// consumer reclaims it meanwhile.
-    async fn wait_holding(&self, stream: &str, id: &str, wait: Duration) -> Result<(), WorkerError> {
+    async fn wait_holding(&self, held: Option<Held<'_>>, wait: Duration) -> Result<(), WorkerError> {
+        let (Some(redis), Some(Held { stream, id, .. })) = (&self.redis, held) else {
+            tokio::time::sleep(wait).await;
+            return Ok(());
+        };
         let beat = (self.config.claim_idle / 3).max(Duration::from_millis(10));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -327,8 +402,7 @@ impl SocialWorker {
                 return Ok(());
             }
             tokio::time::sleep((deadline - now).min(beat)).await;
-            let _: Value = self
-                .redis
+            let _: Value = redis
                 .xclaim(stream, &self.config.group, &self.config.consumer, 0, id, None, None, None, false, true)
                 .await?;
         }
@@ -337,13 +411,15 @@ impl SocialWorker {
     /// Moves the entry to the dead letters (and acknowledges it with the rest).
     async fn dead_letter(
         &self,
-        stream: &str,
-        id: &str,
-        fields: &HashMap<String, String>,
+        held: Option<Held<'_>>,
         provider: Provider,
         attempts: u32,
         reason: &str,
     ) -> Result<(), WorkerError> {
+        let (Some(redis), Some(Held { stream, id, fields })) = (&self.redis, held) else {
+            tracing::error!(%provider, attempts, reason, "post not published: attempts exhausted");
+            return Ok(());
+        };
         let mut letter: Vec<(String, String)> = fields
             .iter()
             .filter(|(k, _)| k.as_str() != "attempts_before")
@@ -356,7 +432,7 @@ impl SocialWorker {
             ("attempts".to_string(), attempts.to_string()),
             ("reason".to_string(), reason.chars().take(480).collect()),
         ]);
-        let _: String = self.redis.xadd(&self.config.dead, false, None, "*", letter).await?;
+        let _: String = redis.xadd(&self.config.dead, false, None, "*", letter).await?;
         tracing::error!(%provider, entry = id, attempts, reason, "post dead-lettered");
         Ok(())
     }

@@ -170,7 +170,7 @@ fn worker(
     let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
     networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
     networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.to_string())));
-    SocialWorker::new(store.clone(), redis, Some(vault.clone()), networks, config)
+    SocialWorker::new(store.clone(), Some(redis), Some(vault.clone()), networks, config)
 }
 
 async fn statuses(store: &EventStore) -> BTreeMap<Provider, SocialStatus> {
@@ -285,6 +285,30 @@ async fn a_429_waits_for_retry_after_and_a_refusal_ends_in_the_dead_letters_unti
     .await;
     assert!(workers::dlq::list(&redis, &config).await.expect("lists").is_empty());
     assert_eq!(fake.calls("facebook").len(), 2, "facebook was not called again");
+    stop.send_replace(true);
+    task.await.expect("stops").expect("ran cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_publish() {
+    use workers::providers::LoggingNetwork;
+    let Some(db) = scratch(Backend::Sqlite).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    world_with_a_post(&store, &vault).await;
+    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
+    networks.insert(Provider::Facebook, Arc::new(LoggingNetwork { name: "facebook" }));
+    networks.insert(Provider::Twitter, Arc::new(LoggingNetwork { name: "twitter" }));
+    let worker = SocialWorker::new(store.clone(), None, None, networks, SocialConfig::new("t", "embedded"));
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(async move { worker.run_local(shutdown).await });
+    eventually("both networks published", || async {
+        statuses(&store).await.values().all(|s| matches!(s, SocialStatus::Published { .. }))
+    })
+    .await;
+    assert!(
+        matches!(&statuses(&store).await[&Provider::Twitter], SocialStatus::Published { external_id, .. } if external_id.as_str() == "logged-p1")
+    );
     stop.send_replace(true);
     task.await.expect("stops").expect("ran cleanly");
 }

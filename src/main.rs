@@ -13,8 +13,16 @@ use eventstore::{DEFAULT_DATABASE_URL, EventStore, EventStoreConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use projections::rebuild::rebuild;
 use projections::{Members, Posts, ProjectorConfig, Shares, Stores, Wallets};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::sync::watch;
+
+use domain::values::Provider;
+use fred::prelude::Client;
+use workers::providers::{Facebook, LoggingNetwork, SocialNetwork, Twitter, http_client};
 use workers::relay::RelayConfig;
+use workers::social::{SocialConfig, SocialWorker};
+use workers::tokens::TokenVault;
 
 /// Event-sourced loyalty points backend.
 #[derive(Debug, Parser)]
@@ -61,6 +69,25 @@ struct Cli {
     /// Prefix of pointstream's Redis keys: events go to `{prefix}:events`.
     #[arg(long, env = "POINTSTREAM_STREAM_PREFIX", default_value = "pointstream", global = true)]
     stream_prefix: String,
+    /// 64 hex digits: the key that seals linked accounts' access tokens. Without
+    /// it no token is kept and the social workers' networks only log.
+    #[arg(long, env = "POINTSTREAM_TOKEN_KEY", global = true, hide_env_values = true)]
+    token_key: Option<String>,
+    /// Facebook Graph API base URL.
+    #[arg(long, env = "POINTSTREAM_FACEBOOK_URL", default_value = "https://graph.facebook.com/v19.0", global = true)]
+    facebook_url: String,
+    /// Twitter API base URL.
+    #[arg(long, env = "POINTSTREAM_TWITTER_URL", default_value = "https://api.twitter.com", global = true)]
+    twitter_url: String,
+    /// Attempts per network before a post goes to the dead letters.
+    #[arg(long, env = "POINTSTREAM_SOCIAL_ATTEMPTS", default_value_t = 5, global = true)]
+    social_attempts: u32,
+    /// A worker's entries idle this long (ms) are taken over by another.
+    #[arg(long, env = "POINTSTREAM_CLAIM_IDLE_MS", default_value_t = 30_000, global = true)]
+    claim_idle_ms: u64,
+    /// This worker's name in its consumer group (default: host and process id).
+    #[arg(long, env = "POINTSTREAM_CONSUMER", global = true)]
+    consumer: Option<String>,
     /// Most subscriptions one WebSocket connection may hold at once.
     #[arg(long, env = "POINTSTREAM_MAX_SUBSCRIPTIONS", default_value_t = 32, global = true)]
     max_subscriptions: usize,
@@ -80,6 +107,15 @@ enum Command {
     /// Run only the relay: copy the log into the Redis stream `{prefix}:events`
     /// (one active across processes). Needs `--redis-url`.
     Relay,
+    /// Run a worker (any number of instances). Needs `--redis-url`.
+    Worker {
+        /// Which: `social` cross-posts posts to Facebook and Twitter.
+        #[arg(value_enum)]
+        kind: WorkerKind,
+    },
+    /// The social workers' dead letters. Needs `--redis-url`.
+    #[command(subcommand)]
+    Dlq(Dlq),
     /// Print a bearer token (signed with the configured secret) for development.
     Token {
         /// The role: member, staff, admin or auditor.
@@ -127,6 +163,24 @@ enum Command {
     },
 }
 
+/// Kinds of worker.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WorkerKind {
+    /// Cross-posts posts to the networks they target.
+    Social,
+}
+
+#[derive(Debug, Subcommand)]
+enum Dlq {
+    /// Print every dead letter as a JSON line.
+    List,
+    /// Requeue dead letters (all, or the ids given) with a fresh budget of attempts.
+    Retry {
+        /// Dead letter ids (as `dlq list` prints them); none: all.
+        ids: Vec<String>,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum Audit {
     /// Recompute every hash chain, replay the log in memory and compare it with
@@ -169,9 +223,25 @@ async fn main() -> anyhow::Result<ExitCode> {
         lease_ttl: Duration::from_millis(cli.lease_ttl_ms.max(100)),
         ..ProjectorConfig::default()
     };
-    // Only the roles that relay connect to Redis.
-    let relays = matches!(cli.command, None | Some(Command::Serve) | Some(Command::Relay));
-    let relay = if relays { relay_of(&cli).await? } else { None };
+    // Only the roles that use Redis connect to it.
+    let uses_redis = matches!(
+        cli.command,
+        None | Some(Command::Serve) | Some(Command::Relay) | Some(Command::Worker { .. }) | Some(Command::Dlq(_))
+    );
+    let redis = match (&cli.redis_url, uses_redis) {
+        (Some(url), true) => {
+            Some(workers::redis::connect(url).await.with_context(|| format!("cannot connect to Redis at {url}"))?)
+        }
+        _ => None,
+    };
+    let vault = cli.token_key.as_deref().map(TokenVault::from_hex).transpose()?;
+    let relay = RelayConfig {
+        lease_ttl: Duration::from_millis(cli.lease_ttl_ms.max(100)),
+        ..RelayConfig::new(&cli.stream_prefix)
+    };
+    let social = social_worker(&cli, &store, redis.clone(), vault.clone());
+    let social_streams = social_config(&cli);
+    let needs_redis = |what: &str| anyhow::anyhow!("`pointstream {what}` needs --redis-url (or REDIS_URL)");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let api = Api {
@@ -186,15 +256,35 @@ async fn main() -> anyhow::Result<ExitCode> {
                     max_body_bytes: cli.max_body_bytes,
                     max_subscriptions: cli.max_subscriptions,
                 },
+                tokens: vault,
             };
-            serve(store, projector, Some(api), relay).await
+            let background = Background { relay: redis.map(|redis| (redis, relay)), social: Some(social) };
+            serve(store, projector, Some(api), background).await
         }
-        Command::Projector => serve(store, projector, None, None).await,
+        Command::Projector => serve(store, projector, None, Background::default()).await,
         Command::Relay => {
-            let Some(relay) = relay else {
-                anyhow::bail!("`pointstream relay` needs --redis-url (or REDIS_URL)");
-            };
-            run_relay(store, relay).await
+            let redis = redis.ok_or_else(|| needs_redis("relay"))?;
+            until_ctrl_c("relay", |shutdown| tokio::spawn(workers::relay::run(store, redis, relay, shutdown))).await
+        }
+        Command::Worker { kind: WorkerKind::Social } => {
+            redis.ok_or_else(|| needs_redis("worker social"))?;
+            until_ctrl_c("social worker", |shutdown| tokio::spawn(async move { social.run(shutdown).await })).await
+        }
+        Command::Dlq(command) => {
+            let redis = redis.ok_or_else(|| needs_redis("dlq"))?;
+            let config = social_streams;
+            match command {
+                Dlq::List => {
+                    for (id, fields) in workers::dlq::list(&redis, &config).await? {
+                        println!("{}", serde_json::json!({ "id": id, "fields": fields }));
+                    }
+                }
+                Dlq::Retry { ids } => {
+                    let requeued = workers::dlq::retry(&redis, &config, &ids).await?;
+                    println!("{requeued} dead letter(s) requeued");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
             demo::load(&store).await?;
@@ -219,6 +309,7 @@ struct Api {
     dev_secret: bool,
     read_timeout: Duration,
     limits: Limits,
+    tokens: Option<TokenVault>,
 }
 
 fn token(
@@ -244,44 +335,83 @@ fn token(
     Ok(token)
 }
 
-/// The relay's Redis client and configuration, when Redis is configured.
-async fn relay_of(cli: &Cli) -> anyhow::Result<Option<(fred::prelude::Client, RelayConfig)>> {
-    let Some(url) = &cli.redis_url else { return Ok(None) };
-    let redis = workers::redis::connect(url).await.with_context(|| format!("cannot connect to Redis at {url}"))?;
-    let config = RelayConfig {
-        lease_ttl: Duration::from_millis(cli.lease_ttl_ms.max(100)),
-        ..RelayConfig::new(&cli.stream_prefix)
-    };
-    Ok(Some((redis, config)))
+/// The social workers' streams and limits, from the configuration.
+fn social_config(cli: &Cli) -> SocialConfig {
+    let consumer = cli.consumer.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        format!("{host}-{}", std::process::id())
+    });
+    SocialConfig {
+        max_attempts: cli.social_attempts.max(1),
+        claim_idle: Duration::from_millis(cli.claim_idle_ms.max(100)),
+        ..SocialConfig::new(&cli.stream_prefix, &consumer)
+    }
 }
 
-/// `pointstream relay`: the relay alone, until Ctrl-C.
-async fn run_relay(
-    store: EventStore,
-    (redis, config): (fred::prelude::Client, RelayConfig),
+/// The social worker: real networks when tokens can be read, else ones that log.
+fn social_worker(cli: &Cli, store: &EventStore, redis: Option<Client>, vault: Option<TokenVault>) -> SocialWorker {
+    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
+    if vault.is_some() {
+        let http = http_client(Duration::from_secs(10));
+        networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), cli.facebook_url.clone())));
+        networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, cli.twitter_url.clone())));
+    } else {
+        networks.insert(Provider::Facebook, Arc::new(LoggingNetwork { name: "facebook" }));
+        networks.insert(Provider::Twitter, Arc::new(LoggingNetwork { name: "twitter" }));
+    }
+    SocialWorker::new(store.clone(), redis, vault, networks, social_config(cli))
+}
+
+/// Runs one role until Ctrl-C.
+async fn until_ctrl_c(
+    role: &str,
+    start: impl FnOnce(watch::Receiver<bool>) -> tokio::task::JoinHandle<Result<(), workers::WorkerError>>,
 ) -> anyhow::Result<ExitCode> {
     let (stop, shutdown) = watch::channel(false);
-    tracing::info!(stream = %config.stream, "relay is running; Ctrl-C stops it");
-    let relay = tokio::spawn(workers::relay::run(store, redis, config, shutdown));
+    tracing::info!("{role} is running; Ctrl-C stops it");
+    let task = start(shutdown);
     tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
     stop.send_replace(true);
-    relay.await??;
+    task.await??;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `serve` runs besides the API and the projectors.
+#[derive(Default)]
+struct Background {
+    /// The relay, when Redis is configured.
+    relay: Option<(Client, RelayConfig)>,
+    /// The social worker: on Redis when configured, else on the log itself.
+    social: Option<SocialWorker>,
 }
 
 async fn serve(
     store: EventStore,
     config: ProjectorConfig,
     api: Option<Api>,
-    relay: Option<(fred::prelude::Client, RelayConfig)>,
+    background: Background,
 ) -> anyhow::Result<ExitCode> {
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &config, &shutdown);
-    let relay =
-        relay.map(|(redis, relay)| tokio::spawn(workers::relay::run(store.clone(), redis, relay, shutdown.clone())));
+    let mut tasks = Vec::new();
+    let on_redis = background.relay.is_some();
+    if let Some((redis, relay)) = background.relay {
+        tasks.push(tokio::spawn(workers::relay::run(store.clone(), redis, relay, shutdown.clone())));
+    }
+    if let Some(social) = background.social {
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if on_redis { social.run(shutdown).await } else { social.run_local(shutdown).await }
+        }));
+    }
     let server = match api {
         Some(api) => {
-            let state = ApiState { store: store.clone(), read_timeout: api.read_timeout, limits: api.limits };
+            let state = ApiState {
+                store: store.clone(),
+                read_timeout: api.read_timeout,
+                limits: api.limits,
+                tokens: api.tokens,
+            };
             let app = api::server::app(api::build(state.clone()), state, api.secret.clone(), running.statuses.clone());
             let mut stopped = shutdown.clone();
             let signal = async move {
@@ -333,8 +463,8 @@ async fn serve(
     for task in running.tasks {
         task.await??;
     }
-    if let Some(relay) = relay {
-        relay.await??;
+    for task in tasks {
+        task.await??;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -116,7 +116,9 @@ async fn earn_share_and_balances(app: App) {
     let shared_out = next_json(&mut modern).await;
     assert_eq!(shared_out["payload"]["data"]["walletUpdates"]["kind"], "share", "{shared_out}");
 
-    // A post shows in the feed with its author and store; deleted, it is gone.
+    // A post shows in the feed with its author and store, and the embedded
+    // social worker (no Redis, no token key: a network that logs) publishes
+    // it; deleted, it is gone.
     let post = app.graphql(
         Some(&bob),
         "mutation { createPost(author: \"bob\", store: \"cafe\", body: \"Great coffee\", providers: [FACEBOOK], id: \"p-1\") \
@@ -126,11 +128,13 @@ async fn earn_share_and_balances(app: App) {
     assert_eq!(post["data"]["createPost"]["post"], json!({ "id": "p-1", "deleted": false }), "{post}");
     let feed =
         "{ feed(first: 10) { edges { node { id body author { handle } store { id } social { provider status } } } } }";
-    let shown = app.graphql(Some(&ann), feed, json!({}));
+    let shown = app.eventually(&ann, feed, json!({}), |a| {
+        a["data"]["feed"]["edges"][0]["node"]["social"][0]["status"] == "published"
+    });
     assert_eq!(
         shown["data"]["feed"]["edges"],
         json!([{ "node": { "id": "p-1", "body": "Great coffee", "author": { "handle": "bob_h" }, "store": { "id": "cafe" },
-            "social": [{ "provider": "facebook", "status": "pending" }] } }]),
+            "social": [{ "provider": "facebook", "status": "published" }] } }]),
         "{shown}"
     );
     let deleted = app.graphql(Some(&bob), "mutation { deletePost(id: \"p-1\") { post { deleted } } }", json!({}));
@@ -563,4 +567,56 @@ async fn a_connection_holds_at_most_the_configured_subscriptions() {
     }
     ids.sort();
     assert_eq!(ids, [live[0], "4"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_access_token_is_sealed_and_never_comes_back() {
+    const KEY: &str = "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";
+    const SECRET_TOKEN: &str = "EAAB-very-secret-access-token";
+    let app = App::spawn(ScratchDatabase::sqlite(), &["--token-key", KEY]);
+    setup(&app, &["ann"], &[("cafe", "ann")]);
+    let ann = token(Role::Member, Some("ann"), None);
+    let link = "mutation($t: String) { linkSocialAccount(member: \"ann\", provider: FACEBOOK, externalId: \"ann-page\", \
+                accessToken: $t) { member { socialAccounts { provider externalId } } } }";
+    let linked = app.graphql(Some(&ann), link, json!({ "t": SECRET_TOKEN }));
+    assert_eq!(
+        linked["data"]["linkSocialAccount"]["member"]["socialAccounts"],
+        json!([{ "provider": "facebook", "externalId": "ann-page" }]),
+        "{linked}"
+    );
+    let admin = token(Role::Admin, None, None);
+    let everything = [
+        linked.to_string(),
+        app.graphql(Some(&admin), "{ events(first: 100) { edges { node { payload metadata } } } }", json!({}))
+            .to_string(),
+        app.graphql(
+            Some(&admin),
+            "{ member(id: \"ann\") { socialAccounts { provider externalId linkedAtUs } } }",
+            json!({}),
+        )
+        .to_string(),
+        app.get("/metrics").1,
+    ];
+    for text in everything {
+        assert!(!text.contains(SECRET_TOKEN), "the token leaked: {text}");
+    }
+    // The sealed row exists and holds no clear text.
+    let db = sea_orm::Database::connect(&app.db.url).await.expect("opens");
+    use sea_orm::ConnectionTrait;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT ciphertext FROM social_tokens WHERE member_id = 'ann'",
+        ))
+        .await
+        .expect("reads")
+        .expect("a sealed token row");
+    let sealed: String = row.try_get("", "ciphertext").expect("a column");
+    assert!(!sealed.contains(SECRET_TOKEN) && !sealed.is_empty());
+
+    // A server without a token key refuses to take one.
+    let keyless = App::spawn(ScratchDatabase::sqlite(), &[]);
+    setup(&keyless, &["ann"], &[("cafe", "ann")]);
+    let refused = keyless.graphql(Some(&ann), link, json!({ "t": SECRET_TOKEN }));
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
 }

@@ -73,7 +73,12 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10), limits: Limits::default() };
+    let state = ApiState {
+        store: store.clone(),
+        read_timeout: Duration::from_secs(10),
+        limits: Limits::default(),
+        tokens: None,
+    };
     let client =
         TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec(), running.statuses.clone()));
 
@@ -231,6 +236,7 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         store: store.clone(),
         read_timeout: Duration::from_secs(10),
         limits: Limits { max_depth: 2, max_page: 5, max_body_bytes: 200, ..Limits::default() },
+        tokens: None,
     };
     let strict = TestClient::new(api::server::app(build(tight.clone()), tight, SECRET.to_vec(), Vec::new()));
     let deep =
@@ -323,7 +329,12 @@ async fn a_feed_page_costs_the_same_few_queries_at_any_size(backend: Backend) {
         store.execute::<Post>(&id, command, CommandContext::default()).await.expect("posts");
     }
     projections::catch_up(&store, 1_000).await.expect("projects");
-    let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10), limits: Limits::default() };
+    let state = ApiState {
+        store: store.clone(),
+        read_timeout: Duration::from_secs(10),
+        limits: Limits::default(),
+        tokens: None,
+    };
     let client = TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec(), Vec::new()));
     let reader = token(Role::Member, Some("author1"), None);
     let feed = "query($first: Int!) { feed(first: $first) { edges { node { id author { handle } store { name } \

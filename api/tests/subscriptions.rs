@@ -74,7 +74,12 @@ async fn post_social_status_follows_each_providers_outcome() {
     store.execute::<Post>("p1", create, CommandContext::default()).await.expect("posts");
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &projections::ProjectorConfig::default(), &shutdown);
-    let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(10), limits: Limits::default() };
+    let state = ApiState {
+        store: store.clone(),
+        read_timeout: Duration::from_secs(10),
+        limits: Limits::default(),
+        tokens: None,
+    };
     let app = api::server::app(build(state.clone()), state, SECRET.to_vec(), Vec::new());
     let mut stopped = shutdown.clone();
     let (address, server) = api::server::bind("127.0.0.1:0".to_string(), app, async move {

@@ -31,7 +31,12 @@ pub async fn serve(database_url: &str, secret: &str, max_connections: u32) -> an
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &ProjectorConfig::default(), &shutdown);
     // `pointstream serve`'s defaults.
-    let state = ApiState { store: store.clone(), read_timeout: Duration::from_secs(5), limits: Limits::default() };
+    let state = ApiState {
+        store: store.clone(),
+        read_timeout: Duration::from_secs(5),
+        limits: Limits::default(),
+        tokens: None,
+    };
     let app = api::server::app(api::build(state.clone()), state, secret.as_bytes().to_vec(), running.statuses.clone());
     let mut stopped = shutdown.clone();
     let (address, server) = api::server::bind("127.0.0.1:0".to_string(), app, async move {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_graphql::{Context, Result, Schema};
 use domain::values::Points;
 use eventstore::EventStore;
+use workers::tokens::TokenVault;
 
 pub use self::mutation::MutationRoot;
 pub use self::query::QueryRoot;
@@ -37,6 +38,9 @@ pub struct ApiState {
     pub read_timeout: Duration,
     /// Request limits.
     pub limits: Limits,
+    /// Where linked accounts' access tokens are sealed; `None` when no token
+    /// key is configured (then `linkSocialAccount` takes no token).
+    pub tokens: Option<TokenVault>,
 }
 
 /// Limits on what one request may ask; each hit is a clear error, not a failure.

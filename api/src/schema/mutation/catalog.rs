@@ -2,10 +2,11 @@
 //! closing and reopening.
 
 use async_graphql::{Context, Object, Result};
-use domain::values::{DisplayName, EarnPolicy, ExternalRef, Handle, MemberId, Points, StoreId, StoreName};
+use domain::values::{DisplayName, EarnPolicy, ExternalRef, Handle, MemberId, Points, Provider, StoreId, StoreName};
 use domain::{Member, MemberCommand, Store, StoreCommand};
 use projections::entities::{members, stores};
 use sea_orm::EntityTrait;
+use workers::tokens::TokenVault;
 
 use super::{Run, new_id, run, written};
 use crate::auth::{Claims, Role};
@@ -131,23 +132,43 @@ impl MemberMutations {
         member_command(ctx, claims, &member, MemberCommand::Deactivate, idempotency_key, "deactivate_member").await
     }
 
-    /// Link the member's account at a social provider (the member themself, or admin).
+    // Each argument is a GraphQL field argument.
+    #[allow(clippy::too_many_arguments)]
+    /// Link the member's account at a social provider (the member themself,
+    /// or admin). `accessToken` is what the social workers post with: it is
+    /// sealed in its own table and never shown again, logged or put in an event.
     async fn link_social_account(
         &self,
         ctx: &Context<'_>,
         member: String,
         provider: SocialProvider,
         external_id: String,
+        #[graphql(secret)] access_token: Option<String>,
         idempotency_key: Option<String>,
     ) -> Result<MemberResult> {
         let claims = claims(ctx)?;
         self_or_admin(claims, &member)?;
         MemberId::parse(member.as_str()).map_err(bad_input)?;
+        let provider: Provider = provider.into();
+        let vault = match (&access_token, &state(ctx)?.tokens) {
+            (Some(token), _) if token.is_empty() || token.len() > 4_096 => {
+                return Err(coded("BAD_USER_INPUT", "accessToken must be 1 to 4096 characters"));
+            }
+            (Some(_), None) => {
+                return Err(coded("BAD_USER_INPUT", "this server keeps no access tokens (no token key is configured)"));
+            }
+            (_, vault) => vault.clone(),
+        };
         let command = MemberCommand::LinkSocialAccount {
-            provider: provider.into(),
+            provider,
             external_id: ExternalRef::parse(external_id).map_err(bad_input)?,
         };
-        member_command(ctx, claims, &member, command, idempotency_key, "link_social_account").await
+        let linked = member_command(ctx, claims, &member, command, idempotency_key, "link_social_account").await?;
+        if let (Some(token), Some(vault)) = (access_token, vault) {
+            let db = state(ctx)?.store.db();
+            vault.store(db, &member, &provider.to_string(), &token, eventstore::now_us()).await.map_err(internal)?;
+        }
+        Ok(linked)
     }
 
     /// Unlink it (the member themself, or admin).
@@ -161,8 +182,11 @@ impl MemberMutations {
         let claims = claims(ctx)?;
         self_or_admin(claims, &member)?;
         MemberId::parse(member.as_str()).map_err(bad_input)?;
-        let command = MemberCommand::UnlinkSocialAccount { provider: provider.into() };
-        member_command(ctx, claims, &member, command, idempotency_key, "unlink_social_account").await
+        let provider: Provider = provider.into();
+        let command = MemberCommand::UnlinkSocialAccount { provider };
+        let unlinked = member_command(ctx, claims, &member, command, idempotency_key, "unlink_social_account").await?;
+        TokenVault::remove(state(ctx)?.store.db(), &member, &provider.to_string()).await.map_err(internal)?;
+        Ok(unlinked)
     }
 }
 

@@ -113,6 +113,9 @@ enum Command {
         #[arg(value_enum)]
         kind: WorkerKind,
     },
+    /// Print where everything stands as JSON: the log head, each projection's
+    /// checkpoint and lag, and (with `--redis-url`) the streams.
+    Status,
     /// The social workers' dead letters. Needs `--redis-url`.
     #[command(subcommand)]
     Dlq(Dlq),
@@ -226,7 +229,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     // Only the roles that use Redis connect to it.
     let uses_redis = matches!(
         cli.command,
-        None | Some(Command::Serve) | Some(Command::Relay) | Some(Command::Worker { .. }) | Some(Command::Dlq(_))
+        None | Some(Command::Serve)
+            | Some(Command::Relay)
+            | Some(Command::Worker { .. })
+            | Some(Command::Dlq(_))
+            | Some(Command::Status)
     );
     let redis = match (&cli.redis_url, uses_redis) {
         (Some(url), true) => {
@@ -258,7 +265,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                 },
                 tokens: vault,
             };
-            let background = Background { relay: redis.map(|redis| (redis, relay)), social: Some(social) };
+            let background = Background {
+                relay: redis.map(|redis| (redis, relay)),
+                social: Some(social),
+                streams: Some(social_streams),
+            };
             serve(store, projector, Some(api), background).await
         }
         Command::Projector => serve(store, projector, None, Background::default()).await,
@@ -269,6 +280,21 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Worker { kind: WorkerKind::Social } => {
             redis.ok_or_else(|| needs_redis("worker social"))?;
             until_ctrl_c("social worker", |shutdown| tokio::spawn(async move { social.run(shutdown).await })).await
+        }
+        Command::Status => {
+            let head = store.read_head().await?;
+            let mut projections = Vec::new();
+            for name in projections::PROJECTIONS.iter().chain(["share_distribution", "social"].iter()) {
+                let at = projections::checkpoint::read(store.db(), name, &projections::Names::LIVE).await?;
+                projections.push(serde_json::json!({ "name": name, "checkpoint": at, "lag": head.saturating_sub(at) }));
+            }
+            let streams = match &redis {
+                Some(redis) => Some(workers::status::read(redis, &relay, &social_streams).await?),
+                None => None,
+            };
+            let status = serde_json::json!({ "head": head, "projections": projections, "streams": streams });
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(command) => {
             let redis = redis.ok_or_else(|| needs_redis("dlq"))?;
@@ -376,6 +402,20 @@ async fn until_ctrl_c(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refreshes the stream gauges of `/metrics` every 5 s.
+async fn stream_gauges(redis: Client, relay: RelayConfig, streams: SocialConfig, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match workers::status::read(&redis, &relay, &streams).await {
+            Ok(status) => workers::status::publish(&status),
+            Err(error) => tracing::warn!(%error, "cannot read the streams' status"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// What `serve` runs besides the API and the projectors.
 #[derive(Default)]
 struct Background {
@@ -383,6 +423,8 @@ struct Background {
     relay: Option<(Client, RelayConfig)>,
     /// The social worker: on Redis when configured, else on the log itself.
     social: Option<SocialWorker>,
+    /// The social streams, for the stream gauges.
+    streams: Option<SocialConfig>,
 }
 
 async fn serve(
@@ -396,6 +438,9 @@ async fn serve(
     let mut tasks = Vec::new();
     let on_redis = background.relay.is_some();
     if let Some((redis, relay)) = background.relay {
+        if let Some(streams) = background.streams {
+            tokio::spawn(stream_gauges(redis.clone(), relay.clone(), streams, shutdown.clone()));
+        }
         tasks.push(tokio::spawn(workers::relay::run(store.clone(), redis, relay, shutdown.clone())));
     }
     if let Some(social) = background.social {

@@ -93,6 +93,26 @@ async fn migrate_log_and_verify_on_mysql() {
 }
 
 #[test]
+fn status_reports_the_head_and_every_checkpoint() {
+    let db = eventstore::scratch::ScratchDatabase::sqlite();
+    let demo = pointstream(&db.url, &["demo"]);
+    assert!(demo.status.success(), "{demo:?}");
+    let output = Command::new(env!("CARGO_BIN_EXE_pointstream"))
+        .arg("status")
+        .env("DATABASE_URL", &db.url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let head = status["head"].as_u64().expect("a head");
+    assert!(head > 10, "{status}");
+    let wallets = status["projections"].as_array().expect("projections").iter().find(|p| p["name"] == "wallets");
+    assert_eq!(wallets.map(|w| w["checkpoint"].clone()), Some(serde_json::json!(head)), "{status}");
+    assert!(status["streams"].is_null(), "no Redis, no streams: {status}");
+}
+
+#[test]
 fn the_relay_without_redis_is_a_clear_error() {
     let db = eventstore::scratch::ScratchDatabase::sqlite();
     let output = Command::new(env!("CARGO_BIN_EXE_pointstream"))

@@ -13,6 +13,7 @@ pub mod providers;
 pub mod redis;
 pub mod relay;
 pub mod social;
+pub mod status;
 pub mod tokens;
 
 /// Why a worker could not do its work.

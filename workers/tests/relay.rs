@@ -7,60 +7,19 @@
 #[path = "../../eventstore/tests/support/mod.rs"]
 mod support;
 
-use std::process::{Child, Command, Stdio};
+mod services;
+
 use std::time::{Duration, Instant};
 
 use domain::Wallet;
 use eventstore::{CommandContext, EventStore};
 use fred::prelude::*;
+use services::RedisServer;
 use support::{Backend, earn, open, quiet, scratch, world};
 use tokio::sync::watch;
 use workers::relay::{self, RelayConfig};
 
 extern crate pointstream_workers as workers;
-
-/// A `redis-server` of this test's own, on a free port; killed when dropped.
-struct RedisServer {
-    port: u16,
-    child: Child,
-}
-
-impl RedisServer {
-    fn start(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts (install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server listens on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(mut self) -> u16 {
-        self.child.kill().expect("redis-server is killed");
-        self.child.wait().expect("reaped");
-        self.port
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("an address").port()
-}
 
 async fn earns(store: &EventStore, from: usize, to: usize) {
     for n in from..to {
@@ -88,7 +47,7 @@ async fn the_stream_holds_every_event_once_in_order_across_relay_and_redis_resta
     let store = open(&db, quiet()).await;
     world(&store, &["ann", "bob"]).await;
     earns(&store, 0, 200).await;
-    let server = RedisServer::start(free_port());
+    let server = RedisServer::start();
     let config = RelayConfig { lease_ttl: Duration::from_millis(500), batch: 64, ..RelayConfig::new("test") };
     let (stop, shutdown) = watch::channel(false);
     let spawn_relay = || {
@@ -115,7 +74,7 @@ async fn the_stream_holds_every_event_once_in_order_across_relay_and_redis_resta
         async move { earns(&store, 300, 400).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let server = RedisServer::start(port);
+    let server = RedisServer::start_on(port);
     writer.await.expect("the writer finished");
     let head = store.read_head().await.expect("head");
     wait_until_relayed(&redis, &config.stream, head).await;

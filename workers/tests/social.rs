@@ -5,17 +5,16 @@
 #[path = "../../eventstore/tests/support/mod.rs"]
 mod support;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod services;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::values::{ExternalRef, MemberId, PostBody, PostId, Provider, StoreId};
 use domain::{Member, MemberCommand, Post, PostCommand, SocialStatus};
 use eventstore::{CommandContext, EventStore};
-use poem::http::StatusCode;
-use poem::web::{Data, Path};
-use poem::{EndpointExt, IntoResponse, Response, Route, handler, post};
+use services::{Fake, RedisServer, fake_networks};
 use support::{Backend, open, quiet, scratch, world};
 use tokio::sync::watch;
 use workers::providers::{Facebook, SocialNetwork, Twitter, http_client};
@@ -28,112 +27,6 @@ extern crate pointstream_workers as workers;
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const FB_TOKEN: &str = "EAAB-fb-secret-token";
 const TW_TOKEN: &str = "tw-secret-bearer";
-
-/// A call the fake networks received.
-#[derive(Debug, Clone)]
-struct Call {
-    network: &'static str,
-    at: Instant,
-    auth: String,
-    body: String,
-}
-
-/// A scripted answer: status and `Retry-After` seconds.
-type Answer = (u16, Option<u64>);
-
-/// What the fake networks answer next (200 when nothing is scripted) and what they saw.
-#[derive(Default)]
-struct Fake {
-    script: Mutex<BTreeMap<&'static str, VecDeque<Answer>>>,
-    calls: Mutex<Vec<Call>>,
-}
-
-impl Fake {
-    fn answer(&self, network: &'static str, auth: String, body: String) -> Response {
-        let next = self.script.lock().expect("lock").get_mut(network).and_then(VecDeque::pop_front);
-        self.calls.lock().expect("lock").push(Call { network, at: Instant::now(), auth, body });
-        let n = self.calls.lock().expect("lock").len();
-        match next {
-            None | Some((200, _)) => {
-                let json = if network == "facebook" {
-                    format!(r#"{{"id":"fb-{n}"}}"#)
-                } else {
-                    format!(r#"{{"data":{{"id":"tw-{n}","text":"x"}}}}"#)
-                };
-                Response::builder().content_type("application/json").body(json)
-            }
-            Some((status, retry_after)) => {
-                let mut response = Response::builder().status(StatusCode::from_u16(status).expect("a status"));
-                if let Some(seconds) = retry_after {
-                    response = response.header("Retry-After", seconds.to_string());
-                }
-                response.body("{\"error\":\"scripted\"}")
-            }
-        }
-    }
-
-    fn calls(&self, network: &str) -> Vec<Call> {
-        self.calls.lock().expect("lock").iter().filter(|c| c.network == network).cloned().collect()
-    }
-
-    fn script(&self, network: &'static str, answers: &[Answer]) {
-        self.script.lock().expect("lock").insert(network, answers.iter().copied().collect());
-    }
-}
-
-#[handler]
-async fn facebook(fake: Data<&Arc<Fake>>, Path(_account): Path<String>, body: String) -> impl IntoResponse {
-    fake.answer("facebook", String::new(), body)
-}
-
-#[handler]
-async fn twitter(fake: Data<&Arc<Fake>>, headers: &poem::http::HeaderMap, body: String) -> impl IntoResponse {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    fake.answer("twitter", auth, body)
-}
-
-/// Starts the fake networks; returns their base URL.
-async fn fake_networks(fake: Arc<Fake>) -> String {
-    let app = Route::new().at("/fb/:account/feed", post(facebook)).at("/2/tweets", post(twitter)).data(fake);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
-    let address = listener.local_addr().expect("an address");
-    drop(listener);
-    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(address.to_string()))
-        .await
-        .expect("listens");
-    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
-    format!("http://{address}")
-}
-
-struct RedisServer(Child, u16);
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts (install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server listens");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer(child, port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.1)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Ann with linked Facebook and Twitter accounts (tokens sealed in the vault)
 /// and a post targeting both, relayed.

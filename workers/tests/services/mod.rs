@@ -96,7 +96,9 @@ pub struct RedisServer(Child, u16);
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port())
+        // The probe socket is closed before the server binds the port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port();
+        Self::start_on(port)
     }
 
     /// Starts one on `port` (again, after [`Self::kill`]).

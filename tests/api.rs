@@ -601,7 +601,7 @@ async fn a_linked_access_token_is_sealed_and_never_comes_back() {
         assert!(!text.contains(SECRET_TOKEN), "the token leaked: {text}");
     }
     // The sealed row exists and holds no clear text.
-    let db = sea_orm::Database::connect(&app.db.url).await.expect("opens");
+    let db = sea_orm::Database::connect(&app.url).await.expect("opens");
     use sea_orm::ConnectionTrait;
     let row = db
         .query_one_raw(sea_orm::Statement::from_string(
@@ -619,4 +619,29 @@ async fn a_linked_access_token_is_sealed_and_never_comes_back() {
     setup(&keyless, &["ann"], &[("cafe", "ann")]);
     let refused = keyless.graphql(Some(&ann), link, json!({ "t": SECRET_TOKEN }));
     assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_one_instance_sees_a_mutation_made_through_another() {
+    let Some(db) = mariadb().await else { return };
+    let a = App::spawn(db, &[]);
+    let b = App::spawn_beside(&a, &[]);
+    setup(&a, &["ann"], &[("cafe", "ann")]);
+    let ann = token(Role::Member, Some("ann"), None);
+    let mut socket = b.socket("graphql-transport-ws", &ann).await;
+    subscribe(
+        &mut socket,
+        "graphql-transport-ws",
+        "w",
+        "subscription { walletUpdates(member: \"ann\") { position balanceAfter } }",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let staff = token(Role::Staff, None, Some("cafe"));
+    let earned =
+        a.graphql(Some(&staff), EARN, json!({ "member": "ann", "store": "cafe", "ref": "r-1", "amount": 1_000 }));
+    assert!(data(&earned), "{earned}");
+    let update = next_json(&mut socket).await;
+    assert_eq!(update["payload"]["data"]["walletUpdates"]["balanceAfter"], 100, "{update}");
+    assert_eq!(update["payload"]["data"]["walletUpdates"]["position"], earned["data"]["earnPoints"]["position"]);
 }

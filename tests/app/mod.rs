@@ -23,8 +23,10 @@ pub struct App {
     child: Child,
     /// How to talk to it.
     pub client: Client,
-    /// Its database (dropped after the server).
-    pub db: ScratchDatabase,
+    /// Its database (dropped after the server), unless it shares another's.
+    pub db: Option<ScratchDatabase>,
+    /// The database's URL.
+    pub url: String,
 }
 
 impl std::ops::Deref for App {
@@ -60,13 +62,30 @@ impl App {
         (app, token)
     }
 
+    /// A second server on `other`'s database, as another instance of the service.
+    pub fn spawn_beside(other: &App, args: &[&str]) -> App {
+        let (app, lines) = Self::start_on(None, &other.url, args, Some(SECRET));
+        std::thread::spawn(move || lines.for_each(drop));
+        app
+    }
+
     fn start(
         db: ScratchDatabase,
         args: &[&str],
         secret: Option<&str>,
     ) -> (App, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+        let url = db.url.clone();
+        Self::start_on(Some(db), &url, args, secret)
+    }
+
+    fn start_on(
+        db: Option<ScratchDatabase>,
+        url: &str,
+        args: &[&str],
+        secret: Option<&str>,
+    ) -> (App, std::io::Lines<BufReader<std::process::ChildStdout>>) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pointstream"));
-        command.args(["serve", "--listen", "127.0.0.1:0"]).args(args).env("DATABASE_URL", &db.url);
+        command.args(["serve", "--listen", "127.0.0.1:0"]).args(args).env("DATABASE_URL", url);
         match secret {
             Some(secret) => command.env("POINTSTREAM_JWT_SECRET", secret),
             None => command.env_remove("POINTSTREAM_JWT_SECRET"),
@@ -80,7 +99,7 @@ impl App {
             .and_then(|rest| rest.strip_suffix("/graphql"))
             .unwrap_or_else(|| panic!("the banner names the GraphiQL URL: {banner}"))
             .to_string();
-        (App { child, client: Client { address }, db }, lines)
+        (App { child, client: Client { address }, db, url: url.to_string() }, lines)
     }
 }
 

@@ -245,8 +245,26 @@ impl SocialWorker {
     /// are recorded and logged; there is no dead-letter stream.
     pub async fn run_local(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
         let db = self.store.db();
-        let mut at = checkpoint::read(db, "social", &Names::LIVE).await.map_err(eventstore::EventStoreError::from)?;
+        // One embedded worker at a time per database, as one projector per projection.
+        let lease = projections::lease::Lease::new("worker:social:embedded", Duration::from_secs(10));
+        let mut renewed: Option<tokio::time::Instant> = None;
         while !*shutdown.borrow() {
+            if renewed.is_none_or(|at| at.elapsed() >= lease.renew_every()) {
+                let held = lease.acquire(db).await.unwrap_or_else(|error| {
+                    tracing::error!(%error, "embedded social worker cannot take its lease; retrying");
+                    false
+                });
+                if !held {
+                    renewed = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(lease.renew_every()) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                renewed = Some(tokio::time::Instant::now());
+            }
+            let at = checkpoint::read(db, "social", &Names::LIVE).await.map_err(eventstore::EventStoreError::from)?;
             let events = match self.local_batch(at).await {
                 Ok(events) => events,
                 Err(error) => {
@@ -256,25 +274,23 @@ impl SocialWorker {
                     continue;
                 }
             };
-            if let Some(last) = events.last().map(|e| e.position) {
+            let last = events.last().map_or(at, |e| e.position);
+            if last > at {
+                // Should another worker have moved it meanwhile, it is re-read next time.
                 let now = eventstore::now_us();
-                if !checkpoint::advance(db, "social", &Names::LIVE, at, last, now)
+                checkpoint::advance(db, "social", &Names::LIVE, at, last, now)
                     .await
-                    .map_err(eventstore::EventStoreError::from)?
-                {
-                    return Err(WorkerError::Malformed {
-                        id: "social_checkpoint".into(),
-                        what: "moved by another worker".into(),
-                    });
-                }
-                at = last;
+                    .map_err(eventstore::EventStoreError::from)?;
             }
             if (events.len() as u64) < self.config.batch {
                 tokio::select! {
-                    _ = self.store.wait_for(at, Duration::from_secs(1)) => {}
+                    _ = self.store.wait_for(last, Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => {}
                 }
             }
+        }
+        if renewed.is_some() {
+            let _ = lease.release(db).await;
         }
         Ok(())
     }

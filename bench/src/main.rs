@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p bench -- eventstore
+//! cargo run --release -p bench -- streams
 //! ```
 
 mod api_bench;
@@ -15,6 +16,7 @@ mod pointstream;
 mod projection_bench;
 mod raw_inserts;
 mod run;
+mod streams_bench;
 mod subscribers;
 
 use clap::{Parser, Subcommand};
@@ -85,6 +87,21 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The relay against a raw pipelined XADD loop, and social workers (1, 2, 4) against a fake network.
+    Streams {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        /// Redis to measure against (the bench's streams are deleted afterwards).
+        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// Events in the log.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Posts per worker measurement.
+        #[arg(long, default_value_t = 1_000)]
+        posts: usize,
+    },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
     ApiServer {
@@ -116,6 +133,9 @@ async fn main() -> anyhow::Result<()> {
             let options =
                 api_bench::Options { seconds, concurrency, members, subscribers, connect_concurrency, rounds };
             api_bench::run(&mysql, &options).await
+        }
+        Command::Streams { mysql, redis, events, posts } => {
+            streams_bench::run(&mysql, &streams_bench::Options { events, posts, redis }).await
         }
         Command::ApiServer { database_url, secret, max_connections } => {
             api_server::serve(&database_url, &secret, max_connections).await

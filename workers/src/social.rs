@@ -137,9 +137,13 @@ impl SocialWorker {
     /// Works until `shutdown` turns true.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
         self.ensure_groups().await?;
+        // Blocking reads get a connection of their own: on a shared one they
+        // would hold up every other command (acks, the relay's writes) meanwhile.
+        let reader = self.redis()?.clone_new();
+        reader.init().await?;
         while !*shutdown.borrow() {
             let entries = tokio::select! {
-                entries = self.next_entries() => entries,
+                entries = self.next_entries(&reader) => entries,
                 _ = shutdown.changed() => continue,
             };
             let entries = match entries {
@@ -162,11 +166,12 @@ impl SocialWorker {
                 }
             }
         }
+        let _ = reader.quit().await;
         Ok(())
     }
 
     /// Entries of crashed consumers first, then new ones.
-    async fn next_entries(&self) -> Result<Vec<Entry>, WorkerError> {
+    async fn next_entries(&self, reader: &Client) -> Result<Vec<Entry>, WorkerError> {
         let config = &self.config;
         let mut entries = Vec::new();
         for stream in [&config.events, &config.retries] {
@@ -187,9 +192,8 @@ impl SocialWorker {
         if !entries.is_empty() {
             return Ok(entries);
         }
-        let read: XReadResponse<String, String, String, String> = self
-            .redis()?
-            .xreadgroup_map(
+        let read: Value = reader
+            .xreadgroup(
                 &config.group,
                 &config.consumer,
                 Some(config.batch),
@@ -199,6 +203,11 @@ impl SocialWorker {
                 vec![">", ">"],
             )
             .await?;
+        // A read that times out answers nil, not an empty map.
+        if read.is_null() {
+            return Ok(entries);
+        }
+        let read: XReadResponse<String, String, String, String> = read.into_xread_response()?;
         for (stream, stream_entries) in read {
             entries.extend(stream_entries.into_iter().map(|(id, fields)| (stream.clone(), id, fields)));
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use domain::values::Provider;
-use fred::prelude::Client;
+use fred::prelude::{Client, ClientLike};
 use workers::providers::{Facebook, LoggingNetwork, SocialNetwork, Twitter, http_client};
 use workers::relay::RelayConfig;
 use workers::social::{SocialConfig, SocialWorker};
@@ -62,6 +62,10 @@ struct Cli {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "POINTSTREAM_MAX_BODY_BYTES", default_value_t = 1 << 20, global = true)]
     max_body_bytes: usize,
+    /// How often (ms) this process looks for events other processes committed;
+    /// with Redis it also wakes as soon as the events stream grows.
+    #[arg(long, env = "POINTSTREAM_FOLLOW_INTERVAL_MS", default_value_t = 100, global = true)]
+    follow_interval_ms: u64,
     /// Redis to fan events out through (`redis://host:port`). Without it
     /// nothing is relayed.
     #[arg(long, env = "REDIS_URL", global = true)]
@@ -217,7 +221,11 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
-    let config = EventStoreConfig { snapshot_every: cli.snapshot_every, ..EventStoreConfig::default() };
+    let config = EventStoreConfig {
+        snapshot_every: cli.snapshot_every,
+        follow_interval: Duration::from_millis(cli.follow_interval_ms.max(1)),
+        ..EventStoreConfig::default()
+    };
     let store = EventStore::open(&cli.database_url, config)
         .await
         .with_context(|| format!("cannot open the event store at {}", cli.database_url))?;
@@ -441,6 +449,15 @@ async fn serve(
         if let Some(streams) = background.streams {
             tokio::spawn(stream_gauges(redis.clone(), relay.clone(), streams, shutdown.clone()));
         }
+        // Other instances' commits wake this one as soon as they are relayed.
+        let reader = redis.clone_new();
+        reader.init().await.context("cannot open a second Redis connection")?;
+        tasks.push(tokio::spawn(workers::relay::follow_stream(
+            store.clone(),
+            reader,
+            relay.stream.clone(),
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(workers::relay::run(store.clone(), redis, relay, shutdown.clone())));
     }
     if let Some(social) = background.social {

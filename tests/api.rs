@@ -3,6 +3,9 @@
 
 mod app;
 
+#[path = "../workers/tests/services/mod.rs"]
+mod services;
+
 use std::time::Duration;
 
 use api::auth::Role;
@@ -644,4 +647,26 @@ async fn a_subscriber_on_one_instance_sees_a_mutation_made_through_another() {
     let update = next_json(&mut socket).await;
     assert_eq!(update["payload"]["data"]["walletUpdates"]["balanceAfter"], 100, "{update}");
     assert_eq!(update["payload"]["data"]["walletUpdates"]["position"], earned["data"]["earnPoints"]["position"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_an_instance_hears_of_another_instances_commits_through_the_stream() {
+    let Some(db) = mariadb().await else { return };
+    let redis = services::RedisServer::start();
+    // Polling the database once a minute: only the stream can wake B in time.
+    let args = ["--redis-url", &redis.url(), "--follow-interval-ms", "60000"];
+    let a = App::spawn(db, &args);
+    let b = App::spawn_beside(&a, &args);
+    setup(&a, &["ann"], &[("cafe", "ann")]);
+    let ann = token(Role::Member, Some("ann"), None);
+    let mut socket = b.socket("graphql-transport-ws", &ann).await;
+    let query = "subscription { walletUpdates(member: \"ann\") { position balanceAfter } }";
+    subscribe(&mut socket, "graphql-transport-ws", "w", query).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let staff = token(Role::Staff, None, Some("cafe"));
+    let earned =
+        a.graphql(Some(&staff), EARN, json!({ "member": "ann", "store": "cafe", "ref": "r-1", "amount": 1_000 }));
+    assert!(data(&earned), "{earned}");
+    let update = next_json(&mut socket).await;
+    assert_eq!(update["payload"]["data"]["walletUpdates"]["balanceAfter"], 100, "{update}");
 }

@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     pub appender: mpsc::Sender<AppendRequest>,
     pub head: Arc<watch::Sender<u64>>,
     pub cache: Mutex<LruCache<StreamKey, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Wakes the follower before its interval is up.
+    pub nudge: Arc<tokio::sync::Notify>,
 }
 
 /// The event store. Cheap to clone; all clones share one pool, cache and
@@ -100,8 +102,16 @@ impl EventStore {
         let (appender, requests) = mpsc::channel(4096);
         tokio::spawn(writer::run(db.clone(), requests, head.clone()));
         let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        let inner = Arc::new(Inner { db, config, appender, head, cache: Mutex::new(LruCache::new(capacity)) });
-        tokio::spawn(follow(Arc::downgrade(&inner), initial));
+        let nudge = Arc::new(tokio::sync::Notify::new());
+        let inner = Arc::new(Inner {
+            db,
+            config,
+            appender,
+            head,
+            cache: Mutex::new(LruCache::new(capacity)),
+            nudge: nudge.clone(),
+        });
+        tokio::spawn(follow(Arc::downgrade(&inner), initial, nudge));
         Ok(Self { inner })
     }
 
@@ -139,6 +149,13 @@ impl EventStore {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|head| *head > after)).await;
 
         *rx.borrow()
+    }
+
+    /// Tells the store that another process has committed (the Redis stream
+    /// says so, say): it looks for new events now rather than at the next
+    /// `follow_interval`.
+    pub fn nudge(&self) {
+        self.inner.nudge.notify_one();
     }
 
     /// Up to `limit` events with `position > after`, in position order.
@@ -267,13 +284,16 @@ impl EventStore {
 
 /// Follows the log for events written by other processes: moves the head
 /// (waking waiters) and drops cached aggregates they changed.
-async fn follow(inner: Weak<Inner>, mut seen: u64) {
+async fn follow(inner: Weak<Inner>, mut seen: u64, nudge: Arc<tokio::sync::Notify>) {
     loop {
         let interval = match inner.upgrade() {
             Some(inner) => inner.config.follow_interval,
             None => return,
         };
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = nudge.notified() => {}
+        }
         let Some(inner) = inner.upgrade() else { return };
         let head = match log::head(&inner.db).await {
             Ok(head) => head,

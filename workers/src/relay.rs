@@ -167,3 +167,38 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// Wakes `store` whenever the stream grows, so this process (an API instance,
+/// say) sees events committed through another at once rather than at its next
+/// poll of the database. Runs until `shutdown` turns true; `reader` should be
+/// a connection of its own, since it blocks.
+pub async fn follow_stream(
+    store: EventStore,
+    reader: Client,
+    stream: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let mut last = "$".to_string();
+    while !*shutdown.borrow() {
+        let read = tokio::select! {
+            read = reader.xread::<Value, _, _>(Some(1_000), Some(1_000), stream.as_str(), last.as_str()) => read,
+            _ = shutdown.changed() => continue,
+        };
+        match read {
+            Ok(value) if value.is_null() => {}
+            Ok(value) => {
+                let entries: fred::types::streams::XReadResponse<String, String, String, String> =
+                    value.into_xread_response()?;
+                if let Some(newest) = entries.get(&stream).and_then(|entries| entries.last()) {
+                    last = newest.0.clone();
+                    store.nudge();
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot follow the events stream; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(())
+}

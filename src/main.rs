@@ -83,6 +83,9 @@ struct Cli {
     /// Twitter API base URL.
     #[arg(long, env = "POINTSTREAM_TWITTER_URL", default_value = "https://api.twitter.com", global = true)]
     twitter_url: String,
+    /// The app's public URL: cross-posts link to `{url}/posts/{id}`.
+    #[arg(long, env = "POINTSTREAM_PUBLIC_URL", global = true)]
+    public_url: Option<String>,
     /// Attempts per network before a post goes to the dead letters.
     #[arg(long, env = "POINTSTREAM_SOCIAL_ATTEMPTS", default_value_t = 5, global = true)]
     social_attempts: u32,
@@ -378,6 +381,7 @@ fn social_config(cli: &Cli) -> SocialConfig {
     SocialConfig {
         max_attempts: cli.social_attempts.max(1),
         claim_idle: Duration::from_millis(cli.claim_idle_ms.max(100)),
+        public_url: cli.public_url.clone(),
         ..SocialConfig::new(&cli.stream_prefix, &consumer)
     }
 }

@@ -576,7 +576,7 @@ async fn a_connection_holds_at_most_the_configured_subscriptions() {
 async fn a_linked_access_token_is_sealed_and_never_comes_back() {
     const KEY: &str = "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";
     const SECRET_TOKEN: &str = "EAAB-very-secret-access-token";
-    let app = App::spawn(ScratchDatabase::sqlite(), &["--token-key", KEY]);
+    let app = App::spawn_verbose(ScratchDatabase::sqlite(), &["--token-key", KEY]);
     setup(&app, &["ann"], &[("cafe", "ann")]);
     let ann = token(Role::Member, Some("ann"), None);
     let link = "mutation($t: String) { linkSocialAccount(member: \"ann\", provider: FACEBOOK, externalId: \"ann-page\", \
@@ -599,7 +599,9 @@ async fn a_linked_access_token_is_sealed_and_never_comes_back() {
         )
         .to_string(),
         app.get("/metrics").1,
+        app.logs(),
     ];
+    assert!(app.logs().contains("DEBUG"), "the server logged at debug level");
     for text in everything {
         assert!(!text.contains(SECRET_TOKEN), "the token leaked: {text}");
     }

@@ -27,6 +27,8 @@ pub struct App {
     pub db: Option<ScratchDatabase>,
     /// The database's URL.
     pub url: String,
+    /// Where its log (stderr) goes.
+    pub log: std::path::PathBuf,
 }
 
 impl std::ops::Deref for App {
@@ -46,7 +48,17 @@ impl App {
     /// Starts `pointstream serve` on `db` with extra `args` and [`SECRET`],
     /// and waits until it listens.
     pub fn spawn(db: ScratchDatabase, args: &[&str]) -> App {
-        let (app, lines) = Self::start(db, args, Some(SECRET));
+        let url = db.url.clone();
+        let (app, lines) = Self::start_on(Some(db), &url, args, Some(SECRET), "warn");
+        // Keep reading stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        app
+    }
+
+    /// [`Self::spawn`], logging everything down to debug level.
+    pub fn spawn_verbose(db: ScratchDatabase, args: &[&str]) -> App {
+        let url = db.url.clone();
+        let (app, lines) = Self::start_on(Some(db), &url, args, Some(SECRET), "debug");
         // Keep reading stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         app
@@ -64,7 +76,7 @@ impl App {
 
     /// A second server on `other`'s database, as another instance of the service.
     pub fn spawn_beside(other: &App, args: &[&str]) -> App {
-        let (app, lines) = Self::start_on(None, &other.url, args, Some(SECRET));
+        let (app, lines) = Self::start_on(None, &other.url, args, Some(SECRET), "warn");
         std::thread::spawn(move || lines.for_each(drop));
         app
     }
@@ -75,7 +87,7 @@ impl App {
         secret: Option<&str>,
     ) -> (App, std::io::Lines<BufReader<std::process::ChildStdout>>) {
         let url = db.url.clone();
-        Self::start_on(Some(db), &url, args, secret)
+        Self::start_on(Some(db), &url, args, secret, "warn")
     }
 
     fn start_on(
@@ -83,14 +95,22 @@ impl App {
         url: &str,
         args: &[&str],
         secret: Option<&str>,
+        log_filter: &str,
     ) -> (App, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+        let log = std::env::temp_dir().join(format!("pointstream-test-{}.log", uuid::Uuid::new_v4().simple()));
+        let log_file = std::fs::File::create(&log).expect("a log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_pointstream"));
         command.args(["serve", "--listen", "127.0.0.1:0"]).args(args).env("DATABASE_URL", url);
         match secret {
             Some(secret) => command.env("POINTSTREAM_JWT_SECRET", secret),
             None => command.env_remove("POINTSTREAM_JWT_SECRET"),
         };
-        let mut child = command.env("RUST_LOG", "warn").stdout(Stdio::piped()).spawn().expect("serve starts");
+        let mut child = command
+            .env("RUST_LOG", log_filter)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("serve starts");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let banner = lines.next().expect("a banner").expect("a line");
         let address = banner
@@ -99,7 +119,7 @@ impl App {
             .and_then(|rest| rest.strip_suffix("/graphql"))
             .unwrap_or_else(|| panic!("the banner names the GraphiQL URL: {banner}"))
             .to_string();
-        (App { child, client: Client { address }, db, url: url.to_string() }, lines)
+        (App { child, client: Client { address }, db, url: url.to_string(), log }, lines)
     }
 }
 
@@ -179,10 +199,21 @@ impl Client {
     }
 }
 
+impl App {
+    /// What the server has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("the server's log:\n{}", self.logs());
+        }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

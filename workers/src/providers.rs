@@ -1,4 +1,6 @@
-//! Social networks behind one trait: Facebook's Graph API, Twitter's API v2,
+//! Social networks behind one trait: Facebook's Graph API (a feed post with
+//! its message and a link to the post in the app), Twitter's API v2 (the text
+//! and the link),
 //! and, for the embedded mode, one that only logs. Base URLs are
 //! configurable, so tests point them at a fake server.
 
@@ -15,6 +17,8 @@ pub struct Outgoing {
     pub post: String,
     /// The text.
     pub body: String,
+    /// Where the post can be seen in the app, if the app has a public URL.
+    pub link: Option<String>,
     /// The member's account at the network (a page or user id), if linked.
     pub account: Option<String>,
     /// The member's access token there, if stored.
@@ -143,7 +147,10 @@ impl SocialNetwork for Facebook {
     async fn publish(&self, outgoing: &Outgoing) -> Result<Published, Refusal> {
         let (account, token) = credentials(outgoing)?;
         let url = format!("{}/{account}/feed", self.base);
-        let form = [("message", outgoing.body.as_str()), ("access_token", token)];
+        let mut form = vec![("message", outgoing.body.as_str()), ("access_token", token)];
+        if let Some(link) = &outgoing.link {
+            form.push(("link", link.as_str()));
+        }
         let value = answer(self.http.post(url).form(&form).send().await).await?;
         let id = id_in(&value, "/id")?;
         Ok(Published { url: format!("https://www.facebook.com/{id}"), external_id: id })
@@ -155,7 +162,11 @@ impl SocialNetwork for Twitter {
     async fn publish(&self, outgoing: &Outgoing) -> Result<Published, Refusal> {
         let (_, token) = credentials(outgoing)?;
         let url = format!("{}/2/tweets", self.base);
-        let body = serde_json::json!({ "text": outgoing.body });
+        let text = match &outgoing.link {
+            Some(link) => format!("{} {link}", outgoing.body),
+            None => outgoing.body.clone(),
+        };
+        let body = serde_json::json!({ "text": text });
         let value = answer(self.http.post(url).bearer_auth(token).json(&body).send().await).await?;
         let id = id_in(&value, "/data/id")?;
         Ok(Published { url: format!("https://twitter.com/i/web/status/{id}"), external_id: id })

@@ -58,6 +58,8 @@ pub struct SocialConfig {
     pub block: Duration,
     /// Entries read at a time.
     pub batch: u64,
+    /// The app's public URL: posts link to `{public_url}/posts/{id}`.
+    pub public_url: Option<String>,
 }
 
 impl SocialConfig {
@@ -75,6 +77,7 @@ impl SocialConfig {
             claim_idle: Duration::from_secs(30),
             block: Duration::from_secs(1),
             batch: 16,
+            public_url: None,
         }
     }
 }
@@ -331,10 +334,8 @@ impl SocialWorker {
                 return self.dead_letter(held, provider, attempts, "attempts exhausted").await;
             }
             let attempt = attempts + 1;
-            let outcome = match self.outgoing(post, author, body, provider).await? {
-                Ok(outgoing) => network.publish(&outgoing).await,
-                Err(refusal) => Err(refusal),
-            };
+            let outgoing = self.outgoing(post, author, body, provider).await?;
+            let outcome = network.publish(&outgoing).await;
             metrics_attempt(provider, &outcome);
             match outcome {
                 Ok(published) => {
@@ -359,14 +360,14 @@ impl SocialWorker {
         }
     }
 
-    /// The member's account and token at `provider`; a refusal if none is linked.
+    /// What to post: the member's account and token at `provider`, if linked.
     async fn outgoing(
         &self,
         post: &str,
         author: &str,
         body: &str,
         provider: Provider,
-    ) -> Result<Result<Outgoing, Refusal>, WorkerError> {
+    ) -> Result<Outgoing, WorkerError> {
         let account = social_accounts::Entity::find_by_id((author.to_string(), provider.to_string()))
             .one(self.store.db())
             .await
@@ -375,12 +376,14 @@ impl SocialWorker {
             Some(vault) => vault.load(self.store.db(), author, &provider.to_string()).await?,
             None => None,
         };
-        Ok(Ok(Outgoing {
+        let link = self.config.public_url.as_ref().map(|base| format!("{}/posts/{post}", base.trim_end_matches('/')));
+        Ok(Outgoing {
             post: post.to_string(),
             body: body.to_string(),
+            link,
             account: account.map(|a| a.external_id),
             token,
-        }))
+        })
     }
 
     /// Records one attempt's outcome through the post's aggregate.

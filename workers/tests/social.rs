@@ -93,7 +93,8 @@ async fn two_workers_publish_a_post_once_per_network_and_record_the_external_ids
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = Vec::new();
     for name in ["w1", "w2"] {
-        let worker = worker(&store, redis.clone(), &vault, &base, SocialConfig::new("t", name));
+        let config = SocialConfig { public_url: Some("https://app.example".into()), ..SocialConfig::new("t", name) };
+        let worker = worker(&store, redis.clone(), &vault, &base, config);
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move { worker.run(shutdown).await }));
     }
@@ -112,6 +113,8 @@ async fn two_workers_publish_a_post_once_per_network_and_record_the_external_ids
     assert_eq!((fb.len(), tw.len()), (1, 1), "one call per network: {fb:?} {tw:?}");
     assert!(fb[0].body.contains("access_token=EAAB-fb-secret-token") && fb[0].body.contains("Best+flat+white"));
     assert_eq!(tw[0].auth, format!("Bearer {TW_TOKEN}"));
+    assert!(fb[0].body.contains("link=https%3A%2F%2Fapp.example%2Fposts%2Fp1"), "{}", fb[0].body);
+    assert!(tw[0].body.contains("https://app.example/posts/p1"), "{}", tw[0].body);
 
     // The tokens are nowhere in the log.
     let log = store.read_from(0, 1_000).await.expect("reads");

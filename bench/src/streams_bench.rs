@@ -94,17 +94,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     for chunk in log.chunks(1_000) {
         let pipeline = redis.pipeline();
         for event in chunk {
-            let fields = vec![
-                ("position", event.position.to_string()),
-                ("aggregate_type", event.aggregate_type.clone()),
-                ("aggregate_id", event.aggregate_id.clone()),
-                ("sequence", event.sequence.to_string()),
-                ("event_type", event.event_type.clone()),
-                ("event_version", event.event_version.to_string()),
-                ("payload", event.payload.clone()),
-                ("metadata", event.metadata.clone()),
-                ("recorded_at_us", event.recorded_at_us.to_string()),
-            ];
+            let fields = relay::fields(event);
             let cap = XCap::try_from(("MAXLEN", "~", 1_000_000i64))?;
             let () = pipeline.xadd(&raw_stream, false, cap, format!("{}-0", event.position), fields).await?;
         }

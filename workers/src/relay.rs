@@ -68,7 +68,7 @@ pub fn position_of(id: &str) -> Result<u64, WorkerError> {
 }
 
 /// The fields of an event's entry.
-fn fields(event: &RecordedEvent) -> Vec<(&'static str, String)> {
+pub fn fields(event: &RecordedEvent) -> Vec<(&'static str, String)> {
     vec![
         ("position", event.position.to_string()),
         ("aggregate_type", event.aggregate_type.clone()),

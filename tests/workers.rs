@@ -114,6 +114,22 @@ async fn a_killed_workers_entries_are_reclaimed_and_each_post_is_published_once(
     second.kill().expect("stops");
     second.wait().expect("reaped");
 
+    // Nothing was dead-lettered; the CLI says so.
+    let dlq = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pointstream"))
+            .arg("dlq")
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("REDIS_URL", redis_server.url())
+            .env("POINTSTREAM_STREAM_PREFIX", "kill")
+            .output()
+            .expect("the binary runs")
+    };
+    let listed = dlq(&["list"]);
+    assert!(listed.status.success() && listed.stdout.is_empty(), "{listed:?}");
+    let retried = dlq(&["retry"]);
+    assert!(String::from_utf8_lossy(&retried.stdout).contains("0 dead letter(s) requeued"), "{retried:?}");
+
     for network in ["facebook", "twitter"] {
         for n in 0..POSTS {
             let text = format!("post+number+{n}");

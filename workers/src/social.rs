@@ -162,7 +162,20 @@ impl SocialWorker {
                     continue;
                 }
             };
-            for (stream, id, fields) in entries {
+            // Most entries are other events: acknowledge those in one call per stream.
+            let (posts, others): (Vec<Entry>, Vec<Entry>) = entries
+                .into_iter()
+                .partition(|(_, _, fields)| fields.get("event_type").map(String::as_str) == Some("PostCreated"));
+            for stream in [&self.config.events, &self.config.retries] {
+                let ids: Vec<String> =
+                    others.iter().filter(|(s, _, _)| s == stream).map(|(_, id, _)| id.clone()).collect();
+                if !ids.is_empty()
+                    && let Err(error) = self.redis()?.xack::<i64, _, _, _>(stream, &self.config.group, ids).await
+                {
+                    tracing::error!(%error, "social worker cannot acknowledge; the entries will come again");
+                }
+            }
+            for (stream, id, fields) in posts {
                 if let Err(error) = self.handle(&stream, &id, &fields).await {
                     // Left pending: this worker or another takes it up again.
                     tracing::error!(%error, %stream, %id, "social worker could not finish an entry");

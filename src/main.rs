@@ -303,7 +303,9 @@ async fn main() -> anyhow::Result<ExitCode> {
                 Some(redis) => Some(workers::status::read(redis, &relay, &social_streams).await?),
                 None => None,
             };
-            let status = serde_json::json!({ "head": head, "projections": projections, "streams": streams });
+            let social = workers::status::social_tally(store.db()).await?;
+            let status =
+                serde_json::json!({ "head": head, "projections": projections, "streams": streams, "social": social });
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -110,6 +110,15 @@ fn status_reports_the_head_and_every_checkpoint() {
     let wallets = status["projections"].as_array().expect("projections").iter().find(|p| p["name"] == "wallets");
     assert_eq!(wallets.map(|w| w["checkpoint"].clone()), Some(serde_json::json!(head)), "{status}");
     assert!(status["streams"].is_null(), "no Redis, no streams: {status}");
+    // The demo's post targets both networks; nothing has posted it (no worker ran).
+    assert_eq!(
+        status["social"],
+        serde_json::json!([
+            { "provider": "facebook", "status": "pending", "posts": 1, "attempts": 0 },
+            { "provider": "twitter", "status": "pending", "posts": 1, "attempts": 0 }
+        ]),
+        "{status}"
+    );
 }
 
 #[test]

@@ -129,6 +129,27 @@ async fn a_killed_workers_entries_are_reclaimed_and_each_post_is_published_once(
     assert!(listed.status.success() && listed.stdout.is_empty(), "{listed:?}");
     let retried = dlq(&["retry"]);
     assert!(String::from_utf8_lossy(&retried.stdout).contains("0 dead letter(s) requeued"), "{retried:?}");
+    // `status` on MariaDB and Redis: the streams, and every post published on both networks.
+    projections::catch_up(&store, 1_000).await.expect("projects");
+    let status = Command::new(env!("CARGO_BIN_EXE_pointstream"))
+        .arg("status")
+        .env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", redis_server.url())
+        .env("POINTSTREAM_STREAM_PREFIX", "kill")
+        .output()
+        .expect("the binary runs");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["streams"]["dead_letters"], 0, "{status}");
+    assert!(status["streams"]["length"].as_u64().is_some_and(|n| n > 0), "{status}");
+    for network in ["facebook", "twitter"] {
+        let published = status["social"]
+            .as_array()
+            .expect("a tally")
+            .iter()
+            .find(|t| t["provider"] == network && t["status"] == "published")
+            .map(|t| t["posts"].clone());
+        assert_eq!(published, Some(serde_json::json!(POSTS)), "{status}");
+    }
 
     for network in ["facebook", "twitter"] {
         for n in 0..POSTS {

@@ -77,3 +77,47 @@ pub fn publish(status: &StreamStatus) {
         }
     }
 }
+
+/// Cross-posting by network and status, from the posts read model: how many
+/// (post, network) pairs stand where, and the attempts they took.
+#[derive(Debug, Clone, Serialize)]
+pub struct SocialTally {
+    /// `facebook` or `twitter`.
+    pub provider: String,
+    /// `pending`, `published` or `failed`.
+    pub status: String,
+    /// Posts in that state.
+    pub posts: i64,
+    /// Attempts they took in all.
+    pub attempts: i64,
+}
+
+/// The tally of every post's cross-posting.
+pub async fn social_tally(db: &impl sea_orm::ConnectionTrait) -> Result<Vec<SocialTally>, sea_orm::DbErr> {
+    use migrations::tables::PostSocial;
+    use sea_orm::sea_query::{Alias, Expr, Func, Order, Query};
+    // SUM is a decimal on MySQL: cast it back to an integer on either backend.
+    let integer = if db.get_database_backend() == sea_orm::DbBackend::MySql { "SIGNED" } else { "INTEGER" };
+    let query = Query::select()
+        .column(PostSocial::Provider)
+        .column(PostSocial::Status)
+        .expr_as(Func::count(Expr::col(PostSocial::PostId)), Alias::new("posts"))
+        .expr_as(Expr::cust(format!("CAST(SUM(attempts) AS {integer})")), Alias::new("attempts"))
+        .from(PostSocial::Table)
+        .group_by_col(PostSocial::Provider)
+        .group_by_col(PostSocial::Status)
+        .order_by(PostSocial::Provider, Order::Asc)
+        .order_by(PostSocial::Status, Order::Asc)
+        .to_owned();
+    let rows = db.query_all(&query).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(SocialTally {
+                provider: row.try_get("", "provider")?,
+                status: row.try_get("", "status")?,
+                posts: row.try_get("", "posts")?,
+                attempts: row.try_get("", "attempts")?,
+            })
+        })
+        .collect()
+}

@@ -451,6 +451,7 @@ async fn serve(
     let running = projections::spawn_all(&store, &config, &shutdown);
     let mut tasks = Vec::new();
     let on_redis = background.relay.is_some();
+    let ready_redis = background.relay.as_ref().map(|(redis, _)| redis.clone());
     if let Some((redis, relay)) = background.relay {
         if let Some(streams) = background.streams {
             tokio::spawn(stream_gauges(redis.clone(), relay.clone(), streams, shutdown.clone()));
@@ -479,6 +480,7 @@ async fn serve(
                 read_timeout: api.read_timeout,
                 limits: api.limits,
                 tokens: api.tokens,
+                redis: ready_redis,
             };
             let app = api::server::app(api::build(state.clone()), state, api.secret.clone(), running.statuses.clone());
             let mut stopped = shutdown.clone();

@@ -671,4 +671,12 @@ async fn with_redis_an_instance_hears_of_another_instances_commits_through_the_s
     assert!(data(&earned), "{earned}");
     let update = next_json(&mut socket).await;
     assert_eq!(update["payload"]["data"]["walletUpdates"]["balanceAfter"], 100, "{update}");
+
+    // Readiness covers Redis too.
+    let ready = b.get("/readyz");
+    assert_eq!(ready, (200, "ready: database ok, redis ok".to_string()));
+    redis.kill();
+    let (status, body) = b.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("redis"), "{body}");
 }

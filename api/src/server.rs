@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_poem::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use fred::prelude::ClientLike;
 use poem::http::{HeaderMap, StatusCode};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::SizeLimit;
@@ -105,9 +106,15 @@ fn healthz() -> &'static str {
 #[handler]
 async fn readyz(http: Data<&Http>) -> poem::Response {
     let db = http.state.store.db();
-    match db.execute_unprepared("SELECT 1").await {
-        Ok(_) => "ready: database ok".into_response(),
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: database: {err}")).into_response(),
+    if let Err(err) = db.execute_unprepared("SELECT 1").await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: database: {err}")).into_response();
+    }
+    let Some(redis) = &http.state.redis else { return "ready: database ok".into_response() };
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), redis.ping::<String>(None)).await;
+    match ping {
+        Ok(Ok(_)) => "ready: database ok, redis ok".into_response(),
+        Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: redis: {err}")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: redis does not answer").into_response(),
     }
 }
 

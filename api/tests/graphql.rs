@@ -78,6 +78,7 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         read_timeout: Duration::from_secs(10),
         limits: Limits::default(),
         tokens: None,
+        redis: None,
     };
     let client =
         TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec(), running.statuses.clone()));
@@ -237,6 +238,7 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         read_timeout: Duration::from_secs(10),
         limits: Limits { max_depth: 2, max_page: 5, max_body_bytes: 200, ..Limits::default() },
         tokens: None,
+        redis: None,
     };
     let strict = TestClient::new(api::server::app(build(tight.clone()), tight, SECRET.to_vec(), Vec::new()));
     let deep =
@@ -334,6 +336,7 @@ async fn a_feed_page_costs_the_same_few_queries_at_any_size(backend: Backend) {
         read_timeout: Duration::from_secs(10),
         limits: Limits::default(),
         tokens: None,
+        redis: None,
     };
     let client = TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec(), Vec::new()));
     let reader = token(Role::Member, Some("author1"), None);

@@ -79,6 +79,7 @@ async fn post_social_status_follows_each_providers_outcome() {
         read_timeout: Duration::from_secs(10),
         limits: Limits::default(),
         tokens: None,
+        redis: None,
     };
     let app = api::server::app(build(state.clone()), state, SECRET.to_vec(), Vec::new());
     let mut stopped = shutdown.clone();

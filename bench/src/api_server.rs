@@ -36,6 +36,7 @@ pub async fn serve(database_url: &str, secret: &str, max_connections: u32) -> an
         read_timeout: Duration::from_secs(5),
         limits: Limits::default(),
         tokens: None,
+        redis: None,
     };
     let app = api::server::app(api::build(state.clone()), state, secret.as_bytes().to_vec(), running.statuses.clone());
     let mut stopped = shutdown.clone();

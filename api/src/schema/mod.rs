@@ -41,6 +41,8 @@ pub struct ApiState {
     /// Where linked accounts' access tokens are sealed; `None` when no token
     /// key is configured (then `linkSocialAccount` takes no token).
     pub tokens: Option<TokenVault>,
+    /// Redis, when the service uses it (`/readyz` checks it).
+    pub redis: Option<fred::prelude::Client>,
 }
 
 /// Limits on what one request may ask; each hit is a clear error, not a failure.

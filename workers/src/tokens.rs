@@ -22,6 +22,9 @@ pub enum TokenError {
         /// Where.
         provider: String,
     },
+    /// The token could not be sealed (beyond the cipher's size limits).
+    #[error("the token could not be sealed")]
+    Seal,
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] DbErr),
@@ -52,14 +55,13 @@ impl TokenVault {
         Ok(TokenVault { cipher })
     }
 
-    fn seal(&self, member: &str, provider: &str, token: &str) -> (String, String) {
+    fn seal(&self, member: &str, provider: &str, token: &str) -> Result<(String, String), TokenError> {
         let nonce: [u8; 24] = rand::random();
         let sealed = self
             .cipher
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: token.as_bytes(), aad: &bound(member, provider) })
-            // Encryption only fails for inputs beyond the cipher's limits (about 256 GiB).
-            .unwrap_or_default();
-        (hex::encode(nonce), hex::encode(sealed))
+            .map_err(|_| TokenError::Seal)?;
+        Ok((hex::encode(nonce), hex::encode(sealed)))
     }
 
     fn open(&self, member: &str, provider: &str, nonce: &str, sealed: &str) -> Result<String, TokenError> {
@@ -85,7 +87,7 @@ impl TokenVault {
         token: &str,
         now_us: i64,
     ) -> Result<(), TokenError> {
-        let (nonce, sealed) = self.seal(member, provider, token);
+        let (nonce, sealed) = self.seal(member, provider, token)?;
         let insert = Query::insert()
             .into_table(SocialTokens::Table)
             .columns([
@@ -146,7 +148,7 @@ mod tests {
     #[test]
     fn a_sealed_token_opens_only_with_its_key_and_row() {
         let vault = TokenVault::from_hex(KEY).expect("a key");
-        let (nonce, sealed) = vault.seal("ann", "facebook", "EAAB-secret");
+        let (nonce, sealed) = vault.seal("ann", "facebook", "EAAB-secret").expect("seals");
         assert!(!sealed.contains(&hex::encode("EAAB-secret")), "the token is not stored in clear");
         assert_eq!(vault.open("ann", "facebook", &nonce, &sealed).expect("opens"), "EAAB-secret");
         assert!(vault.open("bob", "facebook", &nonce, &sealed).is_err(), "bound to its member");

@@ -144,9 +144,10 @@ impl SocialWorker {
         // would hold up every other command (acks, the relay's writes) meanwhile.
         let reader = self.redis()?.clone_new();
         reader.init().await?;
+        let mut reclaim_at = tokio::time::Instant::now();
         while !*shutdown.borrow() {
             let entries = tokio::select! {
-                entries = self.next_entries(&reader) => entries,
+                entries = self.next_entries(&reader, &mut reclaim_at) => entries,
                 _ = shutdown.changed() => continue,
             };
             let entries = match entries {
@@ -186,11 +187,23 @@ impl SocialWorker {
         Ok(())
     }
 
-    /// Entries of crashed consumers first, then new ones.
-    async fn next_entries(&self, reader: &Client) -> Result<Vec<Entry>, WorkerError> {
+    /// Entries of crashed consumers first, then new ones. Nothing can be
+    /// reclaimed before it has been idle `claim_idle`, so this looks for such
+    /// entries at most every half of that (and again at once while it finds
+    /// some), not before every read.
+    async fn next_entries(
+        &self,
+        reader: &Client,
+        reclaim_at: &mut tokio::time::Instant,
+    ) -> Result<Vec<Entry>, WorkerError> {
         let config = &self.config;
         let mut entries = Vec::new();
-        for stream in [&config.events, &config.retries] {
+        let now = tokio::time::Instant::now();
+        let reclaim = now >= *reclaim_at;
+        if reclaim {
+            *reclaim_at = now + config.claim_idle / 2;
+        }
+        for stream in [&config.events, &config.retries].into_iter().filter(|_| reclaim) {
             let (_, claimed): (String, Entries) = self
                 .redis()?
                 .xautoclaim_values(
@@ -206,6 +219,8 @@ impl SocialWorker {
             entries.extend(claimed.into_iter().map(|(id, fields)| (stream.clone(), id, fields)));
         }
         if !entries.is_empty() {
+            // There may be more: look again at once.
+            *reclaim_at = now;
             return Ok(entries);
         }
         let read: Value = reader

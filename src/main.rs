@@ -24,6 +24,8 @@ use workers::relay::RelayConfig;
 use workers::social::{SocialConfig, SocialWorker};
 use workers::tokens::TokenVault;
 
+use media::{FsStore, MediaStore, S3Config, S3Store, UrlSigner};
+
 /// Event-sourced loyalty points backend.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -98,6 +100,31 @@ struct Cli {
     /// Most subscriptions one WebSocket connection may hold at once.
     #[arg(long, env = "POINTSTREAM_MAX_SUBSCRIPTIONS", default_value_t = 32, global = true)]
     max_subscriptions: usize,
+    /// Largest photo upload accepted, in bytes.
+    #[arg(long, env = "POINTSTREAM_MAX_UPLOAD_BYTES", default_value_t = 10 << 20, global = true)]
+    max_upload_bytes: usize,
+    /// Most files one request may upload.
+    #[arg(long, env = "POINTSTREAM_MAX_UPLOADS", default_value_t = 10, global = true)]
+    max_uploads: usize,
+    /// How long a photo URL handed out stays good, in seconds.
+    #[arg(long, env = "POINTSTREAM_PHOTO_URL_TTL_SECS", default_value_t = 900, global = true)]
+    photo_url_ttl_secs: u64,
+    /// Directory of the filesystem photo store (used when no S3 bucket is configured).
+    #[arg(long, env = "POINTSTREAM_MEDIA_DIR", default_value = "pointstream-media", global = true)]
+    media_dir: std::path::PathBuf,
+    /// S3 bucket for photos; setting it stores photos in S3 instead of
+    /// `--media-dir`. Credentials come from the usual AWS variables.
+    #[arg(long, env = "S3_BUCKET", global = true)]
+    s3_bucket: Option<String>,
+    /// S3 endpoint URL, for S3-compatible services (default: AWS).
+    #[arg(long, env = "S3_ENDPOINT", global = true)]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, env = "S3_REGION", global = true)]
+    s3_region: Option<String>,
+    /// Address buckets in the URL path, as most S3-compatible services need.
+    #[arg(long, env = "S3_PATH_STYLE", global = true)]
+    s3_path_style: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -159,6 +186,9 @@ enum Command {
     /// Audits of the log.
     #[command(subcommand)]
     Audit(Audit),
+    /// The photo store.
+    #[command(subcommand)]
+    Media(Media),
     /// Print events after a global position as JSON lines.
     Log {
         /// Print events with a position greater than this.
@@ -188,6 +218,20 @@ enum Dlq {
     Retry {
         /// Dead letter ids (as `dlq list` prints them); none: all.
         ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Media {
+    /// Remove stored photos that no live post refers to (left by a crash
+    /// between upload and command, or a failed removal) and print a JSON report.
+    Gc {
+        /// Leave objects younger than this many seconds: their command may be in flight.
+        #[arg(long, default_value_t = 3_600)]
+        grace_secs: u64,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -257,7 +301,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         lease_ttl: Duration::from_millis(cli.lease_ttl_ms.max(100)),
         ..RelayConfig::new(&cli.stream_prefix)
     };
-    let social = social_worker(&cli, &store, redis.clone(), vault.clone());
+    let media =
+        media_store(&cli, &secret, &cli.public_url.clone().unwrap_or_else(|| format!("http://{}", cli.listen))).await;
+    let social = social_worker(&cli, &store, redis.clone(), vault.clone(), media.clone());
     let social_streams = social_config(&cli);
     let needs_redis = |what: &str| anyhow::anyhow!("`pointstream {what}` needs --redis-url (or REDIS_URL)");
     match cli.command.unwrap_or(Command::Serve) {
@@ -273,8 +319,13 @@ async fn main() -> anyhow::Result<ExitCode> {
                     max_page: cli.max_page.max(1),
                     max_body_bytes: cli.max_body_bytes,
                     max_subscriptions: cli.max_subscriptions,
+                    max_upload_bytes: cli.max_upload_bytes.max(1),
+                    max_uploads: cli.max_uploads,
                 },
                 tokens: vault,
+                media,
+                public_url: cli.public_url.clone(),
+                photo_url_ttl: Duration::from_secs(cli.photo_url_ttl_secs.max(1)),
             };
             let background = Background {
                 relay: redis.map(|redis| (redis, relay)),
@@ -337,6 +388,12 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(Audit::Verify { json }) => verify(store, json).await,
+        Command::Media(Media::Gc { grace_secs, dry_run }) => {
+            let live = media::gc::live_photos(&store).await?;
+            let sweep = media::gc::sweep(&media, &live, Duration::from_secs(grace_secs), dry_run).await?;
+            println!("{}", serde_json::json!({ "store": media.kind(), "dry_run": dry_run, "sweep": sweep }));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Log { after, limit, follow } => log(store, after, limit, follow).await,
     }
 }
@@ -349,6 +406,29 @@ struct Api {
     read_timeout: Duration,
     limits: Limits,
     tokens: Option<TokenVault>,
+    media: MediaStore,
+    /// The app's public URL, if configured; else photo URLs of the
+    /// filesystem store point at the bound address.
+    public_url: Option<String>,
+    photo_url_ttl: Duration,
+}
+
+/// The photo store: S3 when a bucket is configured, else the directory.
+/// Filesystem photo URLs are signed with a key derived from the JWT secret
+/// and point at `base_url`.
+async fn media_store(cli: &Cli, secret: &[u8], base_url: &str) -> MediaStore {
+    match &cli.s3_bucket {
+        Some(bucket) => MediaStore::S3(
+            S3Store::connect(&S3Config {
+                bucket: bucket.clone(),
+                endpoint: cli.s3_endpoint.clone(),
+                region: cli.s3_region.clone(),
+                path_style: cli.s3_path_style,
+            })
+            .await,
+        ),
+        None => MediaStore::Fs(FsStore::new(cli.media_dir.clone(), UrlSigner::new(secret), base_url)),
+    }
 }
 
 fn token(
@@ -389,7 +469,13 @@ fn social_config(cli: &Cli) -> SocialConfig {
 }
 
 /// The social worker: real networks when tokens can be read, else ones that log.
-fn social_worker(cli: &Cli, store: &EventStore, redis: Option<Client>, vault: Option<TokenVault>) -> SocialWorker {
+fn social_worker(
+    cli: &Cli,
+    store: &EventStore,
+    redis: Option<Client>,
+    vault: Option<TokenVault>,
+    media: MediaStore,
+) -> SocialWorker {
     let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
     if vault.is_some() {
         let http = http_client(Duration::from_secs(10));
@@ -399,7 +485,7 @@ fn social_worker(cli: &Cli, store: &EventStore, redis: Option<Client>, vault: Op
         networks.insert(Provider::Facebook, Arc::new(LoggingNetwork { name: "facebook" }));
         networks.insert(Provider::Twitter, Arc::new(LoggingNetwork { name: "twitter" }));
     }
-    SocialWorker::new(store.clone(), redis, vault, networks, social_config(cli))
+    SocialWorker::new(store.clone(), redis, vault, media, networks, social_config(cli))
 }
 
 /// Runs one role until Ctrl-C.
@@ -475,19 +561,27 @@ async fn serve(
     }
     let server = match api {
         Some(api) => {
-            let state = ApiState {
+            let mut state = ApiState {
                 store: store.clone(),
                 read_timeout: api.read_timeout,
                 limits: api.limits,
                 tokens: api.tokens,
                 redis: ready_redis,
+                media: api.media,
+                photo_url_ttl: api.photo_url_ttl,
             };
-            let app = api::server::app(api::build(state.clone()), state, api.secret.clone(), running.statuses.clone());
             let mut stopped = shutdown.clone();
             let signal = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
             let listen = api.listen.clone();
+            let (secret, statuses, public_url) = (api.secret.clone(), running.statuses.clone(), api.public_url);
+            let app = move |address: &str| {
+                if let (MediaStore::Fs(store), None) = (&state.media, &public_url) {
+                    state.media = MediaStore::Fs(store.serving_at(format!("http://{address}")));
+                }
+                api::server::app(api::build(state.clone()), state, secret, statuses)
+            };
             let (address, server) = api::server::bind(listen.clone(), app, signal)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;

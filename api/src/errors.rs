@@ -71,3 +71,11 @@ impl Extension for ErrorCodes {
         next.run(ctx, stream).map(with_codes).boxed()
     }
 }
+
+/// The `code` in an error's extensions, if it has one.
+pub fn code_of(extensions: Option<&async_graphql::ErrorExtensionValues>) -> Option<&str> {
+    match extensions?.get("code")? {
+        async_graphql::Value::String(code) => Some(code.as_str()),
+        _ => None,
+    }
+}

@@ -1,25 +1,29 @@
-//! HTTP: `POST /graphql`, GraphiQL on `GET /graphql`, subscriptions on
-//! `/graphql/ws` (`graphql-transport-ws` and legacy `graphql-ws`), `/healthz`,
-//! `/readyz`, `/metrics`.
+//! HTTP: `POST /graphql` (JSON, or GraphQL multipart requests with
+//! uploads), GraphiQL on `GET /graphql`, subscriptions on `/graphql/ws`
+//! (`graphql-transport-ws` and legacy `graphql-ws`), `/media/{key}` (photos of
+//! the filesystem store, behind signed URLs), `/healthz`, `/readyz`,
+//! `/metrics`.
 
 use std::sync::Arc;
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::http::GraphiQLSource;
-use async_graphql_poem::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::ParseRequestError;
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions};
+use async_graphql_poem::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use fred::prelude::ClientLike;
-use poem::http::{HeaderMap, StatusCode};
+use poem::http::{HeaderMap, StatusCode, header};
 use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::middleware::SizeLimit;
 use poem::web::websocket::{WebSocket, WebSocketConfig};
-use poem::web::{Data, Html};
-use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, get, handler};
+use poem::web::{Data, Html, Path, Query};
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Route, Server, get, handler};
 use projections::ProjectorStatus;
 use sea_orm::ConnectionTrait;
+use serde::Deserialize;
 use tokio::sync::watch;
+use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::auth;
-use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots, Loaders};
+use crate::errors::code_of;
+use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots, Limits, Loaders};
 
 /// What the HTTP layer needs besides the schema.
 #[derive(Clone)]
@@ -71,8 +75,71 @@ async fn graphql_ws(http: Data<&Http>, protocol: GraphQLProtocol, websocket: Web
     })
 }
 
+/// A request refused before it reached the schema: `BAD_USER_INPUT` in the
+/// GraphQL error shape, with an HTTP status that says why.
+fn refused(status: StatusCode, message: impl Into<String>) -> poem::Response {
+    metrics::counter!("pointstream_graphql_errors_total", "code" => "BAD_USER_INPUT").increment(1);
+    let body =
+        serde_json::json!({ "errors": [{ "message": message.into(), "extensions": { "code": "BAD_USER_INPUT" } }] });
+    poem::Response::builder().status(status).content_type("application/json").body(body.to_string())
+}
+
+/// Reads a GraphQL request within the limits: a JSON body up to
+/// `max_body_bytes`; a multipart body streamed to temporary files, each file
+/// up to `max_upload_bytes`, at most `max_uploads` of them.
+async fn read_request(
+    limits: &Limits,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<async_graphql::Request, poem::Response> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let multipart = content_type.as_deref().is_some_and(|t| t.starts_with("multipart/"));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let too_large = |limit: usize| {
+        refused(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over the limit of {limit} bytes"))
+    };
+    let batch = if multipart {
+        // The files plus their part headers, and the operations beside them.
+        let limit =
+            limits.max_upload_bytes.saturating_add(4 << 10).saturating_mul(limits.max_uploads) + limits.max_body_bytes;
+        if declared.is_some_and(|length| length > limit) {
+            return Err(too_large(limit));
+        }
+        let options =
+            MultipartOptions::default().max_file_size(limits.max_upload_bytes).max_num_files(limits.max_uploads + 1);
+        let reader = body.into_async_read().compat();
+        async_graphql::http::receive_batch_body(content_type, reader, options).await
+    } else {
+        let limit = limits.max_body_bytes;
+        if declared.is_some_and(|length| length > limit) {
+            return Err(too_large(limit));
+        }
+        let bytes = body.into_bytes_limit(limit).await.map_err(|_| too_large(limit))?;
+        async_graphql::http::receive_batch_body(content_type, bytes.as_ref(), MultipartOptions::default()).await
+    };
+    let request = batch.and_then(|batch| batch.into_single()).map_err(|err| match err {
+        ParseRequestError::PayloadTooLarge => refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a file is over the limit of {} bytes", limits.max_upload_bytes),
+        ),
+        ParseRequestError::Io(_) | ParseRequestError::InvalidMultipart(_) => {
+            refused(StatusCode::BAD_REQUEST, format!("the multipart body could not be read: {err}"))
+        }
+        other => refused(StatusCode::BAD_REQUEST, format!("not a GraphQL request: {other}")),
+    })?;
+    if request.uploads.len() > limits.max_uploads {
+        return Err(refused(StatusCode::BAD_REQUEST, format!("at most {} files per request", limits.max_uploads)));
+    }
+    Ok(request)
+}
+
 #[handler]
-async fn graphql(http: Data<&Http>, headers: &HeaderMap, request: GraphQLRequest) -> GraphQLResponse {
+async fn graphql(http: Data<&Http>, headers: &HeaderMap, body: Body) -> poem::Response {
+    let request = match read_request(&http.state.limits, headers, body).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
+    };
     let caller = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         None => Caller::Anonymous,
         Some(value) => match auth::from_header(&http.secret, value) {
@@ -81,16 +148,42 @@ async fn graphql(http: Data<&Http>, headers: &HeaderMap, request: GraphQLRequest
         },
     };
     let loaders = Loaders::new(http.state.store.db(), true);
-    let response = http.schema.execute(request.0.data(caller).data(loaders)).await;
+    let response = http.schema.execute(request.data(caller).data(loaders)).await;
     metrics::counter!("pointstream_graphql_requests_total").increment(1);
     for error in &response.errors {
-        let code = match error.extensions.as_ref().and_then(|e| e.get("code")) {
-            Some(async_graphql::Value::String(code)) => code.clone(),
-            _ => "GRAPHQL_VALIDATION".to_string(),
-        };
+        let code = code_of(error.extensions.as_ref()).unwrap_or("GRAPHQL_VALIDATION").to_string();
         metrics::counter!("pointstream_graphql_errors_total", "code" => code).increment(1);
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
+}
+
+/// The query of a signed photo URL.
+#[derive(Deserialize)]
+struct Signed {
+    expires: u64,
+    signature: String,
+}
+
+/// A photo of the filesystem store, if the URL's signature holds and it has
+/// not expired (403 otherwise). With S3, photo URLs point at S3 instead.
+#[handler]
+async fn photo(http: Data<&Http>, Path(key): Path<String>, signed: Option<Query<Signed>>) -> poem::Response {
+    let media::MediaStore::Fs(store) = &http.state.media else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(Query(signed)) = signed else {
+        return (StatusCode::FORBIDDEN, "a signed URL is required").into_response();
+    };
+    match store.open(&key, signed.expires, &signed.signature).await {
+        Ok(opened) => poem::Response::builder()
+            .content_type(opened.content_type)
+            .header(header::CONTENT_LENGTH, opened.size)
+            .header(header::CACHE_CONTROL, "private, max-age=300")
+            .header("x-content-type-options", "nosniff")
+            .body(Body::from_async_read(opened.file)),
+        Err(media::fs::OpenError::Refused(reason)) => (StatusCode::FORBIDDEN, reason.to_string()).into_response(),
+        Err(media::fs::OpenError::NotFound) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 #[handler]
@@ -109,16 +202,24 @@ async fn readyz(http: Data<&Http>) -> poem::Response {
     if let Err(err) = db.execute_unprepared("SELECT 1").await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: database: {err}")).into_response();
     }
-    let Some(redis) = &http.state.redis else { return "ready: database ok".into_response() };
+    let media = http.state.media.kind();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), http.state.media.check()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {media}: {err}")).into_response(),
+        Err(_) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {media} does not answer")).into_response();
+        }
+    }
+    let Some(redis) = &http.state.redis else { return format!("ready: database ok, {media} ok").into_response() };
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), redis.ping::<String>(None)).await;
     match ping {
-        Ok(Ok(_)) => "ready: database ok, redis ok".into_response(),
+        Ok(Ok(_)) => format!("ready: database ok, {media} ok, redis ok").into_response(),
         Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: redis: {err}")).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: redis does not answer").into_response(),
     }
 }
 
-/// The application: every route, with the body size limit.
+/// The application: every route.
 pub fn app(
     schema: ApiSchema,
     state: ApiState,
@@ -126,10 +227,10 @@ pub fn app(
     statuses: Vec<watch::Receiver<ProjectorStatus>>,
 ) -> impl Endpoint {
     crate::telemetry::handle();
-    let max_body = state.limits.max_body_bytes;
     let http = Http { schema, state, secret: Arc::new(secret), statuses: Arc::new(statuses) };
     Route::new()
-        .at("/graphql", get(graphiql).post(graphql.with(SizeLimit::new(max_body))))
+        .at("/graphql", get(graphiql).post(graphql))
+        .at("/media/*key", get(photo))
         .at("/graphql/ws", get(graphql_ws))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
@@ -137,16 +238,18 @@ pub fn app(
         .data(http)
 }
 
-/// Binds `addr` (port 0: any free port) and returns the bound address and the
-/// server future, which ends when `shutdown` resolves.
-pub async fn bind(
+/// Binds `addr` (port 0: any free port), builds the endpoint with the bound
+/// address (`host:port`; the filesystem photo store's URLs point there), and
+/// returns the address and the server future, which ends when `shutdown`
+/// resolves.
+pub async fn bind<E: Endpoint + 'static>(
     addr: String,
-    endpoint: impl Endpoint + 'static,
+    endpoint: impl FnOnce(&str) -> E,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(String, impl std::future::Future<Output = std::io::Result<()>>)> {
     let acceptor = TcpListener::bind(addr.clone()).into_acceptor().await?;
     let local =
         acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).map(|a| a.to_string()).unwrap_or(addr);
-    let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, None);
+    let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint(&local), shutdown, None);
     Ok((local, server))
 }

@@ -79,6 +79,8 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         limits: Limits::default(),
         tokens: None,
         redis: None,
+        media: media::scratch::scratch_fs("http://127.0.0.1"),
+        photo_url_ttl: Duration::from_secs(900),
     };
     let client =
         TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec(), running.statuses.clone()));
@@ -239,6 +241,8 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         limits: Limits { max_depth: 2, max_page: 5, max_body_bytes: 200, ..Limits::default() },
         tokens: None,
         redis: None,
+        media: media::scratch::scratch_fs("http://127.0.0.1"),
+        photo_url_ttl: Duration::from_secs(900),
     };
     let strict = TestClient::new(api::server::app(build(tight.clone()), tight, SECRET.to_vec(), Vec::new()));
     let deep =
@@ -324,6 +328,7 @@ async fn a_feed_page_costs_the_same_few_queries_at_any_size(backend: Backend) {
             photos: vec![Photo {
                 key: PhotoKey::parse(format!("photos/{id}.jpg")).expect("key"),
                 content_type: "image/jpeg".into(),
+                size: 1_000,
                 sha256: "00".repeat(32),
             }],
             providers: vec![Provider::Facebook, Provider::Twitter],
@@ -337,6 +342,8 @@ async fn a_feed_page_costs_the_same_few_queries_at_any_size(backend: Backend) {
         limits: Limits::default(),
         tokens: None,
         redis: None,
+        media: media::scratch::scratch_fs("http://127.0.0.1"),
+        photo_url_ttl: Duration::from_secs(900),
     };
     let client = TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec(), Vec::new()));
     let reader = token(Role::Member, Some("author1"), None);

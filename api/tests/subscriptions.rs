@@ -80,10 +80,12 @@ async fn post_social_status_follows_each_providers_outcome() {
         limits: Limits::default(),
         tokens: None,
         redis: None,
+        media: media::scratch::scratch_fs("http://127.0.0.1"),
+        photo_url_ttl: Duration::from_secs(900),
     };
     let app = api::server::app(build(state.clone()), state, SECRET.to_vec(), Vec::new());
     let mut stopped = shutdown.clone();
-    let (address, server) = api::server::bind("127.0.0.1:0".to_string(), app, async move {
+    let (address, server) = api::server::bind("127.0.0.1:0".to_string(), |_| app, async move {
         let _ = stopped.wait_for(|s| *s).await;
     })
     .await

@@ -171,7 +171,14 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
             networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
             networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.clone())));
             let social = SocialConfig { group: group.clone(), ..SocialConfig::new(&prefix, &format!("w{w}")) };
-            let worker = SocialWorker::new(store.clone(), Some(redis.clone()), Some(vault.clone()), networks, social);
+            let worker = SocialWorker::new(
+                store.clone(),
+                Some(redis.clone()),
+                Some(vault.clone()),
+                media::scratch::scratch_fs("http://127.0.0.1"),
+                networks,
+                social,
+            );
             let shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move { worker.run(shutdown).await }));
         }

@@ -102,6 +102,15 @@ pub trait Claims {
         Vec::new()
     }
 
+    /// What a retry under the same idempotency key must repeat: by default
+    /// the whole command.
+    fn retry_identity(&self) -> Self
+    where
+        Self: Clone,
+    {
+        self.clone()
+    }
+
     /// The error to return when `claim` belongs to another aggregate.
     fn claim_taken(&self, claim: &Claim) -> DomainError {
         DomainError::AlreadyRegistered(format!("{} {}", claim.kind, claim.key))

@@ -15,13 +15,16 @@ use crate::values::{ExternalRef, MemberId, PhotoKey, PostBody, PostId, Provider,
 /// The most photos one post may carry.
 pub const MAX_PHOTOS: usize = 10;
 
-/// A photo as stored: its key, content type and content hash.
+/// A photo as stored: its key, content type, size and content hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Photo {
     /// Storage key.
     pub key: PhotoKey,
     /// MIME type found from the content.
     pub content_type: String,
+    /// Size in bytes (0 in events written before sizes were recorded).
+    #[serde(default)]
+    pub size: u64,
     /// Hex SHA-256 of the content.
     pub sha256: String,
 }
@@ -47,13 +50,43 @@ pub enum PostCommand {
         photos: Vec<Photo>,
         providers: Vec<Provider>,
     },
+    /// Add a photo to the post.
+    AddPhoto { photo: Photo },
     /// Record what a provider answered.
     RecordSocialResult { provider: Provider, outcome: SocialOutcome },
     /// Delete the post.
     Delete,
 }
 
-impl Claims for PostCommand {}
+impl Claims for PostCommand {
+    /// Photos count by content: each attempt stores its upload under a key of
+    /// its own, so a retry differs from the first attempt only in the keys.
+    fn retry_identity(&self) -> Self {
+        let by_content = |photos: &[Photo]| -> Vec<Photo> {
+            photos
+                .iter()
+                .map(|photo| Photo {
+                    key: PhotoKey::parse(format!("sha256/{}", photo.sha256)).unwrap_or_else(|_| photo.key.clone()),
+                    ..photo.clone()
+                })
+                .collect()
+        };
+        match self {
+            PostCommand::Create { post, author, store, body, photos, providers } => PostCommand::Create {
+                post: post.clone(),
+                author: author.clone(),
+                store: store.clone(),
+                body: body.clone(),
+                photos: by_content(photos),
+                providers: providers.clone(),
+            },
+            PostCommand::AddPhoto { photo } => {
+                PostCommand::AddPhoto { photo: by_content(std::slice::from_ref(photo)).remove(0) }
+            }
+            other => other.clone(),
+        }
+    }
+}
 
 /// What happened to a post.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +100,8 @@ pub enum PostEvent {
         photos: Vec<Photo>,
         providers: Vec<Provider>,
     },
+    /// A photo was added.
+    PhotoAdded { photo: Photo },
     /// A provider published it.
     SocialPostPublished { provider: Provider, external_id: ExternalRef, url: ExternalRef },
     /// An attempt at a provider failed.
@@ -79,6 +114,7 @@ impl DomainEvent for PostEvent {
     fn event_type(&self) -> String {
         match self {
             PostEvent::PostCreated { .. } => "PostCreated",
+            PostEvent::PhotoAdded { .. } => "PhotoAdded",
             PostEvent::SocialPostPublished { .. } => "SocialPostPublished",
             PostEvent::SocialPostFailed { .. } => "SocialPostFailed",
             PostEvent::PostDeleted => "PostDeleted",
@@ -107,6 +143,8 @@ pub enum SocialStatus {
 pub struct Post {
     id: Option<PostId>,
     deleted: bool,
+    #[serde(default)]
+    photos: usize,
     social: BTreeMap<Provider, SocialStatus>,
 }
 
@@ -144,10 +182,7 @@ impl Aggregate for Post {
                     return Err(DomainError::AlreadyRegistered(format!("post {id}")));
                 }
                 if photos.len() > MAX_PHOTOS {
-                    return Err(DomainError::Invalid(crate::values::ValueError {
-                        field: "photos",
-                        reason: format!("at most {MAX_PHOTOS} photos per post"),
-                    }));
+                    return Err(too_many_photos());
                 }
                 let status =
                     directory.member(&author).await?.ok_or_else(|| DomainError::UnknownMember(author.clone()))?;
@@ -160,6 +195,13 @@ impl Aggregate for Post {
                 providers.sort();
                 providers.dedup();
                 PostEvent::PostCreated { post, author, store, body, photos, providers }
+            }
+            PostCommand::AddPhoto { photo } => {
+                self.require_live()?;
+                if self.photos >= MAX_PHOTOS {
+                    return Err(too_many_photos());
+                }
+                PostEvent::PhotoAdded { photo }
             }
             PostCommand::RecordSocialResult { provider, outcome } => {
                 self.require_live()?;
@@ -188,8 +230,9 @@ impl Aggregate for Post {
 
     fn apply(&mut self, event: PostEvent) {
         match event {
-            PostEvent::PostCreated { post, providers, .. } => {
+            PostEvent::PostCreated { post, providers, photos, .. } => {
                 self.id = Some(post);
+                self.photos = photos.len();
                 self.social = providers.into_iter().map(|p| (p, SocialStatus::Pending)).collect();
             }
             PostEvent::SocialPostPublished { provider, external_id, url } => {
@@ -198,7 +241,15 @@ impl Aggregate for Post {
             PostEvent::SocialPostFailed { provider, reason, attempt } => {
                 self.social.insert(provider, SocialStatus::Failed { reason, attempts: attempt });
             }
+            PostEvent::PhotoAdded { .. } => self.photos += 1,
             PostEvent::PostDeleted => self.deleted = true,
         }
     }
+}
+
+fn too_many_photos() -> DomainError {
+    DomainError::Invalid(crate::values::ValueError {
+        field: "photos",
+        reason: format!("at most {MAX_PHOTOS} photos per post"),
+    })
 }

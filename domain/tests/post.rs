@@ -19,6 +19,7 @@ fn photos(count: usize) -> Vec<Photo> {
         .map(|i| Photo {
             key: PhotoKey::parse(format!("posts/p1/{i}.jpg")).expect("photo key is valid"),
             content_type: "image/jpeg".to_string(),
+            size: 1_000 + i as u64,
             sha256: format!("{i:064x}"),
         })
         .collect()
@@ -240,4 +241,58 @@ fn the_social_status_follows_each_provider_answer() {
         post.social().get(&Provider::Twitter),
         Some(&SocialStatus::Failed { reason: reason("rate limited"), attempts: 2 })
     );
+}
+
+fn photo(key: &str, sha: u8) -> Photo {
+    Photo {
+        key: PhotoKey::parse(key).expect("photo key is valid"),
+        content_type: "image/png".to_string(),
+        size: 68,
+        sha256: format!("{sha:064x}"),
+    }
+}
+
+#[test]
+fn a_photo_can_be_added_to_a_live_post() {
+    let added = photo("photos/extra.png", 7);
+    framework()
+        .given(vec![created(vec![])])
+        .when(PostCommand::AddPhoto { photo: added.clone() })
+        .then_expect_events(vec![PostEvent::PhotoAdded { photo: added }]);
+}
+
+#[test]
+fn no_photo_is_added_past_the_limit_or_to_a_deleted_or_missing_post() {
+    let full: Vec<PostEvent> = std::iter::once(created(vec![]))
+        .chain((1..MAX_PHOTOS).map(|i| PostEvent::PhotoAdded { photo: photo(&format!("photos/{i}.png"), i as u8) }))
+        .collect();
+    let refused = framework().given(full).when(PostCommand::AddPhoto { photo: photo("photos/one-more.png", 99) });
+    assert!(matches!(refused.inspect_result(), Err(DomainError::Invalid(ValueError { field: "photos", .. }))));
+    framework()
+        .given(vec![created(vec![]), PostEvent::PostDeleted])
+        .when(PostCommand::AddPhoto { photo: photo("photos/late.png", 1) })
+        .then_expect_error(DomainError::PostDeleted(post_id("p1")));
+    framework()
+        .given_no_previous_events()
+        .when(PostCommand::AddPhoto { photo: photo("photos/lost.png", 1) })
+        .then_expect_error(DomainError::NotFound("post"));
+}
+
+#[test]
+fn a_retry_is_the_same_command_when_only_the_photo_keys_differ() {
+    use pointstream_domain::Claims;
+    let first = PostCommand::AddPhoto { photo: photo("photos/first-attempt.png", 3) };
+    let retry = PostCommand::AddPhoto { photo: photo("photos/second-attempt.png", 3) };
+    let other = PostCommand::AddPhoto { photo: photo("photos/first-attempt.png", 4) };
+    assert_eq!(first.retry_identity(), retry.retry_identity());
+    assert_ne!(first.retry_identity(), other.retry_identity());
+    let create_with = |key: &str| PostCommand::Create {
+        post: post_id("p1"),
+        author: member("ann"),
+        store: store("cafe"),
+        body: body("Great flat white"),
+        photos: vec![photo(key, 1)],
+        providers: vec![],
+    };
+    assert_eq!(create_with("photos/a.png").retry_identity(), create_with("photos/b.png").retry_identity());
 }

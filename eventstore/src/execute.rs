@@ -254,8 +254,8 @@ impl EventStore {
 
 /// What makes two commands "the same" for idempotency: target and content.
 fn fingerprint<A: Model>(id: &str, command: &A::Command) -> Result<String, EventStoreError> {
-    let body =
-        serde_json::to_vec(command).map_err(|e| EventStoreError::Encode { what: "command", reason: e.to_string() })?;
+    let body = serde_json::to_vec(&command.retry_identity())
+        .map_err(|e| EventStoreError::Encode { what: "command", reason: e.to_string() })?;
     let mut hasher = Sha256::new();
     hasher.update(A::TYPE.as_bytes());
     hasher.update([0]);

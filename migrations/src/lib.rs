@@ -12,6 +12,7 @@ mod m20261125_000002_read_models;
 mod m20261125_000003_binary_collation;
 mod m20261125_000004_api_indexes;
 mod m20261126_000005_social_tokens;
+mod m20261201_000006_photo_sizes;
 
 /// Table and column names, for building queries with sea-query.
 pub mod tables {
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_binary_collation::Migration),
             Box::new(m20261125_000004_api_indexes::Migration),
             Box::new(m20261126_000005_social_tokens::Migration),
+            Box::new(m20261201_000006_photo_sizes::Migration),
         ]
     }
 }

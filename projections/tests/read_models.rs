@@ -15,7 +15,9 @@ use domain::values::{PostBody, PostId, Reason, ShareId, ShareMessage};
 use domain::{Member, MemberCommand, Post, PostCommand, SharePart, SocialOutcome, Wallet, WalletCommand};
 use eventstore::chain::ChainBreak;
 use eventstore::{CommandContext, EventStore};
-use projections::entities::{balances, ledger, members, post_social, posts, share_recipients, shares, stores};
+use projections::entities::{
+    balances, ledger, members, post_photos, post_social, posts, share_recipients, shares, stores,
+};
 use projections::rebuild::rebuild;
 use projections::{Wallets, audit, catch_up, queries};
 use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement};
@@ -75,6 +77,7 @@ async fn read_models_follow_the_log(backend: Backend) {
         photos: vec![domain::Photo {
             key: PhotoKey::parse("photos/p1-0").expect("valid"),
             content_type: "image/png".into(),
+            size: 68,
             sha256: "ab".repeat(32),
         }],
         providers: vec![Provider::Facebook, Provider::Twitter],
@@ -88,6 +91,15 @@ async fn read_models_follow_the_log(backend: Backend) {
         },
     };
     store.execute::<Post>("p1", published, CommandContext::default()).await.expect("records");
+    let added = PostCommand::AddPhoto {
+        photo: domain::Photo {
+            key: PhotoKey::parse("photos/p1-1.jpg").expect("valid"),
+            content_type: "image/jpeg".into(),
+            size: 2_048,
+            sha256: "cd".repeat(32),
+        },
+    };
+    store.execute::<Post>("p1", added, CommandContext::default()).await.expect("adds a photo");
 
     catch_up(&store, 100).await.expect("projections catch up");
     let db = store.db();
@@ -121,6 +133,14 @@ async fn read_models_follow_the_log(backend: Backend) {
     assert_eq!((cafe_row.rate_basis_points, cafe_row.policy_version, cafe_row.open), (1_000, 1, true));
     let post_row = posts::Entity::find_by_id("p1".to_string()).one(db).await.expect("reads").expect("post");
     assert_eq!(post_row.body, "Great coffee");
+    assert_eq!(post_row.photo_count, 2);
+    let photos = post_photos::Entity::find().all(db).await.expect("reads");
+    let photos: Vec<(i64, &str, i64)> = photos.iter().map(|p| (p.idx, p.photo_key.as_str(), p.size)).collect();
+    assert_eq!(
+        photos,
+        vec![(0, "photos/p1-0", 68), (1, "photos/p1-1.jpg", 2_048)],
+        "a later photo takes the next index"
+    );
     let social = post_social::Entity::find().all(db).await.expect("reads");
     let social: Vec<(&str, &str)> = social.iter().map(|s| (s.provider.as_str(), s.status.as_str())).collect();
     assert_eq!(social, vec![("facebook", "published"), ("twitter", "pending")]);

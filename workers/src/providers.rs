@@ -1,8 +1,9 @@
 //! Social networks behind one trait: Facebook's Graph API (a feed post with
-//! its message and a link to the post in the app), Twitter's API v2 (the text
-//! and the link),
-//! and, for the embedded mode, one that only logs. Base URLs are
-//! configurable, so tests point them at a fake server.
+//! its message and a link to the post in the app; a photo post through the
+//! photos endpoint), Twitter's API v2 (the text and the link; photos uploaded
+//! through the media endpoint first, then attached to the tweet), and, for
+//! the embedded mode, one that only logs. Base URLs are configurable, so
+//! tests point them at a fake server.
 
 use std::time::Duration;
 
@@ -23,7 +24,12 @@ pub struct Outgoing {
     pub account: Option<String>,
     /// The member's access token there, if stored.
     pub token: Option<String>,
+    /// The post's photos, read from the photo store (never from the client).
+    pub photos: Vec<media::Blob>,
 }
+
+/// Twitter attaches at most this many photos to a tweet.
+const TWEET_PHOTOS: usize = 4;
 
 /// A published post at a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,13 +66,18 @@ pub trait SocialNetwork: Send + Sync {
     async fn publish(&self, outgoing: &Outgoing) -> Result<Published, Refusal>;
 }
 
-/// Facebook Graph API: `POST {base}/{account}/feed` with `message` and `access_token`.
+/// Facebook Graph API: `POST {base}/{account}/feed` with `message` and
+/// `access_token`; with one photo, `POST {base}/{account}/photos` with the
+/// photo as `source` and the message as caption; with several, each photo
+/// unpublished through `/photos`, then a feed post attaching them.
 pub struct Facebook {
     http: reqwest::Client,
     base: String,
 }
 
-/// Twitter API v2: `POST {base}/2/tweets` with `{"text": ...}` and a bearer token.
+/// Twitter API v2: `POST {base}/2/tweets` with `{"text": ...}` and a bearer
+/// token; photos first go to `POST {base}/2/media/upload` and the tweet
+/// carries their ids.
 pub struct Twitter {
     http: reqwest::Client,
     base: String,
@@ -142,17 +153,67 @@ fn id_in(value: &Value, pointer: &str) -> Result<String, Refusal> {
     })
 }
 
+/// One photo as a multipart file part.
+fn photo_part(photo: &media::Blob, index: usize) -> Result<reqwest::multipart::Part, Refusal> {
+    let extension = photo.content_type.rsplit('/').next().unwrap_or("jpg");
+    reqwest::multipart::Part::bytes(photo.bytes.clone())
+        .file_name(format!("photo-{index}.{extension}"))
+        .mime_str(&photo.content_type)
+        .map_err(|e| Refusal::Refused { reason: format!("photo {index}: {e}") })
+}
+
+impl Facebook {
+    /// Uploads one photo to `/{account}/photos`; `caption` publishes it as
+    /// the post, `None` keeps it unpublished for a feed post to attach.
+    async fn photo(
+        &self,
+        account: &str,
+        token: &str,
+        photo: &media::Blob,
+        index: usize,
+        caption: Option<&str>,
+    ) -> Result<String, Refusal> {
+        let mut form = reqwest::multipart::Form::new()
+            .text("access_token", token.to_string())
+            .part("source", photo_part(photo, index)?);
+        form = match caption {
+            Some(caption) => form.text("message", caption.to_string()),
+            None => form.text("published", "false"),
+        };
+        let url = format!("{}/{account}/photos", self.base);
+        let value = answer(self.http.post(url).multipart(form).send().await).await?;
+        id_in(&value, "/id")
+    }
+}
+
 #[async_trait]
 impl SocialNetwork for Facebook {
     async fn publish(&self, outgoing: &Outgoing) -> Result<Published, Refusal> {
         let (account, token) = credentials(outgoing)?;
-        let url = format!("{}/{account}/feed", self.base);
-        let mut form = vec![("message", outgoing.body.as_str()), ("access_token", token)];
-        if let Some(link) = &outgoing.link {
-            form.push(("link", link.as_str()));
-        }
-        let value = answer(self.http.post(url).form(&form).send().await).await?;
-        let id = id_in(&value, "/id")?;
+        let id = if let [photo] = outgoing.photos.as_slice() {
+            // The photos endpoint takes no link: it goes in the caption.
+            let caption = match &outgoing.link {
+                Some(link) => format!("{} {link}", outgoing.body),
+                None => outgoing.body.clone(),
+            };
+            self.photo(account, token, photo, 0, Some(&caption)).await?
+        } else {
+            let mut attached = Vec::with_capacity(outgoing.photos.len());
+            for (index, photo) in outgoing.photos.iter().enumerate() {
+                attached.push(self.photo(account, token, photo, index, None).await?);
+            }
+            let url = format!("{}/{account}/feed", self.base);
+            let mut form =
+                vec![("message".to_string(), outgoing.body.clone()), ("access_token".to_string(), token.to_string())];
+            if let Some(link) = &outgoing.link {
+                form.push(("link".to_string(), link.clone()));
+            }
+            for (index, id) in attached.iter().enumerate() {
+                form.push((format!("attached_media[{index}]"), serde_json::json!({ "media_fbid": id }).to_string()));
+            }
+            let value = answer(self.http.post(url).form(&form).send().await).await?;
+            id_in(&value, "/id")?
+        };
         Ok(Published { url: format!("https://www.facebook.com/{id}"), external_id: id })
     }
 }
@@ -161,12 +222,24 @@ impl SocialNetwork for Facebook {
 impl SocialNetwork for Twitter {
     async fn publish(&self, outgoing: &Outgoing) -> Result<Published, Refusal> {
         let (_, token) = credentials(outgoing)?;
+        let mut media_ids = Vec::new();
+        for (index, photo) in outgoing.photos.iter().take(TWEET_PHOTOS).enumerate() {
+            let form = reqwest::multipart::Form::new()
+                .text("media_category", "tweet_image")
+                .part("media", photo_part(photo, index)?);
+            let url = format!("{}/2/media/upload", self.base);
+            let value = answer(self.http.post(url).bearer_auth(token).multipart(form).send().await).await?;
+            media_ids.push(id_in(&value, "/data/id")?);
+        }
         let url = format!("{}/2/tweets", self.base);
         let text = match &outgoing.link {
             Some(link) => format!("{} {link}", outgoing.body),
             None => outgoing.body.clone(),
         };
-        let body = serde_json::json!({ "text": text });
+        let mut body = serde_json::json!({ "text": text });
+        if !media_ids.is_empty() {
+            body["media"] = serde_json::json!({ "media_ids": media_ids });
+        }
         let value = answer(self.http.post(url).bearer_auth(token).json(&body).send().await).await?;
         let id = id_in(&value, "/data/id")?;
         Ok(Published { url: format!("https://twitter.com/i/web/status/{id}"), external_id: id })
@@ -177,7 +250,8 @@ impl SocialNetwork for Twitter {
 impl SocialNetwork for LoggingNetwork {
     async fn publish(&self, outgoing: &Outgoing) -> Result<Published, Refusal> {
         let account = outgoing.account.as_deref().unwrap_or("(none linked)");
-        tracing::info!(network = self.name, post = %outgoing.post, account, "would post (embedded mode)");
+        let photos = outgoing.photos.len();
+        tracing::info!(network = self.name, post = %outgoing.post, account, photos, "would post (embedded mode)");
         let id = format!("logged-{}", outgoing.post);
         Ok(Published { url: format!("log://{}/{id}", self.name), external_id: id })
     }

@@ -96,27 +96,38 @@ type Entry = (String, String, HashMap<String, String>);
 /// Entries of one stream: id and fields.
 type Entries = Vec<(String, HashMap<String, String>)>;
 
+/// A post as its `PostCreated` event tells it.
+struct Draft<'a> {
+    post: &'a str,
+    author: &'a str,
+    body: &'a str,
+    photos: &'a [domain::Photo],
+}
+
 /// A social worker: on Redis streams, or (embedded, without Redis) following
 /// the log itself.
 pub struct SocialWorker {
     store: EventStore,
     redis: Option<Client>,
     vault: Option<TokenVault>,
+    media: media::MediaStore,
     networks: BTreeMap<Provider, Arc<dyn SocialNetwork>>,
     config: SocialConfig,
 }
 
 impl SocialWorker {
-    /// A worker posting through `networks`, reading tokens from `vault`; on
-    /// Redis when given a client, else on the log itself ([`Self::run_local`]).
+    /// A worker posting through `networks`, reading tokens from `vault` and
+    /// photos from `media`; on Redis when given a client, else on the log
+    /// itself ([`Self::run_local`]).
     pub fn new(
         store: EventStore,
         redis: Option<Client>,
         vault: Option<TokenVault>,
+        media: media::MediaStore,
         networks: BTreeMap<Provider, Arc<dyn SocialNetwork>>,
         config: SocialConfig,
     ) -> Self {
-        SocialWorker { store, redis, vault, networks, config }
+        SocialWorker { store, redis, vault, media, networks, config }
     }
 
     fn redis(&self) -> Result<&Client, WorkerError> {
@@ -263,9 +274,10 @@ impl SocialWorker {
         held: Option<Held<'_>>,
         spent: u32,
     ) -> Result<(), WorkerError> {
-        if let PostEvent::PostCreated { post, author, body, providers, .. } = event.decode::<Post>()? {
+        if let PostEvent::PostCreated { post, author, body, providers, photos, .. } = event.decode::<Post>()? {
+            let what = Draft { post: post.as_str(), author: author.as_str(), body: body.as_str(), photos: &photos };
             for provider in providers {
-                self.publish(held, post.as_str(), author.as_str(), body.as_str(), provider, spent).await?;
+                self.publish(held, &what, provider, spent).await?;
             }
         }
         Ok(())
@@ -340,12 +352,11 @@ impl SocialWorker {
     async fn publish(
         &self,
         held: Option<Held<'_>>,
-        post: &str,
-        author: &str,
-        body: &str,
+        draft: &Draft<'_>,
         provider: Provider,
         spent: u32,
     ) -> Result<(), WorkerError> {
+        let post = draft.post;
         let Some(network) = self.networks.get(&provider) else {
             tracing::warn!(%provider, post, "no network configured for this provider; skipped");
             return Ok(());
@@ -362,8 +373,10 @@ impl SocialWorker {
                 return self.dead_letter(held, provider, attempts, "attempts exhausted").await;
             }
             let attempt = attempts + 1;
-            let outgoing = self.outgoing(post, author, body, provider).await?;
-            let outcome = network.publish(&outgoing).await;
+            let outcome = match self.outgoing(draft, provider).await? {
+                Ok(outgoing) => network.publish(&outgoing).await,
+                Err(refusal) => Err(refusal),
+            };
             metrics_attempt(provider, &outcome);
             match outcome {
                 Ok(published) => {
@@ -388,14 +401,22 @@ impl SocialWorker {
         }
     }
 
-    /// What to post: the member's account and token at `provider`, if linked.
-    async fn outgoing(
-        &self,
-        post: &str,
-        author: &str,
-        body: &str,
-        provider: Provider,
-    ) -> Result<Outgoing, WorkerError> {
+    /// What to post: the member's account and token at `provider`, if
+    /// linked, and the photos read from the photo store. A photo the store
+    /// cannot give is a transient refusal (retried); a photo that is gone
+    /// (the post was deleted meanwhile) is left out.
+    async fn outgoing(&self, draft: &Draft<'_>, provider: Provider) -> Result<Result<Outgoing, Refusal>, WorkerError> {
+        let (post, author, body) = (draft.post, draft.author, draft.body);
+        let mut photos = Vec::with_capacity(draft.photos.len());
+        for photo in draft.photos {
+            match self.media.get(photo.key.as_str()).await {
+                Ok(blob) => photos.push(blob),
+                Err(media::MediaError::NotFound(key)) => tracing::warn!(post, key, "photo gone; posted without it"),
+                Err(err) => {
+                    return Ok(Err(Refusal::Transient { reason: format!("reading photo: {err}"), retry_after: None }));
+                }
+            }
+        }
         let account = social_accounts::Entity::find_by_id((author.to_string(), provider.to_string()))
             .one(self.store.db())
             .await
@@ -405,13 +426,14 @@ impl SocialWorker {
             None => None,
         };
         let link = self.config.public_url.as_ref().map(|base| format!("{}/posts/{post}", base.trim_end_matches('/')));
-        Ok(Outgoing {
+        Ok(Ok(Outgoing {
             post: post.to_string(),
             body: body.to_string(),
             link,
             account: account.map(|a| a.external_id),
             token,
-        })
+            photos,
+        }))
     }
 
     /// Records one attempt's outcome through the post's aggregate.

@@ -63,7 +63,14 @@ fn worker(
     let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
     networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
     networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.to_string())));
-    SocialWorker::new(store.clone(), Some(redis), Some(vault.clone()), networks, config)
+    SocialWorker::new(
+        store.clone(),
+        Some(redis),
+        Some(vault.clone()),
+        media::scratch::scratch_fs("http://127.0.0.1"),
+        networks,
+        config,
+    )
 }
 
 async fn statuses(store: &EventStore) -> BTreeMap<Provider, SocialStatus> {
@@ -195,7 +202,14 @@ async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_
     let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
     networks.insert(Provider::Facebook, Arc::new(LoggingNetwork { name: "facebook" }));
     networks.insert(Provider::Twitter, Arc::new(LoggingNetwork { name: "twitter" }));
-    let worker = SocialWorker::new(store.clone(), None, None, networks, SocialConfig::new("t", "embedded"));
+    let worker = SocialWorker::new(
+        store.clone(),
+        None,
+        None,
+        media::scratch::scratch_fs("http://127.0.0.1"),
+        networks,
+        SocialConfig::new("t", "embedded"),
+    );
     let (stop, shutdown) = watch::channel(false);
     let task = tokio::spawn(async move { worker.run_local(shutdown).await });
     eventually("both networks published", || async {

@@ -43,6 +43,10 @@ pub struct ApiState {
     pub tokens: Option<TokenVault>,
     /// Redis, when the service uses it (`/readyz` checks it).
     pub redis: Option<fred::prelude::Client>,
+    /// Where photos are stored.
+    pub media: media::MediaStore,
+    /// How long a photo URL handed out stays good.
+    pub photo_url_ttl: Duration,
 }
 
 /// Limits on what one request may ask; each hit is a clear error, not a failure.
@@ -58,11 +62,23 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most subscriptions one WebSocket connection may hold at once.
     pub max_subscriptions: usize,
+    /// Largest uploaded file, in bytes.
+    pub max_upload_bytes: usize,
+    /// Most files one request may upload.
+    pub max_uploads: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_depth: 12, max_complexity: 5_000, max_page: 100, max_body_bytes: 1 << 20, max_subscriptions: 32 }
+        Limits {
+            max_depth: 12,
+            max_complexity: 5_000,
+            max_page: 100,
+            max_body_bytes: 1 << 20,
+            max_subscriptions: 32,
+            max_upload_bytes: 10 << 20,
+            max_uploads: domain::post::MAX_PHOTOS,
+        }
     }
 }
 

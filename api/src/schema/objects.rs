@@ -258,6 +258,7 @@ impl Post {
 
 /// A photo attached to a post.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Photo {
     /// Position in the post, from 0.
     index: i64,
@@ -265,13 +266,25 @@ pub struct Photo {
     key: String,
     /// MIME type found from the content.
     content_type: String,
+    /// Size in bytes.
+    size: i64,
     /// Hex SHA-256 of the content.
     sha256: String,
 }
 
+#[ComplexObject]
+impl Photo {
+    /// Where to fetch it: a URL that works for anyone holding it until it
+    /// expires (a presigned S3 URL, or one signed by this API).
+    async fn url(&self, ctx: &Context<'_>) -> Result<String> {
+        let state = ctx.data::<crate::ApiState>()?;
+        state.media.url(&self.key, state.photo_url_ttl).await.map_err(internal)
+    }
+}
+
 impl From<post_photos::Model> for Photo {
     fn from(p: post_photos::Model) -> Self {
-        Photo { index: p.idx, key: p.photo_key, content_type: p.content_type, sha256: p.sha256 }
+        Photo { index: p.idx, key: p.photo_key, content_type: p.content_type, size: p.size, sha256: p.sha256 }
     }
 }
 

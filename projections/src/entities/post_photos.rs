@@ -14,6 +14,7 @@ pub struct Model {
     pub photo_key: String,
     pub content_type: String,
     pub sha256: String,
+    pub size: i64,
 }
 
 /// No relations: read models are denormalised and joined by id in queries.

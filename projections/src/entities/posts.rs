@@ -15,6 +15,7 @@ pub struct Model {
     pub deleted: bool,
     pub created_at_us: i64,
     pub position: i64,
+    pub photo_count: i64,
 }
 
 /// No relations: read models are denormalised and joined by id in queries.

@@ -1,6 +1,6 @@
 //! `posts`, their `post_photos` and each provider's `post_social` status.
 
-use domain::{Post, PostEvent};
+use domain::{Photo, Post, PostEvent};
 use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr, Value};
 
@@ -67,19 +67,11 @@ impl Projection for Posts {
                         deleted: false,
                         created_at_us: event.recorded_at_us,
                         position: event.position as i64,
+                        photo_count: photos.len() as i64,
                     },
                 );
                 for (index, photo) in photos.iter().enumerate() {
-                    state.photos.put(
-                        (id.clone(), index as i64),
-                        post_photos::Model {
-                            post_id: id.clone(),
-                            idx: index as i64,
-                            photo_key: photo.key.as_str().to_string(),
-                            content_type: photo.content_type.clone(),
-                            sha256: photo.sha256.clone(),
-                        },
-                    );
+                    put_photo(state, id, index as i64, photo);
                 }
                 for provider in providers {
                     state.social.put(
@@ -113,6 +105,12 @@ impl Projection for Posts {
                 row.reason = Some(reason.as_str().to_string());
                 row.attempts = i64::from(attempt);
                 row.updated_at_us = event.recorded_at_us;
+            }
+            PostEvent::PhotoAdded { photo } => {
+                let row = state.posts.get_mut(id).ok_or_else(|| missing(format!("post {id}")))?;
+                let index = row.photo_count;
+                row.photo_count += 1;
+                put_photo(state, id, index, &photo);
             }
             PostEvent::PostDeleted => {
                 let row = state.posts.get_mut(id).ok_or_else(|| missing(format!("post {id}")))?;
@@ -150,4 +148,18 @@ impl Projection for Posts {
         differences.extend(diff("post_social", &expected.social, &found.social));
         differences
     }
+}
+
+fn put_photo(state: &mut PostsState, post: &str, index: i64, photo: &Photo) {
+    state.photos.put(
+        (post.to_string(), index),
+        post_photos::Model {
+            post_id: post.to_string(),
+            idx: index,
+            photo_key: photo.key.as_str().to_string(),
+            content_type: photo.content_type.clone(),
+            sha256: photo.sha256.clone(),
+            size: i64::try_from(photo.size).unwrap_or(i64::MAX),
+        },
+    );
 }

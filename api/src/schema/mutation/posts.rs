@@ -1,20 +1,86 @@
-//! Posts: writing and deleting. Cross-posting to the chosen providers
-//! happens later, in the social workers; `postSocialStatus` follows it.
+//! Posts: writing, adding photos and deleting. Cross-posting to the chosen
+//! providers happens later, in the social workers; `postSocialStatus`
+//! follows it.
+//!
+//! Photos arrive as GraphQL multipart uploads. All of a request's files are
+//! checked before any is stored; each is stored under a key of its own
+//! before its command runs, and removed again when the command does not
+//! record it (refused, failed, or a retry answered with the first outcome).
+//! A crash in between leaves an orphan for `pointstream media gc`.
 
-use async_graphql::{Context, Object, Result};
+use async_graphql::{Context, Object, Result, Upload};
 use domain::values::{MemberId, PostBody, PostId, StoreId};
-use domain::{Post, PostCommand};
+use domain::{Photo, Post, PostCommand};
+use eventstore::CommandOutcome;
 use projections::entities::posts;
 use sea_orm::EntityTrait;
 
 use super::{Run, new_id, run, written};
 use crate::auth::{Claims, Role};
+use crate::errors::code_of;
 use crate::schema::objects::{PostResult, SocialProvider};
-use crate::schema::{bad_input, claims, coded, internal, permit, state};
+use crate::schema::{ApiState, bad_input, claims, coded, internal, permit, state};
 
 /// Posts.
 #[derive(Default)]
 pub struct PostMutations;
+
+/// Whether `error` still means the command was recorded.
+fn recorded_anyway(error: &async_graphql::Error) -> bool {
+    code_of(error.extensions.as_ref()) == Some("NOT_YET_VISIBLE")
+}
+
+/// Checks every upload, then stores them all; on any refusal nothing is stored.
+async fn store_uploads(ctx: &Context<'_>, uploads: &[Upload]) -> Result<Vec<Photo>> {
+    let state = state(ctx)?;
+    let limits = state.limits;
+    if uploads.len() > limits.max_uploads {
+        return Err(coded("BAD_USER_INPUT", format!("at most {} files per request", limits.max_uploads)));
+    }
+    let mut checked = Vec::with_capacity(uploads.len());
+    for (index, upload) in uploads.iter().enumerate() {
+        let value = upload.value(ctx).map_err(internal)?;
+        let photo =
+            media::photo::check(value.content, limits.max_upload_bytes as u64).await.map_err(
+                |refusal| match refusal {
+                    media::Rejection::Unreadable(err) => internal(err),
+                    refusal => coded("BAD_USER_INPUT", format!("file {index} ({}): {refusal}", value.filename)),
+                },
+            )?;
+        checked.push(photo);
+    }
+    let mut stored = Vec::with_capacity(checked.len());
+    for photo in checked {
+        let key = media::photo::new_key(photo.kind);
+        match state.media.put(&key, photo).await {
+            Ok(record) => stored.push(record),
+            Err(err) => {
+                state.media.discard(&stored).await;
+                return Err(internal(err));
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// The author of post `id`, from the read model, or `NOT_FOUND`.
+async fn author_of(state: &ApiState, id: &str) -> Result<String> {
+    PostId::parse(id).map_err(bad_input)?;
+    let row = posts::Entity::find_by_id(id).one(state.store.db()).await.map_err(internal)?;
+    match row {
+        Some(row) if !row.deleted => Ok(row.author_id),
+        _ => Err(coded("NOT_FOUND", format!("no post {id}"))),
+    }
+}
+
+/// The author themself, or admin.
+fn permit_author(claims: &Claims, author: &str) -> Result<()> {
+    permit(match claims.role {
+        Role::Admin => true,
+        Role::Member => claims.member.as_deref() == Some(author),
+        Role::Staff | Role::Auditor => false,
+    })
+}
 
 async fn post_command(
     ctx: &Context<'_>,
@@ -25,6 +91,10 @@ async fn post_command(
     kind: &'static str,
 ) -> Result<PostResult> {
     let outcome = run::<Post>(ctx, claims, Run { id, command, idempotency_key, projection: "posts", kind }).await?;
+    answer(ctx, id, &outcome).await
+}
+
+async fn answer(ctx: &Context<'_>, id: &str, outcome: &CommandOutcome) -> Result<PostResult> {
     let row = posts::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
     Ok(PostResult {
         position: outcome.last_position as i64,
@@ -33,13 +103,43 @@ async fn post_command(
     })
 }
 
+/// Runs a command that records `photos`, and removes them again unless it
+/// recorded them.
+async fn with_photos(
+    ctx: &Context<'_>,
+    claims: &Claims,
+    id: &str,
+    command: PostCommand,
+    photos: &[Photo],
+    idempotency_key: Option<String>,
+    kind: &'static str,
+) -> Result<PostResult> {
+    let media = &state(ctx)?.media;
+    match run::<Post>(ctx, claims, Run { id, command, idempotency_key, projection: "posts", kind }).await {
+        Ok(outcome) => {
+            if outcome.replayed {
+                // The first attempt's photos are the recorded ones.
+                media.discard(photos).await;
+            }
+            answer(ctx, id, &outcome).await
+        }
+        Err(error) => {
+            if !recorded_anyway(&error) {
+                media.discard(photos).await;
+            }
+            Err(error)
+        }
+    }
+}
+
 #[Object]
 impl PostMutations {
     // Each argument is a GraphQL field argument.
     #[allow(clippy::too_many_arguments)]
-    /// Write a post about a store, to be cross-posted to `providers` (the
-    /// author themself, or admin). Without `id`, one is made (derived from
-    /// the idempotency key when there is one).
+    /// Write a post about a store, with up to 10 photos (multipart uploads:
+    /// JPEG, PNG, WebP or GIF by content), to be cross-posted to `providers`
+    /// (the author themself, or admin). Without `id`, one is made (derived
+    /// from the idempotency key when there is one).
     async fn create_post(
         &self,
         ctx: &Context<'_>,
@@ -47,43 +147,63 @@ impl PostMutations {
         store: String,
         body: String,
         #[graphql(default)] providers: Vec<SocialProvider>,
+        #[graphql(default)] photos: Vec<Upload>,
         id: Option<String>,
         idempotency_key: Option<String>,
     ) -> Result<PostResult> {
         let claims = claims(ctx)?;
-        permit(match claims.role {
-            Role::Admin => true,
-            Role::Member => claims.member.as_deref() == Some(author.as_str()),
-            Role::Staff | Role::Auditor => false,
-        })?;
+        permit_author(claims, &author)?;
         let id = id.unwrap_or_else(|| new_id(&author, idempotency_key.as_deref()));
         let mut providers: Vec<_> = providers.into_iter().map(Into::into).collect();
         providers.sort();
         providers.dedup();
-        let command = PostCommand::Create {
-            post: PostId::parse(id.as_str()).map_err(bad_input)?,
-            author: MemberId::parse(author).map_err(bad_input)?,
-            store: StoreId::parse(store).map_err(bad_input)?,
-            body: PostBody::parse(body).map_err(bad_input)?,
-            photos: Vec::new(),
-            providers,
-        };
-        post_command(ctx, claims, &id, command, idempotency_key, "create_post").await
+        let (post, author, store, body) = (
+            PostId::parse(id.as_str()).map_err(bad_input)?,
+            MemberId::parse(author).map_err(bad_input)?,
+            StoreId::parse(store).map_err(bad_input)?,
+            PostBody::parse(body).map_err(bad_input)?,
+        );
+        let stored = store_uploads(ctx, &photos).await?;
+        let command = PostCommand::Create { post, author, store, body, photos: stored.clone(), providers };
+        with_photos(ctx, claims, &id, command, &stored, idempotency_key, "create_post").await
     }
 
-    /// Delete a post (its author, or admin).
+    /// Add a photo (a multipart upload) to a post (its author, or admin).
+    async fn upload_photo(
+        &self,
+        ctx: &Context<'_>,
+        post: String,
+        file: Upload,
+        idempotency_key: Option<String>,
+    ) -> Result<PostResult> {
+        let claims = claims(ctx)?;
+        let author = author_of(state(ctx)?, &post).await?;
+        permit_author(claims, &author)?;
+        let stored = store_uploads(ctx, std::slice::from_ref(&file)).await?;
+        let Some(photo) = stored.first().cloned() else {
+            return Err(coded("BAD_USER_INPUT", "no file"));
+        };
+        let command = PostCommand::AddPhoto { photo };
+        with_photos(ctx, claims, &post, command, &stored, idempotency_key, "upload_photo").await
+    }
+
+    /// Delete a post and its photos (its author, or admin).
     async fn delete_post(&self, ctx: &Context<'_>, id: String, idempotency_key: Option<String>) -> Result<PostResult> {
         let claims = claims(ctx)?;
+        let state = state(ctx)?;
         PostId::parse(id.as_str()).map_err(bad_input)?;
-        let row = posts::Entity::find_by_id(id.as_str()).one(state(ctx)?.store.db()).await.map_err(internal)?;
+        let row = posts::Entity::find_by_id(id.as_str()).one(state.store.db()).await.map_err(internal)?;
         let Some(row) = row else {
             return Err(coded("NOT_FOUND", format!("no post {id}")));
         };
-        permit(match claims.role {
-            Role::Admin => true,
-            Role::Member => claims.member.as_deref() == Some(row.author_id.as_str()),
-            Role::Staff | Role::Auditor => false,
-        })?;
-        post_command(ctx, claims, &id, PostCommand::Delete, idempotency_key, "delete_post").await
+        permit_author(claims, &row.author_id)?;
+        // From the log, not the read model: a photo added a moment ago counts.
+        let photos = media::gc::photos_of(&state.store, &id).await.map_err(internal)?;
+        let result = post_command(ctx, claims, &id, PostCommand::Delete, idempotency_key, "delete_post").await;
+        let deleted = result.as_ref().is_ok() || result.as_ref().is_err_and(recorded_anyway);
+        if deleted && let Err(err) = state.media.delete(&photos).await {
+            tracing::warn!(error = %err, post = %id, "could not remove a deleted post's photos; `pointstream media gc` will");
+        }
+        result
     }
 }

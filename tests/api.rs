@@ -9,14 +9,10 @@ mod services;
 use std::time::Duration;
 
 use api::auth::Role;
-use app::{App, Socket, code, expired_token, foreign_token, next_json, subscribe, token};
+use app::{App, Socket, code, expired_token, foreign_token, next_json, setup, subscribe, token};
 use eventstore::scratch::ScratchDatabase;
 use serde_json::{Value, json};
 
-const REGISTER_MEMBER: &str = "mutation($id: String!, $handle: String!) { \
-    registerMember(id: $id, handle: $handle, displayName: $handle) { position member { id handle active } } }";
-const REGISTER_STORE: &str = "mutation($id: String!, $owner: String!) { registerStore(id: $id, name: \"A store\", \
-    owner: $owner, policy: { rateBasisPoints: 1000, minPurchase: 1 }) { position store { id open policyVersion } } }";
 const EARN: &str = "mutation($member: String!, $store: String!, $ref: String!, $amount: Int!, $key: String) { \
     earnPoints(member: $member, store: $store, purchaseRef: $ref, amount: $amount, idempotencyKey: $key) { \
     position replayed balance { balance earned } } }";
@@ -31,18 +27,6 @@ async fn mariadb() -> Option<ScratchDatabase> {
 }
 
 /// Registers `members` and stores `(id, owner)` as an admin.
-fn setup(app: &App, members: &[&str], stores: &[(&str, &str)]) {
-    let admin = token(Role::Admin, None, None);
-    for id in members {
-        let answer = app.graphql(Some(&admin), REGISTER_MEMBER, json!({ "id": id, "handle": format!("{id}_h") }));
-        assert_eq!(answer["data"]["registerMember"]["member"]["active"], true, "{answer}");
-    }
-    for (id, owner) in stores {
-        let answer = app.graphql(Some(&admin), REGISTER_STORE, json!({ "id": id, "owner": owner }));
-        assert_eq!(answer["data"]["registerStore"]["store"]["open"], true, "{answer}");
-    }
-}
-
 fn data(answer: &Value) -> bool {
     answer.get("errors").is_none()
 }
@@ -674,7 +658,7 @@ async fn with_redis_an_instance_hears_of_another_instances_commits_through_the_s
 
     // Readiness covers Redis too.
     let ready = b.get("/readyz");
-    assert_eq!(ready, (200, "ready: database ok, redis ok".to_string()));
+    assert_eq!(ready, (200, "ready: database ok, filesystem ok, redis ok".to_string()));
     redis.kill();
     let (status, body) = b.get("/readyz");
     assert_eq!(status, 503, "{body}");

@@ -24,7 +24,15 @@ const LISTENING: &str = "listening on ";
 
 /// The server side: serves the API on `database_url` until stdin closes
 /// (the benchmark closes it to stop the server, and so does its exit).
-pub async fn serve(database_url: &str, secret: &str, max_connections: u32) -> anyhow::Result<()> {
+/// The server's photo store: the S3 bucket when given, else a scratch directory.
+pub struct Photos {
+    /// S3 endpoint.
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket.
+    pub s3_bucket: Option<String>,
+}
+
+pub async fn serve(database_url: &str, secret: &str, max_connections: u32, photos: Photos) -> anyhow::Result<()> {
     crate::api_bench::raise_open_files_limit()?;
     let config = EventStoreConfig { max_connections, ..EventStoreConfig::default() };
     let store = EventStore::open(database_url, config).await.context("the server cannot open the event store")?;
@@ -37,7 +45,18 @@ pub async fn serve(database_url: &str, secret: &str, max_connections: u32) -> an
         limits: Limits::default(),
         tokens: None,
         redis: None,
-        media: media::scratch::scratch_fs("http://127.0.0.1"),
+        media: match photos.s3_bucket {
+            Some(bucket) => media::MediaStore::S3(
+                media::S3Store::connect(&media::S3Config {
+                    bucket,
+                    endpoint: photos.s3_endpoint,
+                    region: Some("us-east-1".into()),
+                    path_style: true,
+                })
+                .await,
+            ),
+            None => media::scratch::scratch_fs("http://127.0.0.1"),
+        },
         photo_url_ttl: Duration::from_secs(900),
     };
     let app = api::server::app(api::build(state.clone()), state, secret.as_bytes().to_vec(), running.statuses.clone());
@@ -71,10 +90,21 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts a server on `database_url` and waits until it listens.
     pub async fn spawn(database_url: &str, secret: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Self::spawn_with(database_url, secret, max_connections, &[]).await
+    }
+
+    /// [`Self::spawn`] with `extra` arguments (`--s3-endpoint`, `--s3-bucket`).
+    pub async fn spawn_with(
+        database_url: &str,
+        secret: &str,
+        max_connections: u32,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench binary to start the server")?;
         let mut child = Command::new(exe)
             .args(["api-server", "--database-url", database_url, "--secret", secret])
             .args(["--max-connections", &max_connections.to_string()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

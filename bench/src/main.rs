@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release -p bench -- eventstore
 //! cargo run --release -p bench -- streams
+//! cargo run --release -p bench -- media
 //! ```
 
 mod api_bench;
@@ -12,6 +13,7 @@ mod api_server;
 mod cqrs_baseline;
 mod graphql_http;
 mod measure;
+mod media_bench;
 mod pointstream;
 mod projection_bench;
 mod raw_inserts;
@@ -102,6 +104,21 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         posts: usize,
     },
+    /// 1 MiB photo uploads through GraphQL against direct aws-sdk-s3 PutObject, and server memory under 10 MiB uploads.
+    Media {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        /// Seconds per throughput measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent uploads for the throughput figures.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Concurrent 10 MiB uploads for the memory figure.
+        #[arg(long, default_value_t = 32)]
+        memory_concurrency: usize,
+    },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
     ApiServer {
@@ -111,6 +128,10 @@ enum Command {
         secret: String,
         #[arg(long)]
         max_connections: u32,
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        #[arg(long)]
+        s3_bucket: Option<String>,
     },
 }
 
@@ -137,8 +158,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Streams { mysql, redis, events, posts } => {
             streams_bench::run(&mysql, &streams_bench::Options { events, posts, redis }).await
         }
-        Command::ApiServer { database_url, secret, max_connections } => {
-            api_server::serve(&database_url, &secret, max_connections).await
+        Command::Media { mysql, seconds, concurrency, memory_concurrency } => {
+            media_bench::run(&mysql, &media_bench::Options { seconds, concurrency, memory_concurrency }).await
+        }
+        Command::ApiServer { database_url, secret, max_connections, s3_endpoint, s3_bucket } => {
+            let photos = api_server::Photos { s3_endpoint, s3_bucket };
+            api_server::serve(&database_url, &secret, max_connections, photos).await
         }
     }
 }

@@ -15,7 +15,7 @@
 //! let checked = photo::check(file, 10 << 20).await?;
 //! let key = photo::new_key(checked.kind);
 //! let stored = store.put(&key, checked).await?;
-//! let url = store.url(&key, std::time::Duration::from_secs(900)).await?;
+//! let url = store.url(stored.key.as_str(), std::time::Duration::from_secs(900)).await?;
 //! # Ok(()) }
 //! ```
 

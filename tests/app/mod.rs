@@ -101,6 +101,8 @@ impl App {
         let log_file = std::fs::File::create(&log).expect("a log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_pointstream"));
         command.args(["serve", "--listen", "127.0.0.1:0"]).args(args).env("DATABASE_URL", url);
+        // Photos in a directory of the test's own unless `args` say otherwise.
+        command.env("POINTSTREAM_MEDIA_DIR", media::scratch::scratch_dir());
         match secret {
             Some(secret) => command.env("POINTSTREAM_JWT_SECRET", secret),
             None => command.env_remove("POINTSTREAM_JWT_SECRET"),
@@ -166,6 +168,16 @@ impl Client {
             headers.push(("Authorization", auth.as_str()));
         }
         self.http("POST", "/graphql", &headers, body.as_bytes())
+    }
+
+    /// `POST /graphql` of a GraphQL multipart request (see [`multipart`]).
+    pub fn post_multipart(&self, bearer: Option<&str>, (content_type, body): &(String, Vec<u8>)) -> (u16, String) {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", content_type.as_str())];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth.as_str()));
+        }
+        self.http("POST", "/graphql", &headers, body)
     }
 
     /// The position of the last event in the log, as an admin sees it.
@@ -241,6 +253,61 @@ pub async fn next_json(socket: &mut Socket) -> Value {
                 return value;
             }
         }
+    }
+}
+
+/// A file in a multipart request: its form field, the client's filename and
+/// content type (which the server must not trust), and its bytes.
+pub struct FilePart<'a> {
+    pub field: &'a str,
+    pub filename: &'a str,
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// A GraphQL multipart request (the spec's `operations`, `map`, then the
+/// files): its content type and body.
+pub fn multipart(query: &str, variables: Value, map: Value, files: &[FilePart<'_>]) -> (String, Vec<u8>) {
+    let boundary = "pointstream-e2e-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    let operations = json!({ "query": query, "variables": variables }).to_string();
+    for (name, value) in [("operations", operations), ("map", map.to_string())] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    for file in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
+                file.field, file.filename, file.content_type
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file.bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Registers a member (`$id`, `$handle`).
+pub const REGISTER_MEMBER: &str = "mutation($id: String!, $handle: String!) { \
+    registerMember(id: $id, handle: $handle, displayName: $handle) { position member { id handle active } } }";
+/// Registers a store (`$id`, `$owner`).
+pub const REGISTER_STORE: &str = "mutation($id: String!, $owner: String!) { registerStore(id: $id, name: \"A store\", \
+    owner: $owner, policy: { rateBasisPoints: 1000, minPurchase: 1 }) { position store { id open policyVersion } } }";
+
+/// Registers `members` and `stores` (id, owner) as an admin.
+pub fn setup(app: &App, members: &[&str], stores: &[(&str, &str)]) {
+    let admin = token(Role::Admin, None, None);
+    for id in members {
+        let answer = app.graphql(Some(&admin), REGISTER_MEMBER, json!({ "id": id, "handle": format!("{id}_h") }));
+        assert_eq!(answer["data"]["registerMember"]["member"]["active"], true, "{answer}");
+    }
+    for (id, owner) in stores {
+        let answer = app.graphql(Some(&admin), REGISTER_STORE, json!({ "id": id, "owner": owner }));
+        assert_eq!(answer["data"]["registerStore"]["store"]["open"], true, "{answer}");
     }
 }
 

@@ -31,6 +31,11 @@ const TW_TOKEN: &str = "tw-secret-bearer";
 /// Ann with linked Facebook and Twitter accounts (tokens sealed in the vault)
 /// and a post targeting both, relayed.
 async fn world_with_a_post(store: &EventStore, vault: &TokenVault) {
+    world_with_posts(store, vault, &[("p1", Vec::new(), vec![Provider::Facebook, Provider::Twitter])]).await;
+}
+
+/// Ann with linked accounts and `posts` (id, photos, providers).
+async fn world_with_posts(store: &EventStore, vault: &TokenVault, posts: &[(&str, Vec<domain::Photo>, Vec<Provider>)]) {
     world(store, &["ann"]).await;
     for (provider, account, token) in
         [(Provider::Facebook, "ann-page", FB_TOKEN), (Provider::Twitter, "@ann", TW_TOKEN)]
@@ -40,15 +45,17 @@ async fn world_with_a_post(store: &EventStore, vault: &TokenVault) {
         store.execute::<Member>("ann", link, CommandContext::default()).await.expect("links");
         vault.store(store.db(), "ann", &provider.to_string(), token, 0).await.expect("stores the token");
     }
-    let create = PostCommand::Create {
-        post: PostId::parse("p1").expect("id"),
-        author: MemberId::parse("ann").expect("id"),
-        store: StoreId::parse("cafe").expect("id"),
-        body: PostBody::parse("Best flat white in town").expect("body"),
-        photos: Vec::new(),
-        providers: vec![Provider::Facebook, Provider::Twitter],
-    };
-    store.execute::<Post>("p1", create, CommandContext::default()).await.expect("posts");
+    for (id, photos, providers) in posts {
+        let create = PostCommand::Create {
+            post: PostId::parse(*id).expect("id"),
+            author: MemberId::parse("ann").expect("id"),
+            store: StoreId::parse("cafe").expect("id"),
+            body: PostBody::parse("Best flat white in town").expect("body"),
+            photos: photos.clone(),
+            providers: providers.clone(),
+        };
+        store.execute::<Post>(id, create, CommandContext::default()).await.expect("posts");
+    }
     projections::catch_up(store, 1_000).await.expect("projects");
 }
 
@@ -221,4 +228,79 @@ async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_
     );
     stop.send_replace(true);
     task.await.expect("stops").expect("ran cleanly");
+}
+
+/// Stores `bytes` as an upload would be stored.
+async fn stored_photo(media: &media::MediaStore, bytes: &[u8]) -> domain::Photo {
+    use std::io::Write;
+    let path = media::scratch::scratch_dir();
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).expect("a file");
+    std::fs::remove_file(&path).expect("unlinked");
+    file.write_all(bytes).expect("written");
+    let checked = media::photo::check(file, 1 << 20).await.expect("a photo");
+    media.put(&media::photo::new_key(checked.kind), checked).await.expect("stored")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photo_posts_send_the_stored_photo_bytes_to_both_networks() {
+    const JPEG: &[u8] = include_bytes!("../../tests/fixtures/photo.jpg");
+    const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
+    let Some(db) = scratch(Backend::Sqlite).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    let media = media::scratch::scratch_fs("http://127.0.0.1");
+    let (jpeg, png) = (stored_photo(&media, JPEG).await, stored_photo(&media, PNG).await);
+    let both = vec![Provider::Facebook, Provider::Twitter];
+    let posts = [("p1", vec![jpeg.clone(), png.clone()], both), ("p2", vec![jpeg.clone()], vec![Provider::Facebook])];
+    world_with_posts(&store, &vault, &posts).await;
+    let fake = Arc::new(Fake::default());
+    let base = fake_networks(fake.clone()).await;
+    let http = http_client(Duration::from_secs(2));
+    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
+    networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
+    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.clone())));
+    let config = SocialConfig::new("t", "embedded");
+    let worker = SocialWorker::new(store.clone(), None, Some(vault.clone()), media, networks, config);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(async move { worker.run_local(shutdown).await });
+    eventually("every post published", || async {
+        let mut all = Vec::new();
+        for id in ["p1", "p2"] {
+            all.extend(store.load::<Post>(id).await.expect("loads").state.social().values().cloned());
+        }
+        all.len() == 3 && all.iter().all(|s| matches!(s, SocialStatus::Published { .. }))
+    })
+    .await;
+    stop.send_replace(true);
+    task.await.expect("stops").expect("ran cleanly");
+
+    let fb = fake.calls("facebook");
+    let paths: Vec<&str> = fb.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/fb/ann-page/photos", "/fb/ann-page/photos", "/fb/ann-page/feed", "/fb/ann-page/photos"],
+        "p1: two unpublished photos then a feed post attaching them; p2: one photo post"
+    );
+    assert!(fb[0].carries(JPEG) && fb[0].body.contains("published"), "the JPEG, unpublished");
+    assert!(fb[1].carries(PNG), "the PNG");
+    assert!(
+        fb[2].body.contains("attached_media%5B0%5D") && fb[2].body.contains("attached_media%5B1%5D"),
+        "{}",
+        fb[2].body
+    );
+    assert!(fb[3].carries(JPEG) && fb[3].body.contains("Best flat white"), "p2's photo with its caption");
+    assert!(fb.iter().all(|c| c.body.contains(FB_TOKEN)), "every call carries the page token");
+
+    let tw = fake.calls("twitter");
+    let paths: Vec<&str> = tw.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["/2/media/upload", "/2/media/upload", "/2/tweets"]);
+    assert!(tw[0].carries(JPEG) && tw[1].carries(PNG), "the photos' bytes, from the store");
+    let tweet: serde_json::Value = serde_json::from_slice(&tw[2].bytes).expect("JSON");
+    let ids: Vec<&str> =
+        tweet["media"]["media_ids"].as_array().expect("media ids").iter().filter_map(|v| v.as_str()).collect();
+    assert!(
+        ids.len() == 2 && ids[0] != ids[1] && ids.iter().all(|id| id.starts_with("tw-")),
+        "the uploads' ids: {tweet}"
+    );
+    assert!(tw.iter().all(|c| c.auth == format!("Bearer {TW_TOKEN}")));
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use poem::http::StatusCode;
-use poem::web::{Data, Path};
+use poem::web::Data;
 use poem::{EndpointExt, IntoResponse, Response, Route, handler, post};
 
 /// A call the fake networks received.
@@ -21,7 +21,19 @@ pub struct Call {
     pub at: Instant,
     pub status: u16,
     pub auth: String,
+    /// The request path (`/fb/ann-page/photos`, `/2/tweets`, ...).
+    pub path: String,
+    /// The body as text (lossy).
     pub body: String,
+    /// The body's bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Call {
+    /// Whether the body carries `needle` byte for byte.
+    pub fn carries(&self, needle: &[u8]) -> bool {
+        self.bytes.windows(needle.len()).any(|w| w == needle)
+    }
 }
 
 /// A scripted answer: status and `Retry-After` seconds.
@@ -35,10 +47,11 @@ pub struct Fake {
 }
 
 impl Fake {
-    fn answer(&self, network: &'static str, auth: String, body: String) -> Response {
+    fn answer(&self, network: &'static str, auth: String, path: String, bytes: Vec<u8>) -> Response {
+        let body = String::from_utf8_lossy(&bytes).to_string();
         let next = self.script.lock().expect("lock").get_mut(network).and_then(VecDeque::pop_front);
         let status = next.map_or(200, |(status, _)| status);
-        self.calls.lock().expect("lock").push(Call { network, at: Instant::now(), status, auth, body });
+        self.calls.lock().expect("lock").push(Call { network, at: Instant::now(), status, auth, path, body, bytes });
         let n = self.calls.lock().expect("lock").len();
         match next {
             None | Some((200, _)) => {
@@ -69,19 +82,29 @@ impl Fake {
 }
 
 #[handler]
-async fn facebook(fake: Data<&Arc<Fake>>, Path(_account): Path<String>, body: String) -> impl IntoResponse {
-    fake.answer("facebook", String::new(), body)
+async fn facebook(fake: Data<&Arc<Fake>>, uri: &poem::http::Uri, body: Vec<u8>) -> impl IntoResponse {
+    fake.answer("facebook", String::new(), uri.path().to_string(), body)
 }
 
 #[handler]
-async fn twitter(fake: Data<&Arc<Fake>>, headers: &poem::http::HeaderMap, body: String) -> impl IntoResponse {
+async fn twitter(
+    fake: Data<&Arc<Fake>>,
+    uri: &poem::http::Uri,
+    headers: &poem::http::HeaderMap,
+    body: Vec<u8>,
+) -> impl IntoResponse {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    fake.answer("twitter", auth, body)
+    fake.answer("twitter", auth, uri.path().to_string(), body)
 }
 
 /// Starts the fake networks; returns their base URL.
 pub async fn fake_networks(fake: Arc<Fake>) -> String {
-    let app = Route::new().at("/fb/:account/feed", post(facebook)).at("/2/tweets", post(twitter)).data(fake);
+    let app = Route::new()
+        .at("/fb/:account/feed", post(facebook))
+        .at("/fb/:account/photos", post(facebook))
+        .at("/2/tweets", post(twitter))
+        .at("/2/media/upload", post(twitter))
+        .data(fake);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let address = listener.local_addr().expect("an address");
     drop(listener);

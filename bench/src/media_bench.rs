@@ -1,0 +1,236 @@
+//! Photo uploads: 1 MiB photos through the GraphQL endpoint (multipart
+//! `createPost`, checked, hashed and stored in S3 by the server) next to
+//! aws-sdk-s3 `PutObject` of the same bytes to the same S3 server in the same
+//! run; and the server's memory while 32 clients upload 10 MiB photos at once.
+//!
+//! The S3 server is `POINTSTREAM_TEST_S3_ENDPOINT` when set, else an s3s-fs
+//! (as `scripts/test` installs it) started on a free port for the run.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use api::auth::{Claims, Role};
+use aws_sdk_s3::primitives::ByteStream;
+use eventstore::{EventStore, EventStoreConfig};
+use media::{S3Config, S3Store};
+use tokio::process::{Child, Command};
+
+use crate::api_server::ServerProcess;
+use crate::measure::{ms, throughput_and_latency};
+use crate::pointstream::register;
+use crate::run::Scratch;
+
+/// What to measure.
+pub struct Options {
+    /// Seconds per throughput measurement.
+    pub seconds: u64,
+    /// Concurrent uploads for the throughput figures.
+    pub concurrency: usize,
+    /// Concurrent uploads for the memory figure.
+    pub memory_concurrency: usize,
+}
+
+const MIB: usize = 1 << 20;
+const JPEG: &[u8] = include_bytes!("../../tests/fixtures/photo.jpg");
+
+/// A JPEG of `size` bytes: a real one, padded (the server checks the first bytes).
+fn photo_of(size: usize) -> bytes::Bytes {
+    let mut bytes = JPEG.to_vec();
+    bytes.resize(size, 0x5a);
+    bytes.into()
+}
+
+/// An S3 server for the run: the configured one, or an s3s-fs of its own.
+struct S3Server {
+    endpoint: String,
+    child: Option<Child>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl S3Server {
+    async fn start() -> anyhow::Result<S3Server> {
+        if let Ok(endpoint) = std::env::var("POINTSTREAM_TEST_S3_ENDPOINT") {
+            return Ok(S3Server { endpoint, child: None, dir: None });
+        }
+        let home = std::env::var("HOME").unwrap_or_default();
+        let binary = std::path::PathBuf::from(home).join(".cache/pointstream/s3s/bin/s3s-fs");
+        anyhow::ensure!(
+            binary.exists(),
+            "no S3 server: set POINTSTREAM_TEST_S3_ENDPOINT, or install s3s-fs as scripts/test does \
+             (cargo install s3s-fs@0.14.1 --features binary --locked --root ~/.cache/pointstream/s3s)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = media::scratch::scratch_dir();
+        std::fs::create_dir_all(&dir)?;
+        // SAFETY: set before any other thread reads the environment's AWS variables.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "pointstream-bench");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "pointstream-bench-secret");
+        }
+        let child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "pointstream-bench", "--secret-key", "pointstream-bench-secret"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "s3s-fs did not listen within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(S3Server { endpoint: format!("http://127.0.0.1:{port}"), child: Some(child), dir: Some(dir) })
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A `createPost` with one photo, as a GraphQL multipart request.
+fn upload_form(id: &str, photo: bytes::Bytes) -> anyhow::Result<reqwest::multipart::Form> {
+    let query = "mutation($id: String!, $p: [Upload!]!) { createPost(id: $id, author: \"m00000\", store: \"cafe\", \
+                 body: \"bench\", photos: $p) { position } }";
+    let operations = serde_json::json!({ "query": query, "variables": { "id": id, "p": [null] } });
+    let part = reqwest::multipart::Part::bytes(photo.to_vec()).file_name("photo.jpg").mime_str("image/jpeg")?;
+    Ok(reqwest::multipart::Form::new()
+        .text("operations", operations.to_string())
+        .text("map", r#"{"0":["variables.p.0"]}"#)
+        .part("0", part))
+}
+
+async fn upload(http: &reqwest::Client, url: &str, token: &str, id: &str, photo: bytes::Bytes) -> anyhow::Result<()> {
+    let response = http.post(url).bearer_auth(token).multipart(upload_form(id, photo)?).send().await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("the answer is not JSON")?;
+    anyhow::ensure!(status.is_success() && body.get("errors").is_none(), "upload refused: HTTP {status}: {body}");
+    Ok(())
+}
+
+pub async fn run(mysql: &str, options: &Options) -> anyhow::Result<()> {
+    let scratch = Scratch::create(mysql, "media").await?;
+    let result = measure(&scratch.url, options).await;
+    scratch.drop_database().await?;
+    result
+}
+
+async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
+    let s3 = S3Server::start().await?;
+    let bucket = format!("pointstream-bench-{}", uuid::Uuid::new_v4().simple());
+    let config = S3Config {
+        bucket: bucket.clone(),
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        path_style: true,
+    };
+    let direct = S3Store::connect(&config).await;
+    direct.client().create_bucket().bucket(&bucket).send().await.context("cannot create the bench bucket")?;
+
+    let concurrency = options.concurrency.max(1);
+    let store_config = EventStoreConfig { max_connections: concurrency as u32 + 4, ..EventStoreConfig::default() };
+    let store = EventStore::open(database_url, store_config.clone()).await?;
+    register(&store, &["m00000".to_string()]).await?;
+
+    let secret = uuid::Uuid::new_v4().simple().to_string();
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 3_600;
+    let claims = Claims { sub: "bench".into(), role: Role::Admin, member: None, store: None, exp };
+    let token = Arc::new(api::auth::mint(secret.as_bytes(), &claims)?);
+    let extra = ["--s3-endpoint".to_string(), s3.endpoint.clone(), "--s3-bucket".to_string(), bucket.clone()];
+    let server =
+        Arc::new(ServerProcess::spawn_with(database_url, &secret, store_config.max_connections, &extra).await?);
+    let url = Arc::new(format!("http://{}/graphql", server.address));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let duration = Duration::from_secs(options.seconds);
+
+    // Memory first, while the server's memory is that of a fresh process.
+    let big = photo_of(10 * MIB);
+    let before = server.resident_bytes()?;
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (server, peak, sampling) = (server.clone(), peak.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Ok(now) = server.resident_bytes() {
+                    peak.fetch_max(now, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let uploads: Vec<_> = (0..options.memory_concurrency)
+        .map(|i| {
+            let (http, url, token, big) = (http.clone(), url.clone(), token.clone(), big.clone());
+            tokio::spawn(async move { upload(&http, &url, &token, &format!("big-{i}"), big).await })
+        })
+        .collect();
+    for task in uploads {
+        task.await??;
+    }
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await?;
+    let peak = peak.load(Ordering::Relaxed);
+
+    // (a) direct PutObject of 1 MiB.
+    let photo = photo_of(MIB);
+    let (client, bucket_name, bytes) = (direct.client().clone(), bucket.clone(), photo.clone());
+    let (direct_rate, direct_p50, direct_p99) = throughput_and_latency(concurrency, duration, move |w, i| {
+        let (client, bucket, bytes) = (client.clone(), bucket_name.clone(), bytes.clone());
+        async move {
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(format!("direct/{w}-{i}.jpg"))
+                .content_type("image/jpeg")
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    // (b) the same bytes as a createPost photo through the API.
+    let (http2, url2, token2, bytes) = (http.clone(), url.clone(), token.clone(), photo.clone());
+    let (api_rate, api_p50, api_p99) = throughput_and_latency(concurrency, duration, move |w, i| {
+        let (http, url, token, bytes) = (http2.clone(), url2.clone(), token2.clone(), bytes.clone());
+        async move { upload(&http, &url, &token, &format!("p{w}-{i}"), bytes).await }
+    })
+    .await?;
+    let server = Arc::into_inner(server).context("the server handle is still shared")?;
+    server.stop().await?;
+
+    let mib = |bytes: u64| bytes as f64 / MIB as f64;
+    println!("## media (1 MiB photos at concurrency {concurrency}, {} s each; S3: {})", options.seconds, s3.endpoint);
+    println!();
+    println!("| | uploads/s | p50 | p99 |");
+    println!("|---|---|---|---|");
+    println!("| (a) aws-sdk-s3 PutObject, direct | {direct_rate:.1} | {} | {} |", ms(direct_p50), ms(direct_p99));
+    println!("| (b) GraphQL createPost with the photo | {api_rate:.1} | {} | {} |", ms(api_p50), ms(api_p99));
+    println!();
+    println!("(b)/(a) = {:.2} (target >= 0.7)", api_rate / direct_rate);
+    println!();
+    let total = options.memory_concurrency as f64 * 10.0;
+    println!(
+        "Server memory (VmRSS) during {} concurrent 10 MiB uploads: {:.1} MiB before, {:.1} MiB at the peak: \
+         {:.1} MiB more, against {total:.0} MiB of uploads in flight.",
+        options.memory_concurrency,
+        mib(before),
+        mib(peak),
+        mib(peak.saturating_sub(before)),
+    );
+    Ok(())
+}

@@ -112,9 +112,9 @@ enum Command {
         /// Seconds per throughput measurement.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
-        /// Concurrent uploads for the throughput figures.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
+        /// Concurrency levels for the throughput figures.
+        #[arg(long, value_delimiter = ',', default_value = "2,8,32")]
+        concurrency: Vec<usize>,
         /// Concurrent 10 MiB uploads for the memory figure.
         #[arg(long, default_value_t = 32)]
         memory_concurrency: usize,

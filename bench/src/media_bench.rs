@@ -27,8 +27,8 @@ use crate::run::Scratch;
 pub struct Options {
     /// Seconds per throughput measurement.
     pub seconds: u64,
-    /// Concurrent uploads for the throughput figures.
-    pub concurrency: usize,
+    /// Concurrency levels for the throughput figures.
+    pub concurrency: Vec<usize>,
     /// Concurrent uploads for the memory figure.
     pub memory_concurrency: usize,
 }
@@ -138,8 +138,8 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     let direct = S3Store::connect(&config).await;
     direct.client().create_bucket().bucket(&bucket).send().await.context("cannot create the bench bucket")?;
 
-    let concurrency = options.concurrency.max(1);
-    let store_config = EventStoreConfig { max_connections: concurrency as u32 + 4, ..EventStoreConfig::default() };
+    let most = options.concurrency.iter().copied().max().unwrap_or(1).max(1);
+    let store_config = EventStoreConfig { max_connections: most as u32 + 4, ..EventStoreConfig::default() };
     let store = EventStore::open(database_url, store_config.clone()).await?;
     register(&store, &["m00000".to_string()]).await?;
 
@@ -183,45 +183,59 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     sampler.await?;
     let peak = peak.load(Ordering::Relaxed);
 
-    // (a) direct PutObject of 1 MiB.
     let photo = photo_of(MIB);
-    let (client, bucket_name, bytes) = (direct.client().clone(), bucket.clone(), photo.clone());
-    let (direct_rate, direct_p50, direct_p99) = throughput_and_latency(concurrency, duration, move |w, i| {
-        let (client, bucket, bytes) = (client.clone(), bucket_name.clone(), bytes.clone());
-        async move {
-            client
-                .put_object()
-                .bucket(bucket)
-                .key(format!("direct/{w}-{i}.jpg"))
-                .content_type("image/jpeg")
-                .body(ByteStream::from(bytes))
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-            Ok(())
-        }
-    })
-    .await?;
-
-    // (b) the same bytes as a createPost photo through the API.
-    let (http2, url2, token2, bytes) = (http.clone(), url.clone(), token.clone(), photo.clone());
-    let (api_rate, api_p50, api_p99) = throughput_and_latency(concurrency, duration, move |w, i| {
-        let (http, url, token, bytes) = (http2.clone(), url2.clone(), token2.clone(), bytes.clone());
-        async move { upload(&http, &url, &token, &format!("p{w}-{i}"), bytes).await }
-    })
-    .await?;
+    let mut rows = Vec::new();
+    for (round, &concurrency) in options.concurrency.iter().enumerate() {
+        let concurrency = concurrency.max(1);
+        // (a) direct PutObject of 1 MiB.
+        let (client, bucket_name, bytes) = (direct.client().clone(), bucket.clone(), photo.clone());
+        let direct = throughput_and_latency(concurrency, duration, move |w, i| {
+            let (client, bucket, bytes) = (client.clone(), bucket_name.clone(), bytes.clone());
+            async move {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(format!("direct/{round}-{w}-{i}.jpg"))
+                    .content_type("image/jpeg")
+                    .body(ByteStream::from(bytes))
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                Ok(())
+            }
+        })
+        .await?;
+        // (b) the same bytes as a createPost photo through the API.
+        let (http, url, token, bytes) = (http.clone(), url.clone(), token.clone(), photo.clone());
+        let through_api = throughput_and_latency(concurrency, duration, move |w, i| {
+            let (http, url, token, bytes) = (http.clone(), url.clone(), token.clone(), bytes.clone());
+            async move { upload(&http, &url, &token, &format!("p{round}-{w}-{i}"), bytes).await }
+        })
+        .await?;
+        rows.push((concurrency, direct, through_api));
+    }
     let server = Arc::into_inner(server).context("the server handle is still shared")?;
     server.stop().await?;
 
     let mib = |bytes: u64| bytes as f64 / MIB as f64;
-    println!("## media (1 MiB photos at concurrency {concurrency}, {} s each; S3: {})", options.seconds, s3.endpoint);
+    println!("## media (1 MiB photos, {} s per figure; S3: s3s-fs at {})", options.seconds, s3.endpoint);
     println!();
-    println!("| | uploads/s | p50 | p99 |");
-    println!("|---|---|---|---|");
-    println!("| (a) aws-sdk-s3 PutObject, direct | {direct_rate:.1} | {} | {} |", ms(direct_p50), ms(direct_p99));
-    println!("| (b) GraphQL createPost with the photo | {api_rate:.1} | {} | {} |", ms(api_p50), ms(api_p99));
+    println!("(a) aws-sdk-s3 PutObject, direct; (b) GraphQL createPost with the same bytes as its photo");
     println!();
-    println!("(b)/(a) = {:.2} (target >= 0.7)", api_rate / direct_rate);
+    println!("| concurrency | (a) uploads/s | (a) p50 / p99 | (b) uploads/s | (b) p50 / p99 | (b)/(a) |");
+    println!("|---|---|---|---|---|---|");
+    for (concurrency, (a, a50, a99), (b, b50, b99)) in &rows {
+        println!(
+            "| {concurrency} | {a:.1} | {} / {} | {b:.1} | {} / {} | {:.2} |",
+            ms(*a50),
+            ms(*a99),
+            ms(*b50),
+            ms(*b99),
+            b / a
+        );
+    }
+    println!();
+    println!("target (b)/(a) >= 0.7");
     println!();
     let total = options.memory_concurrency as f64 * 10.0;
     println!(

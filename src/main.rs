@@ -88,6 +88,10 @@ struct Cli {
     /// The app's public URL: cross-posts link to `{url}/posts/{id}`.
     #[arg(long, env = "POINTSTREAM_PUBLIC_URL", global = true)]
     public_url: Option<String>,
+    /// This API's URL as clients reach it: photo URLs of the filesystem store
+    /// point at `{url}/media/...` (default: the address it listens on).
+    #[arg(long, env = "POINTSTREAM_API_URL", global = true)]
+    api_url: Option<String>,
     /// Attempts per network before a post goes to the dead letters.
     #[arg(long, env = "POINTSTREAM_SOCIAL_ATTEMPTS", default_value_t = 5, global = true)]
     social_attempts: u32,
@@ -302,7 +306,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         ..RelayConfig::new(&cli.stream_prefix)
     };
     let media =
-        media_store(&cli, &secret, &cli.public_url.clone().unwrap_or_else(|| format!("http://{}", cli.listen))).await;
+        media_store(&cli, &secret, &cli.api_url.clone().unwrap_or_else(|| format!("http://{}", cli.listen))).await;
     let social = social_worker(&cli, &store, redis.clone(), vault.clone(), media.clone());
     let social_streams = social_config(&cli);
     let needs_redis = |what: &str| anyhow::anyhow!("`pointstream {what}` needs --redis-url (or REDIS_URL)");
@@ -324,7 +328,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 },
                 tokens: vault,
                 media,
-                public_url: cli.public_url.clone(),
+                api_url: cli.api_url.clone(),
                 photo_url_ttl: Duration::from_secs(cli.photo_url_ttl_secs.max(1)),
             };
             let background = Background {
@@ -407,9 +411,9 @@ struct Api {
     limits: Limits,
     tokens: Option<TokenVault>,
     media: MediaStore,
-    /// The app's public URL, if configured; else photo URLs of the
-    /// filesystem store point at the bound address.
-    public_url: Option<String>,
+    /// The API's URL, if configured; else photo URLs of the filesystem
+    /// store point at the bound address.
+    api_url: Option<String>,
     photo_url_ttl: Duration,
 }
 
@@ -575,9 +579,9 @@ async fn serve(
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
             let listen = api.listen.clone();
-            let (secret, statuses, public_url) = (api.secret.clone(), running.statuses.clone(), api.public_url);
+            let (secret, statuses, api_url) = (api.secret.clone(), running.statuses.clone(), api.api_url);
             let app = move |address: &str| {
-                if let (MediaStore::Fs(store), None) = (&state.media, &public_url) {
+                if let (MediaStore::Fs(store), None) = (&state.media, &api_url) {
                     state.media = MediaStore::Fs(store.serving_at(format!("http://{address}")));
                 }
                 api::server::app(api::build(state.clone()), state, secret, statuses)

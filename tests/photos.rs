@@ -131,6 +131,30 @@ async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
     assert_eq!(retried["data"]["createPost"]["post"]["photos"][0]["key"], listed[0]["key"]);
     assert_eq!(photos.keys().await, stored, "the retry's uploads were removed");
 
+    // One file at two places of the request is two photos with the same bytes.
+    let query = format!(
+        "mutation($photos: [Upload!]!) {{ createPost(author: \"ann\", store: \"cafe\", body: \"Twice\", \
+         id: \"p-twice\", photos: $photos) {{ {PHOTO_FIELDS} }} }}"
+    );
+    let map = json!({ "0": ["variables.photos.0", "variables.photos.1"] });
+    let request = multipart(&query, json!({ "photos": [null, null] }), map, &[file("0", "a.png", "image/png", PNG)]);
+    let (_, text) = app.post_multipart(Some(&token(Role::Member, Some("ann"), None)), &request);
+    let twice: Value = serde_json::from_str(&text).expect("JSON");
+    let pair = twice["data"]["createPost"]["post"]["photos"].as_array().unwrap_or_else(|| panic!("{twice}"));
+    assert_eq!(pair.len(), 2, "{twice}");
+    for photo in pair {
+        assert_eq!(photo["size"], PNG.len(), "{photo}");
+        let (status, _, served) = fetch(photo["url"].as_str().expect("a url")).await;
+        assert!(status == 200 && served == PNG, "both places hold the whole file: {photo}");
+    }
+    let deleted = app.graphql(
+        Some(&token(Role::Admin, None, None)),
+        "mutation { deletePost(id: \"p-twice\") { position } }",
+        json!({}),
+    );
+    assert!(deleted.get("errors").is_none(), "{deleted}");
+    assert_eq!(photos.keys().await, stored);
+
     // After expiry the URL is refused.
     let url = listed[0]["url"].as_str().expect("a url").to_string();
     tokio::time::sleep(Duration::from_millis(3_100)).await;
@@ -203,6 +227,15 @@ async fn bad_uploads_store_nothing(photos: Photos) {
         assert_eq!(code(&answer), "BAD_USER_INPUT", "{what}: HTTP {status}: {answer}");
         assert_eq!(photos.keys().await, Vec::<String>::new(), "{what}: nothing stored");
     }
+
+    // Parts the map does not name still count: each would be a temporary file.
+    let tiny: Vec<String> = (0..6).map(|i| i.to_string()).collect();
+    let parts: Vec<FilePart<'_>> = tiny.iter().map(|name| file(name, "t.png", "image/png", PNG)).collect();
+    let query = "mutation($photos: [Upload!]!) { createPost(author: \"ann\", store: \"cafe\", body: \"x\", photos: $photos) { position } }";
+    let request = multipart(query, json!({ "photos": [null] }), json!({ "0": ["variables.photos.0"] }), &parts);
+    let (status, text) = app.post_multipart(Some(&token(Role::Member, Some("ann"), None)), &request);
+    let answer: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(code(&answer), "BAD_USER_INPUT", "six parts: HTTP {status}: {answer}");
 
     // A truncated body: the closing boundary and half the file never arrive.
     let files = [file("0", "a.jpg", "image/jpeg", JPEG)];

@@ -84,6 +84,61 @@ fn refused(status: StatusCode, message: impl Into<String>) -> poem::Response {
     poem::Response::builder().status(status).content_type("application/json").body(body.to_string())
 }
 
+/// Refuses a multipart body with more than `max` parts (counted by their
+/// delimiter lines as the bytes arrive) before they are all parsed: each
+/// file part costs a temporary file, and async-graphql does not count them.
+struct PartLimit<R> {
+    inner: R,
+    delimiter: Vec<u8>,
+    /// The last bytes read, shorter than a delimiter: a delimiter split
+    /// across two reads starts here.
+    carry: Vec<u8>,
+    seen: usize,
+    max: usize,
+}
+
+impl<R> PartLimit<R> {
+    /// `None` when the content type names no boundary (multer refuses it then).
+    fn new(inner: R, content_type: &str, max: usize) -> Option<Self> {
+        let boundary = content_type.split(';').find_map(|p| p.trim().strip_prefix("boundary="))?.trim_matches('"');
+        Some(PartLimit { inner, delimiter: format!("--{boundary}").into_bytes(), carry: Vec::new(), seen: 0, max })
+    }
+
+    fn count(&mut self, new: &[u8]) {
+        let n = self.delimiter.len();
+        // Delimiters that start in the carried bytes and end in the new ones.
+        let carried = self.carry.len();
+        let mut straddle = std::mem::take(&mut self.carry);
+        straddle.extend_from_slice(&new[..new.len().min(n - 1)]);
+        self.seen += memchr::memmem::find_iter(&straddle, &self.delimiter).filter(|&start| start < carried).count();
+        self.seen += memchr::memmem::find_iter(new, &self.delimiter).count();
+        self.carry = if new.len() >= n - 1 {
+            new[new.len() - (n - 1)..].to_vec()
+        } else {
+            // `straddle` holds the old carry and all of `new`.
+            straddle.split_off(straddle.len().saturating_sub(n - 1))
+        };
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for PartLimit<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let this = &mut *self;
+        this.count(&buf.filled()[before..]);
+        if this.seen > this.max {
+            let error = std::io::Error::other(format!("more than {} parts", this.max.saturating_sub(1)));
+            return std::task::Poll::Ready(Err(error));
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// Reads a GraphQL request within the limits: a JSON body up to
 /// `max_body_bytes`; a multipart body streamed to temporary files, each file
 /// up to `max_upload_bytes`, at most `max_uploads` of them.
@@ -108,8 +163,13 @@ async fn read_request(
         }
         let options =
             MultipartOptions::default().max_file_size(limits.max_upload_bytes).max_num_files(limits.max_uploads + 1);
-        let reader = body.into_async_read().compat();
-        async_graphql::http::receive_batch_body(content_type, reader, options).await
+        // The operations, the map, the files, and the closing delimiter.
+        let parts = limits.max_uploads + 3;
+        let type_ = content_type.clone().unwrap_or_default();
+        let Some(reader) = PartLimit::new(body.into_async_read(), &type_, parts) else {
+            return Err(refused(StatusCode::BAD_REQUEST, "the multipart content type names no boundary"));
+        };
+        async_graphql::http::receive_batch_body(content_type, reader.compat(), options).await
     } else {
         let limit = limits.max_body_bytes;
         if declared.is_some_and(|length| length > limit) {
@@ -178,7 +238,8 @@ async fn photo(http: Data<&Http>, Path(key): Path<String>, signed: Option<Query<
         Ok(opened) => poem::Response::builder()
             .content_type(opened.content_type)
             .header(header::CONTENT_LENGTH, opened.size)
-            .header(header::CACHE_CONTROL, "private, max-age=300")
+            // Cached no longer than the URL is good.
+            .header(header::CACHE_CONTROL, format!("private, max-age={}", opened.fresh_for.min(300)))
             .header("x-content-type-options", "nosniff")
             .body(Body::from_async_read(opened.file)),
         Err(media::fs::OpenError::Refused(reason)) => (StatusCode::FORBIDDEN, reason.to_string()).into_response(),
@@ -252,4 +313,22 @@ pub async fn bind<E: Endpoint + 'static>(
         acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).map(|a| a.to_string()).unwrap_or(addr);
     let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint(&local), shutdown, None);
     Ok((local, server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PartLimit;
+
+    #[test]
+    fn parts_are_counted_however_the_bytes_are_split() {
+        let body = b"--xyz\r\nA\r\n--xyz\r\nB\r\n--xyz--\r\n";
+        for size in 1..body.len() {
+            let mut limit = PartLimit::new((), "multipart/form-data; boundary=xyz", 10).expect("a boundary");
+            for chunk in body.chunks(size) {
+                limit.count(chunk);
+            }
+            assert_eq!(limit.seen, 3, "read {size} bytes at a time");
+        }
+        assert!(PartLimit::new((), "multipart/form-data", 10).is_none());
+    }
 }

@@ -50,6 +50,11 @@ impl UrlSigner {
         mac
     }
 
+    /// Seconds from `now` until `expires` (0 once passed).
+    pub fn remaining(expires: u64, now: SystemTime) -> u64 {
+        expires.saturating_sub(unix_seconds(now))
+    }
+
     /// The query string that grants access to `key` until `expires` (Unix seconds).
     pub fn sign(&self, key: &str, expires: u64) -> String {
         format!("expires={expires}&signature={}", hex::encode(self.mac(key, expires).finalize().into_bytes()))
@@ -86,6 +91,8 @@ pub struct Opened {
     pub size: u64,
     /// Its content type.
     pub content_type: &'static str,
+    /// Seconds its URL stays good: how long it may be cached.
+    pub fresh_for: u64,
 }
 
 impl FsStore {
@@ -120,11 +127,21 @@ impl FsStore {
             if let Some(dir) = target.parent() {
                 std::fs::create_dir_all(dir)?;
             }
+            // From the start: one upload may stand at two places of a
+            // request, as clones of one file sharing its position.
             let mut source = photo.file;
-            let mut out = std::fs::File::create(&part)?;
-            std::io::copy(&mut source, &mut out)?;
-            out.sync_all()?;
-            std::fs::rename(&part, &target)
+            std::io::Seek::rewind(&mut source)?;
+            let written = std::fs::File::create(&part).and_then(|mut out| {
+                std::io::copy(&mut source, &mut out)?;
+                out.sync_all()
+            });
+            match written.and_then(|()| std::fs::rename(&part, &target)) {
+                Err(err) => {
+                    let _ = std::fs::remove_file(&part);
+                    Err(err)
+                }
+                ok => ok,
+            }
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -143,7 +160,8 @@ impl FsStore {
         let path = self.path(key).map_err(|_| OpenError::NotFound)?;
         let file = tokio::fs::File::open(&path).await.map_err(|_| OpenError::NotFound)?;
         let size = file.metadata().await.map_err(|_| OpenError::NotFound)?.len();
-        Ok(Opened { file, size, content_type: content_type_of(key) })
+        let fresh_for = UrlSigner::remaining(expires, SystemTime::now());
+        Ok(Opened { file, size, content_type: content_type_of(key), fresh_for })
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<(), MediaError> {

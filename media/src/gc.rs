@@ -30,20 +30,25 @@ pub struct Sweep {
 /// The keys of every photo of every post not deleted, from the log.
 pub async fn live_photos(store: &EventStore) -> Result<HashSet<String>, MediaError> {
     let filter = LogFilter { aggregate_type: Some("Post".to_string()), ..LogFilter::default() };
-    Ok(photos_by_post(store, &filter).await?.into_values().flatten().collect())
+    Ok(photos_by_post(store, &filter, false).await?.into_values().flatten().collect())
 }
 
-/// The keys of the photos of post `id` (none once it is deleted), from the log.
+/// The keys of every photo post `id` has recorded, deleted or not, from the log.
 pub async fn photos_of(store: &EventStore, id: &str) -> Result<Vec<String>, MediaError> {
     let filter = LogFilter {
         aggregate_type: Some("Post".to_string()),
         aggregate_id: Some(id.to_string()),
         ..LogFilter::default()
     };
-    Ok(photos_by_post(store, &filter).await?.into_values().flatten().collect())
+    Ok(photos_by_post(store, &filter, true).await?.into_values().flatten().collect())
 }
 
-async fn photos_by_post(store: &EventStore, filter: &LogFilter) -> Result<BTreeMap<String, Vec<String>>, MediaError> {
+/// Each post's photos; a deleted post's are dropped unless `keep_deleted`.
+async fn photos_by_post(
+    store: &EventStore,
+    filter: &LogFilter,
+    keep_deleted: bool,
+) -> Result<BTreeMap<String, Vec<String>>, MediaError> {
     let mut by_post: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut after = 0;
     loop {
@@ -57,7 +62,8 @@ async fn photos_by_post(store: &EventStore, filter: &LogFilter) -> Result<BTreeM
                     photos.extend(created.into_iter().map(|p| p.key.as_str().to_string()));
                 }
                 PostEvent::PhotoAdded { photo } => photos.push(photo.key.as_str().to_string()),
-                PostEvent::PostDeleted => photos.clear(),
+                PostEvent::PostDeleted if !keep_deleted => photos.clear(),
+                PostEvent::PostDeleted => {}
                 PostEvent::SocialPostPublished { .. } | PostEvent::SocialPostFailed { .. } => {}
             }
         }

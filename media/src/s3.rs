@@ -74,9 +74,13 @@ impl S3Store {
     }
 
     pub(crate) async fn put(&self, key: &str, photo: CheckedPhoto) -> Result<(), MediaError> {
+        // From the start: one upload may stand at two places of a request,
+        // as clones of one file sharing its position.
+        let mut file = photo.file;
+        std::io::Seek::rewind(&mut file)?;
         // Streamed from the upload's file: memory does not grow with its size.
         let body = ByteStream::read_from()
-            .file(tokio::fs::File::from_std(photo.file))
+            .file(tokio::fs::File::from_std(file))
             .length(Length::Exact(photo.size))
             // The default 4 KiB reads cost a syscall and a body chunk each.
             .buffer_size(256 << 10)

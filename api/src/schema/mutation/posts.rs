@@ -2,11 +2,12 @@
 //! providers happens later, in the social workers; `postSocialStatus`
 //! follows it.
 //!
-//! Photos arrive as GraphQL multipart uploads. All of a request's files are
+//! Photos arrive as GraphQL multipart uploads. All of a mutation's files are
 //! checked before any is stored; each is stored under a key of its own
 //! before its command runs, and removed again when the command does not
 //! record it (refused, failed, or a retry answered with the first outcome).
-//! A crash in between leaves an orphan for `pointstream media gc`.
+//! A crash or a client gone in between leaves an orphan for `pointstream
+//! media gc`.
 
 use async_graphql::{Context, Object, Result, Upload};
 use domain::values::{MemberId, PostBody, PostId, StoreId};
@@ -28,6 +29,21 @@ pub struct PostMutations;
 /// Whether `error` still means the command was recorded.
 fn recorded_anyway(error: &async_graphql::Error) -> bool {
     code_of(error.extensions.as_ref()) == Some("NOT_YET_VISIBLE")
+}
+
+/// Removes the uploads a failed command left, keeping any the post's log
+/// names after all (a commit whose answer was lost fails with `INTERNAL`).
+async fn discard_unrecorded(state: &ApiState, post: &str, photos: &[Photo]) {
+    let recorded = match media::gc::photos_of(&state.store, post).await {
+        Ok(keys) => keys,
+        Err(err) => {
+            tracing::warn!(error = %err, post, "cannot tell which uploads were recorded; `pointstream media gc` will");
+            return;
+        }
+    };
+    let unrecorded: Vec<Photo> =
+        photos.iter().filter(|p| !recorded.iter().any(|k| k == p.key.as_str())).cloned().collect();
+    state.media.discard(&unrecorded).await;
 }
 
 /// Checks every upload, then stores them all; on any refusal nothing is stored.
@@ -114,18 +130,18 @@ async fn with_photos(
     idempotency_key: Option<String>,
     kind: &'static str,
 ) -> Result<PostResult> {
-    let media = &state(ctx)?.media;
+    let state = state(ctx)?;
     match run::<Post>(ctx, claims, Run { id, command, idempotency_key, projection: "posts", kind }).await {
         Ok(outcome) => {
             if outcome.replayed {
                 // The first attempt's photos are the recorded ones.
-                media.discard(photos).await;
+                state.media.discard(photos).await;
             }
             answer(ctx, id, &outcome).await
         }
         Err(error) => {
             if !recorded_anyway(&error) {
-                media.discard(photos).await;
+                discard_unrecorded(state, id, photos).await;
             }
             Err(error)
         }
@@ -197,12 +213,18 @@ impl PostMutations {
             return Err(coded("NOT_FOUND", format!("no post {id}")));
         };
         permit_author(claims, &row.author_id)?;
-        // From the log, not the read model: a photo added a moment ago counts.
-        let photos = media::gc::photos_of(&state.store, &id).await.map_err(internal)?;
         let result = post_command(ctx, claims, &id, PostCommand::Delete, idempotency_key, "delete_post").await;
         let deleted = result.as_ref().is_ok() || result.as_ref().is_err_and(recorded_anyway);
-        if deleted && let Err(err) = state.media.delete(&photos).await {
-            tracing::warn!(error = %err, post = %id, "could not remove a deleted post's photos; `pointstream media gc` will");
+        if deleted {
+            // From the log once the post is deleted: no photo can join it any
+            // more, and one added a moment ago counts.
+            let removed = match media::gc::photos_of(&state.store, &id).await {
+                Ok(photos) => state.media.delete(&photos).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = removed {
+                tracing::warn!(error = %err, post = %id, "could not remove a deleted post's photos; `pointstream media gc` will");
+            }
         }
         result
     }

@@ -151,7 +151,7 @@ impl FsStore {
     pub(crate) async fn get(&self, key: &str) -> Result<Blob, MediaError> {
         let path = self.path(key)?;
         let bytes = tokio::fs::read(&path).await.map_err(|e| not_found_or(key, e))?;
-        Ok(Blob { content_type: content_type_of(key).to_string(), bytes })
+        Ok(Blob { content_type: content_type_of(key).to_string(), bytes: bytes.into() })
     }
 
     /// Opens `key` for serving, if the URL's `expires` and `signature` grant it.

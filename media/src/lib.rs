@@ -58,8 +58,8 @@ pub struct StoredObject {
 pub struct Blob {
     /// The content type it was stored with.
     pub content_type: String,
-    /// The bytes.
-    pub bytes: Vec<u8>,
+    /// The bytes (cheap to clone).
+    pub bytes: bytes::Bytes,
 }
 
 /// What the photo store failed at.

@@ -109,7 +109,7 @@ impl S3Store {
             }
         })?;
         let content_type = object.content_type().unwrap_or("application/octet-stream").to_string();
-        let bytes = object.body.collect().await.map_err(|e| failed("reading", key, e))?.into_bytes().to_vec();
+        let bytes = object.body.collect().await.map_err(|e| failed("reading", key, e))?.into_bytes();
         Ok(Blob { content_type, bytes })
     }
 

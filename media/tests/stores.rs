@@ -41,7 +41,7 @@ async fn stores_round_trip_list_and_delete(store: MediaStore) {
     assert_eq!((jpeg.content_type.as_str(), jpeg.size), ("image/jpeg", JPEG.len() as u64));
     assert_eq!(png.content_type, "image/png");
     let blob = store.get(jpeg.key.as_str()).await.expect("reads");
-    assert_eq!((blob.bytes.as_slice(), blob.content_type.as_str()), (JPEG, "image/jpeg"));
+    assert_eq!((blob.bytes.as_ref(), blob.content_type.as_str()), (JPEG, "image/jpeg"));
     let mut listed: Vec<(String, u64)> =
         store.list().await.expect("lists").into_iter().map(|o| (o.key, o.size)).collect();
     listed.sort();

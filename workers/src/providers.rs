@@ -156,7 +156,7 @@ fn id_in(value: &Value, pointer: &str) -> Result<String, Refusal> {
 /// One photo as a multipart file part.
 fn photo_part(photo: &media::Blob, index: usize) -> Result<reqwest::multipart::Part, Refusal> {
     let extension = photo.content_type.rsplit('/').next().unwrap_or("jpg");
-    reqwest::multipart::Part::bytes(photo.bytes.clone())
+    reqwest::multipart::Part::stream_with_length(reqwest::Body::from(photo.bytes.clone()), photo.bytes.len() as u64)
         .file_name(format!("photo-{index}.{extension}"))
         .mime_str(&photo.content_type)
         .map_err(|e| Refusal::Refused { reason: format!("photo {index}: {e}") })

@@ -102,6 +102,8 @@ struct Draft<'a> {
     author: &'a str,
     body: &'a str,
     photos: &'a [domain::Photo],
+    /// The photos' bytes, read once for every network and attempt.
+    blobs: tokio::sync::OnceCell<Vec<media::Blob>>,
 }
 
 /// A social worker: on Redis streams, or (embedded, without Redis) following
@@ -275,7 +277,13 @@ impl SocialWorker {
         spent: u32,
     ) -> Result<(), WorkerError> {
         if let PostEvent::PostCreated { post, author, body, providers, photos, .. } = event.decode::<Post>()? {
-            let what = Draft { post: post.as_str(), author: author.as_str(), body: body.as_str(), photos: &photos };
+            let what = Draft {
+                post: post.as_str(),
+                author: author.as_str(),
+                body: body.as_str(),
+                photos: &photos,
+                blobs: tokio::sync::OnceCell::new(),
+            };
             for provider in providers {
                 self.publish(held, &what, provider, spent).await?;
             }
@@ -407,16 +415,10 @@ impl SocialWorker {
     /// (the post was deleted meanwhile) is left out.
     async fn outgoing(&self, draft: &Draft<'_>, provider: Provider) -> Result<Result<Outgoing, Refusal>, WorkerError> {
         let (post, author, body) = (draft.post, draft.author, draft.body);
-        let mut photos = Vec::with_capacity(draft.photos.len());
-        for photo in draft.photos {
-            match self.media.get(photo.key.as_str()).await {
-                Ok(blob) => photos.push(blob),
-                Err(media::MediaError::NotFound(key)) => tracing::warn!(post, key, "photo gone; posted without it"),
-                Err(err) => {
-                    return Ok(Err(Refusal::Transient { reason: format!("reading photo: {err}"), retry_after: None }));
-                }
-            }
-        }
+        let photos = match draft.blobs.get_or_try_init(|| self.read_photos(draft)).await {
+            Ok(blobs) => blobs.clone(),
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         let account = social_accounts::Entity::find_by_id((author.to_string(), provider.to_string()))
             .one(self.store.db())
             .await
@@ -434,6 +436,23 @@ impl SocialWorker {
             token,
             photos,
         }))
+    }
+
+    /// The draft's photos from the photo store; one that is gone is left out.
+    async fn read_photos(&self, draft: &Draft<'_>) -> Result<Vec<media::Blob>, Refusal> {
+        let mut blobs = Vec::with_capacity(draft.photos.len());
+        for photo in draft.photos {
+            match self.media.get(photo.key.as_str()).await {
+                Ok(blob) => blobs.push(blob),
+                Err(media::MediaError::NotFound(key)) => {
+                    tracing::warn!(post = draft.post, key, "photo gone; posted without it");
+                }
+                Err(err) => {
+                    return Err(Refusal::Transient { reason: format!("reading photo: {err}"), retry_after: None });
+                }
+            }
+        }
+        Ok(blobs)
     }
 
     /// Records one attempt's outcome through the post's aggregate.

@@ -34,6 +34,25 @@ pub fn statement_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
     chunks
 }
 
+/// Like [`statement_chunks`], for statements where a repeated item is
+/// harmless (IN lists, upserts, deletes by key): chunks of `max` items, and
+/// the rest in one chunk padded to the next power of two by repeating its last
+/// item. The same few shapes, in one statement per `max` items instead of one
+/// per set bit of the length.
+pub fn padded_chunks<T>(items: &[T], max: usize) -> Vec<Vec<&T>> {
+    let max = max.next_power_of_two();
+    items
+        .chunks(max)
+        .map(|chunk| {
+            let mut padded: Vec<&T> = chunk.iter().collect();
+            if let Some(last) = chunk.last() {
+                padded.resize(chunk.len().next_power_of_two(), last);
+            }
+            padded
+        })
+        .collect()
+}
+
 /// Opens a pool for `url`. SQLite files are created if missing and run in WAL
 /// mode; MySQL pools hold up to `max_connections`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, EventStoreError> {
@@ -74,7 +93,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), EventStoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::statement_chunks;
+    use super::{padded_chunks, statement_chunks};
 
     #[test]
     fn statement_chunks_are_powers_of_two_covering_everything_in_order() {
@@ -85,5 +104,20 @@ mod tests {
         assert_eq!(chunks.concat(), items);
         assert!(statement_chunks::<u32>(&[], 256).is_empty());
         assert_eq!(statement_chunks(&[1, 2, 3], 256).iter().map(|c| c.len()).collect::<Vec<_>>(), vec![2, 1]);
+    }
+
+    #[test]
+    fn padded_chunks_repeat_the_last_item_up_to_a_power_of_two() {
+        let items: Vec<u32> = (0..1_000).collect();
+        let chunks = padded_chunks(&items, 256);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![256, 256, 256, 256]);
+        let last = &chunks[3];
+        assert_eq!(*last[231], 999);
+        assert!(last[232..].iter().all(|item| **item == 999));
+        let covered: Vec<u32> = chunks.concat().into_iter().copied().take(1_000).collect();
+        assert_eq!(covered, items);
+        assert!(padded_chunks::<u32>(&[], 256).is_empty());
+        assert_eq!(padded_chunks(&[1, 2, 3], 256), vec![vec![&1, &2, &3, &3]]);
     }
 }

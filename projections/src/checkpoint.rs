@@ -29,36 +29,6 @@ pub async fn read(conn: &impl ConnectionTrait, name: &str, names: &Names) -> Res
     Ok(row.try_get::<i64>("", "position")? as u64)
 }
 
-/// Locks the checkpoint row for the rest of the transaction (as its first
-/// write, which also takes SQLite's write lock up front) and reads it.
-pub(crate) async fn lock(conn: &impl ConnectionTrait, name: &str, names: &Names, now_us: i64) -> Result<u64, DbErr> {
-    let touch = Query::update()
-        .table(Alias::new(table(name, names)))
-        .value(Checkpoint::UpdatedAtUs, now_us)
-        .and_where(Expr::col(Checkpoint::Id).eq(1))
-        .to_owned();
-    conn.execute(&touch).await?;
-    read(conn, name, names).await
-}
-
-/// Moves the checkpoint to `position`.
-pub(crate) async fn write(
-    conn: &impl ConnectionTrait,
-    name: &str,
-    names: &Names,
-    position: u64,
-    now_us: i64,
-) -> Result<(), DbErr> {
-    let update = Query::update()
-        .table(Alias::new(table(name, names)))
-        .value(Checkpoint::Position, position as i64)
-        .value(Checkpoint::UpdatedAtUs, now_us)
-        .and_where(Expr::col(Checkpoint::Id).eq(1))
-        .to_owned();
-    conn.execute(&update).await?;
-    Ok(())
-}
-
 /// Moves the checkpoint from `from` to `to` only if nobody moved it
 /// meanwhile; false when someone did (nothing is written then).
 pub async fn advance(

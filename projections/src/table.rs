@@ -4,14 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventstore::statement_chunks;
+use eventstore::padded_chunks;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{
     ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, Value,
 };
 use serde::Serialize;
 
-/// Most rows per statement (a power of two: see `eventstore::statement_chunks`).
+/// Most rows per statement (a power of two: see `eventstore::padded_chunks`).
 const ROWS_PER_STATEMENT: usize = 512;
 
 fn primary_columns<E: EntityTrait>() -> Vec<E::Column> {
@@ -31,7 +31,7 @@ where
 {
     let primary = primary_columns::<E>();
     let mut rows = Vec::with_capacity(keys.len());
-    for chunk in statement_chunks(keys, ROWS_PER_STATEMENT) {
+    for chunk in padded_chunks(keys, ROWS_PER_STATEMENT) {
         // One IN list per key column selects a superset that every backend
         // answers from the primary key; rows not asked for are dropped here.
         let mut select = Query::select();
@@ -75,7 +75,8 @@ where
     let columns: Vec<E::Column> = E::Column::iter().collect();
     let primary_names: Vec<&str> = primary.iter().map(|c| c.as_str()).collect();
     let others: Vec<E::Column> = columns.iter().copied().filter(|c| !primary_names.contains(&c.as_str())).collect();
-    for chunk in statement_chunks(models, ROWS_PER_STATEMENT) {
+    // A row repeated to pad the statement is written twice with the same values.
+    for chunk in padded_chunks(models, ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
         insert.into_table(Alias::new(table)).columns(columns.iter().copied()).on_conflict(
             OnConflict::columns(primary.iter().copied()).update_columns(others.iter().copied()).to_owned(),
@@ -96,7 +97,7 @@ where
     E: EntityTrait,
 {
     let primary = primary_columns::<E>();
-    for chunk in statement_chunks(keys, ROWS_PER_STATEMENT) {
+    for chunk in padded_chunks(keys, ROWS_PER_STATEMENT) {
         let condition = Expr::tuple(primary.iter().map(|c| Expr::col(*c)))
             .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))));
         conn.execute(Query::delete().from_table(Alias::new(table)).and_where(condition)).await?;

@@ -22,6 +22,11 @@ use fred::prelude::{Client, ClientLike};
 use workers::providers::{Facebook, LoggingNetwork, SocialNetwork, Twitter, http_client};
 use workers::relay::RelayConfig;
 use workers::social::{SocialConfig, SocialWorker};
+
+/// Many small, short-lived allocations across threads (requests, rows,
+/// events): mimalloc spends far less time on them than glibc malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use workers::tokens::TokenVault;
 
 use media::{FsStore, MediaStore, S3Config, S3Store, UrlSigner};
@@ -573,18 +578,19 @@ async fn serve(
                 redis: ready_redis,
                 media: api.media,
                 photo_url_ttl: api.photo_url_ttl,
+                projectors: running.statuses.clone(),
             };
             let mut stopped = shutdown.clone();
             let signal = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
             let listen = api.listen.clone();
-            let (secret, statuses, api_url) = (api.secret.clone(), running.statuses.clone(), api.api_url);
+            let (secret, api_url) = (api.secret.clone(), api.api_url);
             let app = move |address: &str| {
                 if let (MediaStore::Fs(store), None) = (&state.media, &api_url) {
                     state.media = MediaStore::Fs(store.serving_at(format!("http://{address}")));
                 }
-                api::server::app(api::build(state.clone()), state, secret, statuses)
+                api::server::app(api::build(state.clone()), state, secret)
             };
             let (address, server) = api::server::bind(listen.clone(), app, signal)
                 .await

@@ -15,10 +15,8 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::web::{Data, Html, Path, Query};
 use poem::{Body, Endpoint, EndpointExt, IntoResponse, Route, Server, get, handler};
-use projections::ProjectorStatus;
 use sea_orm::ConnectionTrait;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::auth;
@@ -31,7 +29,6 @@ pub struct Http {
     schema: ApiSchema,
     state: ApiState,
     secret: Arc<Vec<u8>>,
-    statuses: Arc<Vec<watch::Receiver<ProjectorStatus>>>,
 }
 
 #[handler]
@@ -249,7 +246,9 @@ async fn photo(http: Data<&Http>, Path(key): Path<String>, signed: Option<Query<
 
 #[handler]
 fn prometheus(http: Data<&Http>) -> poem::Response {
-    poem::Response::builder().content_type("text/plain; version=0.0.4").body(crate::telemetry::render(&http.statuses))
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::telemetry::render(&http.state.projectors))
 }
 
 #[handler]
@@ -281,14 +280,9 @@ async fn readyz(http: Data<&Http>) -> poem::Response {
 }
 
 /// The application: every route.
-pub fn app(
-    schema: ApiSchema,
-    state: ApiState,
-    secret: Vec<u8>,
-    statuses: Vec<watch::Receiver<ProjectorStatus>>,
-) -> impl Endpoint {
+pub fn app(schema: ApiSchema, state: ApiState, secret: Vec<u8>) -> impl Endpoint {
     crate::telemetry::handle();
-    let http = Http { schema, state, secret: Arc::new(secret), statuses: Arc::new(statuses) };
+    let http = Http { schema, state, secret: Arc::new(secret) };
     Route::new()
         .at("/graphql", get(graphiql).post(graphql))
         .at("/media/*key", get(photo))

@@ -20,10 +20,15 @@ use projections::{Names, checkpoint};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::{OnceCell, broadcast};
 
+use crate::checkpoints::Checkpoints;
+
 /// Items read per database round trip.
 const PAGE: u64 = 1_000;
 /// Items a slow subscriber may fall behind before it catches up from the database.
 const BUFFER: usize = 4_096;
+/// Longest wait of the ledger tail for the wallets projection before it
+/// looks at the log's head again.
+const LEDGER_WAIT: Duration = Duration::from_millis(500);
 
 /// What a read of a source found.
 pub struct Batch<T> {
@@ -38,10 +43,8 @@ pub struct Batch<T> {
 /// When a tail reads its source again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
-    /// At once: the page was full.
+    /// At once: the page was full, or the source waits by itself.
     Now,
-    /// Shortly: the log has moved on but the read model has not applied it yet.
-    Soon,
     /// When the log moves.
     OnNewEvents,
 }
@@ -81,7 +84,11 @@ impl Source for LogSource {
 }
 
 /// The ledger read model, as far as the wallets projection has applied the log.
-pub struct LedgerSource(pub EventStore);
+pub struct LedgerSource {
+    store: EventStore,
+    /// Where the wallets projection is: a read waits on it rather than polling.
+    checkpoints: Checkpoints,
+}
 
 impl Source for LedgerSource {
     type Item = Arc<ledger::Model>;
@@ -91,29 +98,32 @@ impl Source for LedgerSource {
     }
 
     async fn start(&self) -> Result<u64, String> {
-        checkpoint::read(self.0.db(), "wallets", &Names::LIVE).await.map_err(|e| e.to_string())
+        checkpoint::read(self.store.db(), "wallets", &Names::LIVE).await.map_err(|e| e.to_string())
     }
 
     async fn read(&self, after: u64, limit: u64) -> Result<Batch<Self::Item>, String> {
-        let applied = checkpoint::read(self.0.db(), "wallets", &Names::LIVE).await.map_err(|e| e.to_string())?;
+        if after >= self.store.head() {
+            return Ok(Batch { items: Vec::new(), upto: after, next: Next::OnNewEvents });
+        }
+        // Committed events wait to be applied: until the projection applies
+        // the next one (or a while passes, to look at the head again).
+        let applied = match self.checkpoints.wait("wallets", after + 1, LEDGER_WAIT).await {
+            Ok(at) | Err(at) => at,
+        };
+        if applied <= after {
+            return Ok(Batch { items: Vec::new(), upto: after, next: Next::Now });
+        }
         let rows = ledger::Entity::find()
             .filter(ledger::Column::Position.gt(after as i64))
             .filter(ledger::Column::Position.lte(applied as i64))
             .order_by_asc(ledger::Column::Position)
             .limit(limit)
-            .all(self.0.db())
+            .all(self.store.db())
             .await
             .map_err(|e| e.to_string())?;
         let full = rows.len() as u64 == limit;
-        let upto = if full { rows.last().map_or(after, |r| r.position as u64) } else { applied.max(after) };
-        let next = if full {
-            Next::Now
-        } else if applied < self.0.head() {
-            Next::Soon
-        } else {
-            Next::OnNewEvents
-        };
-        Ok(Batch { items: rows.into_iter().map(Arc::new).collect(), upto, next })
+        let upto = if full { rows.last().map_or(after, |r| r.position as u64) } else { applied };
+        Ok(Batch { items: rows.into_iter().map(Arc::new).collect(), upto, next: Next::Now })
     }
 }
 
@@ -157,7 +167,6 @@ impl<S: Source> Tail<S> {
                 after = batch.upto;
                 match batch.next {
                     Next::Now => {}
-                    Next::Soon => tokio::time::sleep(Duration::from_millis(5)).await,
                     Next::OnNewEvents => {
                         if heads.changed().await.is_err() {
                             return;
@@ -241,14 +250,16 @@ impl<S: Source> Cursor<S> {
 /// The tails of one process, started by the first subscription that needs each.
 pub struct Tails {
     store: EventStore,
+    checkpoints: Checkpoints,
     log: OnceCell<Arc<Tail<LogSource>>>,
     ledger: OnceCell<Arc<Tail<LedgerSource>>>,
 }
 
 impl Tails {
-    /// Tails over `store`'s log and read models.
-    pub fn new(store: EventStore) -> Self {
-        Tails { store, log: OnceCell::new(), ledger: OnceCell::new() }
+    /// Tails over `store`'s log and read models; `checkpoints` tells how far
+    /// the read models are.
+    pub fn new(store: EventStore, checkpoints: Checkpoints) -> Self {
+        Tails { store, checkpoints, log: OnceCell::new(), ledger: OnceCell::new() }
     }
 
     /// Log events after `after` (from now when `None`) that pass `keep`.
@@ -272,7 +283,8 @@ impl Tails {
         let tail = self
             .ledger
             .get_or_try_init(|| async {
-                Tail::start(LedgerSource(self.store.clone()), &self.store).await.map(Arc::new)
+                let source = LedgerSource { store: self.store.clone(), checkpoints: self.checkpoints.clone() };
+                Tail::start(source, &self.store).await.map(Arc::new)
             })
             .await?;
         Ok(cursor(tail, None, keep))

@@ -82,8 +82,11 @@ async fn post_social_status_follows_each_providers_outcome() {
         redis: None,
         media: media::scratch::scratch_fs("http://127.0.0.1"),
         photo_url_ttl: Duration::from_secs(900),
+        // The projectors run in this process, but the API is not told: it
+        // polls their checkpoints as it does when they run elsewhere.
+        projectors: Vec::new(),
     };
-    let app = api::server::app(build(state.clone()), state, SECRET.to_vec(), Vec::new());
+    let app = api::server::app(build(state.clone()), state, SECRET.to_vec());
     let mut stopped = shutdown.clone();
     let (address, server) = api::server::bind("127.0.0.1:0".to_string(), |_| app, async move {
         let _ = stopped.wait_for(|s| *s).await;

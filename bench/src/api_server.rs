@@ -58,8 +58,9 @@ pub async fn serve(database_url: &str, secret: &str, max_connections: u32, photo
             None => media::scratch::scratch_fs("http://127.0.0.1"),
         },
         photo_url_ttl: Duration::from_secs(900),
+        projectors: running.statuses.clone(),
     };
-    let app = api::server::app(api::build(state.clone()), state, secret.as_bytes().to_vec(), running.statuses.clone());
+    let app = api::server::app(api::build(state.clone()), state, secret.as_bytes().to_vec());
     let mut stopped = shutdown.clone();
     let (address, server) = api::server::bind("127.0.0.1:0".to_string(), |_| app, async move {
         let _ = stopped.wait_for(|stop| *stop).await;

@@ -14,6 +14,8 @@ use std::time::Duration;
 use async_graphql::{Context, Result, Schema};
 use domain::values::Points;
 use eventstore::EventStore;
+use projections::ProjectorStatus;
+use tokio::sync::watch;
 use workers::tokens::TokenVault;
 
 pub use self::mutation::MutationRoot;
@@ -47,6 +49,10 @@ pub struct ApiState {
     pub media: media::MediaStore,
     /// How long a photo URL handed out stays good.
     pub photo_url_ttl: Duration,
+    /// Status of the projectors running in this process (none when they run
+    /// elsewhere): mutations wake on their commits instead of polling
+    /// checkpoints, and `/readyz` and `/metrics` report them.
+    pub projectors: Vec<watch::Receiver<ProjectorStatus>>,
 }
 
 /// Limits on what one request may ask; each hit is a clear error, not a failure.
@@ -96,11 +102,12 @@ pub enum Caller {
 /// Builds the schema around `state`.
 pub fn build(state: ApiState) -> ApiSchema {
     let limits = state.limits;
+    let checkpoints = Checkpoints::new(state.store.clone(), &state.projectors);
     Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .data(Loaders::new(state.store.db(), false))
         .data(BalanceReads::new(state.store.db()))
-        .data(Tails::new(state.store.clone()))
-        .data(Checkpoints::new(state.store.clone()))
+        .data(Tails::new(state.store.clone(), checkpoints.clone()))
+        .data(checkpoints)
         .data(state)
         .extension(ErrorCodes)
         .limit_depth(limits.max_depth)

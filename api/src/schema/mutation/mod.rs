@@ -66,7 +66,7 @@ pub(crate) async fn wait_for_projection(
     name: &str,
     position: u64,
 ) -> Result<()> {
-    checkpoints.wait(name, position, timeout).await.map_err(|at| {
+    checkpoints.wait(name, position, timeout).await.map(|_| ()).map_err(|at| {
         coded(
             "NOT_YET_VISIBLE",
             format!(

@@ -38,6 +38,7 @@ pub mod error;
 mod execute;
 mod log;
 mod outcome;
+mod recent;
 pub mod record;
 pub mod scratch;
 mod store;

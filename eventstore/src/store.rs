@@ -18,6 +18,7 @@ use crate::chain::{self, ChainReport};
 use crate::connection;
 use crate::error::EventStoreError;
 use crate::log::{self, LogFilter};
+use crate::recent::RecentEvents;
 use crate::record::RecordedEvent;
 use crate::writer::{self, AppendRequest};
 
@@ -61,6 +62,10 @@ pub struct Loaded<A> {
 
 pub(crate) type StreamKey = (String, String);
 
+/// Newest committed events kept in memory for the log's followers: a few
+/// batches of every projector.
+const RECENT_EVENTS: usize = 8_192;
+
 /// A cached aggregate; the mutex also serialises commands on one aggregate
 /// within this process, so they do not race each other.
 #[derive(Default)]
@@ -78,6 +83,8 @@ pub(crate) struct Inner {
     pub cache: Mutex<LruCache<StreamKey, Arc<tokio::sync::Mutex<Slot>>>>,
     /// Wakes the follower before its interval is up.
     pub nudge: Arc<tokio::sync::Notify>,
+    /// The newest events this process committed.
+    pub recent: Arc<RecentEvents>,
 }
 
 /// The event store. Cheap to clone; all clones share one pool, cache and
@@ -100,7 +107,8 @@ impl EventStore {
         let initial = log::head(&db).await?;
         let head = Arc::new(watch::Sender::new(initial));
         let (appender, requests) = mpsc::channel(4096);
-        tokio::spawn(writer::run(db.clone(), requests, head.clone()));
+        let recent = Arc::new(RecentEvents::new(RECENT_EVENTS));
+        tokio::spawn(writer::run(db.clone(), requests, head.clone(), recent.clone()));
         let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         let nudge = Arc::new(tokio::sync::Notify::new());
         let inner = Arc::new(Inner {
@@ -110,6 +118,7 @@ impl EventStore {
             head,
             cache: Mutex::new(LruCache::new(capacity)),
             nudge: nudge.clone(),
+            recent,
         });
         tokio::spawn(follow(Arc::downgrade(&inner), initial, nudge));
         Ok(Self { inner })
@@ -159,7 +168,18 @@ impl EventStore {
     }
 
     /// Up to `limit` events with `position > after`, in position order.
+    /// What this process has just committed comes from memory, the rest
+    /// from the database.
     pub async fn read_from(&self, after: u64, limit: u64) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        match self.inner.recent.after(after, limit) {
+            Some(events) => Ok(events),
+            None => self.read_stored(after, limit).await,
+        }
+    }
+
+    /// Like [`read_from`](Self::read_from), but always as the database holds
+    /// the log now: what audits compare against.
+    pub async fn read_stored(&self, after: u64, limit: u64) -> Result<Vec<RecordedEvent>, EventStoreError> {
         Ok(log::read_from(&self.inner.db, after, limit).await?)
     }
 

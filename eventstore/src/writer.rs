@@ -23,6 +23,8 @@ use migrations::tables::{Claims, CommandLog, Events, Snapshots};
 use crate::connection::statement_chunks;
 use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
+use crate::recent::RecentEvents;
+use crate::record::RecordedEvent;
 
 /// One event ready to be stored (position still to come).
 #[derive(Debug, Clone)]
@@ -81,17 +83,20 @@ const MAX_REQUESTS_PER_BATCH: usize = 256;
 /// Most rows in one INSERT (a power of two, see [`statement_chunks`]).
 const ROWS_PER_INSERT: usize = 256;
 
-/// Runs until every sender is dropped.
+/// Runs until every sender is dropped. Committed events go to `recent`
+/// before the head moves, so readers woken by the head find them there.
 pub(crate) async fn run(
     db: DatabaseConnection,
     mut requests: mpsc::Receiver<AppendRequest>,
     head: Arc<watch::Sender<u64>>,
+    recent: Arc<RecentEvents>,
 ) {
     let mut batch = Vec::with_capacity(MAX_REQUESTS_PER_BATCH);
     while requests.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH).await > 0 {
         let batch_result = commit(&db, &batch).await;
         match batch_result {
-            Ok(outcomes) => {
+            Ok((outcomes, recorded)) => {
+                recent.committed(recorded);
                 publish(&head, &outcomes);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
@@ -130,7 +135,7 @@ fn publish(head: &watch::Sender<u64>, outcomes: &[CommandOutcome]) {
 
 async fn commit_one(db: &DatabaseConnection, request: &AppendRequest) -> Result<CommandOutcome, AppendError> {
     match commit(db, std::slice::from_ref(request)).await {
-        Ok(mut outcomes) => outcomes.pop().ok_or(AppendError::Database(DbErr::Custom("empty commit".into()))),
+        Ok((mut outcomes, _)) => outcomes.pop().ok_or(AppendError::Database(DbErr::Custom("empty commit".into()))),
         Err(err) => match already_stored(db, request).await {
             // A commit whose acknowledgement was lost: it did land, exactly once.
             Ok(Some(outcome)) => Ok(outcome),
@@ -241,8 +246,12 @@ async fn reserve(txn: &impl ConnectionTrait, count: u64) -> Result<u64, DbErr> {
     }
 }
 
-/// Appends every request of `batch` in one transaction.
-async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<CommandOutcome>, DbErr> {
+/// Appends every request of `batch` in one transaction; its outcomes, and its
+/// events as the log now holds them.
+async fn commit(
+    db: &DatabaseConnection,
+    batch: &[AppendRequest],
+) -> Result<(Vec<CommandOutcome>, Vec<RecordedEvent>), DbErr> {
     let count: u64 = batch.iter().map(|r| r.events.len() as u64).sum();
     let txn = db.begin().await?;
     let head = reserve(&txn, count).await?;
@@ -368,7 +377,22 @@ async fn commit(db: &DatabaseConnection, batch: &[AppendRequest]) -> Result<Vec<
     insert_rows(&txn, &snapshots, rows).await?;
 
     txn.commit().await?;
-    Ok(outcomes)
+    let recorded = event_rows
+        .into_iter()
+        .map(|(position, e)| RecordedEvent {
+            position,
+            aggregate_type: e.aggregate_type.to_string(),
+            aggregate_id: e.aggregate_id.clone(),
+            sequence: e.sequence,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version,
+            payload: e.payload.clone(),
+            metadata: e.metadata.clone(),
+            recorded_at_us: e.recorded_at_us,
+            hash: e.hash.clone(),
+        })
+        .collect();
+    Ok((outcomes, recorded))
 }
 
 /// Inserts `rows` with the table, columns and conflict clause of `template`,

@@ -54,25 +54,39 @@ fn main() {
 /// printing each outcome as soon as it is acknowledged.
 async fn child(url: &str, writer: usize) {
     let store = EventStore::open(url, EventStoreConfig::default()).await.expect("the child opens the store");
+    write(store, writer, true).await;
+}
+
+/// Earns from several tasks at once; returns each outcome as a line (see
+/// [`parse_ack`]), and prints it as soon as it is acknowledged if `echo`.
+async fn write(store: EventStore, writer: usize, echo: bool) -> Vec<String> {
     let tasks: Vec<_> = (0..TASKS_PER_WRITER)
         .map(|task| {
             let store = store.clone();
             tokio::spawn(async move {
+                let mut acks = Vec::new();
                 for i in (task..COMMANDS_PER_WRITER).step_by(TASKS_PER_WRITER) {
                     let who = WALLETS[(i + writer) % WALLETS.len()];
                     let command = earn(who, &format!("w{writer}-{i}"), 1_000);
-                    match store.execute::<Wallet>(who, command, CommandContext::default()).await {
-                        Ok(outcome) => println!("ok {who} {} {}", outcome.first_position, outcome.last_position),
-                        Err(CommandError::Conflict { .. }) => println!("conflict {who}"),
+                    let ack = match store.execute::<Wallet>(who, command, CommandContext::default()).await {
+                        Ok(outcome) => format!("ok {who} {} {}", outcome.first_position, outcome.last_position),
+                        Err(CommandError::Conflict { .. }) => format!("conflict {who}"),
                         Err(other) => panic!("writer {writer}: {other}"),
+                    };
+                    if echo {
+                        println!("{ack}");
                     }
+                    acks.push(ack);
                 }
+                acks
             })
         })
         .collect();
+    let mut acks = Vec::new();
     for task in tasks {
-        task.await.expect("a writer task finishes");
+        acks.extend(task.await.expect("a writer task finishes"));
     }
+    acks
 }
 
 /// One line a writer printed.
@@ -110,6 +124,9 @@ async fn run(backend: Backend) -> String {
                 .expect("a writer process starts")
         })
         .collect();
+    // The reader's process writes too: what it reads back of its own commits
+    // comes from memory, the rest from the database.
+    let own = tokio::spawn(write(reader.clone(), WRITERS, false));
 
     // Tail from 0 while the writers run, until they are done and the log is read to its end.
     let mut seen = Vec::new();
@@ -122,7 +139,7 @@ async fn run(backend: Backend) -> String {
             assert_eq!(event.position, after + 1, "the reader saw a gap or a repeat after position {after}");
             after = event.position;
         }
-        let running = children.iter_mut().any(|c| c.try_wait().expect("child status").is_none());
+        let running = children.iter_mut().any(|c| c.try_wait().expect("child status").is_none()) || !own.is_finished();
         if running && !events.is_empty() {
             reads_while_writing += 1;
         }
@@ -136,14 +153,16 @@ async fn run(backend: Backend) -> String {
 
     let mut committed = BTreeSet::new();
     let mut conflicts = 0;
+    let mut acks = own.await.expect("the reader's own writer finishes");
     for child in children {
         let output = child.wait_with_output().expect("child output");
         assert!(output.status.success(), "a writer failed: {output:?}");
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            match parse_ack(line) {
-                Ack::Committed { first, last, .. } => committed.extend(first..=last),
-                Ack::GaveUp => conflicts += 1,
-            }
+        acks.extend(String::from_utf8_lossy(&output.stdout).lines().map(str::to_string));
+    }
+    for line in &acks {
+        match parse_ack(line) {
+            Ack::Committed { first, last, .. } => committed.extend(first..=last),
+            Ack::GaveUp => conflicts += 1,
         }
     }
 
@@ -160,11 +179,14 @@ async fn run(backend: Backend) -> String {
         *last = event.sequence;
     }
     let earned = seen.iter().filter(|e| e.event_type == "PointsEarned").count();
-    assert_eq!(earned, WRITERS * COMMANDS_PER_WRITER - conflicts, "one PointsEarned per acknowledged earn");
+    assert_eq!(earned, (WRITERS + 1) * COMMANDS_PER_WRITER - conflicts, "one PointsEarned per acknowledged earn");
+    // What was read, partly from memory, is the log as stored, byte for byte.
+    let stored = reader.read_stored(0, seen.len() as u64 + 1).await.expect("the log reads");
+    assert!(stored == seen, "the log read while it was written differs from the log as stored");
     assert!(reader.verify().await.expect("verifies").is_clean());
     assert!(reads_while_writing > 1, "the reader should tail while the writers run");
     format!(
-        "{} events, {earned} earns by {WRITERS} processes, {conflicts} gave up on conflicts, {reads_while_writing} reads while writing",
+        "{} events, {earned} earns by {WRITERS} processes and the reader, {conflicts} gave up on conflicts, {reads_while_writing} reads while writing",
         seen.len()
     )
 }

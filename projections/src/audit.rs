@@ -79,7 +79,7 @@ pub async fn audit_one<P: Projection>(store: &EventStore) -> Result<ProjectionAu
     let mut unreadable = Vec::new();
     let mut after = 0;
     while after < at {
-        let page = store.read_from(after, PAGE.min(at - after)).await?;
+        let page = store.read_stored(after, PAGE.min(at - after)).await?;
         let Some(last) = page.last() else { break };
         after = last.position;
         for event in &page {

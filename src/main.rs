@@ -22,11 +22,6 @@ use fred::prelude::{Client, ClientLike};
 use workers::providers::{Facebook, LoggingNetwork, SocialNetwork, Twitter, http_client};
 use workers::relay::RelayConfig;
 use workers::social::{SocialConfig, SocialWorker};
-
-/// Many small, short-lived allocations across threads (requests, rows,
-/// events): mimalloc spends far less time on them than glibc malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use workers::tokens::TokenVault;
 
 use media::{FsStore, MediaStore, S3Config, S3Store, UrlSigner};

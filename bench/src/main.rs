@@ -23,10 +23,6 @@ mod subscribers;
 
 use clap::{Parser, Subcommand};
 
-/// The allocator `pointstream` runs with, so the server measured here is the one shipped.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// pointstream benchmarks.
 #[derive(Debug, Parser)]
 struct Cli {

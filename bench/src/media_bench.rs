@@ -34,6 +34,8 @@ pub struct Options {
 }
 
 const MIB: usize = 1 << 20;
+/// Alternating rounds of (a) and (b) per concurrency level.
+const ROUNDS: usize = 6;
 const JPEG: &[u8] = include_bytes!("../../tests/fixtures/photo.jpg");
 
 /// A JPEG of `size` bytes: a real one, padded (the server checks the first bytes).
@@ -185,34 +187,36 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
 
     let photo = photo_of(MIB);
     let mut rows = Vec::new();
-    for (round, &concurrency) in options.concurrency.iter().enumerate() {
+    for (level, &concurrency) in options.concurrency.iter().enumerate() {
         let concurrency = concurrency.max(1);
-        // (a) direct PutObject of 1 MiB.
-        let (client, bucket_name, bytes) = (direct.client().clone(), bucket.clone(), photo.clone());
-        let direct = throughput_and_latency(concurrency, duration, move |w, i| {
-            let (client, bucket, bytes) = (client.clone(), bucket_name.clone(), bytes.clone());
-            async move {
-                client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(format!("direct/{round}-{w}-{i}.jpg"))
-                    .content_type("image/jpeg")
-                    .body(ByteStream::from(bytes))
-                    .send()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-                Ok(())
+        // (a) and (b) take turns in short rounds, each starting every other
+        // pair, so a drift of the machine or of the S3 server (which slows as
+        // its directory fills) weighs on both alike.
+        let mut pairs = Vec::with_capacity(ROUNDS);
+        for round in 0..ROUNDS {
+            let tag = format!("{level}-{round}");
+            let (direct_first, direct_second) = if round % 2 == 0 { (true, false) } else { (false, true) };
+            let mut direct_rate = None;
+            if direct_first {
+                direct_rate =
+                    Some(put_directly(&direct, &bucket, &photo, concurrency, duration / ROUNDS as u32, &tag).await?);
             }
-        })
-        .await?;
-        // (b) the same bytes as a createPost photo through the API.
-        let (http, url, token, bytes) = (http.clone(), url.clone(), token.clone(), photo.clone());
-        let through_api = throughput_and_latency(concurrency, duration, move |w, i| {
-            let (http, url, token, bytes) = (http.clone(), url.clone(), token.clone(), bytes.clone());
-            async move { upload(&http, &url, &token, &format!("p{round}-{w}-{i}"), bytes).await }
-        })
-        .await?;
-        rows.push((concurrency, direct, through_api));
+            let (http, url, token, bytes) = (http.clone(), url.clone(), token.clone(), photo.clone());
+            let api_tag = tag.clone();
+            let through_api = throughput_and_latency(concurrency, duration / ROUNDS as u32, move |w, i| {
+                let (http, url, token, bytes) = (http.clone(), url.clone(), token.clone(), bytes.clone());
+                let key = format!("p{api_tag}-{w}-{i}");
+                async move { upload(&http, &url, &token, &key, bytes).await }
+            })
+            .await?;
+            if direct_second {
+                direct_rate =
+                    Some(put_directly(&direct, &bucket, &photo, concurrency, duration / ROUNDS as u32, &tag).await?);
+            }
+            let direct_rate = direct_rate.context("each round measures (a)")?;
+            pairs.push((direct_rate, through_api));
+        }
+        rows.push((concurrency, Rounds::of(pairs)));
     }
     let server = Arc::into_inner(server).context("the server handle is still shared")?;
     server.stop().await?;
@@ -222,16 +226,28 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     println!();
     println!("(a) aws-sdk-s3 PutObject, direct; (b) GraphQL createPost with the same bytes as its photo");
     println!();
-    println!("| concurrency | (a) uploads/s | (a) p50 / p99 | (b) uploads/s | (b) p50 / p99 | (b)/(a) |");
-    println!("|---|---|---|---|---|---|");
-    for (concurrency, (a, a50, a99), (b, b50, b99)) in &rows {
+    println!(
+        "(a) and (b) alternate in {ROUNDS} rounds of {:.1} s at each concurrency; rates are the rounds' means, \
+         latencies the median of the rounds' p50 and p99, and the last column the lowest and highest ratio of one round.",
+        options.seconds as f64 / ROUNDS as f64
+    );
+    println!();
+    println!(
+        "| concurrency | (a) uploads/s | (a) p50 / p99 | (b) uploads/s | (b) p50 / p99 | (b)/(a) | rounds' (b)/(a) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (concurrency, r) in &rows {
         println!(
-            "| {concurrency} | {a:.1} | {} / {} | {b:.1} | {} / {} | {:.2} |",
-            ms(*a50),
-            ms(*a99),
-            ms(*b50),
-            ms(*b99),
-            b / a
+            "| {concurrency} | {:.1} | {} / {} | {:.1} | {} / {} | {:.2} | {:.2}–{:.2} |",
+            r.direct.0,
+            ms(r.direct.1),
+            ms(r.direct.2),
+            r.through_api.0,
+            ms(r.through_api.1),
+            ms(r.through_api.2),
+            r.through_api.0 / r.direct.0,
+            r.lowest,
+            r.highest,
         );
     }
     println!();
@@ -247,4 +263,64 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
         mib(peak.saturating_sub(before)),
     );
     Ok(())
+}
+
+/// One figure: uploads per second, p50 and p99.
+type Figure = (f64, Duration, Duration);
+
+/// (a) direct `PutObject`s of `photo` for `duration`.
+async fn put_directly(
+    direct: &S3Store,
+    bucket: &str,
+    photo: &bytes::Bytes,
+    concurrency: usize,
+    duration: Duration,
+    tag: &str,
+) -> anyhow::Result<Figure> {
+    let (client, bucket, bytes, tag) = (direct.client().clone(), bucket.to_string(), photo.clone(), tag.to_string());
+    throughput_and_latency(concurrency, duration, move |w, i| {
+        let (client, bucket, bytes) = (client.clone(), bucket.clone(), bytes.clone());
+        let key = format!("direct/{tag}-{w}-{i}.jpg");
+        async move {
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .content_type("image/jpeg")
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The alternating rounds of one concurrency level, summed up.
+struct Rounds {
+    direct: Figure,
+    through_api: Figure,
+    lowest: f64,
+    highest: f64,
+}
+
+impl Rounds {
+    fn of(pairs: Vec<(Figure, Figure)>) -> Rounds {
+        let summary = |figures: Vec<Figure>| -> Figure {
+            let mean = figures.iter().map(|f| f.0).sum::<f64>() / figures.len().max(1) as f64;
+            let median = |mut values: Vec<Duration>| {
+                values.sort_unstable();
+                values.get(values.len() / 2).copied().unwrap_or_default()
+            };
+            (mean, median(figures.iter().map(|f| f.1).collect()), median(figures.iter().map(|f| f.2).collect()))
+        };
+        let ratios: Vec<f64> = pairs.iter().map(|(a, b)| b.0 / a.0).collect();
+        Rounds {
+            lowest: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            highest: ratios.iter().copied().fold(0.0, f64::max),
+            direct: summary(pairs.iter().map(|p| p.0).collect()),
+            through_api: summary(pairs.into_iter().map(|p| p.1).collect()),
+        }
+    }
 }

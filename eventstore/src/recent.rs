@@ -11,13 +11,14 @@
 //! of the missing positions go to the database.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::record::RecordedEvent;
 
 /// A contiguous run of the newest committed events, up to a capacity.
 pub(crate) struct RecentEvents {
-    events: Mutex<VecDeque<RecordedEvent>>,
+    /// Shared, so that a reader copies them after letting the writer go on.
+    events: Mutex<VecDeque<Arc<RecordedEvent>>>,
     capacity: usize,
 }
 
@@ -34,7 +35,7 @@ impl RecentEvents {
         if events.back().is_some_and(|last| last.position + 1 != first.position) {
             events.clear();
         }
-        events.extend(batch);
+        events.extend(batch.into_iter().map(Arc::new));
         let excess = events.len().saturating_sub(self.capacity);
         events.drain(..excess);
     }
@@ -42,13 +43,16 @@ impl RecentEvents {
     /// Up to `limit` events after `after`, if the run holds `after + 1`;
     /// `None` sends the reader to the database.
     pub(crate) fn after(&self, after: u64, limit: u64) -> Option<Vec<RecordedEvent>> {
-        let events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let first = events.front()?.position;
-        let skip = usize::try_from(after.checked_add(1)?.checked_sub(first)?).ok()?;
-        if skip >= events.len() || limit == 0 {
-            return None;
-        }
-        Some(events.range(skip..).take(usize::try_from(limit).unwrap_or(usize::MAX)).cloned().collect())
+        let shared: Vec<Arc<RecordedEvent>> = {
+            let events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let first = events.front()?.position;
+            let skip = usize::try_from(after.checked_add(1)?.checked_sub(first)?).ok()?;
+            if skip >= events.len() || limit == 0 {
+                return None;
+            }
+            events.range(skip..).take(usize::try_from(limit).unwrap_or(usize::MAX)).cloned().collect()
+        };
+        Some(shared.iter().map(|event| RecordedEvent::clone(event)).collect())
     }
 }
 

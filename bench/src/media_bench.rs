@@ -195,26 +195,17 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
         let mut pairs = Vec::with_capacity(ROUNDS);
         for round in 0..ROUNDS {
             let tag = format!("{level}-{round}");
-            let (direct_first, direct_second) = if round % 2 == 0 { (true, false) } else { (false, true) };
-            let mut direct_rate = None;
-            if direct_first {
-                direct_rate =
-                    Some(put_directly(&direct, &bucket, &photo, concurrency, duration / ROUNDS as u32, &tag).await?);
-            }
-            let (http, url, token, bytes) = (http.clone(), url.clone(), token.clone(), photo.clone());
-            let api_tag = tag.clone();
-            let through_api = throughput_and_latency(concurrency, duration / ROUNDS as u32, move |w, i| {
-                let (http, url, token, bytes) = (http.clone(), url.clone(), token.clone(), bytes.clone());
-                let key = format!("p{api_tag}-{w}-{i}");
-                async move { upload(&http, &url, &token, &key, bytes).await }
-            })
-            .await?;
-            if direct_second {
-                direct_rate =
-                    Some(put_directly(&direct, &bucket, &photo, concurrency, duration / ROUNDS as u32, &tag).await?);
-            }
-            let direct_rate = direct_rate.context("each round measures (a)")?;
-            pairs.push((direct_rate, through_api));
+            let slice = duration / ROUNDS as u32;
+            let measure_direct = || put_directly(&direct, &bucket, &photo, concurrency, slice, &tag);
+            let measure_api = || put_through_api(&http, &url, &token, &photo, concurrency, slice, &tag);
+            let pair = if round % 2 == 0 {
+                let a = measure_direct().await?;
+                (a, measure_api().await?)
+            } else {
+                let b = measure_api().await?;
+                (measure_direct().await?, b)
+            };
+            pairs.push(pair);
         }
         rows.push((concurrency, Rounds::of(pairs)));
     }
@@ -293,6 +284,25 @@ async fn put_directly(
                 .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
             Ok(())
         }
+    })
+    .await
+}
+
+/// (b) `createPost`s with `photo` through the API for `duration`.
+async fn put_through_api(
+    http: &reqwest::Client,
+    url: &Arc<String>,
+    token: &Arc<String>,
+    photo: &bytes::Bytes,
+    concurrency: usize,
+    duration: Duration,
+    tag: &str,
+) -> anyhow::Result<Figure> {
+    let (http, url, token, bytes, tag) = (http.clone(), url.clone(), token.clone(), photo.clone(), tag.to_string());
+    throughput_and_latency(concurrency, duration, move |w, i| {
+        let (http, url, token, bytes) = (http.clone(), url.clone(), token.clone(), bytes.clone());
+        let key = format!("p{tag}-{w}-{i}");
+        async move { upload(&http, &url, &token, &key, bytes).await }
     })
     .await
 }

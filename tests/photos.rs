@@ -200,7 +200,7 @@ async fn photos_on_the_filesystem_are_uploaded_served_retried_and_removed() {
 }
 
 async fn bad_uploads_store_nothing(photos: Photos) {
-    let app = photos.spawn(&["--max-upload-bytes", "4096", "--max-uploads", "2"]);
+    let app = photos.spawn(&["--max-upload-bytes", "4096", "--max-uploads", "2", "--max-body-bytes", "2048"]);
     let head = app.head();
     let mut oversized = PNG.to_vec();
     oversized.resize(5_000, 0);
@@ -236,6 +236,13 @@ async fn bad_uploads_store_nothing(photos: Photos) {
     let (status, text) = app.post_multipart(Some(&token(Role::Member, Some("ann"), None)), &request);
     let answer: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     assert_eq!(code(&answer), "BAD_USER_INPUT", "six parts: HTTP {status}: {answer}");
+
+    // The operations and map parts share the body limit, though each file may be larger.
+    let padded = format!("{query}{}", " ".repeat(3_000));
+    let request = multipart(&padded, json!({ "photos": [null] }), json!({ "0": ["variables.photos.0"] }), &parts[..1]);
+    let (status, text) = app.post_multipart(Some(&token(Role::Member, Some("ann"), None)), &request);
+    let answer: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(code(&answer), "BAD_USER_INPUT", "operations over the body limit: HTTP {status}: {answer}");
 
     // A truncated body: the closing boundary and half the file never arrive.
     let files = [file("0", "a.jpg", "image/jpeg", JPEG)];

@@ -90,25 +90,42 @@ struct PartLimit<R> {
     /// The last bytes read, shorter than a delimiter: a delimiter split
     /// across two reads starts here.
     carry: Vec<u8>,
+    /// Delimiters seen.
     seen: usize,
+    /// Most delimiters allowed.
     max: usize,
+    /// Bytes before the first file: the `operations` and `map` parts.
+    head: usize,
+    /// Most bytes allowed before the first file.
+    max_head: usize,
 }
+
+/// The delimiter that ends the `operations` and `map` parts (the spec puts
+/// them first) and opens the first file.
+const FIRST_FILE: usize = 3;
 
 impl<R> PartLimit<R> {
     /// `None` when the content type names no boundary (multer refuses it then).
-    fn new(inner: R, content_type: &str, max: usize) -> Option<Self> {
+    fn new(inner: R, content_type: &str, max: usize, max_head: usize) -> Option<Self> {
         let boundary = content_type.split(';').find_map(|p| p.trim().strip_prefix("boundary="))?.trim_matches('"');
-        Some(PartLimit { inner, delimiter: format!("--{boundary}").into_bytes(), carry: Vec::new(), seen: 0, max })
+        let delimiter = format!("--{boundary}").into_bytes();
+        Some(PartLimit { inner, delimiter, carry: Vec::new(), seen: 0, max, head: 0, max_head })
     }
 
     fn count(&mut self, new: &[u8]) {
         let n = self.delimiter.len();
-        // Delimiters that start in the carried bytes and end in the new ones.
+        // Where each delimiter starts in `new`; one that starts in the carried
+        // bytes and ends in the new ones counts as starting at 0.
         let carried = self.carry.len();
         let mut straddle = std::mem::take(&mut self.carry);
         straddle.extend_from_slice(&new[..new.len().min(n - 1)]);
-        self.seen += memchr::memmem::find_iter(&straddle, &self.delimiter).filter(|&start| start < carried).count();
-        self.seen += memchr::memmem::find_iter(new, &self.delimiter).count();
+        let mut starts: Vec<usize> =
+            memchr::memmem::find_iter(&straddle, &self.delimiter).filter(|&start| start < carried).map(|_| 0).collect();
+        starts.extend(memchr::memmem::find_iter(new, &self.delimiter));
+        if self.seen < FIRST_FILE {
+            self.head += starts.get(FIRST_FILE - self.seen - 1).copied().unwrap_or(new.len());
+        }
+        self.seen += starts.len();
         self.carry = if new.len() >= n - 1 {
             new[new.len() - (n - 1)..].to_vec()
         } else {
@@ -132,13 +149,21 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for PartLimit<R> {
             let error = std::io::Error::other(format!("more than {} parts", this.max.saturating_sub(1)));
             return std::task::Poll::Ready(Err(error));
         }
+        if this.head > this.max_head {
+            let error = std::io::Error::other(format!(
+                "the operations and map parts are over the limit of {} bytes",
+                this.max_head
+            ));
+            return std::task::Poll::Ready(Err(error));
+        }
         std::task::Poll::Ready(Ok(()))
     }
 }
 
 /// Reads a GraphQL request within the limits: a JSON body up to
 /// `max_body_bytes`; a multipart body streamed to temporary files, each file
-/// up to `max_upload_bytes`, at most `max_uploads` of them.
+/// up to `max_upload_bytes`, at most `max_uploads` of them, after
+/// `operations` and `map` parts of up to `max_body_bytes` between them.
 async fn read_request(
     limits: &Limits,
     headers: &HeaderMap,
@@ -163,7 +188,7 @@ async fn read_request(
         // The operations, the map, the files, and the closing delimiter.
         let parts = limits.max_uploads + 3;
         let type_ = content_type.clone().unwrap_or_default();
-        let Some(reader) = PartLimit::new(body.into_async_read(), &type_, parts) else {
+        let Some(reader) = PartLimit::new(body.into_async_read(), &type_, parts, limits.max_body_bytes) else {
             return Err(refused(StatusCode::BAD_REQUEST, "the multipart content type names no boundary"));
         };
         async_graphql::http::receive_batch_body(content_type, reader.compat(), options).await
@@ -314,15 +339,19 @@ mod tests {
     use super::PartLimit;
 
     #[test]
-    fn parts_are_counted_however_the_bytes_are_split() {
-        let body = b"--xyz\r\nA\r\n--xyz\r\nB\r\n--xyz--\r\n";
+    fn parts_and_the_bytes_before_the_first_file_are_counted_however_the_bytes_are_split() {
+        let body = b"--xyz\r\nA\r\n--xyz\r\nB\r\n--xyz\r\nfile\r\n--xyz--\r\n";
+        let before_file = body.windows(5).enumerate().filter(|(_, w)| w == b"--xyz").nth(2).map(|(at, _)| at);
         for size in 1..body.len() {
-            let mut limit = PartLimit::new((), "multipart/form-data; boundary=xyz", 10).expect("a boundary");
+            let mut limit = PartLimit::new((), "multipart/form-data; boundary=xyz", 10, 100).expect("a boundary");
             for chunk in body.chunks(size) {
                 limit.count(chunk);
             }
-            assert_eq!(limit.seen, 3, "read {size} bytes at a time");
+            assert_eq!(limit.seen, 4, "read {size} bytes at a time");
+            // A delimiter split across reads adds its first bytes to the head.
+            let head = before_file.expect("a third delimiter");
+            assert!((head..head + 5).contains(&limit.head), "{} for {head}, {size} at a time", limit.head);
         }
-        assert!(PartLimit::new((), "multipart/form-data", 10).is_none());
+        assert!(PartLimit::new((), "multipart/form-data", 10, 100).is_none());
     }
 }

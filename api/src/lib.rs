@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod checkpoints;
 pub mod errors;
+pub mod multipart;
 pub mod schema;
 pub mod server;
 pub mod tail;

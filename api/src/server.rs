@@ -17,7 +17,6 @@ use poem::web::{Data, Html, Path, Query};
 use poem::{Body, Endpoint, EndpointExt, IntoResponse, Route, Server, get, handler};
 use sea_orm::ConnectionTrait;
 use serde::Deserialize;
-use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::auth;
 use crate::errors::code_of;
@@ -81,139 +80,46 @@ fn refused(status: StatusCode, message: impl Into<String>) -> poem::Response {
     poem::Response::builder().status(status).content_type("application/json").body(body.to_string())
 }
 
-/// Refuses a multipart body with more than `max` parts (counted by their
-/// delimiter lines as the bytes arrive) before they are all parsed: each
-/// file part costs a temporary file, and async-graphql does not count them.
-struct PartLimit<R> {
-    inner: R,
-    delimiter: Vec<u8>,
-    /// The last bytes read, shorter than a delimiter: a delimiter split
-    /// across two reads starts here.
-    carry: Vec<u8>,
-    /// Delimiters seen.
-    seen: usize,
-    /// Most delimiters allowed.
-    max: usize,
-    /// Bytes before the first file: the `operations` and `map` parts.
-    head: usize,
-    /// Most bytes allowed before the first file.
-    max_head: usize,
-}
-
-/// The delimiter that ends the `operations` and `map` parts (the spec puts
-/// them first) and opens the first file.
-const FIRST_FILE: usize = 3;
-
-impl<R> PartLimit<R> {
-    /// `None` when the content type names no boundary (multer refuses it then).
-    fn new(inner: R, content_type: &str, max: usize, max_head: usize) -> Option<Self> {
-        let boundary = content_type.split(';').find_map(|p| p.trim().strip_prefix("boundary="))?.trim_matches('"');
-        let delimiter = format!("--{boundary}").into_bytes();
-        Some(PartLimit { inner, delimiter, carry: Vec::new(), seen: 0, max, head: 0, max_head })
-    }
-
-    fn count(&mut self, new: &[u8]) {
-        let n = self.delimiter.len();
-        // Where each delimiter starts in `new`; one that starts in the carried
-        // bytes and ends in the new ones counts as starting at 0.
-        let carried = self.carry.len();
-        let mut straddle = std::mem::take(&mut self.carry);
-        straddle.extend_from_slice(&new[..new.len().min(n - 1)]);
-        let mut starts: Vec<usize> =
-            memchr::memmem::find_iter(&straddle, &self.delimiter).filter(|&start| start < carried).map(|_| 0).collect();
-        starts.extend(memchr::memmem::find_iter(new, &self.delimiter));
-        if self.seen < FIRST_FILE {
-            self.head += starts.get(FIRST_FILE - self.seen - 1).copied().unwrap_or(new.len());
-        }
-        self.seen += starts.len();
-        self.carry = if new.len() >= n - 1 {
-            new[new.len() - (n - 1)..].to_vec()
-        } else {
-            // `straddle` holds the old carry and all of `new`.
-            straddle.split_off(straddle.len().saturating_sub(n - 1))
-        };
-    }
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for PartLimit<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        let this = &mut *self;
-        this.count(&buf.filled()[before..]);
-        if this.seen > this.max {
-            let error = std::io::Error::other(format!("more than {} parts", this.max.saturating_sub(1)));
-            return std::task::Poll::Ready(Err(error));
-        }
-        if this.head > this.max_head {
-            let error = std::io::Error::other(format!(
-                "the operations and map parts are over the limit of {} bytes",
-                this.max_head
-            ));
-            return std::task::Poll::Ready(Err(error));
-        }
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 /// Reads a GraphQL request within the limits: a JSON body up to
-/// `max_body_bytes`; a multipart body streamed to temporary files, each file
-/// up to `max_upload_bytes`, at most `max_uploads` of them, after
-/// `operations` and `map` parts of up to `max_body_bytes` between them.
+/// `max_body_bytes`; a multipart body (see [`crate::multipart`]) with
+/// `operations` and `map` parts of up to `max_body_bytes` each, and at most
+/// `max_uploads` files of up to `max_upload_bytes`, streamed to temporary files.
 async fn read_request(
     limits: &Limits,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<async_graphql::Request, poem::Response> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let multipart = content_type.as_deref().is_some_and(|t| t.starts_with("multipart/"));
     let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    let too_large = |limit: usize| {
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large = |limit: u64| {
         refused(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over the limit of {limit} bytes"))
     };
-    let batch = if multipart {
-        // The files plus their part headers, and the operations beside them.
-        let limit =
-            limits.max_upload_bytes.saturating_add(4 << 10).saturating_mul(limits.max_uploads) + limits.max_body_bytes;
+    let not_graphql =
+        |err: ParseRequestError| refused(StatusCode::BAD_REQUEST, format!("not a GraphQL request: {err}"));
+    if content_type.as_deref().is_some_and(|t| t.starts_with("multipart/")) {
+        let limit = crate::multipart::max_body(limits);
         if declared.is_some_and(|length| length > limit) {
             return Err(too_large(limit));
         }
-        let options =
-            MultipartOptions::default().max_file_size(limits.max_upload_bytes).max_num_files(limits.max_uploads + 1);
-        // The operations, the map, the files, and the closing delimiter.
-        let parts = limits.max_uploads + 3;
-        let type_ = content_type.clone().unwrap_or_default();
-        let Some(reader) = PartLimit::new(body.into_async_read(), &type_, parts, limits.max_body_bytes) else {
+        let Some(boundary) = content_type.as_deref().and_then(crate::multipart::boundary) else {
             return Err(refused(StatusCode::BAD_REQUEST, "the multipart content type names no boundary"));
         };
-        async_graphql::http::receive_batch_body(content_type, reader.compat(), options).await
-    } else {
-        let limit = limits.max_body_bytes;
-        if declared.is_some_and(|length| length > limit) {
-            return Err(too_large(limit));
-        }
-        let bytes = body.into_bytes_limit(limit).await.map_err(|_| too_large(limit))?;
-        async_graphql::http::receive_batch_body(content_type, bytes.as_ref(), MultipartOptions::default()).await
-    };
-    let request = batch.and_then(|batch| batch.into_single()).map_err(|err| match err {
-        ParseRequestError::PayloadTooLarge => refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a file is over the limit of {} bytes", limits.max_upload_bytes),
-        ),
-        ParseRequestError::Io(_) | ParseRequestError::InvalidMultipart(_) => {
-            refused(StatusCode::BAD_REQUEST, format!("the multipart body could not be read: {err}"))
-        }
-        other => refused(StatusCode::BAD_REQUEST, format!("not a GraphQL request: {other}")),
-    })?;
-    if request.uploads.len() > limits.max_uploads {
-        return Err(refused(StatusCode::BAD_REQUEST, format!("at most {} files per request", limits.max_uploads)));
+        return match crate::multipart::receive(body.into_bytes_stream(), boundary, limits).await {
+            Ok(batch) => batch.into_single().map_err(not_graphql),
+            Err(err) if err.is_size() => Err(refused(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())),
+            Err(err) => Err(refused(StatusCode::BAD_REQUEST, err.to_string())),
+        };
     }
-    Ok(request)
+    let limit = limits.max_body_bytes as u64;
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
+    }
+    let bytes = body.into_bytes_limit(limits.max_body_bytes).await.map_err(|_| too_large(limit))?;
+    async_graphql::http::receive_batch_body(content_type, bytes.as_ref(), MultipartOptions::default())
+        .await
+        .and_then(|batch| batch.into_single())
+        .map_err(not_graphql)
 }
 
 #[handler]
@@ -332,26 +238,4 @@ pub async fn bind<E: Endpoint + 'static>(
         acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).map(|a| a.to_string()).unwrap_or(addr);
     let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint(&local), shutdown, None);
     Ok((local, server))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::PartLimit;
-
-    #[test]
-    fn parts_and_the_bytes_before_the_first_file_are_counted_however_the_bytes_are_split() {
-        let body = b"--xyz\r\nA\r\n--xyz\r\nB\r\n--xyz\r\nfile\r\n--xyz--\r\n";
-        let before_file = body.windows(5).enumerate().filter(|(_, w)| w == b"--xyz").nth(2).map(|(at, _)| at);
-        for size in 1..body.len() {
-            let mut limit = PartLimit::new((), "multipart/form-data; boundary=xyz", 10, 100).expect("a boundary");
-            for chunk in body.chunks(size) {
-                limit.count(chunk);
-            }
-            assert_eq!(limit.seen, 4, "read {size} bytes at a time");
-            // A delimiter split across reads adds its first bytes to the head.
-            let head = before_file.expect("a third delimiter");
-            assert!((head..head + 5).contains(&limit.head), "{} for {head}, {size} at a time", limit.head);
-        }
-        assert!(PartLimit::new((), "multipart/form-data", 10, 100).is_none());
-    }
 }

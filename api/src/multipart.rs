@@ -1,0 +1,166 @@
+//! GraphQL multipart requests (the upload spec: an `operations` part, a `map`
+//! part, then the files), read within the limits as the bytes arrive.
+//!
+//! async-graphql has a reader of its own, but it takes the body 2 KiB at a
+//! time, copying each piece and writing it to the file with its own system
+//! call; here the body's chunks go to multer as they come off the socket and
+//! each file is written through a 256 KiB buffer. Every limit is checked
+//! before the part that breaks it is stored: a part beyond the file count is
+//! refused on its headers, before a temporary file exists for it.
+
+use std::collections::HashMap;
+use std::io::{Seek, Write};
+
+use async_graphql::{BatchRequest, UploadValue};
+use futures_util::Stream;
+use multer::{Constraints, Multipart, SizeLimit};
+
+use crate::schema::Limits;
+
+/// Bytes buffered before a file's bytes are written out.
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// Why a multipart request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MultipartError {
+    /// A file is over `max_upload_bytes`.
+    #[error("a file is over the limit of {0} bytes")]
+    FileTooLarge(usize),
+    /// The `operations` or `map` part is over `max_body_bytes`.
+    #[error("the {part} part is over the limit of {limit} bytes")]
+    PartTooLarge {
+        /// Which part.
+        part: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The whole body is over what the limits allow together.
+    #[error("the request body is over the limit of {0} bytes")]
+    BodyTooLarge(u64),
+    /// More files (mapped or not) than `max_uploads`.
+    #[error("at most {0} files per request")]
+    TooManyFiles(usize),
+    /// Not a well-formed multipart body, or a part missing or unreadable.
+    #[error("the multipart body could not be read: {0}")]
+    Malformed(String),
+}
+
+impl MultipartError {
+    /// Whether the refusal is about size (HTTP 413) rather than form (400).
+    pub fn is_size(&self) -> bool {
+        matches!(
+            self,
+            MultipartError::FileTooLarge(_) | MultipartError::PartTooLarge { .. } | MultipartError::BodyTooLarge(_)
+        )
+    }
+}
+
+fn malformed(err: impl std::fmt::Display) -> MultipartError {
+    MultipartError::Malformed(err.to_string())
+}
+
+/// The boundary a `multipart/form-data` content type names.
+pub fn boundary(content_type: &str) -> Option<String> {
+    multer::parse_boundary(content_type).ok()
+}
+
+/// The largest body the limits allow: every file with its part headers, and
+/// the operations and map beside them.
+pub fn max_body(limits: &Limits) -> u64 {
+    (limits.max_upload_bytes as u64).saturating_add(4 << 10).saturating_mul(limits.max_uploads as u64)
+        + limits.max_body_bytes as u64
+}
+
+/// Reads the multipart `body` into a GraphQL request whose uploads are
+/// temporary files.
+pub async fn receive<S, E>(body: S, boundary: String, limits: &Limits) -> Result<BatchRequest, MultipartError>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let constraints = Constraints::new().size_limit(
+        SizeLimit::new()
+            .whole_stream(max_body(limits))
+            .per_field(limits.max_upload_bytes as u64)
+            .for_field("operations", limits.max_body_bytes as u64)
+            .for_field("map", limits.max_body_bytes as u64),
+    );
+    let mut multipart = Multipart::with_constraints(body, boundary, constraints);
+    let (mut request, mut map, mut files) = (None, None, Vec::new());
+    while let Some(mut field) = multipart.next_field().await.map_err(refusal(limits))? {
+        match field.name() {
+            Some("operations") => {
+                let bytes = field.bytes().await.map_err(refusal(limits))?;
+                request = Some(serde_json::from_slice::<BatchRequest>(&bytes).map_err(malformed)?);
+            }
+            Some("map") => {
+                let bytes = field.bytes().await.map_err(refusal(limits))?;
+                map = Some(serde_json::from_slice::<HashMap<String, Vec<String>>>(&bytes).map_err(malformed)?);
+            }
+            Some(name) if field.file_name().is_some() => {
+                // Every file costs a temporary file, whether the map names it or not.
+                if files.len() == limits.max_uploads {
+                    return Err(MultipartError::TooManyFiles(limits.max_uploads));
+                }
+                let upload = UploadValue {
+                    filename: field.file_name().unwrap_or_default().to_string(),
+                    content_type: field.content_type().map(ToString::to_string),
+                    content: tempfile::tempfile().map_err(malformed)?,
+                };
+                let name = name.to_string();
+                let mut writer =
+                    std::io::BufWriter::with_capacity(WRITE_BUFFER, upload.content.try_clone().map_err(malformed)?);
+                while let Some(chunk) = field.chunk().await.map_err(refusal(limits))? {
+                    writer.write_all(&chunk).map_err(malformed)?;
+                }
+                writer.into_inner().map_err(malformed)?.rewind().map_err(malformed)?;
+                files.push((name, upload));
+            }
+            other => {
+                return Err(malformed(format!(
+                    "unexpected part {:?}: not operations, map or a file",
+                    other.unwrap_or("")
+                )));
+            }
+        }
+    }
+    let mut request = request.ok_or_else(|| malformed("no operations part"))?;
+    let mut map = map.ok_or_else(|| malformed("no map part"))?;
+    for (name, upload) in files {
+        let Some(paths) = map.remove(&name) else { continue };
+        for path in paths {
+            let upload = upload.try_clone().map_err(malformed)?;
+            match &mut request {
+                BatchRequest::Single(request) => request.set_upload(&path, upload),
+                BatchRequest::Batch(requests) => {
+                    let (index, path) =
+                        path.split_once('.').ok_or_else(|| malformed(format!("no operation in {path}")))?;
+                    let request = index
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|index| requests.get_mut(index))
+                        .ok_or_else(|| malformed(format!("no operation {index}")))?;
+                    request.set_upload(path, upload);
+                }
+            }
+        }
+    }
+    if let Some(missing) = map.keys().next() {
+        return Err(malformed(format!("the map names a file that was not sent: {missing}")));
+    }
+    Ok(request)
+}
+
+/// Maps multer's errors: sizes to their limits, the rest to a malformed body.
+fn refusal(limits: &Limits) -> impl Fn(multer::Error) -> MultipartError + '_ {
+    move |err| match err {
+        multer::Error::FieldSizeExceeded { field_name, .. } => match field_name.as_deref() {
+            Some(part @ ("operations" | "map")) => {
+                MultipartError::PartTooLarge { part: part.to_string(), limit: limits.max_body_bytes }
+            }
+            _ => MultipartError::FileTooLarge(limits.max_upload_bytes),
+        },
+        multer::Error::StreamSizeExceeded { limit } => MultipartError::BodyTooLarge(limit),
+        other => malformed(other),
+    }
+}

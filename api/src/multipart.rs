@@ -164,3 +164,99 @@ fn refusal(limits: &Limits) -> impl Fn(multer::Error) -> MultipartError + '_ {
         other => malformed(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    const BOUNDARY: &str = "pointstream-test";
+
+    /// A part: its name, its filename (a file) or none, its bytes.
+    type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+    /// A case: what it is, its parts, and whether an error is the one expected.
+    type Case<'a> = (&'a str, Vec<Part<'a>>, fn(&MultipartError) -> bool);
+
+    /// A multipart body of `(name, filename, bytes)` parts, in chunks of `chunk` bytes.
+    fn body(parts: &[Part<'_>], chunk: usize) -> impl Stream<Item = Result<bytes::Bytes, std::io::Error>> + use<> {
+        let mut raw = Vec::new();
+        for (name, filename, bytes) in parts {
+            raw.extend_from_slice(
+                format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+            );
+            if let Some(filename) = filename {
+                raw.extend_from_slice(format!("; filename=\"{filename}\"").as_bytes());
+            }
+            raw.extend_from_slice(b"\r\n\r\n");
+            raw.extend_from_slice(bytes);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+            raw.chunks(chunk).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+        futures_util::stream::iter(chunks)
+    }
+
+    fn limits() -> Limits {
+        Limits { max_upload_bytes: 100, max_uploads: 2, max_body_bytes: 200, ..Limits::default() }
+    }
+
+    const OPERATIONS: &[u8] = br#"{"query":"mutation($f: Upload!) { a(f: $f) }","variables":{"f":null}}"#;
+    const MAP: &[u8] = br#"{"0":["variables.f"]}"#;
+
+    #[tokio::test]
+    async fn a_file_arrives_as_the_upload_its_map_names_however_the_body_is_split() {
+        for chunk in [1, 7, 64, 4096] {
+            let parts =
+                [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a.png"), b"photo bytes".as_slice())];
+            let batch = receive(body(&parts, chunk), BOUNDARY.into(), &limits()).await.expect("a request");
+            let request = batch.into_single().expect("one operation");
+            assert_eq!(request.uploads.len(), 1, "{chunk} bytes at a time");
+            let mut content = String::new();
+            request.uploads[0].content.try_clone().expect("a file").read_to_string(&mut content).expect("reads");
+            assert_eq!(content, "photo bytes");
+            assert_eq!(request.uploads[0].filename, "a.png");
+        }
+    }
+
+    #[tokio::test]
+    async fn each_limit_is_refused_with_its_own_error() {
+        let big = vec![b'x'; 101];
+        let padded = [OPERATIONS, &[b' '; 200][..]].concat();
+        let file = b"photo".as_slice();
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "a file over the limit",
+                vec![("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a"), &big)],
+                |e| matches!(e, MultipartError::FileTooLarge(100)),
+            ),
+            ("operations over the limit", vec![("operations", None, &padded), ("map", None, MAP)], |e| {
+                matches!(e, MultipartError::PartTooLarge { limit: 200, .. })
+            }),
+            (
+                "a third file, unmapped",
+                vec![
+                    ("operations", None, OPERATIONS),
+                    ("map", None, MAP),
+                    ("0", Some("a"), file),
+                    ("1", Some("b"), file),
+                    ("2", Some("c"), file),
+                ],
+                |e| matches!(e, MultipartError::TooManyFiles(2)),
+            ),
+            (
+                "a part that is not a file",
+                vec![("operations", None, OPERATIONS), ("map", None, MAP), ("0", None, file)],
+                |e| matches!(e, MultipartError::Malformed(_)),
+            ),
+            ("a mapped file that never came", vec![("operations", None, OPERATIONS), ("map", None, MAP)], |e| {
+                matches!(e, MultipartError::Malformed(_))
+            }),
+        ];
+        for (what, parts, expected) in cases {
+            let refused = receive(body(&parts, 16), BOUNDARY.into(), &limits()).await.expect_err(what);
+            assert!(expected(&refused), "{what}: {refused}");
+        }
+    }
+}

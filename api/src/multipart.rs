@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 use std::io::{Seek, Write};
 
-use async_graphql::{BatchRequest, UploadValue};
+use async_graphql::{BatchRequest, Request, Upload, UploadValue};
 use futures_util::Stream;
+use media::Scan;
 use multer::{Constraints, Multipart, SizeLimit};
 
 use crate::schema::Limits;
@@ -71,9 +72,21 @@ pub fn max_body(limits: &Limits) -> u64 {
         + limits.max_body_bytes as u64
 }
 
-/// Reads the multipart `body` into a GraphQL request whose uploads are
-/// temporary files.
-pub async fn receive<S, E>(body: S, boundary: String, limits: &Limits) -> Result<BatchRequest, MultipartError>
+/// How each upload of a request was scanned as it arrived (its size,
+/// SHA-256 and first bytes), by upload index: its check needs no second read.
+/// Request data of every multipart request.
+pub struct Scanned(Vec<Scan>);
+
+impl Scanned {
+    /// The scan of `upload`, if it came through this reader.
+    pub fn of(&self, upload: &Upload) -> Option<Scan> {
+        self.0.get(upload.0).cloned()
+    }
+}
+
+/// Reads the multipart `body` into a GraphQL request (one operation) whose
+/// uploads are temporary files, scanned as they arrive ([`Scanned`]).
+pub async fn receive<S, E>(body: S, boundary: String, limits: &Limits) -> Result<Request, MultipartError>
 where
     S: Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -110,11 +123,13 @@ where
                 let name = name.to_string();
                 let mut writer =
                     std::io::BufWriter::with_capacity(WRITE_BUFFER, upload.content.try_clone().map_err(malformed)?);
+                let mut scan = Scan::default();
                 while let Some(chunk) = field.chunk().await.map_err(refusal(limits))? {
+                    scan.update(&chunk);
                     writer.write_all(&chunk).map_err(malformed)?;
                 }
                 writer.into_inner().map_err(malformed)?.rewind().map_err(malformed)?;
-                files.push((name, upload));
+                files.push((name, upload, scan));
             }
             other => {
                 return Err(malformed(format!(
@@ -124,31 +139,22 @@ where
             }
         }
     }
-    let mut request = request.ok_or_else(|| malformed("no operations part"))?;
+    let batch = request.ok_or_else(|| malformed("no operations part"))?;
+    let mut request = batch.into_single().map_err(malformed)?;
     let mut map = map.ok_or_else(|| malformed("no map part"))?;
-    for (name, upload) in files {
-        let Some(paths) = map.remove(&name) else { continue };
-        for path in paths {
-            let upload = upload.try_clone().map_err(malformed)?;
-            match &mut request {
-                BatchRequest::Single(request) => request.set_upload(&path, upload),
-                BatchRequest::Batch(requests) => {
-                    let (index, path) =
-                        path.split_once('.').ok_or_else(|| malformed(format!("no operation in {path}")))?;
-                    let request = index
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|index| requests.get_mut(index))
-                        .ok_or_else(|| malformed(format!("no operation {index}")))?;
-                    request.set_upload(path, upload);
-                }
-            }
+    let mut scans = Vec::new();
+    for (name, upload, scan) in files {
+        for path in map.remove(&name).unwrap_or_default() {
+            // `set_upload` appends when the path names a variable: the
+            // upload's index is then the scan's.
+            request.set_upload(&path, upload.try_clone().map_err(malformed)?);
+            scans.resize(request.uploads.len(), scan.clone());
         }
     }
     if let Some(missing) = map.keys().next() {
         return Err(malformed(format!("the map names a file that was not sent: {missing}")));
     }
-    Ok(request)
+    Ok(request.data(Scanned(scans)))
 }
 
 /// Maps multer's errors: sizes to their limits, the rest to a malformed body.
@@ -210,9 +216,13 @@ mod tests {
         for chunk in [1, 7, 64, 4096] {
             let parts =
                 [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a.png"), b"photo bytes".as_slice())];
-            let batch = receive(body(&parts, chunk), BOUNDARY.into(), &limits()).await.expect("a request");
-            let request = batch.into_single().expect("one operation");
+            let request = receive(body(&parts, chunk), BOUNDARY.into(), &limits()).await.expect("a request");
             assert_eq!(request.uploads.len(), 1, "{chunk} bytes at a time");
+            // Scanned on the way in: the check needs no second read.
+            let scan = request.data.get(&std::any::TypeId::of::<Scanned>()).and_then(|d| d.downcast_ref::<Scanned>());
+            let scan = scan.and_then(|scanned| scanned.of(&Upload(0))).expect("the upload was scanned");
+            let file = request.uploads[0].content.try_clone().expect("a file");
+            assert!(matches!(scan.finish(file, 100), Err(media::Rejection::NotAPhoto { .. })), "text is no photo");
             let mut content = String::new();
             request.uploads[0].content.try_clone().expect("a file").read_to_string(&mut content).expect("reads");
             assert_eq!(content, "photo bytes");

@@ -106,7 +106,7 @@ async fn read_request(
             return Err(refused(StatusCode::BAD_REQUEST, "the multipart content type names no boundary"));
         };
         return match crate::multipart::receive(body.into_bytes_stream(), boundary, limits).await {
-            Ok(batch) => batch.into_single().map_err(not_graphql),
+            Ok(request) => Ok(request),
             Err(err) if err.is_size() => Err(refused(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())),
             Err(err) => Err(refused(StatusCode::BAD_REQUEST, err.to_string())),
         };

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use domain::values::PhotoKey;
 
 pub use crate::fs::{FsStore, UrlSigner};
-pub use crate::photo::{CheckedPhoto, PhotoKind, Rejection};
+pub use crate::photo::{CheckedPhoto, PhotoKind, Rejection, Scan};
 pub use crate::s3::{S3Config, S3Store};
 
 /// Where photos live.

@@ -94,8 +94,49 @@ pub struct CheckedPhoto {
     pub file: std::fs::File,
 }
 
+/// What one pass over an upload's bytes learns: its size, its SHA-256 and
+/// its first bytes. Fed while the upload arrives, or by [`check`] reading the
+/// file afterwards.
+#[derive(Clone, Default)]
+pub struct Scan {
+    size: u64,
+    hasher: Sha256,
+    head: Vec<u8>,
+}
+
+/// The bytes looked at to tell the format.
+const HEAD: usize = 64;
+
+impl Scan {
+    /// Takes in the next bytes of the upload.
+    pub fn update(&mut self, bytes: &[u8]) {
+        if self.head.len() < HEAD {
+            let take = Ord::min(HEAD - self.head.len(), bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+        }
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+    }
+
+    /// The verdict on `file`, whose bytes this scan took in: not empty, at
+    /// most `max_bytes`, a photo by its content.
+    pub fn finish(self, file: std::fs::File, max_bytes: u64) -> Result<CheckedPhoto, Rejection> {
+        let size = self.size;
+        if size == 0 {
+            return Err(Rejection::Empty);
+        }
+        if size > max_bytes {
+            return Err(Rejection::TooLarge { size, limit: max_bytes });
+        }
+        let kind = PhotoKind::sniff(&self.head)
+            .ok_or_else(|| Rejection::NotAPhoto { found: infer::get(&self.head).map(|t| t.mime_type().to_string()) })?;
+        Ok(CheckedPhoto { kind, size, sha256: hex::encode(self.hasher.finalize()), file })
+    }
+}
+
 /// Checks an uploaded file: not empty, at most `max_bytes`, a photo by its
-/// content. Reads the file once (on a blocking thread) to hash it.
+/// content. Reads the file once (on a blocking thread) to hash it; an upload
+/// scanned as it arrived needs only [`Scan::finish`].
 pub async fn check(file: std::fs::File, max_bytes: u64) -> Result<CheckedPhoto, Rejection> {
     tokio::task::spawn_blocking(move || check_blocking(file, max_bytes))
         .await
@@ -104,31 +145,21 @@ pub async fn check(file: std::fs::File, max_bytes: u64) -> Result<CheckedPhoto, 
 
 fn check_blocking(mut file: std::fs::File, max_bytes: u64) -> Result<CheckedPhoto, Rejection> {
     let size = file.metadata()?.len();
-    if size == 0 {
-        return Err(Rejection::Empty);
-    }
     if size > max_bytes {
         return Err(Rejection::TooLarge { size, limit: max_bytes });
     }
     file.rewind()?;
-    let mut hasher = Sha256::new();
+    let mut scan = Scan::default();
     let mut buffer = vec![0u8; 64 << 10];
-    let mut head = Vec::with_capacity(64);
     loop {
         let read = file.read(&mut buffer)?;
         if read == 0 {
             break;
         }
-        if head.len() < 64 {
-            let take = Ord::min(64 - head.len(), read);
-            head.extend_from_slice(&buffer[..take]);
-        }
-        hasher.update(&buffer[..read]);
+        scan.update(&buffer[..read]);
     }
-    let kind = PhotoKind::sniff(&head)
-        .ok_or_else(|| Rejection::NotAPhoto { found: infer::get(&head).map(|t| t.mime_type().to_string()) })?;
     file.rewind()?;
-    Ok(CheckedPhoto { kind, size, sha256: hex::encode(hasher.finalize()), file })
+    scan.finish(file, max_bytes)
 }
 
 /// A fresh key for a photo: `photos/<random>.<ext>`. Each upload gets its

@@ -19,6 +19,7 @@ use sea_orm::EntityTrait;
 use super::{Run, new_id, run, written};
 use crate::auth::{Claims, Role};
 use crate::errors::code_of;
+use crate::multipart::Scanned;
 use crate::schema::objects::{PostResult, SocialProvider};
 use crate::schema::{ApiState, bad_input, claims, coded, internal, permit, state};
 
@@ -56,13 +57,16 @@ async fn store_uploads(ctx: &Context<'_>, uploads: &[Upload]) -> Result<Vec<Phot
     let mut checked = Vec::with_capacity(uploads.len());
     for (index, upload) in uploads.iter().enumerate() {
         let value = upload.value(ctx).map_err(internal)?;
-        let photo =
-            media::photo::check(value.content, limits.max_upload_bytes as u64).await.map_err(
-                |refusal| match refusal {
-                    media::Rejection::Unreadable(err) => internal(err),
-                    refusal => coded("BAD_USER_INPUT", format!("file {index} ({}): {refusal}", value.filename)),
-                },
-            )?;
+        let max = limits.max_upload_bytes as u64;
+        // Scanned as it arrived (a multipart request), or read now.
+        let verdict = match ctx.data_opt::<Scanned>().and_then(|scanned| scanned.of(upload)) {
+            Some(scan) => scan.finish(value.content, max),
+            None => media::photo::check(value.content, max).await,
+        };
+        let photo = verdict.map_err(|refusal| match refusal {
+            media::Rejection::Unreadable(err) => internal(err),
+            refusal => coded("BAD_USER_INPUT", format!("file {index} ({}): {refusal}", value.filename)),
+        })?;
         checked.push(photo);
     }
     let mut stored = Vec::with_capacity(checked.len());

@@ -47,10 +47,7 @@ pub fn raise_open_files_limit() -> anyhow::Result<u64> {
 }
 
 pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
-    let scratch = Scratch::create(server, "api").await?;
-    let result = measure(&scratch.url, options).await;
-    scratch.drop_database().await?;
-    result
+    Scratch::around(server, "api", |url| async move { measure(&url, options).await }).await
 }
 
 fn token(secret: &str, role: Role, member: Option<&str>, store: Option<&str>) -> anyhow::Result<String> {

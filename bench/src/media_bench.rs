@@ -122,10 +122,7 @@ async fn upload(http: &reqwest::Client, url: &str, token: &str, id: &str, photo:
 }
 
 pub async fn run(mysql: &str, options: &Options) -> anyhow::Result<()> {
-    let scratch = Scratch::create(mysql, "media").await?;
-    let result = measure(&scratch.url, options).await;
-    scratch.drop_database().await?;
-    result
+    Scratch::around(mysql, "media", |url| async move { measure(&url, options).await }).await
 }
 
 async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {

@@ -52,10 +52,7 @@ impl View<Wallet> for BalanceView {
 }
 
 pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
-    let scratch = Scratch::create(server, "proj").await?;
-    let result = measure(&scratch.url, options).await;
-    scratch.drop_database().await?;
-    result
+    Scratch::around(server, "proj", |url| async move { measure(&url, options).await }).await
 }
 
 async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {

@@ -215,4 +215,20 @@ impl Scratch {
         self.admin.execute(format!("DROP DATABASE `{}`", self.name).as_str()).await?;
         Ok(())
     }
+
+    /// Runs `measure` on a scratch database of its own, dropped afterwards
+    /// whatever `measure` returns.
+    pub(crate) async fn around<T, Fut>(
+        server: &str,
+        label: &str,
+        measure: impl FnOnce(String) -> Fut,
+    ) -> anyhow::Result<T>
+    where
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let scratch = Scratch::create(server, label).await?;
+        let result = measure(scratch.url.clone()).await;
+        scratch.drop_database().await?;
+        result
+    }
 }

@@ -32,10 +32,7 @@ pub struct Options {
 const KEY: &str = "abababababababababababababababababababababababababababababababab";
 
 pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
-    let scratch = Scratch::create(server, "streams").await?;
-    let result = measure(&scratch.url, options).await;
-    scratch.drop_database().await?;
-    result
+    Scratch::around(server, "streams", |url| async move { measure(&url, options).await }).await
 }
 
 #[handler]

@@ -4,12 +4,14 @@
 //!   command each, answering after the read model has caught up;
 //! * [`auth`]: bearer JWTs with roles;
 //! * [`checkpoints`]: one shared poller per projection for read-your-writes;
+//! * [`documents`]: parsed query documents kept by query text;
 //! * [`errors`]: the one mapping of errors to `extensions.code`;
 //! * [`tail`]: live tails of the log and the ledger that feed subscriptions;
 //! * [`server`]: the HTTP routes; [`telemetry`]: Prometheus metrics.
 
 pub mod auth;
 pub mod checkpoints;
+pub mod documents;
 pub mod errors;
 pub mod multipart;
 pub mod schema;

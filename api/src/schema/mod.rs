@@ -110,6 +110,7 @@ pub fn build(state: ApiState) -> ApiSchema {
         .data(checkpoints)
         .data(state)
         .extension(ErrorCodes)
+        .extension(crate::documents::Documents::default())
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()

@@ -134,4 +134,19 @@ mod tests {
         let bad = async_graphql::Request::new(query).variables(Variables::from_json(serde_json::json!({ "n": "one" })));
         assert!(!schema.execute(bad).await.errors.is_empty());
     }
+
+    #[tokio::test]
+    async fn a_kept_document_over_a_limit_is_refused_every_time() {
+        let documents = Documents::default();
+        let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
+            .extension(documents.clone())
+            .limit_complexity(1)
+            .finish();
+        let query = "{ a: double(n: 1) b: double(n: 2) }";
+        for attempt in 1..=2 {
+            let response = schema.execute(query).await;
+            assert!(!response.errors.is_empty(), "attempt {attempt}: complexity 2 is over the limit of 1");
+        }
+        assert_eq!(documents.len(), 1, "it parsed, so it is kept; the limit is checked after");
+    }
 }

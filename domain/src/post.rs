@@ -1,6 +1,7 @@
 //! The Post aggregate: a member's post about a store, with photos, cross-posted
 //! to social providers. Each provider's outcome is recorded here, so the log
-//! shows every attempt.
+//! shows every attempt. A photo added after the post was created is
+//! cross-posted on its own, to the same providers, with outcomes of its own.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +55,8 @@ pub enum PostCommand {
     AddPhoto { photo: Photo },
     /// Record what a provider answered.
     RecordSocialResult { provider: Provider, outcome: SocialOutcome },
+    /// Record what a provider answered for a photo added after the post was created.
+    RecordPhotoResult { photo: PhotoKey, provider: Provider, outcome: SocialOutcome },
     /// Delete the post.
     Delete,
 }
@@ -106,6 +109,10 @@ pub enum PostEvent {
     SocialPostPublished { provider: Provider, external_id: ExternalRef, url: ExternalRef },
     /// An attempt at a provider failed.
     SocialPostFailed { provider: Provider, reason: Reason, attempt: u32 },
+    /// A provider published a photo added after the post was created.
+    SocialPhotoPublished { photo: PhotoKey, provider: Provider, external_id: ExternalRef, url: ExternalRef },
+    /// An attempt to publish such a photo at a provider failed.
+    SocialPhotoFailed { photo: PhotoKey, provider: Provider, reason: Reason, attempt: u32 },
     /// The post was deleted.
     PostDeleted,
 }
@@ -117,6 +124,8 @@ impl DomainEvent for PostEvent {
             PostEvent::PhotoAdded { .. } => "PhotoAdded",
             PostEvent::SocialPostPublished { .. } => "SocialPostPublished",
             PostEvent::SocialPostFailed { .. } => "SocialPostFailed",
+            PostEvent::SocialPhotoPublished { .. } => "SocialPhotoPublished",
+            PostEvent::SocialPhotoFailed { .. } => "SocialPhotoFailed",
             PostEvent::PostDeleted => "PostDeleted",
         }
         .to_string()
@@ -146,12 +155,29 @@ pub struct Post {
     #[serde(default)]
     photos: usize,
     social: BTreeMap<Provider, SocialStatus>,
+    /// Photos added after the post was created, each with its own status at
+    /// each targeted provider. Required (no serde default): a snapshot written
+    /// before photos had statuses does not deserialize, so the post is
+    /// replayed from its log instead of being read without them.
+    later_photos: BTreeMap<PhotoKey, BTreeMap<Provider, SocialStatus>>,
 }
 
 impl Post {
     /// The status at each targeted provider.
     pub fn social(&self) -> &BTreeMap<Provider, SocialStatus> {
         &self.social
+    }
+
+    /// The status at each targeted provider of a photo added after the post
+    /// was created; `None` for any other photo (the post's first photos are
+    /// published with it).
+    pub fn photo_social(&self, photo: &PhotoKey) -> Option<&BTreeMap<Provider, SocialStatus>> {
+        self.later_photos.get(photo)
+    }
+
+    /// Whether the post was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
     }
 
     fn require_live(&self) -> Result<(), DomainError> {
@@ -205,17 +231,26 @@ impl Aggregate for Post {
             }
             PostCommand::RecordSocialResult { provider, outcome } => {
                 self.require_live()?;
-                match self.social.get(&provider) {
-                    None => return Err(DomainError::ProviderNotTargeted(provider)),
-                    Some(SocialStatus::Published { .. }) => return Err(DomainError::AlreadyPublished(provider)),
-                    Some(_) => {}
-                }
+                require_open(self.social.get(&provider), provider)?;
                 match outcome {
                     SocialOutcome::Published { external_id, url } => {
                         PostEvent::SocialPostPublished { provider, external_id, url }
                     }
                     SocialOutcome::Failed { reason, attempt } => {
                         PostEvent::SocialPostFailed { provider, reason, attempt }
+                    }
+                }
+            }
+            PostCommand::RecordPhotoResult { photo, provider, outcome } => {
+                self.require_live()?;
+                let statuses = self.later_photos.get(&photo).ok_or(DomainError::NotFound("photo added later"))?;
+                require_open(statuses.get(&provider), provider)?;
+                match outcome {
+                    SocialOutcome::Published { external_id, url } => {
+                        PostEvent::SocialPhotoPublished { photo, provider, external_id, url }
+                    }
+                    SocialOutcome::Failed { reason, attempt } => {
+                        PostEvent::SocialPhotoFailed { photo, provider, reason, attempt }
                     }
                 }
             }
@@ -241,9 +276,32 @@ impl Aggregate for Post {
             PostEvent::SocialPostFailed { provider, reason, attempt } => {
                 self.social.insert(provider, SocialStatus::Failed { reason, attempts: attempt });
             }
-            PostEvent::PhotoAdded { .. } => self.photos += 1,
+            PostEvent::SocialPhotoPublished { photo, provider, external_id, url } => {
+                self.later_photos
+                    .entry(photo)
+                    .or_default()
+                    .insert(provider, SocialStatus::Published { external_id, url });
+            }
+            PostEvent::SocialPhotoFailed { photo, provider, reason, attempt } => {
+                let status = SocialStatus::Failed { reason, attempts: attempt };
+                self.later_photos.entry(photo).or_default().insert(provider, status);
+            }
+            PostEvent::PhotoAdded { photo } => {
+                self.photos += 1;
+                let pending = self.social.keys().map(|provider| (*provider, SocialStatus::Pending)).collect();
+                self.later_photos.insert(photo.key, pending);
+            }
             PostEvent::PostDeleted => self.deleted = true,
         }
+    }
+}
+
+/// An outcome may be recorded where a provider is targeted and has not published.
+fn require_open(status: Option<&SocialStatus>, provider: Provider) -> Result<(), DomainError> {
+    match status {
+        None => Err(DomainError::ProviderNotTargeted(provider)),
+        Some(SocialStatus::Published { .. }) => Err(DomainError::AlreadyPublished(provider)),
+        Some(_) => Ok(()),
     }
 }
 

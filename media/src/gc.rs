@@ -64,7 +64,10 @@ async fn photos_by_post(
                 PostEvent::PhotoAdded { photo } => photos.push(photo.key.as_str().to_string()),
                 PostEvent::PostDeleted if !keep_deleted => photos.clear(),
                 PostEvent::PostDeleted => {}
-                PostEvent::SocialPostPublished { .. } | PostEvent::SocialPostFailed { .. } => {}
+                PostEvent::SocialPostPublished { .. }
+                | PostEvent::SocialPostFailed { .. }
+                | PostEvent::SocialPhotoPublished { .. }
+                | PostEvent::SocialPhotoFailed { .. } => {}
             }
         }
     }

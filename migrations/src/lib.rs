@@ -13,6 +13,7 @@ mod m20261125_000003_binary_collation;
 mod m20261125_000004_api_indexes;
 mod m20261126_000005_social_tokens;
 mod m20261201_000006_photo_sizes;
+mod m20261201_000007_photo_social;
 
 /// Table and column names, for building queries with sea-query.
 pub mod tables {
@@ -22,6 +23,7 @@ pub mod tables {
         ShareRecipients, Shares, SocialAccounts, Stores,
     };
     pub use super::m20261126_000005_social_tokens::SocialTokens;
+    pub use super::m20261201_000007_photo_social::PostPhotoSocial;
 }
 
 /// The migrator of the whole application.
@@ -37,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_api_indexes::Migration),
             Box::new(m20261126_000005_social_tokens::Migration),
             Box::new(m20261201_000006_photo_sizes::Migration),
+            Box::new(m20261201_000007_photo_social::Migration),
         ]
     }
 }

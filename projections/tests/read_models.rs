@@ -16,7 +16,7 @@ use domain::{Member, MemberCommand, Post, PostCommand, SharePart, SocialOutcome,
 use eventstore::chain::ChainBreak;
 use eventstore::{CommandContext, EventStore};
 use projections::entities::{
-    balances, ledger, members, post_photos, post_social, posts, share_recipients, shares, stores,
+    balances, ledger, members, post_photo_social, post_photos, post_social, posts, share_recipients, shares, stores,
 };
 use projections::rebuild::rebuild;
 use projections::{Wallets, audit, catch_up, queries};
@@ -100,6 +100,12 @@ async fn read_models_follow_the_log(backend: Backend) {
         },
     };
     store.execute::<Post>("p1", added, CommandContext::default()).await.expect("adds a photo");
+    let photo_failed = PostCommand::RecordPhotoResult {
+        photo: PhotoKey::parse("photos/p1-1.jpg").expect("valid"),
+        provider: Provider::Twitter,
+        outcome: SocialOutcome::Failed { reason: Reason::parse("HTTP 503").expect("valid"), attempt: 1 },
+    };
+    store.execute::<Post>("p1", photo_failed, CommandContext::default()).await.expect("records");
 
     catch_up(&store, 100).await.expect("projections catch up");
     let db = store.db();
@@ -144,6 +150,19 @@ async fn read_models_follow_the_log(backend: Backend) {
     let social = post_social::Entity::find().all(db).await.expect("reads");
     let social: Vec<(&str, &str)> = social.iter().map(|s| (s.provider.as_str(), s.status.as_str())).collect();
     assert_eq!(social, vec![("facebook", "published"), ("twitter", "pending")]);
+    let later = post_photo_social::Entity::find().all(db).await.expect("reads");
+    let later: Vec<(&str, &str, &str, Option<&str>, i64)> = later
+        .iter()
+        .map(|s| (s.photo_key.as_str(), s.provider.as_str(), s.status.as_str(), s.reason.as_deref(), s.attempts))
+        .collect();
+    assert_eq!(
+        later,
+        vec![
+            ("photos/p1-1.jpg", "facebook", "pending", None, 0),
+            ("photos/p1-1.jpg", "twitter", "failed", Some("HTTP 503"), 1)
+        ],
+        "only the photo added later has statuses of its own, at the post's providers"
+    );
 
     // Running the distribution again (a redelivery) changes nothing.
     let head = store.read_head().await.expect("head");

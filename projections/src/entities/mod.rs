@@ -5,6 +5,7 @@
 pub mod balances;
 pub mod ledger;
 pub mod members;
+pub mod post_photo_social;
 pub mod post_photos;
 pub mod post_social;
 pub mod posts;

@@ -1,11 +1,14 @@
-//! `posts`, their `post_photos` and each provider's `post_social` status.
+//! `posts`, their `post_photos`, each provider's `post_social` status, and
+//! `post_photo_social`: the status of each photo added after its post was
+//! created, at each provider the post targets.
 
-use domain::{Photo, Post, PostEvent};
+use domain::values::{PhotoKey, Provider};
+use domain::{Photo, Post, PostEvent, SocialOutcome};
 use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr, Value};
 
 use super::{decode_as, ids_of, key1, key2};
-use crate::entities::{post_photos, post_social, posts};
+use crate::entities::{post_photo_social, post_photos, post_social, posts};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
 use crate::table::{self, Difference, Rows, diff};
@@ -13,7 +16,8 @@ use crate::table::{self, Difference, Rows, diff};
 /// The posts projection.
 pub struct Posts;
 
-/// Posts keyed by id; photos by (post, index); social status by (post, provider).
+/// Posts keyed by id; photos by (post, index); social status by (post,
+/// provider); a later photo's status by (post, photo key, provider).
 #[derive(Debug, Default)]
 pub struct PostsState {
     /// `posts` rows.
@@ -22,11 +26,13 @@ pub struct PostsState {
     pub photos: Rows<(String, i64), post_photos::Model>,
     /// `post_social` rows.
     pub social: Rows<(String, String), post_social::Model>,
+    /// `post_photo_social` rows.
+    pub photo_social: Rows<(String, String, String), post_photo_social::Model>,
 }
 
 impl Projection for Posts {
     const NAME: &'static str = "posts";
-    const TABLES: &'static [&'static str] = &["posts", "post_photos", "post_social"];
+    const TABLES: &'static [&'static str] = &["posts", "post_photos", "post_social", "post_photo_social"];
     type State = PostsState;
     type Event = PostEvent;
 
@@ -43,12 +49,26 @@ impl Projection for Posts {
         let post_keys: Vec<Vec<Value>> = ids.iter().map(|id| key1(id)).collect();
         let social_keys: Vec<Vec<Value>> =
             ids.iter().flat_map(|id| ["facebook", "twitter"].map(|provider| key2(id, provider))).collect();
+        let photo_social_keys: Vec<Vec<Value>> = events
+            .iter()
+            .filter_map(|(event, decoded)| match decoded {
+                PostEvent::SocialPhotoPublished { photo, provider, .. }
+                | PostEvent::SocialPhotoFailed { photo, provider, .. } => {
+                    Some(vec![event.aggregate_id.as_str().into(), photo.as_str().into(), provider.to_string().into()])
+                }
+                _ => None,
+            })
+            .collect();
         let posts = table::load::<posts::Entity>(txn, &names.table("posts"), &post_keys).await?;
         let social = table::load::<post_social::Entity>(txn, &names.table("post_social"), &social_keys).await?;
+        let photo_social =
+            table::load::<post_photo_social::Entity>(txn, &names.table("post_photo_social"), &photo_social_keys)
+                .await?;
         Ok(PostsState {
             posts: Rows::loaded(posts.into_iter().map(|p| (p.post_id.clone(), p))),
             photos: Rows::default(),
             social: Rows::loaded(social.into_iter().map(|s| ((s.post_id.clone(), s.provider.clone()), s))),
+            photo_social: Rows::loaded(photo_social.into_iter().map(|s| (photo_social_key(&s), s))),
         })
     }
 
@@ -90,27 +110,40 @@ impl Projection for Posts {
                 }
             }
             PostEvent::SocialPostPublished { provider, external_id, url } => {
-                let key = (id.clone(), provider.to_string());
-                let row = state.social.get_mut(&key).ok_or_else(|| missing(format!("post {id} at {provider}")))?;
-                row.status = "published".to_string();
-                row.external_id = Some(external_id.as_str().to_string());
-                row.url = Some(url.as_str().to_string());
-                row.attempts += 1;
-                row.updated_at_us = event.recorded_at_us;
+                settle(state, event, None, provider, SocialOutcome::Published { external_id, url })?;
             }
             PostEvent::SocialPostFailed { provider, reason, attempt } => {
-                let key = (id.clone(), provider.to_string());
-                let row = state.social.get_mut(&key).ok_or_else(|| missing(format!("post {id} at {provider}")))?;
-                row.status = "failed".to_string();
-                row.reason = Some(reason.as_str().to_string());
-                row.attempts = i64::from(attempt);
-                row.updated_at_us = event.recorded_at_us;
+                settle(state, event, None, provider, SocialOutcome::Failed { reason, attempt })?;
+            }
+            PostEvent::SocialPhotoPublished { photo, provider, external_id, url } => {
+                settle(state, event, Some(&photo), provider, SocialOutcome::Published { external_id, url })?;
+            }
+            PostEvent::SocialPhotoFailed { photo, provider, reason, attempt } => {
+                settle(state, event, Some(&photo), provider, SocialOutcome::Failed { reason, attempt })?;
             }
             PostEvent::PhotoAdded { photo } => {
                 let row = state.posts.get_mut(id).ok_or_else(|| missing(format!("post {id}")))?;
                 let index = row.photo_count;
                 row.photo_count += 1;
                 put_photo(state, id, index, &photo);
+                // Pending wherever the post itself is cross-posted.
+                for provider in ["facebook", "twitter"] {
+                    if state.social.get(&(id.clone(), provider.to_string())).is_none() {
+                        continue;
+                    }
+                    let row = post_photo_social::Model {
+                        post_id: id.clone(),
+                        photo_key: photo.key.as_str().to_string(),
+                        provider: provider.to_string(),
+                        status: "pending".to_string(),
+                        external_id: None,
+                        url: None,
+                        reason: None,
+                        attempts: 0,
+                        updated_at_us: event.recorded_at_us,
+                    };
+                    state.photo_social.put(photo_social_key(&row), row);
+                }
             }
             PostEvent::PostDeleted => {
                 let row = state.posts.get_mut(id).ok_or_else(|| missing(format!("post {id}")))?;
@@ -128,17 +161,25 @@ impl Projection for Posts {
                 vec![p.as_str().into(), (*i).into()]
             })
             .await?;
-        state.social.save::<post_social::Entity>(txn, &names.table("post_social"), |(p, s)| key2(p, s)).await
+        state.social.save::<post_social::Entity>(txn, &names.table("post_social"), |(p, s)| key2(p, s)).await?;
+        state
+            .photo_social
+            .save::<post_photo_social::Entity>(txn, &names.table("post_photo_social"), |(p, k, s)| {
+                vec![p.as_str().into(), k.as_str().into(), s.as_str().into()]
+            })
+            .await
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<PostsState, DbErr> {
         let posts = table::dump::<posts::Entity>(db, &names.table("posts")).await?;
         let photos = table::dump::<post_photos::Entity>(db, &names.table("post_photos")).await?;
         let social = table::dump::<post_social::Entity>(db, &names.table("post_social")).await?;
+        let photo_social = table::dump::<post_photo_social::Entity>(db, &names.table("post_photo_social")).await?;
         Ok(PostsState {
             posts: Rows::loaded(posts.into_iter().map(|p| (p.post_id.clone(), p))),
             photos: Rows::loaded(photos.into_iter().map(|p| ((p.post_id.clone(), p.idx), p))),
             social: Rows::loaded(social.into_iter().map(|s| ((s.post_id.clone(), s.provider.clone()), s))),
+            photo_social: Rows::loaded(photo_social.into_iter().map(|s| (photo_social_key(&s), s))),
         })
     }
 
@@ -146,6 +187,7 @@ impl Projection for Posts {
         let mut differences = diff("posts", &expected.posts, &found.posts);
         differences.extend(diff("post_photos", &expected.photos, &found.photos));
         differences.extend(diff("post_social", &expected.social, &found.social));
+        differences.extend(diff("post_photo_social", &expected.photo_social, &found.photo_social));
         differences
     }
 }
@@ -162,4 +204,78 @@ fn put_photo(state: &mut PostsState, post: &str, index: i64, photo: &Photo) {
             size: i64::try_from(photo.size).unwrap_or(i64::MAX),
         },
     );
+}
+
+fn photo_social_key(row: &post_photo_social::Model) -> (String, String, String) {
+    (row.post_id.clone(), row.photo_key.clone(), row.provider.clone())
+}
+
+/// The columns an outcome sets, alike in `post_social` and `post_photo_social`.
+trait StatusColumns {
+    fn columns(&mut self) -> (&mut String, &mut Option<String>, &mut Option<String>, &mut Option<String>, &mut i64);
+    fn touched(&mut self, at_us: i64);
+}
+
+macro_rules! status_columns {
+    ($model:ty) => {
+        impl StatusColumns for $model {
+            fn columns(
+                &mut self,
+            ) -> (&mut String, &mut Option<String>, &mut Option<String>, &mut Option<String>, &mut i64) {
+                (&mut self.status, &mut self.external_id, &mut self.url, &mut self.reason, &mut self.attempts)
+            }
+            fn touched(&mut self, at_us: i64) {
+                self.updated_at_us = at_us;
+            }
+        }
+    };
+}
+status_columns!(post_social::Model);
+status_columns!(post_photo_social::Model);
+
+/// Records one provider's answer on the post's status row, or on a later photo's.
+fn settle(
+    state: &mut PostsState,
+    event: &RecordedEvent,
+    photo: Option<&PhotoKey>,
+    provider: Provider,
+    outcome: SocialOutcome,
+) -> Result<(), ProjectionError> {
+    let id = &event.aggregate_id;
+    let missing = |what: String| ProjectionError::Missing { at: event.address(), what };
+    match photo {
+        None => {
+            let key = (id.clone(), provider.to_string());
+            let row = state.social.get_mut(&key).ok_or_else(|| missing(format!("post {id} at {provider}")))?;
+            set_outcome(row, &outcome, event.recorded_at_us);
+        }
+        Some(photo) => {
+            let key = (id.clone(), photo.as_str().to_string(), provider.to_string());
+            let row = state
+                .photo_social
+                .get_mut(&key)
+                .ok_or_else(|| missing(format!("photo {photo} of post {id} at {provider}")))?;
+            set_outcome(row, &outcome, event.recorded_at_us);
+        }
+    }
+    Ok(())
+}
+
+/// Sets an answer's columns on a status row.
+fn set_outcome(row: &mut impl StatusColumns, outcome: &SocialOutcome, at_us: i64) {
+    let (status, external, link, why, attempts) = row.columns();
+    match outcome {
+        SocialOutcome::Published { external_id, url } => {
+            *status = "published".to_string();
+            *external = Some(external_id.as_str().to_string());
+            *link = Some(url.as_str().to_string());
+            *attempts += 1;
+        }
+        SocialOutcome::Failed { reason, attempt } => {
+            *status = "failed".to_string();
+            *why = Some(reason.as_str().to_string());
+            *attempts = i64::from(*attempt);
+        }
+    }
+    row.touched(at_us);
 }

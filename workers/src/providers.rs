@@ -1,8 +1,9 @@
 //! Social networks behind one trait: Facebook's Graph API (a feed post with
 //! its message and a link to the post in the app; a photo post through the
 //! photos endpoint), Twitter's API v2 (the text and the link; photos uploaded
-//! through the media endpoint first, then attached to the tweet), and, for
-//! the embedded mode, one that only logs. Base URLs are configurable, so
+//! through the media endpoint first, then attached to the tweet; a photo
+//! added to a post later is a reply to the post's tweet), and, for the
+//! embedded mode, one that only logs. Base URLs are configurable, so
 //! tests point them at a fake server.
 
 use std::time::Duration;
@@ -26,6 +27,10 @@ pub struct Outgoing {
     pub token: Option<String>,
     /// The post's photos, read from the photo store (never from the client).
     pub photos: Vec<media::Blob>,
+    /// For a photo added to a post later: the network's id of the post it
+    /// continues. Twitter posts it as a reply; Facebook, whose photo posts
+    /// cannot answer a post, as a photo post of its own.
+    pub reply_to: Option<String>,
 }
 
 /// Twitter attaches at most this many photos to a tweet.
@@ -240,6 +245,9 @@ impl SocialNetwork for Twitter {
         if !media_ids.is_empty() {
             body["media"] = serde_json::json!({ "media_ids": media_ids });
         }
+        if let Some(tweet) = &outgoing.reply_to {
+            body["reply"] = serde_json::json!({ "in_reply_to_tweet_id": tweet });
+        }
         let value = answer(self.http.post(url).bearer_auth(token).json(&body).send().await).await?;
         let id = id_in(&value, "/data/id")?;
         Ok(Published { url: format!("https://twitter.com/i/web/status/{id}"), external_id: id })
@@ -251,8 +259,12 @@ impl SocialNetwork for LoggingNetwork {
     async fn publish(&self, outgoing: &Outgoing) -> Result<Published, Refusal> {
         let account = outgoing.account.as_deref().unwrap_or("(none linked)");
         let photos = outgoing.photos.len();
-        tracing::info!(network = self.name, post = %outgoing.post, account, photos, "would post (embedded mode)");
-        let id = format!("logged-{}", outgoing.post);
+        let reply_to = outgoing.reply_to.as_deref().unwrap_or("-");
+        tracing::info!(network = self.name, post = %outgoing.post, account, photos, reply_to, "would post (embedded mode)");
+        let id = match &outgoing.reply_to {
+            None => format!("logged-{}", outgoing.post),
+            Some(_) => format!("logged-{}-reply-{:08x}", outgoing.post, rand::random::<u32>()),
+        };
         Ok(Published { url: format!("log://{}/{id}", self.name), external_id: id })
     }
 }

@@ -1,4 +1,7 @@
-//! The social worker: cross-posts new posts to the networks they target.
+//! The social worker: cross-posts new posts to the networks they target, and
+//! each photo added to a post later, once the post itself is published there
+//! (on Twitter as a reply to the post's tweet, on Facebook as a photo post
+//! whose caption names the post).
 //!
 //! It reads `{prefix}:events` (and `{prefix}:retry:social`, where `pointstream
 //! dlq retry` requeues) in the consumer group `social`, any number of
@@ -10,7 +13,9 @@
 //! Effects happen once: before each call the worker loads the post and skips
 //! a network whose outcome is already published; every attempt is recorded
 //! as a command (`SocialPostPublished`, or `SocialPostFailed` with its
-//! attempt number), so the audit trail shows each one. Failures are retried
+//! attempt number; `SocialPhotoPublished` and `SocialPhotoFailed` for a later
+//! photo), so the audit trail shows each one. A deleted post is not
+//! published any more. Failures are retried
 //! with exponential back-off and jitter, never sooner than a 429's
 //! `Retry-After`; after `max_attempts` the entry goes to the dead-letter
 //! stream `{prefix}:dlq:social`.
@@ -19,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::values::{ExternalRef, Provider, Reason};
+use domain::values::{ExternalRef, PhotoKey, Provider, Reason};
 use domain::{Post, PostCommand, PostEvent, SocialOutcome, SocialStatus};
 use eventstore::{CommandContext, CommandError, EventStore, RecordedEvent};
 use fred::prelude::*;
@@ -96,14 +101,23 @@ type Entry = (String, String, HashMap<String, String>);
 /// Entries of one stream: id and fields.
 type Entries = Vec<(String, HashMap<String, String>)>;
 
-/// A post as its `PostCreated` event tells it.
+/// What is published: a post as its `PostCreated` event tells it, or one
+/// photo added to it later.
 struct Draft<'a> {
     post: &'a str,
     author: &'a str,
-    body: &'a str,
+    body: String,
     photos: &'a [domain::Photo],
+    /// The later photo this draft publishes (`photos` holds it alone), or
+    /// `None` for the post itself.
+    later: Option<&'a PhotoKey>,
     /// The photos' bytes, read once for every network and attempt.
     blobs: tokio::sync::OnceCell<Vec<media::Blob>>,
+}
+
+/// The events the social worker acts on.
+fn publishes(event_type: &str) -> bool {
+    matches!(event_type, "PostCreated" | "PhotoAdded")
 }
 
 /// A social worker: on Redis streams, or (embedded, without Redis) following
@@ -177,9 +191,8 @@ impl SocialWorker {
                 }
             };
             // Most entries are other events: acknowledge those in one call per stream.
-            let (posts, others): (Vec<Entry>, Vec<Entry>) = entries
-                .into_iter()
-                .partition(|(_, _, fields)| fields.get("event_type").map(String::as_str) == Some("PostCreated"));
+            let (posts, others): (Vec<Entry>, Vec<Entry>) =
+                entries.into_iter().partition(|(_, _, fields)| fields.get("event_type").is_some_and(|t| publishes(t)));
             for stream in [&self.config.events, &self.config.retries] {
                 let ids: Vec<String> =
                     others.iter().filter(|(s, _, _)| s == stream).map(|(_, id, _)| id.clone()).collect();
@@ -258,9 +271,10 @@ impl SocialWorker {
         Ok(entries)
     }
 
-    /// Posts a `PostCreated` entry to each network it targets, then acknowledges it.
+    /// Posts a `PostCreated` or `PhotoAdded` entry to each network it
+    /// targets, then acknowledges it.
     async fn handle(&self, stream: &str, id: &str, fields: &HashMap<String, String>) -> Result<(), WorkerError> {
-        if fields.get("event_type").map(String::as_str) == Some("PostCreated") {
+        if fields.get("event_type").is_some_and(|t| publishes(t)) {
             // A requeued entry gets a fresh budget of attempts.
             let spent: u32 = fields.get("attempts_before").and_then(|a| a.parse().ok()).unwrap_or(0);
             self.post_everywhere(&recorded(id, fields)?, Some(Held { stream, id, fields }), spent).await?;
@@ -269,24 +283,64 @@ impl SocialWorker {
         Ok(())
     }
 
-    /// Publishes a `PostCreated` event to each network it targets.
+    /// Publishes a `PostCreated` event to each network it targets, or a
+    /// `PhotoAdded` event's photo to each network its post targets.
     async fn post_everywhere(
         &self,
         event: &RecordedEvent,
         held: Option<Held<'_>>,
         spent: u32,
     ) -> Result<(), WorkerError> {
-        if let PostEvent::PostCreated { post, author, body, providers, photos, .. } = event.decode::<Post>()? {
-            let what = Draft {
-                post: post.as_str(),
-                author: author.as_str(),
-                body: body.as_str(),
-                photos: &photos,
-                blobs: tokio::sync::OnceCell::new(),
-            };
-            for provider in providers {
-                self.publish(held, &what, provider, spent).await?;
+        match event.decode::<Post>()? {
+            PostEvent::PostCreated { post, author, body, providers, photos, .. } => {
+                let what = Draft {
+                    post: post.as_str(),
+                    author: author.as_str(),
+                    body: body.as_str().to_string(),
+                    photos: &photos,
+                    later: None,
+                    blobs: tokio::sync::OnceCell::new(),
+                };
+                for provider in providers {
+                    self.publish(held, &what, provider, spent).await?;
+                }
             }
+            PostEvent::PhotoAdded { photo } => {
+                // The post's author, text and targets are in its first event.
+                let stream = self.store.read_stream("Post", &event.aggregate_id).await?;
+                let mut shown = 0;
+                let mut created = None;
+                for earlier in stream.iter().take_while(|e| e.sequence < event.sequence) {
+                    match earlier.decode::<Post>()? {
+                        PostEvent::PostCreated { author, body, providers, photos, .. } => {
+                            shown += photos.len();
+                            created = Some((author, body, providers));
+                        }
+                        PostEvent::PhotoAdded { .. } => shown += 1,
+                        _ => {}
+                    }
+                }
+                let Some((author, body, providers)) = created else {
+                    return Err(WorkerError::Malformed {
+                        id: event.aggregate_id.clone(),
+                        what: "a photo added to a post with no PostCreated".into(),
+                    });
+                };
+                let photos = [photo];
+                let what = Draft {
+                    post: &event.aggregate_id,
+                    author: author.as_str(),
+                    // Distinct from the post's own text (networks refuse a duplicate).
+                    body: format!("{} (photo {})", body.as_str(), shown + 1),
+                    photos: &photos,
+                    later: Some(&photos[0].key),
+                    blobs: tokio::sync::OnceCell::new(),
+                };
+                for provider in providers {
+                    self.publish(held, &what, provider, spent).await?;
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -294,7 +348,7 @@ impl SocialWorker {
     /// Reads the next batch after `at` and posts what it holds.
     async fn local_batch(&self, at: u64) -> Result<Vec<RecordedEvent>, WorkerError> {
         let events = self.store.read_from(at, self.config.batch).await?;
-        for event in events.iter().filter(|e| e.aggregate_type == "Post" && e.event_type == "PostCreated") {
+        for event in events.iter().filter(|e| e.aggregate_type == "Post" && publishes(&e.event_type)) {
             self.post_everywhere(event, None, 0).await?;
         }
         Ok(events)
@@ -372,7 +426,14 @@ impl SocialWorker {
         loop {
             // Effects once: what has been recorded, by any worker?
             let loaded = self.store.load::<Post>(post).await?;
-            let attempts = match loaded.state.social().get(&provider) {
+            if loaded.state.is_deleted() {
+                return Ok(());
+            }
+            let status = match draft.later {
+                None => loaded.state.social().get(&provider),
+                Some(photo) => loaded.state.photo_social(photo).and_then(|statuses| statuses.get(&provider)),
+            };
+            let attempts = match status {
                 None | Some(SocialStatus::Published { .. }) => return Ok(()),
                 Some(SocialStatus::Pending) => 0,
                 Some(SocialStatus::Failed { attempts, .. }) => *attempts,
@@ -381,8 +442,20 @@ impl SocialWorker {
                 return self.dead_letter(held, provider, attempts, "attempts exhausted").await;
             }
             let attempt = attempts + 1;
-            let outcome = match self.outgoing(draft, provider).await? {
-                Ok(outgoing) => network.publish(&outgoing).await,
+            // A later photo follows the post: on Twitter it is a reply to the post's tweet.
+            let reply_to = match (draft.later, loaded.state.social().get(&provider)) {
+                (None, _) => Ok(None),
+                (Some(_), Some(SocialStatus::Published { external_id, .. })) => Ok(Some(external_id.as_str())),
+                (Some(_), _) => Err(Refusal::Transient {
+                    reason: "the post itself is not published there yet".into(),
+                    retry_after: None,
+                }),
+            };
+            let outcome = match reply_to {
+                Ok(reply_to) => match self.outgoing(draft, provider, reply_to).await? {
+                    Ok(outgoing) => network.publish(&outgoing).await,
+                    Err(refusal) => Err(refusal),
+                },
                 Err(refusal) => Err(refusal),
             };
             metrics_attempt(provider, &outcome);
@@ -393,11 +466,11 @@ impl SocialWorker {
                             .map_err(|e| malformed(post, e))?,
                         url: ExternalRef::parse(clip(&published.url)).map_err(|e| malformed(post, e))?,
                     };
-                    return self.record(post, provider, outcome).await;
+                    return self.record(draft, provider, outcome).await;
                 }
                 Err(refusal) => {
                     let reason = Reason::parse(clip(&refusal.to_string())).map_err(|e| malformed(post, e))?;
-                    self.record(post, provider, SocialOutcome::Failed { reason, attempt }).await?;
+                    self.record(draft, provider, SocialOutcome::Failed { reason, attempt }).await?;
                     if attempt >= spent + self.config.max_attempts {
                         return self.dead_letter(held, provider, attempt, &refusal.to_string()).await;
                     }
@@ -413,12 +486,20 @@ impl SocialWorker {
     /// linked, and the photos read from the photo store. A photo the store
     /// cannot give is a transient refusal (retried); a photo that is gone
     /// (the post was deleted meanwhile) is left out.
-    async fn outgoing(&self, draft: &Draft<'_>, provider: Provider) -> Result<Result<Outgoing, Refusal>, WorkerError> {
-        let (post, author, body) = (draft.post, draft.author, draft.body);
+    async fn outgoing(
+        &self,
+        draft: &Draft<'_>,
+        provider: Provider,
+        reply_to: Option<&str>,
+    ) -> Result<Result<Outgoing, Refusal>, WorkerError> {
+        let (post, author, body) = (draft.post, draft.author, &draft.body);
         let photos = match draft.blobs.get_or_try_init(|| self.read_photos(draft)).await {
             Ok(blobs) => blobs.clone(),
             Err(refusal) => return Ok(Err(refusal)),
         };
+        if draft.later.is_some() && photos.is_empty() {
+            return Ok(Err(Refusal::Refused { reason: "the photo is gone from the photo store".into() }));
+        }
         let account = social_accounts::Entity::find_by_id((author.to_string(), provider.to_string()))
             .one(self.store.db())
             .await
@@ -435,6 +516,7 @@ impl SocialWorker {
             account: account.map(|a| a.external_id),
             token,
             photos,
+            reply_to: reply_to.map(str::to_string),
         }))
     }
 
@@ -456,13 +538,17 @@ impl SocialWorker {
     }
 
     /// Records one attempt's outcome through the post's aggregate.
-    async fn record(&self, post: &str, provider: Provider, outcome: SocialOutcome) -> Result<(), WorkerError> {
+    async fn record(&self, draft: &Draft<'_>, provider: Provider, outcome: SocialOutcome) -> Result<(), WorkerError> {
+        let post = draft.post;
         let context = CommandContext {
             actor: Some(format!("social-worker/{}", self.config.consumer)),
             role: Some("system".into()),
             ..CommandContext::default()
         };
-        let command = PostCommand::RecordSocialResult { provider, outcome };
+        let command = match draft.later {
+            None => PostCommand::RecordSocialResult { provider, outcome },
+            Some(photo) => PostCommand::RecordPhotoResult { photo: photo.clone(), provider, outcome },
+        };
         match self.store.execute::<Post>(post, command, context).await {
             Ok(_) => Ok(()),
             // Another worker recorded the publication first, or the post was deleted.

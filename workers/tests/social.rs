@@ -66,18 +66,22 @@ fn worker(
     base: &str,
     config: SocialConfig,
 ) -> SocialWorker {
+    worker_with_photos(store, redis, vault, base, config, media::scratch::scratch_fs("http://127.0.0.1"))
+}
+
+fn worker_with_photos(
+    store: &EventStore,
+    redis: fred::prelude::Client,
+    vault: &TokenVault,
+    base: &str,
+    config: SocialConfig,
+    photos: media::MediaStore,
+) -> SocialWorker {
     let http = http_client(Duration::from_secs(2));
     let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
     networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
     networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.to_string())));
-    SocialWorker::new(
-        store.clone(),
-        Some(redis),
-        Some(vault.clone()),
-        media::scratch::scratch_fs("http://127.0.0.1"),
-        networks,
-        config,
-    )
+    SocialWorker::new(store.clone(), Some(redis), Some(vault.clone()), photos, networks, config)
 }
 
 async fn statuses(store: &EventStore) -> BTreeMap<Provider, SocialStatus> {
@@ -303,4 +307,135 @@ async fn photo_posts_send_the_stored_photo_bytes_to_both_networks() {
         "the uploads' ids: {tweet}"
     );
     assert!(tw.iter().all(|c| c.auth == format!("Bearer {TW_TOKEN}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_added_later_follows_its_post_as_a_reply_tweet_and_a_facebook_photo() {
+    const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    let photos = media::scratch::scratch_fs("http://127.0.0.1");
+    world_with_a_post(&store, &vault).await;
+    let later = stored_photo(&photos, PNG).await;
+    store
+        .execute::<Post>("p1", PostCommand::AddPhoto { photo: later.clone() }, CommandContext::default())
+        .await
+        .expect("adds a photo");
+    let fake = Arc::new(Fake::default());
+    // The post's tweet fails once, so the photo's worker finds it unpublished at first.
+    fake.script("twitter", &[(503, None)]);
+    let base = fake_networks(fake.clone()).await;
+    let redis_server = RedisServer::start();
+    let redis = workers::redis::connect(&redis_server.url()).await.expect("connects");
+    relay::step(&store, &redis, &RelayConfig::new("t")).await.expect("relays");
+
+    // One entry at a time: the post and its photo go to different workers.
+    let (stop, shutdown) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for name in ["w1", "w2"] {
+        let config = SocialConfig { batch: 1, backoff: Duration::from_millis(50), ..SocialConfig::new("t", name) };
+        let worker = worker_with_photos(&store, redis.clone(), &vault, &base, config, photos.clone());
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move { worker.run(shutdown).await }));
+    }
+    let photo_statuses = || async {
+        store.load::<Post>("p1").await.expect("loads").state.photo_social(&later.key).cloned().unwrap_or_default()
+    };
+    eventually("the post and its later photo published on both networks", || async {
+        let photo = photo_statuses().await;
+        photo.len() == 2
+            && photo
+                .values()
+                .chain(statuses(&store).await.values())
+                .all(|s| matches!(s, SocialStatus::Published { .. }))
+    })
+    .await;
+    stop.send_replace(true);
+    for task in tasks {
+        task.await.expect("stops").expect("ran cleanly");
+    }
+
+    let tweet_of = |status: &SocialStatus| match status {
+        SocialStatus::Published { external_id, .. } => external_id.as_str().to_string(),
+        other => panic!("not published: {other:?}"),
+    };
+    let post_tweet = tweet_of(&statuses(&store).await[&Provider::Twitter]);
+    let photo_tweet = tweet_of(&photo_statuses().await[&Provider::Twitter]);
+    assert_ne!(post_tweet, photo_tweet);
+    let tw = fake.calls("twitter");
+    let uploads: Vec<&services::Call> = tw.iter().filter(|c| c.path == "/2/media/upload").collect();
+    assert!(uploads.len() == 1 && uploads[0].carries(PNG), "the photo's bytes, from the store, once: {tw:?}");
+    let tweets: Vec<serde_json::Value> = tw
+        .iter()
+        .filter(|c| c.path == "/2/tweets" && c.status == 200)
+        .map(|c| serde_json::from_slice(&c.bytes).expect("JSON"))
+        .collect();
+    assert_eq!(tweets.len(), 2, "the post's tweet and the photo's reply: {tweets:?}");
+    assert!(tweets[0].get("reply").is_none() && tweets[0]["text"] == "Best flat white in town", "{}", tweets[0]);
+    assert_eq!(tweets[1]["reply"]["in_reply_to_tweet_id"], post_tweet.as_str(), "a reply to the post's tweet");
+    assert_eq!(tweets[1]["text"], "Best flat white in town (photo 1)");
+    assert_eq!(tweets[1]["media"]["media_ids"].as_array().map(Vec::len), Some(1));
+
+    let fb = fake.calls("facebook");
+    let posted: Vec<&services::Call> = fb.iter().filter(|c| c.status == 200).collect();
+    let paths: Vec<&str> = posted.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["/fb/ann-page/feed", "/fb/ann-page/photos"], "the post, then the photo on its own");
+    assert!(posted[1].carries(PNG) && posted[1].body.contains("Best flat white in town (photo 1)"));
+
+    // The log shows the photo's attempts after the post's own publication.
+    let log = store.read_stream("Post", "p1").await.expect("reads");
+    let kinds: Vec<&str> = log.iter().map(|e| e.event_type.as_str()).collect();
+    let at = |kind: &str| kinds.iter().rposition(|k| *k == kind).expect(kind);
+    assert!(at("SocialPhotoPublished") > at("SocialPostPublished"), "{kinds:?}");
+    assert!(kinds.contains(&"SocialPostFailed"), "the post's failed tweet is recorded: {kinds:?}");
+    let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
+        fred::prelude::StreamsInterface::xpending(&redis, "t:events", "social", ()).await.expect("pending");
+    assert_eq!(pending.0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_added_to_a_deleted_post_is_not_published() {
+    const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
+    let Some(db) = scratch(Backend::Sqlite).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    let photos = media::scratch::scratch_fs("http://127.0.0.1");
+    world_with_posts(
+        &store,
+        &vault,
+        &[("p1", Vec::new(), vec![Provider::Twitter]), ("p2", Vec::new(), vec![Provider::Twitter])],
+    )
+    .await;
+    let later = stored_photo(&photos, PNG).await;
+    for command in [PostCommand::AddPhoto { photo: later }, PostCommand::Delete] {
+        store.execute::<Post>("p1", command, CommandContext::default()).await.expect("lands");
+    }
+    let fake = Arc::new(Fake::default());
+    let base = fake_networks(fake.clone()).await;
+    let http = http_client(Duration::from_secs(2));
+    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
+    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.clone())));
+    let worker = SocialWorker::new(
+        store.clone(),
+        None,
+        Some(vault.clone()),
+        photos,
+        networks,
+        SocialConfig::new("t", "embedded"),
+    );
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(async move { worker.run_local(shutdown).await });
+    // p2 comes after p1 in the log: once it is published, p1 was passed over.
+    eventually("p2 published", || async {
+        let p2 = store.load::<Post>("p2").await.expect("loads");
+        matches!(p2.state.social().get(&Provider::Twitter), Some(SocialStatus::Published { .. }))
+    })
+    .await;
+    stop.send_replace(true);
+    task.await.expect("stops").expect("ran cleanly");
+    let tweets = fake.calls("twitter");
+    assert_eq!(tweets.len(), 1, "only p2's tweet: {tweets:?}");
+    let p1 = store.load::<Post>("p1").await.expect("loads");
+    assert_eq!(p1.state.social().get(&Provider::Twitter), Some(&SocialStatus::Pending));
 }

@@ -79,11 +79,11 @@ fn file<'a>(field: &'a str, filename: &'a str, content_type: &'a str, bytes: &'a
     FilePart { field, filename, content_type, bytes }
 }
 
-/// `createPost` by ann at cafe with `files` as its photos.
+/// `createPost` by ann at cafe with `files` as its photos, cross-posted to Twitter.
 fn create_post(app: &App, id: &str, key: Option<&str>, files: &[FilePart<'_>]) -> (u16, Value) {
     let query = format!(
         "mutation($photos: [Upload!]!, $key: String) {{ createPost(author: \"ann\", store: \"cafe\", body: \"Look\", \
-         id: \"{id}\", photos: $photos, idempotencyKey: $key) {{ {PHOTO_FIELDS} }} }}"
+         id: \"{id}\", photos: $photos, providers: [TWITTER], idempotencyKey: $key) {{ {PHOTO_FIELDS} }} }}"
     );
     let photos: Vec<Value> = files.iter().map(|_| Value::Null).collect();
     let map: serde_json::Map<String, Value> = files
@@ -178,6 +178,21 @@ async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
     let (_, text) = app.post_multipart(Some(&bob), &request);
     assert_eq!(code(&serde_json::from_str(&text).expect("JSON")), "FORBIDDEN", "only the author adds photos");
     assert_eq!(photos.keys().await.len(), 3, "a refused upload stores nothing");
+
+    // The photo added later is cross-posted on its own, after the post (by
+    // the embedded social worker, whose networks log); the first photos went
+    // out with the post.
+    let ann = token(Role::Member, Some("ann"), None);
+    let social = "{ post(id: \"p-1\") { social { provider status externalId } \
+                  photos { social { photoKey provider status externalId } } } }";
+    let shown = app
+        .eventually(&ann, social, json!({}), |a| a["data"]["post"]["photos"][2]["social"][0]["status"] == "published");
+    let post = &shown["data"]["post"];
+    assert_eq!(post["social"][0]["status"], "published", "{shown}");
+    assert_eq!((&post["photos"][0]["social"], &post["photos"][1]["social"]), (&json!([]), &json!([])), "{shown}");
+    let later = &post["photos"][2]["social"][0];
+    assert_eq!((&later["photoKey"], &later["provider"]), (&third["key"], &json!("twitter")), "{shown}");
+    assert_ne!(later["externalId"], post["social"][0]["externalId"], "a reply of its own: {shown}");
 
     let deleted = app.graphql(
         Some(&token(Role::Member, Some("ann"), None)),

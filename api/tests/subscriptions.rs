@@ -56,8 +56,8 @@ async fn next_json(socket: &mut Socket) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_social_status_follows_each_providers_outcome() {
-    use domain::values::{ExternalRef, MemberId, PostBody, PostId, Provider, Reason, StoreId};
-    use domain::{Post, PostCommand, SocialOutcome};
+    use domain::values::{ExternalRef, MemberId, PhotoKey, PostBody, PostId, Provider, Reason, StoreId};
+    use domain::{Photo, Post, PostCommand, SocialOutcome};
     use eventstore::CommandContext;
 
     let Some(db) = scratch(Backend::Sqlite).await else { return };
@@ -96,7 +96,7 @@ async fn post_social_status_follows_each_providers_outcome() {
     let server = tokio::spawn(server);
     let subscribe = |id: &str, post: &str| {
         let query = format!(
-            "subscription {{ postSocialStatus(post: \"{post}\") {{ provider status externalId url reason attempts }} }}"
+            "subscription {{ postSocialStatus(post: \"{post}\") {{ photoKey provider status externalId url reason attempts }} }}"
         );
         Message::text(json!({ "id": id, "type": "subscribe", "payload": { "query": query } }).to_string())
     };
@@ -137,17 +137,41 @@ async fn post_social_status_follows_each_providers_outcome() {
         let command = PostCommand::RecordSocialResult { provider, outcome };
         store.execute::<Post>("p1", command, CommandContext::default()).await.expect("records");
     }
+    // And a photo added later, published on its own.
+    let key = PhotoKey::parse("photos/later.png").expect("key");
+    let photo = Photo { key: key.clone(), content_type: "image/png".into(), size: 68, sha256: "ab".repeat(32) };
+    let later = [
+        PostCommand::AddPhoto { photo },
+        PostCommand::RecordPhotoResult {
+            photo: key,
+            provider: Provider::Twitter,
+            outcome: SocialOutcome::Published {
+                external_id: ExternalRef::parse("tw-2").expect("ref"),
+                url: ExternalRef::parse("https://twitter.example/tw-2").expect("ref"),
+            },
+        },
+    ];
+    for command in later {
+        store.execute::<Post>("p1", command, CommandContext::default()).await.expect("records");
+    }
 
     let published = next_json(&mut author).await;
     assert_eq!(
         published["payload"]["data"]["postSocialStatus"],
-        json!({ "provider": "facebook", "status": "published", "externalId": "fb-1",
+        json!({ "photoKey": null, "provider": "facebook", "status": "published", "externalId": "fb-1",
                 "url": "https://facebook.example/fb-1", "reason": null, "attempts": 1 }),
         "{published}"
     );
     let failed = next_json(&mut author).await;
     assert_eq!(failed["payload"]["data"]["postSocialStatus"]["status"], "failed", "{failed}");
     assert_eq!(failed["payload"]["data"]["postSocialStatus"]["reason"], "HTTP 503");
+    let photo = next_json(&mut author).await;
+    assert_eq!(
+        photo["payload"]["data"]["postSocialStatus"],
+        json!({ "photoKey": "photos/later.png", "provider": "twitter", "status": "published", "externalId": "tw-2",
+                "url": "https://twitter.example/tw-2", "reason": null, "attempts": 1 }),
+        "{photo}"
+    );
 
     stop.send_replace(true);
     for task in running.tasks {

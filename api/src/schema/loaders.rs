@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use projections::entities::{balances, members, post_photos, post_social, social_accounts, stores};
+use projections::entities::{balances, members, post_photo_social, post_photos, post_social, social_accounts, stores};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
 /// Rows of `E` whose `column` is one of the keys, grouped by that key and
@@ -63,6 +63,8 @@ pub struct Loaders {
     pub photos: RowLoader<post_photos::Entity>,
     /// A post's social status by post id.
     pub social: RowLoader<post_social::Entity>,
+    /// The social status of a post's later photos by post id.
+    pub photo_social: RowLoader<post_photo_social::Entity>,
     /// A member's social accounts by member id.
     pub accounts: RowLoader<social_accounts::Entity>,
 }
@@ -138,6 +140,13 @@ impl Loaders {
                 cache,
                 post_social::Column::PostId,
                 post_social::Column::Provider,
+                |s| s.post_id.clone(),
+            ),
+            photo_social: loader::<post_photo_social::Entity>(
+                db,
+                cache,
+                post_photo_social::Column::PostId,
+                post_photo_social::Column::Provider,
                 |s| s.post_id.clone(),
             ),
             accounts: loader::<social_accounts::Entity>(

@@ -4,7 +4,9 @@
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Json, Result, SimpleObject};
 use domain::values::Provider;
 use eventstore::RecordedEvent;
-use projections::entities::{balances, ledger, members, post_photos, post_social, posts, social_accounts, stores};
+use projections::entities::{
+    balances, ledger, members, post_photo_social, post_photos, post_social, posts, social_accounts, stores,
+};
 
 use super::{claims, forbidden, internal, loaders};
 use crate::auth::Role;
@@ -260,6 +262,8 @@ impl Post {
 #[derive(SimpleObject)]
 #[graphql(complex)]
 pub struct Photo {
+    #[graphql(skip)]
+    post_id: String,
     /// Position in the post, from 0.
     index: i64,
     /// Storage key.
@@ -280,18 +284,38 @@ impl Photo {
         let state = ctx.data::<crate::ApiState>()?;
         state.media.url(&self.key, state.photo_url_ttl).await.map_err(internal)
     }
+
+    /// Where this photo is cross-posted on its own and how that went, per
+    /// provider (batched): a photo added after its post was created goes to
+    /// each provider the post targets once the post is published there. The
+    /// post's first photos went out with the post (see `Post.social`): for
+    /// them the list is empty.
+    async fn social(&self, ctx: &Context<'_>) -> Result<Vec<SocialStatus>> {
+        let rows = loaders(ctx)?.photo_social.load_one(self.post_id.clone()).await.map_err(internal)?;
+        Ok(rows.unwrap_or_default().into_iter().filter(|s| s.photo_key == self.key).map(SocialStatus::from).collect())
+    }
 }
 
 impl From<post_photos::Model> for Photo {
     fn from(p: post_photos::Model) -> Self {
-        Photo { index: p.idx, key: p.photo_key, content_type: p.content_type, size: p.size, sha256: p.sha256 }
+        Photo {
+            post_id: p.post_id,
+            index: p.idx,
+            key: p.photo_key,
+            content_type: p.content_type,
+            size: p.size,
+            sha256: p.sha256,
+        }
     }
 }
 
-/// Cross-posting one post to one provider.
+/// Cross-posting one post, or one photo added to it later, to one provider.
 #[derive(SimpleObject)]
 pub struct SocialStatus {
     pub(crate) post_id: String,
+    /// The photo this is about, for a photo added after the post was
+    /// created; null for the post itself.
+    photo_key: Option<String>,
     pub(crate) provider: String,
     /// pending, published or failed.
     pub(crate) status: String,
@@ -309,6 +333,23 @@ impl From<post_social::Model> for SocialStatus {
     fn from(s: post_social::Model) -> Self {
         SocialStatus {
             post_id: s.post_id,
+            photo_key: None,
+            provider: s.provider,
+            status: s.status,
+            external_id: s.external_id,
+            url: s.url,
+            reason: s.reason,
+            attempts: s.attempts,
+            updated_at_us: s.updated_at_us,
+        }
+    }
+}
+
+impl From<post_photo_social::Model> for SocialStatus {
+    fn from(s: post_photo_social::Model) -> Self {
+        SocialStatus {
+            post_id: s.post_id,
+            photo_key: Some(s.photo_key),
             provider: s.provider,
             status: s.status,
             external_id: s.external_id,

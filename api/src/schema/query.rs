@@ -313,11 +313,12 @@ async fn prime(ctx: &Context<'_>, rows: &[posts::Model]) -> Result<()> {
         return Ok(()); // Without a cache, priming would only load everything twice.
     }
     let posts = || rows.iter().map(|row| row.post_id.clone());
-    let (author, store, photos, social) = (
+    let (author, store, photos, social, photo_social) = (
         node.field("author").exists(),
         node.field("store").exists(),
         node.field("photos").exists(),
         node.field("social").exists(),
+        node.field("photos").field("social").exists(),
     );
     tokio::try_join!(
         async {
@@ -336,6 +337,7 @@ async fn prime(ctx: &Context<'_>, rows: &[posts::Model]) -> Result<()> {
         },
         async { if photos { loaders.photos.load_many(posts()).await.map(drop) } else { Ok(()) } },
         async { if social { loaders.social.load_many(posts()).await.map(drop) } else { Ok(()) } },
+        async { if photo_social { loaders.photo_social.load_many(posts()).await.map(drop) } else { Ok(()) } },
     )
     .map_err(internal)?;
     Ok(())

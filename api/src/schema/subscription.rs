@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_graphql::{Context, Result, Subscription};
 use domain::{Post, PostEvent};
 use futures_util::Stream;
-use projections::entities::{post_social, posts};
+use projections::entities::{post_photo_social, post_social, posts};
 use sea_orm::EntityTrait;
 
 use super::objects::{LedgerEntry, LogEvent, SocialStatus};
@@ -96,9 +96,10 @@ impl SubscriptionRoot {
         Ok(follow(cursor, slot, |row| LedgerEntry::from((*row).clone())))
     }
 
-    /// Each provider's outcome for a post from now on (published, or a failed
-    /// attempt), once the posts read model shows it: its author, staff of its
-    /// store, admins, auditors.
+    /// Each provider's outcome for a post, and for each photo added to it
+    /// later (`photoKey` set), from now on (published, or a failed attempt),
+    /// once the posts read model shows it: its author, staff of its store,
+    /// admins, auditors.
     async fn post_social_status(&self, ctx: &Context<'_>, post: String) -> Result<impl Stream<Item = SocialStatus>> {
         let claims = claims(ctx)?;
         let state = state(ctx)?.clone();
@@ -123,20 +124,33 @@ impl SubscriptionRoot {
             async move {
                 loop {
                     let event = cursor.next().await?;
-                    let provider = match event.decode::<Post>() {
+                    let (photo, provider) = match event.decode::<Post>() {
                         Ok(
                             PostEvent::SocialPostPublished { provider, .. }
                             | PostEvent::SocialPostFailed { provider, .. },
-                        ) => provider.to_string(),
+                        ) => (None, provider.to_string()),
+                        Ok(
+                            PostEvent::SocialPhotoPublished { photo, provider, .. }
+                            | PostEvent::SocialPhotoFailed { photo, provider, .. },
+                        ) => (Some(photo.as_str().to_string()), provider.to_string()),
                         _ => continue,
                     };
                     // Answer from the read model, as queries will, once it shows the outcome.
                     while checkpoints.wait("posts", event.position, state.read_timeout).await.is_err() {}
-                    let row = post_social::Entity::find_by_id((post.clone(), provider))
-                        .one(state.store.db())
-                        .await
-                        .ok()??;
-                    return Some((SocialStatus::from(row), (cursor, slot)));
+                    let db = state.store.db();
+                    let status = match photo {
+                        None => post_social::Entity::find_by_id((post.clone(), provider))
+                            .one(db)
+                            .await
+                            .ok()?
+                            .map(SocialStatus::from),
+                        Some(photo) => post_photo_social::Entity::find_by_id((post.clone(), photo, provider))
+                            .one(db)
+                            .await
+                            .ok()?
+                            .map(SocialStatus::from),
+                    }?;
+                    return Some((status, (cursor, slot)));
                 }
             }
         }))

@@ -358,9 +358,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                 Some(redis) => Some(workers::status::read(redis, &relay, &social_streams).await?),
                 None => None,
             };
-            let social = workers::status::social_tally(store.db()).await?;
-            let status =
-                serde_json::json!({ "head": head, "projections": projections, "streams": streams, "social": social });
+            let social = workers::status::social_tally(store.db(), workers::status::Tallied::Posts).await?;
+            let photos = workers::status::social_tally(store.db(), workers::status::Tallied::LaterPhotos).await?;
+            let status = serde_json::json!({
+                "head": head, "projections": projections, "streams": streams, "social": social, "social_photos": photos,
+            });
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(ExitCode::SUCCESS)
         }

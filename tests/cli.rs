@@ -119,6 +119,7 @@ fn status_reports_the_head_and_every_checkpoint() {
         ]),
         "{status}"
     );
+    assert_eq!(status["social_photos"], serde_json::json!([]), "the demo adds no photo later: {status}");
 }
 
 #[test]

@@ -86,28 +86,41 @@ pub struct SocialTally {
     pub provider: String,
     /// `pending`, `published` or `failed`.
     pub status: String,
-    /// Posts in that state.
+    /// Posts (or later photos) in that state.
     pub posts: i64,
     /// Attempts they took in all.
     pub attempts: i64,
 }
 
-/// The tally of every post's cross-posting.
-pub async fn social_tally(db: &impl sea_orm::ConnectionTrait) -> Result<Vec<SocialTally>, sea_orm::DbErr> {
-    use migrations::tables::PostSocial;
+/// Whose cross-posting a tally counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Tallied {
+    /// Posts (`post_social`).
+    Posts,
+    /// Photos added to posts later (`post_photo_social`).
+    LaterPhotos,
+}
+
+/// The tally of every post's (or later photo's) cross-posting.
+pub async fn social_tally(db: &impl sea_orm::ConnectionTrait, of: Tallied) -> Result<Vec<SocialTally>, sea_orm::DbErr> {
     use sea_orm::sea_query::{Alias, Expr, Func, Order, Query};
+    let table = match of {
+        Tallied::Posts => "post_social",
+        Tallied::LaterPhotos => "post_photo_social",
+    };
+    let column = |name: &str| Alias::new(name);
     // SUM is a decimal on MySQL: cast it back to an integer on either backend.
     let integer = if db.get_database_backend() == sea_orm::DbBackend::MySql { "SIGNED" } else { "INTEGER" };
     let query = Query::select()
-        .column(PostSocial::Provider)
-        .column(PostSocial::Status)
-        .expr_as(Func::count(Expr::col(PostSocial::PostId)), Alias::new("posts"))
+        .column(column("provider"))
+        .column(column("status"))
+        .expr_as(Func::count(Expr::col(column("post_id"))), Alias::new("posts"))
         .expr_as(Expr::cust(format!("CAST(SUM(attempts) AS {integer})")), Alias::new("attempts"))
-        .from(PostSocial::Table)
-        .group_by_col(PostSocial::Provider)
-        .group_by_col(PostSocial::Status)
-        .order_by(PostSocial::Provider, Order::Asc)
-        .order_by(PostSocial::Status, Order::Asc)
+        .from(Alias::new(table))
+        .group_by_col(column("provider"))
+        .group_by_col(column("status"))
+        .order_by(column("provider"), Order::Asc)
+        .order_by(column("status"), Order::Asc)
         .to_owned();
     let rows = db.query_all(&query).await?;
     rows.iter()

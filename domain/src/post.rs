@@ -104,7 +104,15 @@ pub enum PostEvent {
         providers: Vec<Provider>,
     },
     /// A photo was added.
-    PhotoAdded { photo: Photo },
+    PhotoAdded {
+        photo: Photo,
+        /// Whether the photo is cross-posted on its own to the post's
+        /// providers. Absent, and so false, in events written before photos
+        /// added later were cross-posted: replaying the log, or re-reading it
+        /// after Redis lost its streams, never publishes an old photo.
+        #[serde(default)]
+        cross_post: bool,
+    },
     /// A provider published it.
     SocialPostPublished { provider: Provider, external_id: ExternalRef, url: ExternalRef },
     /// An attempt at a provider failed.
@@ -227,7 +235,7 @@ impl Aggregate for Post {
                 if self.photos >= MAX_PHOTOS {
                     return Err(too_many_photos());
                 }
-                PostEvent::PhotoAdded { photo }
+                PostEvent::PhotoAdded { photo, cross_post: true }
             }
             PostCommand::RecordSocialResult { provider, outcome } => {
                 self.require_live()?;
@@ -286,10 +294,12 @@ impl Aggregate for Post {
                 let status = SocialStatus::Failed { reason, attempts: attempt };
                 self.later_photos.entry(photo).or_default().insert(provider, status);
             }
-            PostEvent::PhotoAdded { photo } => {
+            PostEvent::PhotoAdded { photo, cross_post } => {
                 self.photos += 1;
-                let pending = self.social.keys().map(|provider| (*provider, SocialStatus::Pending)).collect();
-                self.later_photos.insert(photo.key, pending);
+                if cross_post {
+                    let pending = self.social.keys().map(|provider| (*provider, SocialStatus::Pending)).collect();
+                    self.later_photos.insert(photo.key, pending);
+                }
             }
             PostEvent::PostDeleted => self.deleted = true,
         }

@@ -258,13 +258,16 @@ fn a_photo_can_be_added_to_a_live_post() {
     framework()
         .given(vec![created(vec![])])
         .when(PostCommand::AddPhoto { photo: added.clone() })
-        .then_expect_events(vec![PostEvent::PhotoAdded { photo: added }]);
+        .then_expect_events(vec![PostEvent::PhotoAdded { photo: added, cross_post: true }]);
 }
 
 #[test]
 fn no_photo_is_added_past_the_limit_or_to_a_deleted_or_missing_post() {
     let full: Vec<PostEvent> = std::iter::once(created(vec![]))
-        .chain((1..MAX_PHOTOS).map(|i| PostEvent::PhotoAdded { photo: photo(&format!("photos/{i}.png"), i as u8) }))
+        .chain(
+            (1..MAX_PHOTOS)
+                .map(|i| PostEvent::PhotoAdded { photo: photo(&format!("photos/{i}.png"), i as u8), cross_post: true }),
+        )
         .collect();
     let refused = framework().given(full).when(PostCommand::AddPhoto { photo: photo("photos/one-more.png", 99) });
     assert!(matches!(refused.inspect_result(), Err(DomainError::Invalid(ValueError { field: "photos", .. }))));
@@ -305,7 +308,7 @@ fn record_photo(key: &str, provider: Provider, outcome: SocialOutcome) -> PostCo
 fn a_photo_added_later_is_published_at_each_provider_the_post_targets() {
     let later = photo("photos/later.png", 5);
     framework()
-        .given(vec![created(vec![Provider::Twitter]), PostEvent::PhotoAdded { photo: later.clone() }])
+        .given(vec![created(vec![Provider::Twitter]), PostEvent::PhotoAdded { photo: later.clone(), cross_post: true }])
         .when(record_photo("photos/later.png", Provider::Twitter, published()))
         .then_expect_events(vec![PostEvent::SocialPhotoPublished {
             photo: later.key,
@@ -325,7 +328,10 @@ fn a_later_photos_failed_attempts_are_recorded_and_it_publishes_once() {
         attempt: 1,
     };
     framework()
-        .given(vec![created(vec![Provider::Facebook]), PostEvent::PhotoAdded { photo: later.clone() }])
+        .given(vec![
+            created(vec![Provider::Facebook]),
+            PostEvent::PhotoAdded { photo: later.clone(), cross_post: true },
+        ])
         .when(record_photo("photos/later.png", Provider::Facebook, failed(1)))
         .then_expect_events(vec![failed_once.clone()]);
     let published_once = PostEvent::SocialPhotoPublished {
@@ -337,7 +343,7 @@ fn a_later_photos_failed_attempts_are_recorded_and_it_publishes_once() {
     framework()
         .given(vec![
             created(vec![Provider::Facebook]),
-            PostEvent::PhotoAdded { photo: later },
+            PostEvent::PhotoAdded { photo: later, cross_post: true },
             failed_once,
             published_once,
         ])
@@ -348,7 +354,8 @@ fn a_later_photos_failed_attempts_are_recorded_and_it_publishes_once() {
 #[test]
 fn a_photo_result_needs_a_later_photo_a_targeted_provider_and_a_live_post() {
     let later = photo("photos/later.png", 5);
-    let given = || vec![created(vec![Provider::Facebook]), PostEvent::PhotoAdded { photo: later.clone() }];
+    let given =
+        || vec![created(vec![Provider::Facebook]), PostEvent::PhotoAdded { photo: later.clone(), cross_post: true }];
     // The post's first photos go out with the post: they have no results of their own.
     framework()
         .given(given())
@@ -370,7 +377,7 @@ fn a_later_photo_starts_pending_at_the_posts_providers_and_follows_its_own_answe
     let later = photo("photos/later.png", 5);
 
     post.apply(created(vec![Provider::Facebook, Provider::Twitter]));
-    post.apply(PostEvent::PhotoAdded { photo: later.clone() });
+    post.apply(PostEvent::PhotoAdded { photo: later.clone(), cross_post: true });
     let pending = post.photo_social(&later.key).expect("a later photo has statuses").clone();
     post.apply(PostEvent::SocialPhotoFailed {
         photo: later.key.clone(),
@@ -398,4 +405,24 @@ fn a_snapshot_from_before_photo_statuses_is_not_read() {
     assert!(serde_json::from_str::<Post>(old).is_err());
     let now = serde_json::to_string(&Post::default()).expect("serializes");
     assert!(serde_json::from_str::<Post>(&now).is_ok());
+}
+
+#[test]
+fn a_photo_added_before_later_photos_were_cross_posted_stays_in_the_app() {
+    // An event as stored before `cross_post` existed.
+    let old = format!(
+        r#"{{"PhotoAdded":{{"photo":{{"key":"photos/old.png","content_type":"image/png","size":68,"sha256":"{}"}}}}}}"#,
+        "ab".repeat(32)
+    );
+    let event: PostEvent = serde_json::from_str(&old).expect("an old PhotoAdded reads");
+    assert!(matches!(event, PostEvent::PhotoAdded { cross_post: false, .. }), "{event:?}");
+    let mut post = Post::default();
+    post.apply(created(vec![Provider::Twitter]));
+    post.apply(event);
+    let key = PhotoKey::parse("photos/old.png").expect("photo key is valid");
+    assert!(post.photo_social(&key).is_none(), "no status, so no worker publishes it");
+    framework()
+        .given(vec![created(vec![Provider::Twitter]), serde_json::from_str(&old).expect("reads")])
+        .when(record_photo("photos/old.png", Provider::Twitter, published()))
+        .then_expect_error(DomainError::NotFound("photo added later"));
 }

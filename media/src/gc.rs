@@ -61,7 +61,7 @@ async fn photos_by_post(
                 PostEvent::PostCreated { photos: created, .. } => {
                     photos.extend(created.into_iter().map(|p| p.key.as_str().to_string()));
                 }
-                PostEvent::PhotoAdded { photo } => photos.push(photo.key.as_str().to_string()),
+                PostEvent::PhotoAdded { photo, .. } => photos.push(photo.key.as_str().to_string()),
                 PostEvent::PostDeleted if !keep_deleted => photos.clear(),
                 PostEvent::PostDeleted => {}
                 PostEvent::SocialPostPublished { .. }

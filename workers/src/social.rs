@@ -305,7 +305,7 @@ impl SocialWorker {
                     self.publish(held, &what, provider, spent).await?;
                 }
             }
-            PostEvent::PhotoAdded { photo } => {
+            PostEvent::PhotoAdded { photo, cross_post: true } => {
                 // The post's author, text and targets are in its first event.
                 let stream = self.store.read_stream("Post", &event.aggregate_id).await?;
                 let mut shown = 0;
@@ -423,6 +423,8 @@ impl SocialWorker {
             tracing::warn!(%provider, post, "no network configured for this provider; skipped");
             return Ok(());
         };
+        // Back-offs spent waiting for the post (a later photo only).
+        let mut waited = 0;
         loop {
             // Effects once: what has been recorded, by any worker?
             let loaded = self.store.load::<Post>(post).await?;
@@ -444,18 +446,27 @@ impl SocialWorker {
             let attempt = attempts + 1;
             // A later photo follows the post: on Twitter it is a reply to the post's tweet.
             let reply_to = match (draft.later, loaded.state.social().get(&provider)) {
-                (None, _) => Ok(None),
-                (Some(_), Some(SocialStatus::Published { external_id, .. })) => Ok(Some(external_id.as_str())),
-                (Some(_), _) => Err(Refusal::Transient {
-                    reason: "the post itself is not published there yet".into(),
-                    retry_after: None,
-                }),
+                (None, _) => None,
+                (Some(_), Some(SocialStatus::Published { external_id, .. })) => Some(external_id.as_str()),
+                (Some(_), Some(SocialStatus::Failed { attempts, .. })) if *attempts >= self.config.max_attempts => {
+                    // The post was given up on there (dead-lettered): so is
+                    // the photo, until both are requeued.
+                    let reason = "the post is not published there";
+                    let failed = Reason::parse(reason).map_err(|e| malformed(post, e))?;
+                    self.record(draft, provider, SocialOutcome::Failed { reason: failed, attempt }).await?;
+                    return self.dead_letter(held, provider, attempt, reason).await;
+                }
+                (Some(_), _) => {
+                    // The post is still on its way there: wait for it without
+                    // spending one of the photo's attempts.
+                    waited += 1;
+                    let wait = self.backoff(waited, &Refusal::Refused { reason: String::new() });
+                    self.wait_holding(held, wait).await?;
+                    continue;
+                }
             };
-            let outcome = match reply_to {
-                Ok(reply_to) => match self.outgoing(draft, provider, reply_to).await? {
-                    Ok(outgoing) => network.publish(&outgoing).await,
-                    Err(refusal) => Err(refusal),
-                },
+            let outcome = match self.outgoing(draft, provider, reply_to).await? {
+                Ok(outgoing) => network.publish(&outgoing).await,
                 Err(refusal) => Err(refusal),
             };
             metrics_attempt(provider, &outcome);

@@ -323,8 +323,9 @@ async fn a_photo_added_later_follows_its_post_as_a_reply_tweet_and_a_facebook_ph
         .await
         .expect("adds a photo");
     let fake = Arc::new(Fake::default());
-    // The post's tweet fails once, so the photo's worker finds it unpublished at first.
-    fake.script("twitter", &[(503, None)]);
+    // The post's tweet is refused once with a 429 (Retry-After: 1 s), so the
+    // photo's worker finds the post unpublished there and waits for it.
+    fake.script("twitter", &[(429, Some(1))]);
     let base = fake_networks(fake.clone()).await;
     let redis_server = RedisServer::start();
     let redis = workers::redis::connect(&redis_server.url()).await.expect("connects");
@@ -389,6 +390,10 @@ async fn a_photo_added_later_follows_its_post_as_a_reply_tweet_and_a_facebook_ph
     let at = |kind: &str| kinds.iter().rposition(|k| *k == kind).expect(kind);
     assert!(at("SocialPhotoPublished") > at("SocialPostPublished"), "{kinds:?}");
     assert!(kinds.contains(&"SocialPostFailed"), "the post's failed tweet is recorded: {kinds:?}");
+    assert!(
+        !kinds.contains(&"SocialPhotoFailed"),
+        "waiting for the post spends none of the photo's attempts: {kinds:?}"
+    );
     let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
         fred::prelude::StreamsInterface::xpending(&redis, "t:events", "social", ()).await.expect("pending");
     assert_eq!(pending.0, 0);
@@ -438,4 +443,41 @@ async fn a_photo_added_to_a_deleted_post_is_not_published() {
     assert_eq!(tweets.len(), 1, "only p2's tweet: {tweets:?}");
     let p1 = store.load::<Post>("p1").await.expect("loads");
     assert_eq!(p1.state.social().get(&Provider::Twitter), Some(&SocialStatus::Pending));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_photo_of_a_post_given_up_on_is_given_up_on_too() {
+    const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
+    let Some(db) = scratch(Backend::Sqlite).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    let photos = media::scratch::scratch_fs("http://127.0.0.1");
+    world_with_posts(&store, &vault, &[("p1", Vec::new(), vec![Provider::Twitter])]).await;
+    let later = stored_photo(&photos, PNG).await;
+    store
+        .execute::<Post>("p1", PostCommand::AddPhoto { photo: later.clone() }, CommandContext::default())
+        .await
+        .expect("adds a photo");
+    let fake = Arc::new(Fake::default());
+    fake.script("twitter", &[(400, None)]);
+    let base = fake_networks(fake.clone()).await;
+    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
+    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http_client(Duration::from_secs(2)), base.clone())));
+    let config = SocialConfig { max_attempts: 1, ..SocialConfig::new("t", "embedded") };
+    let worker = SocialWorker::new(store.clone(), None, Some(vault.clone()), photos, networks, config);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(async move { worker.run_local(shutdown).await });
+    let photo_status = || async {
+        let post = store.load::<Post>("p1").await.expect("loads");
+        post.state.photo_social(&later.key).and_then(|s| s.get(&Provider::Twitter).cloned())
+    };
+    eventually("the photo given up on", || async { matches!(photo_status().await, Some(SocialStatus::Failed { .. })) })
+        .await;
+    stop.send_replace(true);
+    task.await.expect("stops").expect("ran cleanly");
+    assert!(
+        matches!(&photo_status().await, Some(SocialStatus::Failed { reason, attempts: 1 }) if reason.as_str() == "the post is not published there")
+    );
+    let calls = fake.calls("twitter");
+    assert_eq!(calls.len(), 1, "only the post's refused tweet; nothing for the photo: {calls:?}");
 }

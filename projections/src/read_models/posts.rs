@@ -121,14 +121,14 @@ impl Projection for Posts {
             PostEvent::SocialPhotoFailed { photo, provider, reason, attempt } => {
                 settle(state, event, Some(&photo), provider, SocialOutcome::Failed { reason, attempt })?;
             }
-            PostEvent::PhotoAdded { photo } => {
+            PostEvent::PhotoAdded { photo, cross_post } => {
                 let row = state.posts.get_mut(id).ok_or_else(|| missing(format!("post {id}")))?;
                 let index = row.photo_count;
                 row.photo_count += 1;
                 put_photo(state, id, index, &photo);
                 // Pending wherever the post itself is cross-posted.
                 for provider in ["facebook", "twitter"] {
-                    if state.social.get(&(id.clone(), provider.to_string())).is_none() {
+                    if !cross_post || state.social.get(&(id.clone(), provider.to_string())).is_none() {
                         continue;
                     }
                     let row = post_photo_social::Model {

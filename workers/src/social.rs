@@ -448,15 +448,17 @@ impl SocialWorker {
             let reply_to = match (draft.later, loaded.state.social().get(&provider)) {
                 (None, _) => None,
                 (Some(_), Some(SocialStatus::Published { external_id, .. })) => Some(external_id.as_str()),
-                (Some(_), Some(SocialStatus::Failed { attempts, .. })) if *attempts >= self.config.max_attempts => {
-                    // The post was given up on there (dead-lettered): so is
-                    // the photo, until both are requeued.
-                    let reason = "the post is not published there";
-                    let failed = Reason::parse(reason).map_err(|e| malformed(post, e))?;
-                    self.record(draft, provider, SocialOutcome::Failed { reason: failed, attempt }).await?;
-                    return self.dead_letter(held, provider, attempt, reason).await;
-                }
-                (Some(_), _) => {
+                (Some(_), status) => {
+                    let given_up = matches!(status, Some(SocialStatus::Failed { attempts, .. })
+                        if *attempts >= self.config.max_attempts);
+                    if given_up || waited >= 2 * self.config.max_attempts {
+                        // The post was given up on there (dead-lettered), or
+                        // never came: so is the photo, until both are requeued.
+                        let reason = "the post is not published there";
+                        let failed = Reason::parse(reason).map_err(|e| malformed(post, e))?;
+                        self.record(draft, provider, SocialOutcome::Failed { reason: failed, attempt }).await?;
+                        return self.dead_letter(held, provider, attempt, reason).await;
+                    }
                     // The post is still on its way there: wait for it without
                     // spending one of the photo's attempts.
                     waited += 1;

@@ -84,6 +84,14 @@ fn worker_with_photos(
     SocialWorker::new(store.clone(), Some(redis), Some(vault.clone()), photos, networks, config)
 }
 
+/// A private Redis holding the log relayed into `t:events` (alive while the server is).
+async fn relayed(store: &EventStore) -> (RedisServer, fred::prelude::Client) {
+    let server = RedisServer::start();
+    let redis = workers::redis::connect(&server.url()).await.expect("connects");
+    relay::step(store, &redis, &RelayConfig::new("t")).await.expect("relays");
+    (server, redis)
+}
+
 async fn statuses(store: &EventStore) -> BTreeMap<Provider, SocialStatus> {
     store.load::<Post>("p1").await.expect("loads").state.social().clone()
 }
@@ -104,9 +112,7 @@ async fn two_workers_publish_a_post_once_per_network_and_record_the_external_ids
     world_with_a_post(&store, &vault).await;
     let fake = Arc::new(Fake::default());
     let base = fake_networks(fake.clone()).await;
-    let redis_server = RedisServer::start();
-    let redis = workers::redis::connect(&redis_server.url()).await.expect("connects");
-    relay::step(&store, &redis, &RelayConfig::new("t")).await.expect("relays");
+    let (_redis_server, redis) = relayed(&store).await;
 
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -161,9 +167,7 @@ async fn a_429_waits_for_retry_after_and_a_refusal_ends_in_the_dead_letters_unti
     fake.script("facebook", &[(429, Some(1)), (200, None)]);
     fake.script("twitter", &[(400, None), (400, None), (400, None)]);
     let base = fake_networks(fake.clone()).await;
-    let redis_server = RedisServer::start();
-    let redis = workers::redis::connect(&redis_server.url()).await.expect("connects");
-    relay::step(&store, &redis, &RelayConfig::new("t")).await.expect("relays");
+    let (_redis_server, redis) = relayed(&store).await;
     let config = SocialConfig { max_attempts: 3, backoff: Duration::from_millis(20), ..SocialConfig::new("t", "w1") };
 
     let (stop, shutdown) = watch::channel(false);
@@ -327,9 +331,7 @@ async fn a_photo_added_later_follows_its_post_as_a_reply_tweet_and_a_facebook_ph
     // photo's worker finds the post unpublished there and waits for it.
     fake.script("twitter", &[(429, Some(1))]);
     let base = fake_networks(fake.clone()).await;
-    let redis_server = RedisServer::start();
-    let redis = workers::redis::connect(&redis_server.url()).await.expect("connects");
-    relay::step(&store, &redis, &RelayConfig::new("t")).await.expect("relays");
+    let (_redis_server, redis) = relayed(&store).await;
 
     // One entry at a time: the post and its photo go to different workers.
     let (stop, shutdown) = watch::channel(false);

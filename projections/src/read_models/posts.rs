@@ -127,10 +127,8 @@ impl Projection for Posts {
                 row.photo_count += 1;
                 put_photo(state, id, index, &photo);
                 // Pending wherever the post itself is cross-posted.
-                for provider in ["facebook", "twitter"] {
-                    if !cross_post || state.social.get(&(id.clone(), provider.to_string())).is_none() {
-                        continue;
-                    }
+                let targets = ["facebook", "twitter"].into_iter().filter(|_| cross_post);
+                for provider in targets.filter(|p| state.social.get(&(id.clone(), p.to_string())).is_some()) {
                     let row = post_photo_social::Model {
                         post_id: id.clone(),
                         photo_key: photo.key.as_str().to_string(),
@@ -210,28 +208,27 @@ fn photo_social_key(row: &post_photo_social::Model) -> (String, String, String) 
     (row.post_id.clone(), row.photo_key.clone(), row.provider.clone())
 }
 
-/// The columns an outcome sets, alike in `post_social` and `post_photo_social`.
-trait StatusColumns {
-    fn columns(&mut self) -> (&mut String, &mut Option<String>, &mut Option<String>, &mut Option<String>, &mut i64);
-    fn touched(&mut self, at_us: i64);
-}
-
-macro_rules! status_columns {
-    ($model:ty) => {
-        impl StatusColumns for $model {
-            fn columns(
-                &mut self,
-            ) -> (&mut String, &mut Option<String>, &mut Option<String>, &mut Option<String>, &mut i64) {
-                (&mut self.status, &mut self.external_id, &mut self.url, &mut self.reason, &mut self.attempts)
+/// Sets one provider's answer on a `post_social` or `post_photo_social` row
+/// (the same outcome columns in both).
+macro_rules! set_outcome {
+    ($row:expr, $outcome:expr, $at_us:expr) => {{
+        let row = $row;
+        match $outcome {
+            SocialOutcome::Published { external_id, url } => {
+                row.status = "published".to_string();
+                row.external_id = Some(external_id.as_str().to_string());
+                row.url = Some(url.as_str().to_string());
+                row.attempts += 1;
             }
-            fn touched(&mut self, at_us: i64) {
-                self.updated_at_us = at_us;
+            SocialOutcome::Failed { reason, attempt } => {
+                row.status = "failed".to_string();
+                row.reason = Some(reason.as_str().to_string());
+                row.attempts = i64::from(attempt);
             }
         }
-    };
+        row.updated_at_us = $at_us;
+    }};
 }
-status_columns!(post_social::Model);
-status_columns!(post_photo_social::Model);
 
 /// Records one provider's answer on the post's status row, or on a later photo's.
 fn settle(
@@ -247,7 +244,7 @@ fn settle(
         None => {
             let key = (id.clone(), provider.to_string());
             let row = state.social.get_mut(&key).ok_or_else(|| missing(format!("post {id} at {provider}")))?;
-            set_outcome(row, &outcome, event.recorded_at_us);
+            set_outcome!(row, outcome, event.recorded_at_us);
         }
         Some(photo) => {
             let key = (id.clone(), photo.as_str().to_string(), provider.to_string());
@@ -255,27 +252,8 @@ fn settle(
                 .photo_social
                 .get_mut(&key)
                 .ok_or_else(|| missing(format!("photo {photo} of post {id} at {provider}")))?;
-            set_outcome(row, &outcome, event.recorded_at_us);
+            set_outcome!(row, outcome, event.recorded_at_us);
         }
     }
     Ok(())
-}
-
-/// Sets an answer's columns on a status row.
-fn set_outcome(row: &mut impl StatusColumns, outcome: &SocialOutcome, at_us: i64) {
-    let (status, external, link, why, attempts) = row.columns();
-    match outcome {
-        SocialOutcome::Published { external_id, url } => {
-            *status = "published".to_string();
-            *external = Some(external_id.as_str().to_string());
-            *link = Some(url.as_str().to_string());
-            *attempts += 1;
-        }
-        SocialOutcome::Failed { reason, attempt } => {
-            *status = "failed".to_string();
-            *why = Some(reason.as_str().to_string());
-            *attempts = i64::from(*attempt);
-        }
-    }
-    row.touched(at_us);
 }

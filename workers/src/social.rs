@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::values::{ExternalRef, PhotoKey, Provider, Reason};
+use domain::values::{ExternalRef, MemberId, PhotoKey, PostBody, Provider, Reason};
 use domain::{Post, PostCommand, PostEvent, SocialOutcome, SocialStatus};
 use eventstore::{CommandContext, CommandError, EventStore, RecordedEvent};
 use fred::prelude::*;
@@ -306,32 +306,13 @@ impl SocialWorker {
                 }
             }
             PostEvent::PhotoAdded { photo, cross_post: true } => {
-                // The post's author, text and targets are in its first event.
-                let stream = self.store.read_stream("Post", &event.aggregate_id).await?;
-                let mut shown = 0;
-                let mut created = None;
-                for earlier in stream.iter().take_while(|e| e.sequence < event.sequence) {
-                    match earlier.decode::<Post>()? {
-                        PostEvent::PostCreated { author, body, providers, photos, .. } => {
-                            shown += photos.len();
-                            created = Some((author, body, providers));
-                        }
-                        PostEvent::PhotoAdded { .. } => shown += 1,
-                        _ => {}
-                    }
-                }
-                let Some((author, body, providers)) = created else {
-                    return Err(WorkerError::Malformed {
-                        id: event.aggregate_id.clone(),
-                        what: "a photo added to a post with no PostCreated".into(),
-                    });
-                };
+                let (author, body, providers, number) = self.post_of(event).await?;
                 let photos = [photo];
                 let what = Draft {
                     post: &event.aggregate_id,
                     author: author.as_str(),
                     // Distinct from the post's own text (networks refuse a duplicate).
-                    body: format!("{} (photo {})", body.as_str(), shown + 1),
+                    body: format!("{} (photo {number})", body.as_str()),
                     photos: &photos,
                     later: Some(&photos[0].key),
                     blobs: tokio::sync::OnceCell::new(),
@@ -343,6 +324,29 @@ impl SocialWorker {
             _ => {}
         }
         Ok(())
+    }
+
+    /// For a photo added to a post (`added`): the post's author, text and
+    /// networks, from its first event, and the photo's number in the post
+    /// (from 1).
+    async fn post_of(&self, added: &RecordedEvent) -> Result<(MemberId, PostBody, Vec<Provider>, usize), WorkerError> {
+        let stream = self.store.read_stream("Post", &added.aggregate_id).await?;
+        let (mut created, mut before) = (None, 0);
+        for earlier in stream.iter().take_while(|e| e.sequence < added.sequence) {
+            match earlier.decode::<Post>()? {
+                PostEvent::PostCreated { author, body, providers, photos, .. } => {
+                    before += photos.len();
+                    created = Some((author, body, providers));
+                }
+                PostEvent::PhotoAdded { .. } => before += 1,
+                _ => {}
+            }
+        }
+        let (author, body, providers) = created.ok_or_else(|| WorkerError::Malformed {
+            id: added.aggregate_id.clone(),
+            what: "a photo added to a post with no PostCreated".into(),
+        })?;
+        Ok((author, body, providers, before + 1))
     }
 
     /// Reads the next batch after `at` and posts what it holds.

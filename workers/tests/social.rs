@@ -17,6 +17,7 @@ use eventstore::{CommandContext, EventStore};
 use services::{Fake, RedisServer, fake_networks};
 use support::{Backend, open, quiet, scratch, world};
 use tokio::sync::watch;
+use workers::WorkerError;
 use workers::providers::{Facebook, SocialNetwork, Twitter, http_client};
 use workers::relay::{self, RelayConfig};
 use workers::social::{SocialConfig, SocialWorker};
@@ -77,11 +78,34 @@ fn worker_with_photos(
     config: SocialConfig,
     photos: media::MediaStore,
 ) -> SocialWorker {
-    let http = http_client(Duration::from_secs(2));
-    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
-    networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
-    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.to_string())));
+    let networks = clients(base, &[Provider::Facebook, Provider::Twitter]);
     SocialWorker::new(store.clone(), Some(redis), Some(vault.clone()), photos, networks, config)
+}
+
+/// Clients of `which` networks at the fake networks' `base`.
+fn clients(base: &str, which: &[Provider]) -> BTreeMap<Provider, Arc<dyn SocialNetwork>> {
+    let http = http_client(Duration::from_secs(2));
+    let client = |provider: &Provider| -> Arc<dyn SocialNetwork> {
+        match provider {
+            Provider::Facebook => Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))),
+            Provider::Twitter => Arc::new(Twitter::new(http.clone(), base.to_string())),
+        }
+    };
+    which.iter().map(|provider| (*provider, client(provider))).collect()
+}
+
+/// `worker` following the log itself (no Redis) until the sender says stop.
+fn start_embedded(worker: SocialWorker) -> (watch::Sender<bool>, tokio::task::JoinHandle<Result<(), WorkerError>>) {
+    let (stop, shutdown) = watch::channel(false);
+    (stop, tokio::spawn(async move { worker.run_local(shutdown).await }))
+}
+
+/// `bytes` stored as an upload would be, and added to post `post`.
+async fn add_photo(store: &EventStore, photos: &media::MediaStore, post: &str, bytes: &[u8]) -> domain::Photo {
+    let photo = stored_photo(photos, bytes).await;
+    let command = PostCommand::AddPhoto { photo: photo.clone() };
+    store.execute::<Post>(post, command, CommandContext::default()).await.expect("adds a photo");
+    photo
 }
 
 /// A private Redis holding the log relayed into `t:events` (alive while the server is).
@@ -225,8 +249,7 @@ async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_
         networks,
         SocialConfig::new("t", "embedded"),
     );
-    let (stop, shutdown) = watch::channel(false);
-    let task = tokio::spawn(async move { worker.run_local(shutdown).await });
+    let (stop, task) = start_embedded(worker);
     eventually("both networks published", || async {
         statuses(&store).await.values().all(|s| matches!(s, SocialStatus::Published { .. }))
     })
@@ -263,14 +286,10 @@ async fn photo_posts_send_the_stored_photo_bytes_to_both_networks() {
     world_with_posts(&store, &vault, &posts).await;
     let fake = Arc::new(Fake::default());
     let base = fake_networks(fake.clone()).await;
-    let http = http_client(Duration::from_secs(2));
-    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
-    networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
-    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.clone())));
+    let networks = clients(&base, &[Provider::Facebook, Provider::Twitter]);
     let config = SocialConfig::new("t", "embedded");
-    let worker = SocialWorker::new(store.clone(), None, Some(vault.clone()), media, networks, config);
-    let (stop, shutdown) = watch::channel(false);
-    let task = tokio::spawn(async move { worker.run_local(shutdown).await });
+    let (stop, task) =
+        start_embedded(SocialWorker::new(store.clone(), None, Some(vault.clone()), media, networks, config));
     eventually("every post published", || async {
         let mut all = Vec::new();
         for id in ["p1", "p2"] {
@@ -321,11 +340,7 @@ async fn a_photo_added_later_follows_its_post_as_a_reply_tweet_and_a_facebook_ph
     let vault = TokenVault::from_hex(KEY).expect("a key");
     let photos = media::scratch::scratch_fs("http://127.0.0.1");
     world_with_a_post(&store, &vault).await;
-    let later = stored_photo(&photos, PNG).await;
-    store
-        .execute::<Post>("p1", PostCommand::AddPhoto { photo: later.clone() }, CommandContext::default())
-        .await
-        .expect("adds a photo");
+    let later = add_photo(&store, &photos, "p1", PNG).await;
     let fake = Arc::new(Fake::default());
     // The post's tweet is refused once with a 429 (Retry-After: 1 s), so the
     // photo's worker finds the post unpublished there and waits for it.
@@ -414,25 +429,14 @@ async fn a_photo_added_to_a_deleted_post_is_not_published() {
         &[("p1", Vec::new(), vec![Provider::Twitter]), ("p2", Vec::new(), vec![Provider::Twitter])],
     )
     .await;
-    let later = stored_photo(&photos, PNG).await;
-    for command in [PostCommand::AddPhoto { photo: later }, PostCommand::Delete] {
-        store.execute::<Post>("p1", command, CommandContext::default()).await.expect("lands");
-    }
+    add_photo(&store, &photos, "p1", PNG).await;
+    store.execute::<Post>("p1", PostCommand::Delete, CommandContext::default()).await.expect("deletes");
     let fake = Arc::new(Fake::default());
     let base = fake_networks(fake.clone()).await;
-    let http = http_client(Duration::from_secs(2));
-    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
-    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.clone())));
-    let worker = SocialWorker::new(
-        store.clone(),
-        None,
-        Some(vault.clone()),
-        photos,
-        networks,
-        SocialConfig::new("t", "embedded"),
-    );
-    let (stop, shutdown) = watch::channel(false);
-    let task = tokio::spawn(async move { worker.run_local(shutdown).await });
+    let networks = clients(&base, &[Provider::Twitter]);
+    let config = SocialConfig::new("t", "embedded");
+    let (stop, task) =
+        start_embedded(SocialWorker::new(store.clone(), None, Some(vault.clone()), photos, networks, config));
     // p2 comes after p1 in the log: once it is published, p1 was passed over.
     eventually("p2 published", || async {
         let p2 = store.load::<Post>("p2").await.expect("loads");
@@ -455,20 +459,14 @@ async fn a_later_photo_of_a_post_given_up_on_is_given_up_on_too() {
     let vault = TokenVault::from_hex(KEY).expect("a key");
     let photos = media::scratch::scratch_fs("http://127.0.0.1");
     world_with_posts(&store, &vault, &[("p1", Vec::new(), vec![Provider::Twitter])]).await;
-    let later = stored_photo(&photos, PNG).await;
-    store
-        .execute::<Post>("p1", PostCommand::AddPhoto { photo: later.clone() }, CommandContext::default())
-        .await
-        .expect("adds a photo");
+    let later = add_photo(&store, &photos, "p1", PNG).await;
     let fake = Arc::new(Fake::default());
     fake.script("twitter", &[(400, None)]);
     let base = fake_networks(fake.clone()).await;
-    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
-    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http_client(Duration::from_secs(2)), base.clone())));
+    let networks = clients(&base, &[Provider::Twitter]);
     let config = SocialConfig { max_attempts: 1, ..SocialConfig::new("t", "embedded") };
-    let worker = SocialWorker::new(store.clone(), None, Some(vault.clone()), photos, networks, config);
-    let (stop, shutdown) = watch::channel(false);
-    let task = tokio::spawn(async move { worker.run_local(shutdown).await });
+    let (stop, task) =
+        start_embedded(SocialWorker::new(store.clone(), None, Some(vault.clone()), photos, networks, config));
     let photo_status = || async {
         let post = store.load::<Post>("p1").await.expect("loads");
         post.state.photo_social(&later.key).and_then(|s| s.get(&Provider::Twitter).cloned())

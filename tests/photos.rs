@@ -201,6 +201,25 @@ async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
     );
     assert_eq!(deleted["data"]["deletePost"]["post"]["deleted"], true, "{deleted}");
     assert_eq!(photos.keys().await, Vec::<String>::new(), "deleting a post removes its photos");
+
+    // Where an upload's time went: receiving it, putting it in the store,
+    // waiting for the posts read model, the whole request.
+    let (status, metrics) = app.get("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let store = match photos {
+        Photos::S3(_) => "s3",
+        Photos::Fs(_) => "filesystem",
+    };
+    for series in [
+        "pointstream_upload_receive_seconds_count".to_string(),
+        format!("pointstream_photo_put_seconds_count{{store=\"{store}\"}}"),
+        "pointstream_read_wait_seconds_count{projection=\"posts\"}".to_string(),
+        "pointstream_graphql_request_seconds_count".to_string(),
+    ] {
+        let line = metrics.lines().find(|line| line.starts_with(&format!("{series} ")));
+        let count: f64 = line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0);
+        assert!(count >= 1.0, "{series} counted nothing:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,8 +105,12 @@ async fn read_request(
         let Some(boundary) = content_type.as_deref().and_then(crate::multipart::boundary) else {
             return Err(refused(StatusCode::BAD_REQUEST, "the multipart content type names no boundary"));
         };
+        let started = std::time::Instant::now();
         return match crate::multipart::receive(body.into_bytes_stream(), boundary, limits).await {
-            Ok(request) => Ok(request),
+            Ok(request) => {
+                metrics::histogram!("pointstream_upload_receive_seconds").record(started.elapsed().as_secs_f64());
+                Ok(request)
+            }
             Err(err) if err.is_size() => Err(refused(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())),
             Err(err) => Err(refused(StatusCode::BAD_REQUEST, err.to_string())),
         };
@@ -124,6 +128,7 @@ async fn read_request(
 
 #[handler]
 async fn graphql(http: Data<&Http>, headers: &HeaderMap, body: Body) -> poem::Response {
+    let started = std::time::Instant::now();
     let request = match read_request(&http.state.limits, headers, body).await {
         Ok(request) => request,
         Err(refusal) => return refusal,
@@ -138,6 +143,7 @@ async fn graphql(http: Data<&Http>, headers: &HeaderMap, body: Body) -> poem::Re
     let loaders = Loaders::new(http.state.store.db(), true);
     let response = http.schema.execute(request.data(caller).data(loaders)).await;
     metrics::counter!("pointstream_graphql_requests_total").increment(1);
+    metrics::histogram!("pointstream_graphql_request_seconds").record(started.elapsed().as_secs_f64());
     for error in &response.errors {
         let code = code_of(error.extensions.as_ref()).unwrap_or("GRAPHQL_VALIDATION").to_string();
         metrics::counter!("pointstream_graphql_errors_total", "code" => code).increment(1);

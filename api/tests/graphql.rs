@@ -263,7 +263,8 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
     oversized.assert_status(poem::http::StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(client.get("/healthz").send().await.0.status(), poem::http::StatusCode::OK, "still healthy");
 
-    // Metrics: requests, errors by code, command latency, projection lag.
+    // Metrics: requests and their latency, errors by code, command latency,
+    // the read-your-writes wait, projection lag.
     let metrics = client.get("/metrics").send().await;
     metrics.assert_status_is_ok();
     let text = metrics.0.into_body().into_string().await.expect("a body");
@@ -271,6 +272,8 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         "pointstream_graphql_requests_total",
         "pointstream_graphql_errors_total{code=\"FORBIDDEN\"}",
         "pointstream_command_seconds_bucket{command=\"earn\"",
+        "pointstream_read_wait_seconds_bucket{projection=\"wallets\"",
+        "pointstream_graphql_request_seconds_bucket",
         "pointstream_projection_lag_events{projection=\"wallets\"}",
     ] {
         assert!(text.contains(expected), "{expected} missing from /metrics:\n{text}");

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::api_server::ServerProcess;
 use crate::graphql_http::GraphqlHttp;
-use crate::measure::{ms, percentiles, throughput_and_latency};
+use crate::measure::{histogram_totals, mean_between, ms, percentiles, throughput_and_latency};
 use crate::pointstream::{earn, register};
 use crate::run::Scratch;
 use crate::subscribers::Subscribers;
@@ -116,7 +116,8 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
 
         // (d) earnPoints over HTTP, one keep-alive connection per client.
         let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
-        let before = earn_command_seconds(&clients[0].lock().await.get("/metrics").await?);
+        let earn_seconds = |metrics: &str| histogram_totals(metrics, "pointstream_command_seconds", "command=\"earn\"");
+        let before = earn_seconds(&clients[0].lock().await.get("/metrics").await?);
         let workers = clients.clone();
         let staff_token = staff.clone();
         let over_http = throughput_and_latency(concurrency, duration, move |w, i| {
@@ -129,11 +130,9 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
             }
         })
         .await?;
-        let after = earn_command_seconds(&clients[0].lock().await.get("/metrics").await?);
+        let after = earn_seconds(&clients[0].lock().await.get("/metrics").await?);
         // Mean time of the command itself inside the server during (d).
-        let command = before.zip(after).and_then(|((sum0, count0), (sum1, count1))| {
-            (count1 > count0).then(|| Duration::from_secs_f64((sum1 - sum0) / (count1 - count0)))
-        });
+        let command = mean_between(before, after);
 
         let workers = clients.clone();
         let ceiling = throughput_and_latency(concurrency, duration, move |w, _| {
@@ -204,16 +203,6 @@ async fn caught_up(store: &EventStore) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Sum (seconds) and count of the server's earn command latency histogram, if it exports one.
-fn earn_command_seconds(metrics: &str) -> Option<(f64, f64)> {
-    let value = |suffix: &str| {
-        let name = format!("pointstream_command_seconds_{suffix}{{");
-        let line = metrics.lines().find(|line| line.starts_with(&name) && line.contains("command=\"earn\""))?;
-        line.rsplit(' ').next()?.parse::<f64>().ok()
-    };
-    Some((value("sum")?, value("count")?))
 }
 
 async fn connect_clients(address: &str, count: usize) -> anyhow::Result<Vec<Mutex<GraphqlHttp>>> {

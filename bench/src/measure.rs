@@ -88,3 +88,28 @@ where
 pub fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1_000.0)
 }
+
+/// Running totals (sum in seconds, count) of one histogram in a server's
+/// Prometheus text, over the series whose labels contain `label` (all series
+/// when empty).
+pub fn histogram_totals(metrics: &str, name: &str, label: &str) -> Option<(f64, f64)> {
+    let total = |suffix: &str| {
+        let series = format!("{name}_{suffix}");
+        let values: Vec<f64> = metrics
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(&series).is_some_and(|rest| rest.starts_with([' ', '{'])) && line.contains(label)
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>())
+    };
+    Some((total("sum")?, total("count")?))
+}
+
+/// The mean of a histogram's observations between two readings of
+/// [`histogram_totals`], if any were made.
+pub fn mean_between(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<Duration> {
+    let ((sum0, count0), (sum1, count1)) = (before.unwrap_or_default(), after?);
+    (count1 > count0).then(|| Duration::from_secs_f64((sum1 - sum0) / (count1 - count0)))
+}

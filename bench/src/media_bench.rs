@@ -19,7 +19,7 @@ use media::{S3Config, S3Store};
 use tokio::process::{Child, Command};
 
 use crate::api_server::ServerProcess;
-use crate::measure::{ms, throughput_and_latency};
+use crate::measure::{histogram_totals, mean_between, ms, throughput_and_latency};
 use crate::pointstream::register;
 use crate::run::Scratch;
 
@@ -183,9 +183,12 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     let peak = peak.load(Ordering::Relaxed);
 
     let photo = photo_of(MIB);
+    let metrics_url = format!("http://{}/metrics", server.address);
     let mut rows = Vec::new();
+    let mut inside = Vec::new();
     for (level, &concurrency) in options.concurrency.iter().enumerate() {
         let concurrency = concurrency.max(1);
+        let before = Stages::read(&http, &metrics_url).await?;
         // (a) and (b) take turns in short rounds, each starting every other
         // pair, so a drift of the machine or of the S3 server (which slows as
         // its directory fills) weighs on both alike.
@@ -205,6 +208,7 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
             pairs.push(pair);
         }
         rows.push((concurrency, Rounds::of(pairs)));
+        inside.push((concurrency, before.means_until(&Stages::read(&http, &metrics_url).await?)));
     }
     let server = Arc::into_inner(server).context("the server handle is still shared")?;
     server.stop().await?;
@@ -241,6 +245,19 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     println!();
     println!("target (b)/(a) >= 0.7");
     println!();
+    println!(
+        "Where (b)'s time goes inside the server: means per upload over each concurrency's (b) rounds, from its \
+         `/metrics` (the request from its first byte to its answer; receiving the multipart body into a temporary \
+         file, scanned on the way; the photo's put into S3; the command; the wait for the posts read model; the \
+         rest: GraphQL, the check and reading the post back)."
+    );
+    println!();
+    println!("| concurrency | (a) p50 | request | receive | photo put | command | read wait | rest |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for ((concurrency, means), (_, r)) in inside.iter().zip(&rows) {
+        println!("| {concurrency} | {} | {} |", ms(r.direct.1), means.cells());
+    }
+    println!();
     let total = options.memory_concurrency as f64 * 10.0;
     println!(
         "Server memory (VmRSS) during {} concurrent 10 MiB uploads: {:.1} MiB before, {:.1} MiB at the peak: \
@@ -251,6 +268,46 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
         mib(peak.saturating_sub(before)),
     );
     Ok(())
+}
+
+/// The server's histograms that split a `createPost` with a photo, as
+/// running totals (seconds, count).
+struct Stages([Option<(f64, f64)>; 5]);
+
+impl Stages {
+    /// Name and label filter of each histogram, in the table's order.
+    const HISTOGRAMS: [(&'static str, &'static str); 5] = [
+        ("pointstream_graphql_request_seconds", ""),
+        ("pointstream_upload_receive_seconds", ""),
+        ("pointstream_photo_put_seconds", ""),
+        ("pointstream_command_seconds", "command=\"create_post\""),
+        ("pointstream_read_wait_seconds", "projection=\"posts\""),
+    ];
+
+    async fn read(http: &reqwest::Client, url: &str) -> anyhow::Result<Stages> {
+        let text = http.get(url).send().await?.error_for_status()?.text().await?;
+        Ok(Stages(Self::HISTOGRAMS.map(|(name, label)| histogram_totals(&text, name, label))))
+    }
+
+    /// The mean of each between this reading and `later`.
+    fn means_until(&self, later: &Stages) -> StageMeans {
+        StageMeans(std::array::from_fn(|i| mean_between(self.0[i], later.0[i])))
+    }
+}
+
+/// Each stage's mean per upload ([`Stages::HISTOGRAMS`]' order).
+struct StageMeans([Option<Duration>; 5]);
+
+impl StageMeans {
+    /// The cells of one row: each stage, then what the stages leave of the request.
+    fn cells(&self) -> String {
+        let shown = |d: Option<Duration>| d.map_or_else(|| "–".to_string(), ms);
+        let [request, stages @ ..] = self.0;
+        let rest = request.map(|request| stages.iter().flatten().fold(request, |left, d| left.saturating_sub(*d)));
+        let mut cells: Vec<String> = self.0.iter().copied().map(shown).collect();
+        cells.push(shown(rest));
+        cells.join(" | ")
+    }
 }
 
 /// One figure: uploads per second, p50 and p99.

@@ -54,8 +54,11 @@ async fn run<A: Model>(ctx: &Context<'_>, claims: &Claims, run: Run<'_, A>) -> R
     let outcome = state.store.execute::<A>(run.id, run.command, context).await.map_err(command_error)?;
     metrics::histogram!("pointstream_command_seconds", "command" => run.kind).record(started.elapsed().as_secs_f64());
     let checkpoints = ctx.data::<Checkpoints>()?;
-    wait_for_projection(checkpoints, state.read_timeout, run.projection, outcome.last_position).await?;
-    Ok(outcome)
+    let waiting = Instant::now();
+    let visible = wait_for_projection(checkpoints, state.read_timeout, run.projection, outcome.last_position).await;
+    metrics::histogram!("pointstream_read_wait_seconds", "projection" => run.projection)
+        .record(waiting.elapsed().as_secs_f64());
+    visible.map(|()| outcome)
 }
 
 /// Waits until projection `name` has applied `position` (read-your-writes),

@@ -72,7 +72,11 @@ async fn store_uploads(ctx: &Context<'_>, uploads: &[Upload]) -> Result<Vec<Phot
     let mut stored = Vec::with_capacity(checked.len());
     for photo in checked {
         let key = media::photo::new_key(photo.kind);
-        match state.media.put(&key, photo).await {
+        let started = std::time::Instant::now();
+        let put = state.media.put(&key, photo).await;
+        metrics::histogram!("pointstream_photo_put_seconds", "store" => state.media.kind())
+            .record(started.elapsed().as_secs_f64());
+        match put {
             Ok(record) => stored.push(record),
             Err(err) => {
                 state.media.discard(&stored).await;

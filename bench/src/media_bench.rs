@@ -189,6 +189,7 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     for (level, &concurrency) in options.concurrency.iter().enumerate() {
         let concurrency = concurrency.max(1);
         let before = Stages::read(&http, &metrics_url).await?;
+        let cpu_before = server.cpu_time()?;
         // (a) and (b) take turns in short rounds, each starting every other
         // pair, so a drift of the machine or of the S3 server (which slows as
         // its directory fills) weighs on both alike.
@@ -208,7 +209,12 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
             pairs.push(pair);
         }
         rows.push((concurrency, Rounds::of(pairs)));
-        inside.push((concurrency, before.means_until(&Stages::read(&http, &metrics_url).await?)));
+        let after = Stages::read(&http, &metrics_url).await?;
+        // The server is idle during (a): its CPU time over the level is (b)'s.
+        let cpu = server.cpu_time()?.saturating_sub(cpu_before);
+        let uploads = after.0[0].map_or(0.0, |(_, n1)| n1 - before.0[0].map_or(0.0, |(_, n0)| n0));
+        let cpu_per_upload = (uploads > 0.0).then(|| cpu.div_f64(uploads));
+        inside.push((concurrency, before.means_until(&after), cpu_per_upload));
     }
     let server = Arc::into_inner(server).context("the server handle is still shared")?;
     server.stop().await?;
@@ -248,14 +254,18 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     println!(
         "Where (b)'s time goes inside the server: means per upload over each concurrency's (b) rounds, from its \
          `/metrics` (the request from its first byte to its answer; receiving the multipart body into a temporary \
-         file, scanned on the way; the photo's put into S3; the command; the wait for the posts read model; the \
-         rest: GraphQL, the check and reading the post back)."
+         file, scanned on the way; the photo's put into S3; the command; the wait for the posts read \
+         model; the rest: GraphQL, the check and reading the post back), and the server process's CPU time \
+         (user and system) over the level per (b) upload."
     );
     println!();
-    println!("| concurrency | (a) p50 | request | receive | photo put | command | read wait | rest |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for ((concurrency, means), (_, r)) in inside.iter().zip(&rows) {
-        println!("| {concurrency} | {} | {} |", ms(r.direct.1), means.cells());
+    println!(
+        "| concurrency | (a) p50 | request | receive | photo put | command | read wait | rest | server CPU per upload |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for ((concurrency, means, cpu), (_, r)) in inside.iter().zip(&rows) {
+        let cpu = cpu.map_or_else(|| "–".to_string(), ms);
+        println!("| {concurrency} | {} | {} | {cpu} |", ms(r.direct.1), means.cells());
     }
     println!();
     let total = options.memory_concurrency as f64 * 10.0;

@@ -8,7 +8,7 @@ extern crate pointstream_projections as projections;
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use domain::values::{ExternalRef, PhotoKey, Provider};
 use domain::values::{PostBody, PostId, Reason, ShareId, ShareMessage};
@@ -28,6 +28,7 @@ on_both_backends!(
     an_upcasted_event_projects_like_a_current_one,
     the_audit_names_tampering,
     a_rebuild_never_shows_a_partial_read_model,
+    a_batch_that_creates_posts_reads_none_of_their_rows,
 );
 
 async fn run(store: &EventStore, id: &str, command: WalletCommand) {
@@ -59,6 +60,57 @@ async fn secondary_indexes(store: &EventStore, table: &str) -> usize {
         }
     };
     store.db().query_all_raw(Statement::from_string(store.backend(), sql)).await.expect("indexes read").len()
+}
+
+async fn a_batch_that_creates_posts_reads_none_of_their_rows(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let mut connection = eventstore::connect(&db.url, 4).await.expect("connects");
+    eventstore::migrate(&connection).await.expect("migrates");
+    // Reads of the posts projection's own rows (not its checkpoint).
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counter = reads.clone();
+    connection.set_metric_callback(move |info| {
+        let sql = &info.statement.sql;
+        let reads_rows = ["posts", "post_social", "post_photo_social"]
+            .iter()
+            .any(|table| sql.contains(&format!("FROM `{table}`")) || sql.contains(&format!("FROM \"{table}\"")));
+        if sql.starts_with("SELECT") && reads_rows {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let store = EventStore::with_connection(connection, quiet()).await.expect("opens");
+    world(&store, &["ann", "bob"]).await;
+    let create = |id: &str| PostCommand::Create {
+        post: PostId::parse(id).expect("valid"),
+        author: member("bob"),
+        store: cafe(),
+        body: PostBody::parse("Flat white").expect("valid"),
+        photos: vec![],
+        providers: vec![Provider::Facebook],
+    };
+    for id in ["p1", "p2", "p3"] {
+        store.execute::<Post>(id, create(id), CommandContext::default()).await.expect("posts");
+    }
+    let published = PostCommand::RecordSocialResult {
+        provider: Provider::Facebook,
+        outcome: SocialOutcome::Published {
+            external_id: ExternalRef::parse("fb-1").expect("valid"),
+            url: ExternalRef::parse("https://facebook.example/fb-1").expect("valid"),
+        },
+    };
+    store.execute::<Post>("p1", published.clone(), CommandContext::default()).await.expect("records");
+    catch_up(&store, 100).await.expect("projections catch up");
+    assert_eq!(reads.load(Ordering::SeqCst), 0, "posts created in the batch: nothing to read");
+    let row = post_social::Entity::find_by_id(("p1".to_string(), "facebook".to_string())).one(store.db()).await;
+    assert_eq!(row.expect("reads").expect("a row").status, "published", "applied in memory, then written");
+
+    // A later batch reads the rows of the posts it did not create.
+    store.execute::<Post>("p2", published, CommandContext::default()).await.expect("records");
+    catch_up(&store, 100).await.expect("projections catch up");
+    assert!(reads.load(Ordering::SeqCst) > 0, "an existing post's rows are read");
+    let row = post_social::Entity::find_by_id(("p2".to_string(), "facebook".to_string())).one(store.db()).await;
+    assert_eq!(row.expect("reads").expect("a row").status, "published");
+    assert_eq!(posts::Entity::find().count(store.db()).await.expect("counts"), 3);
 }
 
 async fn read_models_follow_the_log(backend: Backend) {

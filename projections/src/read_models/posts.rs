@@ -2,6 +2,8 @@
 //! `post_photo_social`: the status of each photo added after its post was
 //! created, at each provider the post targets.
 
+use std::collections::BTreeSet;
+
 use domain::values::{PhotoKey, Provider};
 use domain::{Photo, Post, PostEvent, SocialOutcome};
 use eventstore::RecordedEvent;
@@ -45,12 +47,22 @@ impl Projection for Posts {
         names: &Names,
         events: &[(&RecordedEvent, PostEvent)],
     ) -> Result<PostsState, DbErr> {
-        let ids = ids_of(events);
+        // A post created in this batch has no rows yet: its first event is
+        // applied here and never before (the checkpoint moves with each batch,
+        // and a stream starts once). Its rows need no read.
+        let created: BTreeSet<&str> = events
+            .iter()
+            .filter(|(_, decoded)| matches!(decoded, PostEvent::PostCreated { .. }))
+            .map(|(event, _)| event.aggregate_id.as_str())
+            .collect();
+        let mut ids = ids_of(events);
+        ids.retain(|id| !created.contains(id.as_str()));
         let post_keys: Vec<Vec<Value>> = ids.iter().map(|id| key1(id)).collect();
         let social_keys: Vec<Vec<Value>> =
             ids.iter().flat_map(|id| ["facebook", "twitter"].map(|provider| key2(id, provider))).collect();
         let photo_social_keys: Vec<Vec<Value>> = events
             .iter()
+            .filter(|(event, _)| !created.contains(event.aggregate_id.as_str()))
             .filter_map(|(event, decoded)| match decoded {
                 PostEvent::SocialPhotoPublished { photo, provider, .. }
                 | PostEvent::SocialPhotoFailed { photo, provider, .. } => {

@@ -253,7 +253,7 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     println!();
     println!(
         "Where (b)'s time goes inside the server: means per upload over each concurrency's (b) rounds, from its \
-         `/metrics` (the request from its first byte to its answer; receiving the multipart body into a temporary \
+         `/metrics` (the request, from reading its body to its answer; receiving the multipart body into a temporary \
          file, scanned on the way; the photo's put into S3; the command; the wait for the posts read \
          model; the rest: GraphQL, the check and reading the post back), and the server process's CPU time \
          (user and system) over the level per (b) upload."

@@ -295,22 +295,14 @@ fn schema_graphql_is_the_served_schema() {
 /// with authors, stores, photos and social status costs the same handful of
 /// queries for 10 posts as for 100 (DataLoaders batch each table).
 async fn a_feed_page_costs_the_same_few_queries_at_any_size(backend: Backend) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     use domain::values::{MemberId, PhotoKey, PostBody, PostId, Provider, StoreId};
     use domain::{Photo, Post, PostCommand};
     use eventstore::CommandContext;
 
     let Some(db) = scratch(backend).await else { return };
-    let mut connection = eventstore::connect(&db.url, 4).await.expect("connects");
-    eventstore::migrate(&connection).await.expect("migrates");
-    let statements = Arc::new(AtomicUsize::new(0));
-    let counter = statements.clone();
-    connection.set_metric_callback(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
-    });
-    let store = EventStore::with_connection(connection, quiet()).await.expect("opens");
+    let (store, statements) = support::open_counting(&db, |_| true).await;
     let authors: Vec<String> = (0..10).map(|n| format!("author{n}")).collect();
     world(&store, &authors.iter().map(String::as_str).collect::<Vec<_>>()).await;
     for (id, name) in [("bakery", "Bakery"), ("deli", "Deli")] {

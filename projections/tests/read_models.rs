@@ -8,7 +8,7 @@ extern crate pointstream_projections as projections;
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use domain::values::{ExternalRef, PhotoKey, Provider};
 use domain::values::{PostBody, PostId, Reason, ShareId, ShareMessage};
@@ -64,21 +64,14 @@ async fn secondary_indexes(store: &EventStore, table: &str) -> usize {
 
 async fn a_batch_that_creates_posts_reads_none_of_their_rows(backend: Backend) {
     let Some(db) = scratch(backend).await else { return };
-    let mut connection = eventstore::connect(&db.url, 4).await.expect("connects");
-    eventstore::migrate(&connection).await.expect("migrates");
     // Reads of the posts projection's own rows (not its checkpoint).
-    let reads = Arc::new(AtomicUsize::new(0));
-    let counter = reads.clone();
-    connection.set_metric_callback(move |info| {
-        let sql = &info.statement.sql;
+    let (store, reads) = support::open_counting(&db, |sql| {
         let reads_rows = ["posts", "post_social", "post_photo_social"]
             .iter()
             .any(|table| sql.contains(&format!("FROM `{table}`")) || sql.contains(&format!("FROM \"{table}\"")));
-        if sql.starts_with("SELECT") && reads_rows {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    let store = EventStore::with_connection(connection, quiet()).await.expect("opens");
+        sql.starts_with("SELECT") && reads_rows
+    })
+    .await;
     world(&store, &["ann", "bob"]).await;
     let create = |id: &str| PostCommand::Create {
         post: PostId::parse(id).expect("valid"),

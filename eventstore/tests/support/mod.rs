@@ -56,6 +56,24 @@ pub async fn open(db: &ScratchDatabase, config: EventStoreConfig) -> EventStore 
     EventStore::open(&db.url, config).await.expect("the scratch database opens")
 }
 
+/// A store on `db` (as [`quiet`]) that counts the statements it runs for
+/// which `counted` holds, given their SQL.
+pub async fn open_counting(
+    db: &ScratchDatabase,
+    counted: fn(&str) -> bool,
+) -> (EventStore, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let mut connection = eventstore::connect(&db.url, 4).await.expect("connects");
+    eventstore::migrate(&connection).await.expect("migrates");
+    let statements = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = statements.clone();
+    connection.set_metric_callback(move |info| {
+        if counted(&info.statement.sql) {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (EventStore::with_connection(connection, quiet()).await.expect("opens"), statements)
+}
+
 pub fn quiet() -> EventStoreConfig {
     EventStoreConfig { follow_interval: std::time::Duration::from_secs(3600), ..EventStoreConfig::default() }
 }

@@ -64,6 +64,16 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// How long the network asked to be left alone (a 429's `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Refusal::Transient { retry_after, .. } => *retry_after,
+            Refusal::Refused { .. } => None,
+        }
+    }
+}
+
 /// A social network a post can be cross-posted to.
 #[async_trait]
 pub trait SocialNetwork: Send + Sync {

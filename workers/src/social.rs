@@ -466,7 +466,7 @@ impl SocialWorker {
                     // The post is still on its way there: wait for it without
                     // spending one of the photo's attempts.
                     waited += 1;
-                    let wait = self.backoff(waited, &Refusal::Refused { reason: String::new() });
+                    let wait = self.backoff(waited, None);
                     self.wait_holding(held, wait).await?;
                     continue;
                 }
@@ -491,7 +491,7 @@ impl SocialWorker {
                     if attempt >= spent + self.config.max_attempts {
                         return self.dead_letter(held, provider, attempt, &refusal.to_string()).await;
                     }
-                    let wait = self.backoff(attempt, &refusal);
+                    let wait = self.backoff(attempt, refusal.retry_after());
                     tracing::warn!(%provider, post, attempt, ?wait, reason = %refusal, "post failed; retrying");
                     self.wait_holding(held, wait).await?;
                 }
@@ -578,13 +578,10 @@ impl SocialWorker {
     }
 
     /// Exponential back-off with full jitter, never under a `Retry-After`.
-    fn backoff(&self, attempt: u32, refusal: &Refusal) -> Duration {
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let ceiling = self.config.backoff.saturating_mul(1 << attempt.min(16)).min(self.config.max_backoff);
         let jittered = ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-        match refusal {
-            Refusal::Transient { retry_after: Some(after), .. } => jittered.max(*after),
-            _ => jittered,
-        }
+        retry_after.map_or(jittered, |after| jittered.max(after))
     }
 
     /// Sleeps `wait` while keeping the entry's idle time fresh, so no other

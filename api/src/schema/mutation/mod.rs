@@ -54,22 +54,23 @@ async fn run<A: Model>(ctx: &Context<'_>, claims: &Claims, run: Run<'_, A>) -> R
     let outcome = state.store.execute::<A>(run.id, run.command, context).await.map_err(command_error)?;
     metrics::histogram!("pointstream_command_seconds", "command" => run.kind).record(started.elapsed().as_secs_f64());
     let checkpoints = ctx.data::<Checkpoints>()?;
-    let waiting = Instant::now();
-    let visible = wait_for_projection(checkpoints, state.read_timeout, run.projection, outcome.last_position).await;
-    metrics::histogram!("pointstream_read_wait_seconds", "projection" => run.projection)
-        .record(waiting.elapsed().as_secs_f64());
-    visible.map(|()| outcome)
+    wait_for_projection(checkpoints, state.read_timeout, run.projection, outcome.last_position).await?;
+    Ok(outcome)
 }
 
 /// Waits until projection `name` has applied `position` (read-your-writes),
 /// or fails with `NOT_YET_VISIBLE`: the write succeeded but cannot be read yet.
-pub(crate) async fn wait_for_projection(
+/// The wait, either way, goes to `pointstream_read_wait_seconds`.
+async fn wait_for_projection(
     checkpoints: &Checkpoints,
     timeout: Duration,
-    name: &str,
+    name: &'static str,
     position: u64,
 ) -> Result<()> {
-    checkpoints.wait(name, position, timeout).await.map(|_| ()).map_err(|at| {
+    let started = Instant::now();
+    let reached = checkpoints.wait(name, position, timeout).await;
+    metrics::histogram!("pointstream_read_wait_seconds", "projection" => name).record(started.elapsed().as_secs_f64());
+    reached.map(|_| ()).map_err(|at| {
         coded(
             "NOT_YET_VISIBLE",
             format!(

@@ -28,6 +28,7 @@ extern crate pointstream_workers as workers;
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const FB_TOKEN: &str = "EAAB-fb-secret-token";
 const TW_TOKEN: &str = "tw-secret-bearer";
+const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
 
 /// Ann with linked Facebook and Twitter accounts (tokens sealed in the vault)
 /// and a post targeting both, relayed.
@@ -275,7 +276,6 @@ async fn stored_photo(media: &media::MediaStore, bytes: &[u8]) -> domain::Photo 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn photo_posts_send_the_stored_photo_bytes_to_both_networks() {
     const JPEG: &[u8] = include_bytes!("../../tests/fixtures/photo.jpg");
-    const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
     let Some(db) = scratch(Backend::Sqlite).await else { return };
     let store = open(&db, quiet()).await;
     let vault = TokenVault::from_hex(KEY).expect("a key");
@@ -334,7 +334,6 @@ async fn photo_posts_send_the_stored_photo_bytes_to_both_networks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_photo_added_later_follows_its_post_as_a_reply_tweet_and_a_facebook_photo() {
-    const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
     let Some(db) = scratch(Backend::Mysql).await else { return };
     let store = open(&db, quiet()).await;
     let vault = TokenVault::from_hex(KEY).expect("a key");
@@ -418,7 +417,6 @@ async fn a_photo_added_later_follows_its_post_as_a_reply_tweet_and_a_facebook_ph
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_photo_added_to_a_deleted_post_is_not_published() {
-    const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
     let Some(db) = scratch(Backend::Sqlite).await else { return };
     let store = open(&db, quiet()).await;
     let vault = TokenVault::from_hex(KEY).expect("a key");
@@ -453,7 +451,6 @@ async fn a_photo_added_to_a_deleted_post_is_not_published() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_photo_of_a_post_given_up_on_is_given_up_on_too() {
-    const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
     let Some(db) = scratch(Backend::Sqlite).await else { return };
     let store = open(&db, quiet()).await;
     let vault = TokenVault::from_hex(KEY).expect("a key");

@@ -36,6 +36,7 @@ pub mod connection;
 mod directory;
 pub mod error;
 mod execute;
+pub mod inline;
 mod log;
 mod outcome;
 mod recent;
@@ -51,6 +52,7 @@ pub use connection::{DEFAULT_DATABASE_URL, connect, migrate, padded_chunks, stat
 pub use directory::StoreDirectory;
 pub use error::{CommandError, EventAddress, EventStoreError};
 pub use execute::{CommandContext, Model};
+pub use inline::{InlineBatch, InlineProjection, Projected};
 pub use log::LogFilter;
 pub use outcome::CommandOutcome;
 pub use record::{Metadata, RecordedEvent};

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use cqrs_es::Aggregate;
@@ -17,10 +17,11 @@ use migrations::tables::Snapshots;
 use crate::chain::{self, ChainReport};
 use crate::connection;
 use crate::error::EventStoreError;
+use crate::inline::{Inline, InlineProjection};
 use crate::log::{self, LogFilter};
 use crate::recent::RecentEvents;
 use crate::record::RecordedEvent;
-use crate::writer::{self, AppendRequest};
+use crate::writer::{self, AppendRequest, Sink};
 
 /// Tuning of an [`EventStore`].
 #[derive(Debug, Clone)]
@@ -85,6 +86,8 @@ pub(crate) struct Inner {
     pub nudge: Arc<tokio::sync::Notify>,
     /// The newest events this process committed.
     pub recent: Arc<RecentEvents>,
+    /// Projections written in every append transaction.
+    pub inline: Arc<RwLock<Vec<Arc<Inline>>>>,
 }
 
 /// The event store. Cheap to clone; all clones share one pool, cache and
@@ -108,7 +111,9 @@ impl EventStore {
         let head = Arc::new(watch::Sender::new(initial));
         let (appender, requests) = mpsc::channel(4096);
         let recent = Arc::new(RecentEvents::new(RECENT_EVENTS));
-        tokio::spawn(writer::run(db.clone(), requests, head.clone(), recent.clone()));
+        let inline = Arc::new(RwLock::new(Vec::new()));
+        let sink = Sink { db: db.clone(), inline: inline.clone(), recent: recent.clone() };
+        tokio::spawn(writer::run(sink, requests, head.clone()));
         let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         let nudge = Arc::new(tokio::sync::Notify::new());
         let inner = Arc::new(Inner {
@@ -119,9 +124,36 @@ impl EventStore {
             cache: Mutex::new(LruCache::new(capacity)),
             nudge: nudge.clone(),
             recent,
+            inline,
         });
         tokio::spawn(follow(Arc::downgrade(&inner), initial, nudge));
         Ok(Self { inner })
+    }
+
+    /// Writes `projection` in every append transaction of this process from
+    /// now on (see [`InlineProjection`]); registering a name twice keeps the first.
+    pub fn project_inline(&self, projection: Arc<dyn InlineProjection>) {
+        let mut inline = self.inner.inline.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !inline.iter().any(|registered| registered.name() == projection.name()) {
+            inline.push(Arc::new(Inline::new(projection)));
+        }
+    }
+
+    /// For a projection written inline by this process: how far its read
+    /// model is known to be applied (everything this process appended up to
+    /// there is in it), changing as appends commit. `None` for the others.
+    pub fn inline_applied(&self, name: &str) -> Option<watch::Receiver<u64>> {
+        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inline.iter().find(|registered| registered.name() == name).map(|registered| registered.subscribe())
+    }
+
+    /// Tells the store that the projector of inline projection `name` has
+    /// stored its checkpoint at `position`, everything up to it applied.
+    pub fn inline_reached(&self, name: &str, position: u64) {
+        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(registered) = inline.iter().find(|registered| registered.name() == name) {
+            registered.reached(position);
+        }
     }
 
     /// The connection pool.

@@ -12,7 +12,7 @@
 //! took a sequence, a claim or a command id), each request of the batch is
 //! retried alone so that every command gets its own verdict.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, SqlErr, Statement, TransactionTrait};
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use migrations::tables::{Claims, CommandLog, Events, Snapshots};
 
 use crate::connection::statement_chunks;
+use crate::inline::Inline;
 use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
 use crate::recent::RecentEvents;
@@ -83,17 +84,30 @@ const MAX_REQUESTS_PER_BATCH: usize = 256;
 /// Most rows in one INSERT (a power of two, see [`statement_chunks`]).
 const ROWS_PER_INSERT: usize = 256;
 
-/// Runs until every sender is dropped. Committed events go to `recent`
-/// before the head moves, so readers woken by the head find them there.
-pub(crate) async fn run(
-    db: DatabaseConnection,
-    mut requests: mpsc::Receiver<AppendRequest>,
-    head: Arc<watch::Sender<u64>>,
-    recent: Arc<RecentEvents>,
-) {
+/// Where appends go: the database, the inline projections written in the
+/// same transactions, and the memory of recent events.
+pub(crate) struct Sink {
+    pub db: DatabaseConnection,
+    pub inline: Arc<RwLock<Vec<Arc<Inline>>>>,
+    pub recent: Arc<RecentEvents>,
+}
+
+impl Sink {
+    fn inline(&self) -> Vec<Arc<Inline>> {
+        self.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+/// Runs until every sender is dropped. Committed events go to `recent`, and
+/// inline projections learn where they stand, before the head moves: readers
+/// woken by the head find them there.
+pub(crate) async fn run(sink: Sink, mut requests: mpsc::Receiver<AppendRequest>, head: Arc<watch::Sender<u64>>) {
+    let db = &sink.db;
+    let recent = &sink.recent;
     let mut batch = Vec::with_capacity(MAX_REQUESTS_PER_BATCH);
     while requests.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH).await > 0 {
-        let batch_result = commit(&db, &batch).await;
+        let inline = sink.inline();
+        let batch_result = commit(db, &batch, &inline, recent).await;
         match batch_result {
             Ok((outcomes, recorded)) => {
                 recent.committed(recorded);
@@ -104,7 +118,7 @@ pub(crate) async fn run(
             }
             Err(_) if batch.len() > 1 => {
                 for request in batch.drain(..) {
-                    let result = commit_one(&db, &request).await;
+                    let result = commit_one(db, &request, &inline, recent).await;
                     if let Ok(outcome) = &result {
                         publish(&head, std::slice::from_ref(outcome));
                     }
@@ -113,7 +127,7 @@ pub(crate) async fn run(
             }
             Err(err) => {
                 if let Some(request) = batch.pop() {
-                    let result = classify(&db, &request, err).await;
+                    let result = classify(db, &request, err).await;
                     let _ = request.reply.send(Err(result));
                 }
             }
@@ -133,9 +147,17 @@ fn publish(head: &watch::Sender<u64>, outcomes: &[CommandOutcome]) {
     }
 }
 
-async fn commit_one(db: &DatabaseConnection, request: &AppendRequest) -> Result<CommandOutcome, AppendError> {
-    match commit(db, std::slice::from_ref(request)).await {
-        Ok((mut outcomes, _)) => outcomes.pop().ok_or(AppendError::Database(DbErr::Custom("empty commit".into()))),
+async fn commit_one(
+    db: &DatabaseConnection,
+    request: &AppendRequest,
+    inline: &[Arc<Inline>],
+    recent: &RecentEvents,
+) -> Result<CommandOutcome, AppendError> {
+    match commit(db, std::slice::from_ref(request), inline, recent).await {
+        Ok((mut outcomes, recorded)) => {
+            recent.committed(recorded);
+            outcomes.pop().ok_or(AppendError::Database(DbErr::Custom("empty commit".into())))
+        }
         Err(err) => match already_stored(db, request).await {
             // A commit whose acknowledgement was lost: it did land, exactly once.
             Ok(Some(outcome)) => Ok(outcome),
@@ -246,11 +268,13 @@ async fn reserve(txn: &impl ConnectionTrait, count: u64) -> Result<u64, DbErr> {
     }
 }
 
-/// Appends every request of `batch` in one transaction; its outcomes, and its
-/// events as the log now holds them.
+/// Appends every request of `batch` in one transaction, with the inline
+/// projections' rows; its outcomes, and its events as the log now holds them.
 async fn commit(
     db: &DatabaseConnection,
     batch: &[AppendRequest],
+    inline: &[Arc<Inline>],
+    recent: &RecentEvents,
 ) -> Result<(Vec<CommandOutcome>, Vec<RecordedEvent>), DbErr> {
     let count: u64 = batch.iter().map(|r| r.events.len() as u64).sum();
     let txn = db.begin().await?;
@@ -376,8 +400,7 @@ async fn commit(
     }
     insert_rows(&txn, &snapshots, rows).await?;
 
-    txn.commit().await?;
-    let recorded = event_rows
+    let recorded: Vec<RecordedEvent> = event_rows
         .into_iter()
         .map(|(position, e)| RecordedEvent {
             position,
@@ -392,6 +415,17 @@ async fn commit(
             hash: e.hash.clone(),
         })
         .collect();
+    let mut projected = Vec::with_capacity(inline.len());
+    if !recorded.is_empty() {
+        for projection in inline {
+            projected.push(projection.projection.project(&projection.batch(&txn, &recorded, recent)).await?);
+        }
+    }
+
+    txn.commit().await?;
+    for (projection, projected) in inline.iter().zip(projected) {
+        projection.committed(head - count, head, projected);
+    }
     Ok((outcomes, recorded))
 }
 
@@ -439,15 +473,16 @@ mod tests {
         let db = crate::connect(&scratch.url, 2).await.expect("connects");
         crate::migrate(&db).await.expect("migrates");
         let (first, _answer) = request("h1");
-        let landed = commit_one(&db, &first).await.expect("lands");
+        let recent = RecentEvents::new(16);
+        let landed = commit_one(&db, &first, &[], &recent).await.expect("lands");
 
         // The same request again, as after a commit whose acknowledgement was lost.
-        let again = commit_one(&db, &first).await.expect("recognised as already stored");
+        let again = commit_one(&db, &first, &[], &recent).await.expect("recognised as already stored");
         assert_eq!((again.first_position, again.last_position), (landed.first_position, landed.last_position));
         assert_eq!(crate::log::head(&db).await.expect("head"), 1, "nothing written twice");
 
         // Other content at the same place is a genuine conflict.
         let (other, _answer) = request("h2");
-        assert!(matches!(commit_one(&db, &other).await, Err(AppendError::Conflict)));
+        assert!(matches!(commit_one(&db, &other, &[], &recent).await, Err(AppendError::Conflict)));
     }
 }

@@ -8,6 +8,8 @@
 //!   projection across processes ([`lease`]).
 //! * [`share_distribution`]: credits the recipients of every share, refunds
 //!   the parts that cannot be delivered.
+//! * [`inline`]: a projection written in the append transaction itself, so
+//!   that a command's effect is in the read model when it is acknowledged.
 //! * [`rebuild`]: rebuilds a projection from position 0 into shadow tables
 //!   and swaps them in atomically.
 //! * [`audit`]: replays the log in memory and compares it with the read
@@ -17,6 +19,7 @@ pub mod audit;
 pub mod checkpoint;
 pub mod entities;
 pub mod error;
+pub mod inline;
 pub mod lease;
 pub mod projection;
 pub mod projector;
@@ -40,6 +43,25 @@ use eventstore::EventStore;
 
 /// Names of the projections, for `--projection`.
 pub const PROJECTIONS: [&str; 5] = ["members", "stores", "wallets", "shares", "posts"];
+
+/// Writes the named projections inline: in every append transaction of this
+/// process (see [`inline`]). Their projectors, when running, then only catch
+/// up what the appends leave to them.
+pub fn write_inline(store: &EventStore, names: &[String]) -> Result<(), ProjectionError> {
+    use std::sync::Arc;
+    for name in names {
+        let projection: Arc<dyn eventstore::InlineProjection> = match name.as_str() {
+            "members" => Arc::new(inline::Inline::<Members>::default()),
+            "stores" => Arc::new(inline::Inline::<Stores>::default()),
+            "wallets" => Arc::new(inline::Inline::<Wallets>::default()),
+            "shares" => Arc::new(inline::Inline::<Shares>::default()),
+            "posts" => Arc::new(inline::Inline::<Posts>::default()),
+            other => return Err(ProjectionError::UnknownProjection(other.to_string())),
+        };
+        store.project_inline(projection);
+    }
+    Ok(())
+}
 
 /// The running consumers of one process: their status and their tasks.
 #[derive(Default)]

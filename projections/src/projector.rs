@@ -179,7 +179,8 @@ impl<P: Projection> Consumer for Projector<P> {
 }
 
 /// Runs consumer `C` until `shutdown` turns true: takes the lease (or waits
-/// for it), handles batches as events arrive, and publishes its status.
+/// for it), handles batches as events arrive, and publishes its status. When
+/// this process writes `C` inline, it only catches up what the appends leave.
 pub async fn run<C: Consumer>(
     store: EventStore,
     config: ProjectorConfig,
@@ -188,6 +189,7 @@ pub async fn run<C: Consumer>(
 ) -> Result<(), ProjectionError> {
     let lease = Lease::new(&format!("projector:{}", C::NAME), config.lease_ttl);
     let db = store.db().clone();
+    let inline = store.inline_applied(C::NAME);
     status.send_replace(ProjectorStatus { name: C::NAME, ..ProjectorStatus::default() });
     while !*shutdown.borrow() {
         let acquired = match lease.acquire(&db).await {
@@ -228,6 +230,28 @@ pub async fn run<C: Consumer>(
                     }
                 }
             }
+            if let Some(applied) = &inline {
+                // This process's appends write the projection: there is
+                // something to catch up only when the log is ahead of them
+                // (another process appended, or an append left it a batch).
+                let known = at.unwrap_or(0).max(*applied.borrow());
+                let head = store.head();
+                if known >= head {
+                    status.send_modify(|s| {
+                        s.active = true;
+                        s.checkpoint = known;
+                        s.head = head;
+                    });
+                    let idle = config.idle_wait.min(lease.renew_every());
+                    tokio::select! {
+                        _ = store.wait_for(known, idle) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                // The appends move the checkpoint: start from the stored one.
+                at = None;
+            }
             let started = Instant::now();
             let Stepped { checkpoint, events, relevant } = match C::step(&store, at, config.batch_size).await {
                 Ok(result) => result,
@@ -240,6 +264,9 @@ pub async fn run<C: Consumer>(
                 }
             };
             at = Some(checkpoint);
+            if inline.is_some() {
+                store.inline_reached(C::NAME, checkpoint);
+            }
             let per_second = rate.record(events, started.elapsed());
             status.send_modify(|s| {
                 s.active = true;

@@ -1,0 +1,150 @@
+//! A projection written inline: in the append transaction of every group
+//! commit of this process (see `eventstore::inline`). Its projector keeps
+//! running and catches up whatever the appends leave to it: events other
+//! processes appended without the projection, a backlog longer than
+//! [`CATCH_UP`], or an event the projection cannot apply.
+
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use eventstore::{InlineBatch, InlineProjection, Projected, RecordedEvent};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Query};
+use sea_orm::{ConnectionTrait, DbErr};
+
+use migrations::tables::Checkpoint;
+
+use crate::checkpoint;
+use crate::projection::{Names, Projection};
+
+/// The longest backlog an append applies before its own events; a longer one
+/// is left to the projector, in its batches, rather than held in the append.
+pub const CATCH_UP: u64 = 4_096;
+
+/// Projection `P`, written inline.
+pub struct Inline<P> {
+    /// The longest backlog an append applies.
+    catch_up: u64,
+    projection: PhantomData<fn() -> P>,
+}
+
+impl<P> Default for Inline<P> {
+    fn default() -> Self {
+        Self::with_catch_up(CATCH_UP)
+    }
+}
+
+impl<P> Inline<P> {
+    /// Applies a backlog of at most `catch_up` events in an append (default [`CATCH_UP`]).
+    pub fn with_catch_up(catch_up: u64) -> Self {
+        Inline { catch_up, projection: PhantomData }
+    }
+}
+
+#[async_trait]
+impl<P: Projection> InlineProjection for Inline<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    async fn project(&self, batch: &InlineBatch<'_>) -> Result<Projected, DbErr> {
+        let mut decoded = match decode::<P>(batch.events) {
+            Some(decoded) if !decoded.is_empty() => decoded,
+            Some(_) => return Ok(Projected::Irrelevant),
+            None => return Ok(Projected::Left),
+        };
+        let (txn, names, before, last) = (batch.txn, &Names::LIVE, batch.before(), batch.last());
+        let now = eventstore::now_us();
+        let mut backlog = Vec::new();
+        // The usual case, one statement: the checkpoint stands right before
+        // the batch, and moving it locks it for the rest of the transaction.
+        let stored =
+            if batch.settled_from == before && checkpoint::advance(txn, P::NAME, names, before, last, now).await? {
+                before
+            } else {
+                let stored = locked_checkpoint(txn, P::NAME).await?;
+                if stored > before {
+                    tracing::error!(
+                        projection = P::NAME,
+                        stored,
+                        before,
+                        "checkpoint ahead of the log; left to the projector"
+                    );
+                    return Ok(Projected::Left);
+                }
+                if stored < batch.settled_from {
+                    if before - stored > self.catch_up {
+                        return Ok(Projected::Left);
+                    }
+                    let Some(earlier) = batch.earlier(stored).await? else { return Ok(Projected::Left) };
+                    backlog = earlier;
+                }
+                let Some(mut earlier) = decode::<P>(&backlog) else { return Ok(Projected::Left) };
+                earlier.append(&mut decoded);
+                decoded = earlier;
+                set_checkpoint(txn, P::NAME, last, now).await?;
+                stored
+            };
+        let mut state = P::load(txn, names, &decoded).await?;
+        for (event, view) in &decoded {
+            if let Err(error) = P::apply(&mut state, event, view) {
+                // Nothing but the checkpoint is written yet: put it back.
+                tracing::error!(projection = P::NAME, %error, "an event does not apply; left to the projector");
+                set_checkpoint(txn, P::NAME, stored, now).await?;
+                return Ok(Projected::Left);
+            }
+        }
+        P::save(&mut state, txn, names).await?;
+        tracing::debug!(
+            projection = P::NAME,
+            events = decoded.len(),
+            backlog = backlog.len(),
+            from = stored,
+            to = last,
+            "applied in the append"
+        );
+        Ok(Projected::Written)
+    }
+}
+
+/// The events of `events` that `P` reads, decoded; `None` if one cannot be.
+fn decode<P: Projection>(events: &[RecordedEvent]) -> Option<Vec<(&RecordedEvent, P::Event)>> {
+    let mut decoded = Vec::new();
+    for event in events {
+        match P::decode(event) {
+            Ok(Some(view)) => decoded.push((event, view)),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(projection = P::NAME, %error, "an event does not decode; left to the projector");
+                return None;
+            }
+        }
+    }
+    Some(decoded)
+}
+
+/// The stored checkpoint, locked until the transaction ends (SQLite's
+/// transaction already holds the database's write lock).
+async fn locked_checkpoint(conn: &impl ConnectionTrait, name: &str) -> Result<u64, DbErr> {
+    let select = Query::select()
+        .column(Checkpoint::Position)
+        .from(Alias::new(checkpoint::table(name, &Names::LIVE)))
+        .and_where(Expr::col(Checkpoint::Id).eq(1))
+        .lock(LockType::Update)
+        .to_owned();
+    let row = conn
+        .query_one(&select)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("the checkpoint of {name} (run the migrations)")))?;
+    Ok(row.try_get::<i64>("", "position")? as u64)
+}
+
+/// Sets the (locked) checkpoint.
+async fn set_checkpoint(conn: &impl ConnectionTrait, name: &str, to: u64, now_us: i64) -> Result<(), DbErr> {
+    let update = Query::update()
+        .table(Alias::new(checkpoint::table(name, &Names::LIVE)))
+        .value(Checkpoint::Position, to as i64)
+        .value(Checkpoint::UpdatedAtUs, now_us)
+        .and_where(Expr::col(Checkpoint::Id).eq(1))
+        .to_owned();
+    conn.execute(&update).await.map(|_| ())
+}

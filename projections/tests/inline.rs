@@ -1,0 +1,202 @@
+//! Inline projections: read models written in the append transaction, on
+//! SQLite and MariaDB. No projector runs in these tests unless one says so:
+//! what a command's answer can read must already be there.
+
+// The shared support module names this crate as the rest of the workspace does.
+extern crate pointstream_projections as projections;
+
+#[path = "../../eventstore/tests/support/mod.rs"]
+#[macro_use]
+mod support;
+
+use std::sync::Arc;
+
+use domain::values::{PostBody, PostId, Provider, ShareId, ShareMessage};
+use domain::{Post, PostCommand, SharePart, Wallet, WalletCommand};
+use eventstore::{CommandContext, CommandError, EventStore};
+use projections::entities::{balances, ledger, posts, shares};
+use projections::inline::Inline;
+use projections::rebuild::rebuild;
+use projections::{Names, PROJECTIONS, Wallets, audit, catch_up, checkpoint};
+use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement};
+use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
+
+on_both_backends!(
+    an_acknowledged_command_is_in_its_read_models,
+    an_append_catches_up_what_another_process_left,
+    a_long_backlog_is_left_to_the_projector,
+    an_event_the_projection_cannot_read_does_not_stop_appends,
+    a_failing_inline_write_fails_the_append_and_writes_nothing,
+);
+
+/// A store on `db` that writes every projection inline.
+async fn inline_store(db: &eventstore::scratch::ScratchDatabase) -> EventStore {
+    let store = open(db, quiet()).await;
+    let names: Vec<String> = PROJECTIONS.iter().map(|name| name.to_string()).collect();
+    projections::write_inline(&store, &names).expect("known projections");
+    store
+}
+
+async fn balance(store: &EventStore, who: &str) -> Option<i64> {
+    let row = balances::Entity::find_by_id((who.to_string(), "cafe".to_string())).one(store.db()).await;
+    row.expect("reads").map(|row| row.balance)
+}
+
+async fn wallets_checkpoint(store: &EventStore) -> u64 {
+    checkpoint::read(store.db(), "wallets", &Names::LIVE).await.expect("reads the checkpoint")
+}
+
+async fn earn_on(store: &EventStore, who: &str, purchase_ref: &str, paid: u64) -> eventstore::CommandOutcome {
+    store.execute::<Wallet>(who, earn(who, purchase_ref, paid), CommandContext::default()).await.expect("earns")
+}
+
+async fn assert_clean(store: &EventStore) {
+    let report = audit(store).await.expect("audits");
+    assert!(report.is_clean(), "the read models match the log: {report:?}");
+}
+
+async fn an_acknowledged_command_is_in_its_read_models(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = inline_store(&db).await;
+    world(&store, &["ann", "bob", "cat"]).await;
+
+    let earned = earn_on(&store, "bob", "r1", 1_000).await;
+    assert_eq!(balance(&store, "bob").await, Some(100), "the balance is written with the event");
+    assert_eq!(wallets_checkpoint(&store).await, earned.last_position, "and the checkpoint with it");
+    let applied = store.inline_applied("wallets").expect("wallets is inline");
+    assert_eq!(*applied.borrow(), earned.last_position, "the store knows it is applied");
+    assert_eq!(ledger::Entity::find().count(store.db()).await.expect("counts"), 1);
+
+    let share = WalletCommand::Share {
+        share: ShareId::parse("s1").expect("valid"),
+        store: cafe(),
+        recipients: vec![SharePart { member: member("cat"), points: points(30) }],
+        message: ShareMessage::parse("enjoy").expect("valid"),
+    };
+    store.execute::<Wallet>("bob", share, CommandContext::default()).await.expect("shares");
+    assert_eq!(balance(&store, "bob").await, Some(70));
+    assert!(shares::Entity::find_by_id("s1".to_string()).one(store.db()).await.expect("reads").is_some());
+
+    let create = PostCommand::Create {
+        post: PostId::parse("p1").expect("valid"),
+        author: member("bob"),
+        store: cafe(),
+        body: PostBody::parse("Flat white").expect("valid"),
+        photos: vec![],
+        providers: vec![Provider::Facebook],
+    };
+    store.execute::<Post>("p1", create, CommandContext::default()).await.expect("posts");
+    assert!(posts::Entity::find_by_id("p1".to_string()).one(store.db()).await.expect("reads").is_some());
+    assert_clean(&store).await;
+
+    // The projectors, catching up afterwards, find nothing to apply twice.
+    catch_up(&store, 100).await.expect("catches up");
+    assert_eq!(balance(&store, "cat").await, Some(30), "the share distribution credited the recipient");
+    assert_eq!(balance(&store, "bob").await, Some(70));
+    assert_eq!(wallets_checkpoint(&store).await, store.read_head().await.expect("head"));
+    assert_clean(&store).await;
+}
+
+async fn an_append_catches_up_what_another_process_left(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    // Another process, appending without the inline projections.
+    let plain = open(&db, quiet()).await;
+    world(&plain, &["ann", "bob"]).await;
+    for (n, who) in ["bob", "ann", "bob"].iter().enumerate() {
+        earn_on(&plain, who, &format!("plain-{n}"), 500).await;
+    }
+    assert_eq!(balance(&plain, "bob").await, None, "nothing applied yet");
+
+    let store = inline_store(&db).await;
+    let earned = earn_on(&store, "ann", "inline-1", 1_000).await;
+    assert_eq!(balance(&store, "bob").await, Some(100), "the backlog was applied in the append");
+    assert_eq!(balance(&store, "ann").await, Some(150));
+    assert_eq!(wallets_checkpoint(&store).await, earned.last_position);
+    assert_clean(&store).await;
+
+    // A rebuild swaps in tables as of its end; the next append goes on from there.
+    earn_on(&plain, "bob", "plain-3", 500).await;
+    rebuild::<Wallets>(&store, 2, |_, _| {}).await.expect("rebuilds");
+    earn_on(&plain, "bob", "plain-4", 500).await;
+    let earned = earn_on(&store, "ann", "inline-2", 1_000).await;
+    assert_eq!(balance(&store, "bob").await, Some(200));
+    assert_eq!(balance(&store, "ann").await, Some(250));
+    assert_eq!(wallets_checkpoint(&store).await, earned.last_position);
+    assert_clean(&store).await;
+}
+
+async fn a_long_backlog_is_left_to_the_projector(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let plain = open(&db, quiet()).await;
+    world(&plain, &["ann", "bob"]).await;
+    for n in 0..5 {
+        earn_on(&plain, "bob", &format!("plain-{n}"), 100).await;
+    }
+    let store = open(&db, quiet()).await;
+    store.project_inline(Arc::new(Inline::<Wallets>::with_catch_up(3)));
+    let before = wallets_checkpoint(&store).await;
+
+    let earned = earn_on(&store, "ann", "inline-1", 1_000).await;
+    assert_eq!(wallets_checkpoint(&store).await, before, "too long a backlog: left to the projector");
+    assert_eq!(balance(&store, "ann").await, None);
+    assert!(*store.inline_applied("wallets").expect("inline").borrow() < earned.last_position);
+    assert_eq!(store.read_head().await.expect("head"), earned.last_position, "the append committed all the same");
+
+    catch_up(&store, 100).await.expect("the projector catches up");
+    assert_eq!(balance(&store, "ann").await, Some(100));
+    let earned = earn_on(&store, "ann", "inline-2", 1_000).await;
+    assert_eq!(balance(&store, "ann").await, Some(200), "inline again once caught up");
+    assert_eq!(wallets_checkpoint(&store).await, earned.last_position);
+    assert_clean(&store).await;
+}
+
+async fn an_event_the_projection_cannot_read_does_not_stop_appends(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = inline_store(&db).await;
+    world(&store, &["ann", "bob"]).await;
+    earn_on(&store, "bob", "r1", 1_000).await;
+    let before = wallets_checkpoint(&store).await;
+    // An event another process wrote that this build cannot decode.
+    let position = before + 1;
+    for statement in [
+        "UPDATE log_head SET position = position + 1 WHERE id = 1".to_string(),
+        format!(
+            "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+             payload, metadata, recorded_at_us, hash) VALUES ({position}, 'Wallet', 'zed', 1, 'PointsEarned', 1, \
+             '{{\"not\": \"a wallet event\"}}', '{{}}', 0, 'x')"
+        ),
+    ] {
+        store.db().execute_raw(Statement::from_string(store.backend(), statement)).await.expect("raw SQL runs");
+    }
+
+    let earned = earn_on(&store, "bob", "r2", 1_000).await;
+    assert_eq!(earned.first_position, position + 1, "the append committed after the unreadable event");
+    assert_eq!(wallets_checkpoint(&store).await, before, "the projection stays before the unreadable event");
+    assert_eq!(balance(&store, "bob").await, Some(100));
+    assert!(catch_up(&store, 100).await.is_err(), "its projector reports the event, as without inline projections");
+}
+
+async fn a_failing_inline_write_fails_the_append_and_writes_nothing(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = inline_store(&db).await;
+    world(&store, &["ann", "bob"]).await;
+    earn_on(&store, "bob", "r1", 1_000).await;
+    let head = store.read_head().await.expect("head");
+    let rename = |from: &str, to: &str| match store.backend() {
+        sea_orm::DbBackend::MySql => format!("RENAME TABLE `{from}` TO `{to}`"),
+        _ => format!("ALTER TABLE \"{from}\" RENAME TO \"{to}\""),
+    };
+    let sql = |statement: String| store.db().execute_raw(Statement::from_string(store.backend(), statement));
+    sql(rename("ledger", "ledger_away")).await.expect("renames");
+
+    let failed = store.execute::<Wallet>("bob", earn("bob", "r2", 1_000), CommandContext::default()).await;
+    assert!(matches!(failed, Err(CommandError::Store(_))), "a database error: {failed:?}");
+    assert_eq!(store.read_head().await.expect("head"), head, "no event was written");
+    sql(rename("ledger_away", "ledger")).await.expect("renames back");
+    assert_eq!(balance(&store, "bob").await, Some(100), "nor a balance");
+
+    // The same command goes through once the table is back, exactly once.
+    earn_on(&store, "bob", "r2", 1_000).await;
+    assert_eq!(balance(&store, "bob").await, Some(200));
+    assert_clean(&store).await;
+}

@@ -42,6 +42,17 @@ struct Cli {
     /// Events per projector batch (and transaction).
     #[arg(long, env = "POINTSTREAM_PROJECTOR_BATCH", default_value_t = 1_000, global = true)]
     projector_batch: u64,
+    /// Projections written in the append transaction itself (comma-separated;
+    /// `none` for none): a mutation's answer then needs no wait for a
+    /// projector. The others are applied by their projectors, after commit.
+    #[arg(
+        long,
+        env = "POINTSTREAM_INLINE_PROJECTIONS",
+        value_delimiter = ',',
+        default_value = "members,stores,wallets,shares,posts",
+        global = true
+    )]
+    inline_projections: Vec<String>,
     /// Address the API listens on (port 0: any free port).
     #[arg(long, env = "POINTSTREAM_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     listen: String,
@@ -280,6 +291,9 @@ async fn main() -> anyhow::Result<ExitCode> {
     let store = EventStore::open(&cli.database_url, config)
         .await
         .with_context(|| format!("cannot open the event store at {}", cli.database_url))?;
+    let inline: Vec<String> =
+        cli.inline_projections.iter().filter(|name| !matches!(name.as_str(), "" | "none")).cloned().collect();
+    projections::write_inline(&store, &inline)?;
     let projector = ProjectorConfig {
         batch_size: cli.projector_batch.max(1),
         lease_ttl: Duration::from_millis(cli.lease_ttl_ms.max(100)),

@@ -2,6 +2,10 @@
 //! projection, one task per projection watches its checkpoint and wakes every
 //! waiter whose position it has reached.
 //!
+//! A projection this process writes inline needs none of this for the
+//! appends of this process: it is applied when they commit, and the store
+//! says so (`EventStore::inline_applied`).
+//!
 //! When the projector runs in this process and holds its lease, the task
 //! follows the status it publishes after each commit: a waiter wakes as soon
 //! as the batch holding its position is committed, and the database is not
@@ -58,6 +62,14 @@ impl Checkpoints {
     /// seen then (at least `position`), or after `timeout` the lower one it
     /// had reached instead.
     pub async fn wait(&self, name: &str, position: u64, timeout: Duration) -> Result<u64, u64> {
+        // A projection this process writes inline holds what its appends
+        // committed: no watching needed for those.
+        if let Some(applied) = self.store.inline_applied(name) {
+            let applied = *applied.borrow();
+            if applied >= position {
+                return Ok(applied);
+            }
+        }
         let watched = self.watched(name);
         let mut at = watched.at.subscribe();
         let now = *at.borrow_and_update();

@@ -32,10 +32,17 @@ pub struct Photos {
     pub s3_bucket: Option<String>,
 }
 
-pub async fn serve(database_url: &str, secret: &str, max_connections: u32, photos: Photos) -> anyhow::Result<()> {
+pub async fn serve(
+    database_url: &str,
+    secret: &str,
+    max_connections: u32,
+    photos: Photos,
+    inline: &[String],
+) -> anyhow::Result<()> {
     crate::api_bench::raise_open_files_limit()?;
     let config = EventStoreConfig { max_connections, ..EventStoreConfig::default() };
     let store = EventStore::open(database_url, config).await.context("the server cannot open the event store")?;
+    projections::write_inline(&store, inline)?;
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &ProjectorConfig::default(), &shutdown);
     // `pointstream serve`'s defaults.

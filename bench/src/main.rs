@@ -132,6 +132,9 @@ enum Command {
         s3_endpoint: Option<String>,
         #[arg(long)]
         s3_bucket: Option<String>,
+        /// As `pointstream serve --inline-projections` (`none`: every projection after commit).
+        #[arg(long, value_delimiter = ',', default_value = "members,stores,wallets,shares,posts")]
+        inline_projections: Vec<String>,
     },
 }
 
@@ -161,9 +164,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Media { mysql, seconds, concurrency, memory_concurrency } => {
             media_bench::run(&mysql, &media_bench::Options { seconds, concurrency, memory_concurrency }).await
         }
-        Command::ApiServer { database_url, secret, max_connections, s3_endpoint, s3_bucket } => {
+        Command::ApiServer { database_url, secret, max_connections, s3_endpoint, s3_bucket, inline_projections } => {
             let photos = api_server::Photos { s3_endpoint, s3_bucket };
-            api_server::serve(&database_url, &secret, max_connections, photos).await
+            let inline: Vec<String> = inline_projections.into_iter().filter(|name| name != "none").collect();
+            api_server::serve(&database_url, &secret, max_connections, photos, &inline).await
         }
     }
 }

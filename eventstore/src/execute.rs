@@ -21,7 +21,7 @@ use crate::directory::StoreDirectory;
 use crate::error::{CommandError, EventStoreError};
 use crate::outcome::CommandOutcome;
 use crate::record::{Metadata, encode};
-use crate::store::EventStore;
+use crate::store::{EventStore, Slot};
 use crate::writer::{AppendError, AppendRequest, CommandRecord, NewEvent, SnapshotRecord};
 
 /// An aggregate the store can run commands on: a cqrs-es aggregate of the
@@ -56,6 +56,11 @@ pub struct CommandContext {
     pub request_id: Option<String>,
     /// The client's address.
     pub client_ip: Option<String>,
+    /// The aggregate's id was made up for this command (a new random id), so
+    /// its stream is taken to be empty without reading it. Should it exist
+    /// after all, the append conflicts on the stream's first sequence and the
+    /// command is retried on the stored state.
+    pub fresh_id: bool,
 }
 
 impl EventStore {
@@ -72,6 +77,7 @@ impl EventStore {
         context: CommandContext,
     ) -> Result<CommandOutcome, CommandError> {
         let keyed = context.command_id.is_some();
+        let fresh_id = context.fresh_id;
         let command_id = context.command_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let fingerprint = if keyed { Some(fingerprint::<A>(id, &command)?) } else { None };
         let metadata = serde_json::to_string(&Metadata {
@@ -95,6 +101,9 @@ impl EventStore {
             return Ok(outcome);
         }
 
+        if fresh_id && slot.state.is_none() {
+            *slot = Slot { state: Some(Box::new(A::default())), sequence: 0, hash: String::new() };
+        }
         let max_attempts = Ord::max(self.inner.config.max_attempts, 1);
         for attempt in 0..max_attempts {
             self.fill::<A>(id, &mut slot).await?;

@@ -28,6 +28,7 @@ on_both_backends!(
     points_earned_v1_fixture_loads_through_the_upcaster,
     waiters_wake_when_the_log_moves,
     ids_differing_only_in_case_are_different_streams,
+    a_fresh_id_that_names_a_stream_is_decided_on_its_stored_state,
 );
 
 async fn sql(store: &eventstore::EventStore, statement: &str) {
@@ -47,6 +48,7 @@ async fn round_trip_keeps_events_metadata_and_positions(backend: Backend) {
         causation_id: Some("purchase-99".into()),
         request_id: Some("req-42".into()),
         client_ip: Some("10.0.0.7".into()),
+        fresh_id: false,
     };
     let outcome = store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), context).await.expect("earn lands");
     assert!(!outcome.replayed);
@@ -441,4 +443,34 @@ async fn ids_differing_only_in_case_are_different_streams(backend: Backend) {
     assert_eq!(cold.load::<Wallet>("ann").await.expect("loads").state.balance(&cafe()), 100);
     assert_eq!(cold.load::<Wallet>("Ann").await.expect("loads").state.balance(&cafe()), 200);
     assert!(cold.verify().await.expect("verifies").is_clean());
+}
+
+async fn a_fresh_id_that_names_a_stream_is_decided_on_its_stored_state(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = open(&db, quiet()).await;
+    let register = |handle: &str| MemberCommand::Register {
+        member: member("ann"),
+        handle: domain::values::Handle::parse(handle).expect("valid"),
+        display_name: domain::values::DisplayName::parse("Ann").expect("valid"),
+    };
+    store.execute::<Member>("ann", register("ann"), CommandContext::default()).await.expect("registers");
+
+    // Another process, whose caller wrongly believes `ann` to be a new id:
+    // the append conflicts on the stream's first sequence, and the retry
+    // decides on the stored state.
+    let other = open(&db, quiet()).await;
+    let fresh = CommandContext { fresh_id: true, ..CommandContext::default() };
+    let again = other.execute::<Member>("ann", register("ann2"), fresh).await;
+    assert!(matches!(again, Err(CommandError::Rejected(_))), "refused as already registered: {again:?}");
+    assert_eq!(other.read_stream("Member", "ann").await.expect("reads").len(), 1, "nothing written");
+
+    // A truly new id is written without reading its stream.
+    let fresh = CommandContext { fresh_id: true, ..CommandContext::default() };
+    let bob = MemberCommand::Register {
+        member: member("bob"),
+        handle: domain::values::Handle::parse("bob").expect("valid"),
+        display_name: domain::values::DisplayName::parse("Bob").expect("valid"),
+    };
+    let outcome = other.execute::<Member>("bob", bob, fresh).await.expect("registers");
+    assert_eq!(outcome.sequence, 1);
 }

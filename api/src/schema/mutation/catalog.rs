@@ -30,7 +30,9 @@ async fn member_command(
     idempotency_key: Option<String>,
     kind: &'static str,
 ) -> Result<MemberResult> {
-    let outcome = run::<Member>(ctx, claims, Run { id, command, idempotency_key, projection: "members", kind }).await?;
+    let outcome =
+        run::<Member>(ctx, claims, Run { id, command, idempotency_key, projection: "members", kind, fresh_id: false })
+            .await?;
     let row = members::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
     Ok(MemberResult {
         position: outcome.last_position as i64,
@@ -48,7 +50,9 @@ async fn store_command(
     idempotency_key: Option<String>,
     kind: &'static str,
 ) -> Result<StoreResult> {
-    let outcome = run::<Store>(ctx, claims, Run { id, command, idempotency_key, projection: "stores", kind }).await?;
+    let outcome =
+        run::<Store>(ctx, claims, Run { id, command, idempotency_key, projection: "stores", kind, fresh_id: false })
+            .await?;
     let row = stores::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
     Ok(StoreResult {
         position: outcome.last_position as i64,

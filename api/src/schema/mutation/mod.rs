@@ -39,6 +39,8 @@ struct Run<'a, A: Model> {
     projection: &'static str,
     /// The command's name in metrics.
     kind: &'static str,
+    /// The aggregate's id was made up for this command (see `CommandContext::fresh_id`).
+    fresh_id: bool,
 }
 
 /// Runs the command as the caller and waits until its projection has applied it.
@@ -48,6 +50,7 @@ async fn run<A: Model>(ctx: &Context<'_>, claims: &Claims, run: Run<'_, A>) -> R
         command_id: run.idempotency_key,
         actor: Some(claims.sub.clone()),
         role: Some(format!("{:?}", claims.role).to_lowercase()),
+        fresh_id: run.fresh_id,
         ..CommandContext::default()
     };
     let started = Instant::now();

@@ -114,7 +114,9 @@ async fn post_command(
     idempotency_key: Option<String>,
     kind: &'static str,
 ) -> Result<PostResult> {
-    let outcome = run::<Post>(ctx, claims, Run { id, command, idempotency_key, projection: "posts", kind }).await?;
+    let outcome =
+        run::<Post>(ctx, claims, Run { id, command, idempotency_key, projection: "posts", kind, fresh_id: false })
+            .await?;
     answer(ctx, id, &outcome).await
 }
 
@@ -132,14 +134,12 @@ async fn answer(ctx: &Context<'_>, id: &str, outcome: &CommandOutcome) -> Result
 async fn with_photos(
     ctx: &Context<'_>,
     claims: &Claims,
-    id: &str,
-    command: PostCommand,
+    command: Run<'_, Post>,
     photos: &[Photo],
-    idempotency_key: Option<String>,
-    kind: &'static str,
 ) -> Result<PostResult> {
     let state = state(ctx)?;
-    match run::<Post>(ctx, claims, Run { id, command, idempotency_key, projection: "posts", kind }).await {
+    let id = command.id;
+    match run::<Post>(ctx, claims, command).await {
         Ok(outcome) => {
             if outcome.replayed {
                 // The first attempt's photos are the recorded ones.
@@ -177,6 +177,8 @@ impl PostMutations {
     ) -> Result<PostResult> {
         let claims = claims(ctx)?;
         permit_author(claims, &author)?;
+        // A post id made up here names no stream yet: the command need not read one.
+        let fresh_id = id.is_none() && idempotency_key.is_none();
         let id = id.unwrap_or_else(|| new_id(&author, idempotency_key.as_deref()));
         let mut providers: Vec<_> = providers.into_iter().map(Into::into).collect();
         providers.sort();
@@ -189,7 +191,8 @@ impl PostMutations {
         );
         let stored = store_uploads(ctx, &photos).await?;
         let command = PostCommand::Create { post, author, store, body, photos: stored.clone(), providers };
-        with_photos(ctx, claims, &id, command, &stored, idempotency_key, "create_post").await
+        let run = Run { id: &id, command, idempotency_key, projection: "posts", kind: "create_post", fresh_id };
+        with_photos(ctx, claims, run, &stored).await
     }
 
     /// Add a photo (a multipart upload) to a post (its author, or admin).
@@ -208,7 +211,9 @@ impl PostMutations {
             return Err(coded("BAD_USER_INPUT", "no file"));
         };
         let command = PostCommand::AddPhoto { photo };
-        with_photos(ctx, claims, &post, command, &stored, idempotency_key, "upload_photo").await
+        let run =
+            Run { id: &post, command, idempotency_key, projection: "posts", kind: "upload_photo", fresh_id: false };
+        with_photos(ctx, claims, run, &stored).await
     }
 
     /// Delete a post and its photos (its author, or admin).

@@ -32,8 +32,12 @@ async fn wallet_command(
     kind: &'static str,
 ) -> Result<WalletResult> {
     MemberId::parse(member).map_err(bad_input)?;
-    let outcome =
-        run::<Wallet>(ctx, claims, Run { id: member, command, idempotency_key, projection: "wallets", kind }).await?;
+    let outcome = run::<Wallet>(
+        ctx,
+        claims,
+        Run { id: member, command, idempotency_key, projection: "wallets", kind, fresh_id: false },
+    )
+    .await?;
     let row = ctx.data::<BalanceReads>()?.get(member, &store).await.map_err(internal)?;
     Ok(WalletResult {
         position: outcome.last_position as i64,

@@ -116,29 +116,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
 
         // (d) earnPoints over HTTP, one keep-alive connection per client.
         let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
-        // The command and the read-your-writes wait, as the server times them.
-        let inside = |metrics: &str| {
-            [
-                histogram_totals(metrics, "pointstream_command_seconds", "command=\"earn\""),
-                histogram_totals(metrics, "pointstream_read_wait_seconds", "projection=\"wallets\""),
-            ]
-        };
-        let before = inside(&clients[0].lock().await.get("/metrics").await?);
-        let workers = clients.clone();
-        let staff_token = staff.clone();
-        let over_http = throughput_and_latency(concurrency, duration, move |w, i| {
-            let (clients, staff) = (workers.clone(), staff_token.clone());
-            let request = earn_request(&member_of(w, i), &format!("h{w}-{i}"));
-            async move {
-                let data = clients[w].lock().await.post(Some(&staff), &request).await?;
-                earned_position(&data)?;
-                Ok(())
-            }
-        })
-        .await?;
-        let after = inside(&clients[0].lock().await.get("/metrics").await?);
-        // Mean times of the command and of the wait inside the server during (d).
-        let [command, wait] = [0, 1].map(|i| mean_between(before[i], after[i]));
+        let (over_http, inside) = earn_over_http(&clients, &staff, duration, member_of, "h").await?;
 
         let workers = clients.clone();
         let ceiling = throughput_and_latency(concurrency, duration, move |w, _| {
@@ -150,11 +128,25 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
             }
         })
         .await?;
-        anyhow::Ok((fan_out, over_http, (command, wait), ceiling))
+        anyhow::Ok((fan_out, over_http, inside, ceiling))
     }
     .await;
     let stopped = server.stop().await;
     let (fan_out, over_http, (command, wait), ceiling) = measured?;
+    stopped?;
+
+    // (d') the same, on a server that writes no projection inline: each
+    // mutation waits for the wallets projector's commit instead.
+    let extra = ["--inline-projections".to_string(), "none".to_string()];
+    let server = ServerProcess::spawn_with(url, &secret, config.max_connections, &extra).await?;
+    let measured = async {
+        caught_up(&store).await?;
+        let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
+        earn_over_http(&clients, &staff, duration, member_of, "n").await
+    }
+    .await;
+    let stopped = server.stop().await;
+    let (after_commit, (after_commit_command, after_commit_wait)) = measured?;
     stopped?;
 
     println!("## API benchmark (MySQL, one run)");
@@ -171,8 +163,12 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     println!();
     println!("(c) pointstream EventStore::execute of the earn command, in process (the eventstore mode's (c))");
     println!(
-        "(d) `earnPoints` over HTTP: token check, the same command, then wait for the wallets read model, then \
-         read the balance"
+        "(d) `earnPoints` over HTTP: token check, the same command (the read models written in its append \
+         transaction: `--inline-projections`, the default), then read the balance"
+    );
+    println!(
+        "(d') the same on a server with `--inline-projections none`: the command, then wait for the wallets \
+         projector's commit, then read the balance"
     );
     println!();
     println!("| at concurrency {concurrency} | per second | latency p50 / p99 |");
@@ -182,22 +178,66 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     };
     row("(c) EventStore::execute (commands)", direct);
     row("(d) `earnPoints` over HTTP (mutations)", over_http);
+    row("(d') the same, every projection after commit", after_commit);
     row("`{ __typename }` over HTTP (the server's ceiling)", ceiling);
     println!();
-    println!("d/c = {:.2} (target ≥ 0.5); d/ceiling = {:.2}", over_http.0 / direct.0, over_http.0 / ceiling.0);
-    if let Some((command, wait)) = command.zip(wait) {
-        println!();
-        println!(
-            "Inside the server, per (d) mutation on average: the command (`pointstream_command_seconds`) {}, the \
-             wait for the wallets read model (`pointstream_read_wait_seconds`) {}; the rest of (d)'s latency is \
-             HTTP, GraphQL and the balance read.",
-            ms(command),
-            ms(wait)
-        );
+    println!(
+        "d/c = {:.2} (target ≥ 0.5); d'/c = {:.2}; d/ceiling = {:.2}",
+        over_http.0 / direct.0,
+        after_commit.0 / direct.0,
+        over_http.0 / ceiling.0
+    );
+    for (name, command, wait) in [("(d)", command, wait), ("(d')", after_commit_command, after_commit_wait)] {
+        if let Some((command, wait)) = command.zip(wait) {
+            println!();
+            println!(
+                "Inside the server, per {name} mutation on average: the command (`pointstream_command_seconds`) \
+                 {}, the wait for the wallets read model (`pointstream_read_wait_seconds`) {}; the rest of the \
+                 latency is HTTP, GraphQL and the balance read.",
+                ms(command),
+                ms(wait)
+            );
+        }
     }
     println!();
     fan_out.print(options);
     Ok(())
+}
+
+/// `earnPoints` over HTTP for `duration`, client `w` earning for
+/// `member_of(w, i)` under purchase refs starting with `prefix`: the rate and
+/// latency, and the server's mean times of the command and of the wait for
+/// the wallets read model meanwhile.
+async fn earn_over_http(
+    clients: &Arc<Vec<Mutex<GraphqlHttp>>>,
+    staff: &str,
+    duration: Duration,
+    member_of: impl Fn(usize, u64) -> String + Clone + Send + Sync + 'static,
+    prefix: &'static str,
+) -> anyhow::Result<((f64, Duration, Duration), (Option<Duration>, Option<Duration>))> {
+    // The command and the read-your-writes wait, as the server times them.
+    let inside = |metrics: &str| {
+        [
+            histogram_totals(metrics, "pointstream_command_seconds", "command=\"earn\""),
+            histogram_totals(metrics, "pointstream_read_wait_seconds", "projection=\"wallets\""),
+        ]
+    };
+    let before = inside(&clients[0].lock().await.get("/metrics").await?);
+    let workers = clients.clone();
+    let staff_token = staff.to_string();
+    let over_http = throughput_and_latency(clients.len(), duration, move |w, i| {
+        let (clients, staff) = (workers.clone(), staff_token.clone());
+        let request = earn_request(&member_of(w, i), &format!("{prefix}{w}-{i}"));
+        async move {
+            let data = clients[w].lock().await.post(Some(&staff), &request).await?;
+            earned_position(&data)?;
+            Ok(())
+        }
+    })
+    .await?;
+    let after = inside(&clients[0].lock().await.get("/metrics").await?);
+    let [command, wait] = [0, 1].map(|i| mean_between(before[i], after[i]));
+    Ok((over_http, (command, wait)))
 }
 
 /// Waits until every projection has applied the whole log.

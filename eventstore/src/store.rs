@@ -99,21 +99,47 @@ pub struct EventStore {
 
 impl EventStore {
     /// Connects to `url`, applies migrations and starts the background tasks.
+    ///
+    /// On MySQL the group commit runs on a thread of its own, with its own
+    /// connections: each append is a dozen round trips in series, and on a
+    /// runtime busy with requests every one of them would wait its turn.
     pub async fn open(url: &str, config: EventStoreConfig) -> Result<Self, EventStoreError> {
         let db = connection::connect(url, config.max_connections).await?;
         connection::migrate(&db).await?;
-        Self::with_connection(db, config).await
+        let writer = match db.get_database_backend() {
+            DbBackend::MySql => Some(url),
+            _ => None,
+        };
+        Self::start(db, config, writer).await
     }
 
-    /// Uses an open, migrated connection.
+    /// Uses an open, migrated connection (for the group commit too).
     pub async fn with_connection(db: DatabaseConnection, config: EventStoreConfig) -> Result<Self, EventStoreError> {
+        Self::start(db, config, None).await
+    }
+
+    /// Starts the background tasks; the group commit on a thread of its own
+    /// connected to `writer_url`, if given, else as a task on `db`.
+    async fn start(
+        db: DatabaseConnection,
+        config: EventStoreConfig,
+        writer_url: Option<&str>,
+    ) -> Result<Self, EventStoreError> {
         let initial = log::head(&db).await?;
         let head = Arc::new(watch::Sender::new(initial));
         let (appender, requests) = mpsc::channel(4096);
         let recent = Arc::new(RecentEvents::new(RECENT_EVENTS));
         let inline = Arc::new(RwLock::new(Vec::new()));
-        let sink = Sink { db: db.clone(), inline: inline.clone(), recent: recent.clone() };
-        tokio::spawn(writer::run(sink, requests, head.clone()));
+        match writer_url {
+            Some(url) => {
+                let (inline, recent, head) = (inline.clone(), recent.clone(), head.clone());
+                writer::spawn_thread(url.to_string(), inline, recent, requests, head).await?;
+            }
+            None => {
+                let sink = Sink { db: db.clone(), inline: inline.clone(), recent: recent.clone() };
+                tokio::spawn(writer::run(sink, requests, head.clone()));
+            }
+        }
         let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         let nudge = Arc::new(tokio::sync::Notify::new());
         let inner = Arc::new(Inner {

@@ -98,6 +98,52 @@ impl Sink {
     }
 }
 
+/// Connections of the group commit's own pool: one appends, one answers
+/// the questions a failed append raises.
+const WRITER_CONNECTIONS: u32 = 2;
+
+/// Runs [`run`] on a thread of its own, with a current-thread runtime and
+/// its own connections to `url`, so that no other work of the process delays
+/// its round trips. Returns once it is connected; it ends when every sender
+/// of `requests` is dropped.
+pub(crate) async fn spawn_thread(
+    url: String,
+    inline: Arc<RwLock<Vec<Arc<Inline>>>>,
+    recent: Arc<RecentEvents>,
+    requests: mpsc::Receiver<AppendRequest>,
+    head: Arc<watch::Sender<u64>>,
+) -> Result<(), crate::error::EventStoreError> {
+    let (connected, ready) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("pointstream-writer".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    let _ = connected.send(Err(crate::error::EventStoreError::Database(DbErr::Custom(format!(
+                        "cannot start the group commit's runtime: {err}"
+                    )))));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match crate::connection::connect(&url, WRITER_CONNECTIONS).await {
+                    Ok(db) => {
+                        let _ = connected.send(Ok(()));
+                        run(Sink { db, inline, recent }, requests, head).await;
+                    }
+                    Err(err) => {
+                        let _ = connected.send(Err(err));
+                    }
+                }
+            });
+        })
+        .map_err(|err| {
+            crate::error::EventStoreError::Database(DbErr::Custom(format!("cannot start the group commit: {err}")))
+        })?;
+    ready.await.map_err(|_| crate::error::EventStoreError::Closed)?
+}
+
 /// Runs until every sender is dropped. Committed events go to `recent`, and
 /// inline projections learn where they stand, before the head moves: readers
 /// woken by the head find them there.

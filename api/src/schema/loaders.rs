@@ -9,12 +9,13 @@
 //! resolving it takes longer than that. The schema also holds uncached
 //! loaders for requests without their own (WebSocket operations).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use projections::entities::{balances, members, post_photo_social, post_photos, post_social, social_accounts, stores};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use tokio::sync::{mpsc, oneshot};
 
 /// Rows of `E` whose `column` is one of the keys, grouped by that key and
 /// kept in `order`; every key gets an entry (empty when no row has it), so a
@@ -70,32 +71,62 @@ pub struct Loaders {
 }
 
 /// Balance reads after wallet mutations, batched across concurrent requests
-/// (shared by all, never cached): many mutations finishing together cost one
-/// query.
-pub struct BalanceReads(RowLoader<balances::Entity>);
+/// the way appends are group-committed: a read goes out at once, and those
+/// arriving while it runs go together in the next. Many mutations finishing
+/// together cost one query, and a lone one waits for nothing.
+pub struct BalanceReads {
+    requests: mpsc::Sender<BalanceRead>,
+}
+
+/// One balance wanted: (member, store) and where the answer goes.
+type BalanceRead = (String, String, oneshot::Sender<Result<Option<balances::Model>, Arc<DbErr>>>);
+
+/// Most reads answered by one batch.
+const BALANCE_READS_PER_BATCH: usize = 256;
+/// Most members in one query's IN list (a power of two: see `eventstore::padded_chunks`).
+const MEMBERS_PER_QUERY: usize = 64;
 
 impl BalanceReads {
-    /// Reads through `db`.
+    /// Reads through `db`, from a task that ends with the last handle.
     pub fn new(db: &DatabaseConnection) -> Self {
-        let by_member = |b: &balances::Model| b.member_id.clone();
-        let loader = DataLoader::with_cache(
-            RowsBy {
-                db: db.clone(),
-                column: balances::Column::MemberId,
-                order: balances::Column::StoreId,
-                key: by_member,
-            },
-            tokio::spawn,
-            HashMapCache::new(),
-        );
-        loader.enable_all_cache(false);
-        BalanceReads(loader)
+        let (requests, mut pending) = mpsc::channel::<BalanceRead>(4 * BALANCE_READS_PER_BATCH);
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BALANCE_READS_PER_BATCH);
+            while pending.recv_many(&mut batch, BALANCE_READS_PER_BATCH).await > 0 {
+                let members: Vec<String> =
+                    batch.iter().map(|(member, _, _)| member.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+                let mut rows = Vec::new();
+                let mut failed = None;
+                for chunk in eventstore::padded_chunks(&members, MEMBERS_PER_QUERY) {
+                    let found =
+                        balances::Entity::find().filter(balances::Column::MemberId.is_in(chunk.into_iter().cloned()));
+                    match found.all(&db).await {
+                        Ok(found) => rows.extend(found),
+                        Err(err) => {
+                            failed = Some(Arc::new(err));
+                            break;
+                        }
+                    }
+                }
+                for (member, store, reply) in batch.drain(..) {
+                    let answer = match &failed {
+                        Some(err) => Err(err.clone()),
+                        None => Ok(rows.iter().find(|row| row.member_id == member && row.store_id == store).cloned()),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        });
+        BalanceReads { requests }
     }
 
     /// A member's balance row at a store, as stored now.
     pub async fn get(&self, member: &str, store: &str) -> Result<Option<balances::Model>, Arc<DbErr>> {
-        let rows = self.0.load_one(member.to_string()).await?.unwrap_or_default();
-        Ok(rows.into_iter().find(|row| row.store_id == store))
+        let closed = || Arc::new(DbErr::Custom("the balance reader has stopped".into()));
+        let (reply, answer) = oneshot::channel();
+        self.requests.send((member.to_string(), store.to_string(), reply)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 }
 

@@ -18,15 +18,27 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://pointstream.db";
 /// peer's delayed ACK (about 40 ms).
 const STATEMENT_CACHE: usize = 256;
 
+/// Rows a multi-row statement may hold in any number: up to here every
+/// length has its own shape, so that the few rows of a typical group commit
+/// go in one statement.
+pub const EXACT_ROWS: usize = 16;
+
 /// Splits `items` into chunks whose sizes are powers of two up to `max` (a
-/// power of two), largest first: multi-row statements then come in a handful
-/// of shapes that stay prepared, instead of one new statement per length.
+/// power of two), largest first, and a last chunk of at most [`EXACT_ROWS`]
+/// of any length: multi-row statements then come in a bounded set of shapes
+/// that stay prepared, instead of one new statement per length.
 pub fn statement_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
     let max = max.next_power_of_two();
     let mut chunks = Vec::new();
     let mut rest = items;
     while !rest.is_empty() {
-        let size = if rest.len() >= max { max } else { 1 << (usize::BITS - 1 - rest.len().leading_zeros()) };
+        let size = if rest.len() >= max {
+            max
+        } else if rest.len() <= EXACT_ROWS {
+            rest.len()
+        } else {
+            1 << (usize::BITS - 1 - rest.len().leading_zeros())
+        };
         let (chunk, tail) = rest.split_at(size);
         chunks.push(chunk);
         rest = tail;
@@ -96,14 +108,18 @@ mod tests {
     use super::{padded_chunks, statement_chunks};
 
     #[test]
-    fn statement_chunks_are_powers_of_two_covering_everything_in_order() {
-        let items: Vec<u32> = (0..1_000).collect();
-        let chunks = statement_chunks(&items, 256);
-        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![256, 256, 256, 128, 64, 32, 8]);
-        assert_eq!(chunks.concat(), items);
+    fn statement_chunks_are_powers_of_two_then_a_short_rest_covering_everything_in_order() {
+        let items: Vec<u32> = (0..1_100).collect();
+        let sizes = |n: usize| statement_chunks(&items[..n], 256).iter().map(|c| c.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(1_000), vec![256, 256, 256, 128, 64, 32, 8]);
+        assert_eq!(sizes(1_003), vec![256, 256, 256, 128, 64, 32, 11]);
+        assert_eq!(sizes(300), vec![256, 32, 12]);
+        assert_eq!(statement_chunks(&items, 256).concat(), items);
+        assert_eq!(statement_chunks(&items[..1_003], 256).concat(), &items[..1_003]);
         assert!(statement_chunks::<u32>(&[], 256).is_empty());
-        assert_eq!(statement_chunks(&[1, 2, 3], 256).iter().map(|c| c.len()).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(sizes(3), vec![3]);
+        assert_eq!(sizes(16), vec![16]);
+        assert_eq!(sizes(17), vec![16, 1]);
     }
 
     #[test]

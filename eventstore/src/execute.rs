@@ -112,7 +112,15 @@ impl EventStore {
             };
             let mut next = current.clone();
             let sink = EventSink::default();
-            next.handle(command.clone(), &services, &sink).await?;
+            if let Err(refusal) = next.handle(command.clone(), &services, &sink).await {
+                // Decided on this process's cache, which another process may
+                // have outdated: refuse only on the stored state.
+                if crate::log::stream_goes_past(&self.inner.db, A::TYPE, id, slot.sequence).await? {
+                    slot.state = None;
+                    continue;
+                }
+                return Err(refusal.into());
+            }
             let events = sink.collect().await;
             if events.is_empty() {
                 return Ok(CommandOutcome {

@@ -29,6 +29,7 @@ on_both_backends!(
     waiters_wake_when_the_log_moves,
     ids_differing_only_in_case_are_different_streams,
     a_fresh_id_that_names_a_stream_is_decided_on_its_stored_state,
+    a_refusal_is_decided_on_the_stored_state_not_a_stale_cache,
 );
 
 async fn sql(store: &eventstore::EventStore, statement: &str) {
@@ -473,4 +474,24 @@ async fn a_fresh_id_that_names_a_stream_is_decided_on_its_stored_state(backend: 
     };
     let outcome = other.execute::<Member>("bob", bob, fresh).await.expect("registers");
     assert_eq!(outcome.sequence, 1);
+}
+
+async fn a_refusal_is_decided_on_the_stored_state_not_a_stale_cache(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let one = open(&db, quiet()).await;
+    world(&one, &["ann", "bob"]).await;
+    let redeem =
+        || WalletCommand::Redeem { store: cafe(), points: points(50), reward: Reason::parse("cake").expect("valid") };
+    // Process one caches bob's wallet as it is: empty.
+    let refused = one.execute::<Wallet>("bob", redeem(), CommandContext::default()).await;
+    assert!(matches!(refused, Err(CommandError::Rejected(DomainError::NotFound(_)))), "{refused:?}");
+
+    // Another process credits it; process one has not followed the log.
+    let two = open(&db, quiet()).await;
+    two.execute::<Wallet>("bob", earn("bob", "r1", 1_000), CommandContext::default()).await.expect("earns");
+
+    // Refused on the cached state, the command is decided again on the stored one.
+    let redeemed = one.execute::<Wallet>("bob", redeem(), CommandContext::default()).await;
+    assert!(redeemed.is_ok(), "redeemed on the stored state: {redeemed:?}");
+    assert_eq!(one.load::<Wallet>("bob").await.expect("loads").state.balance(&cafe()), 50);
 }

@@ -31,6 +31,13 @@ pub trait InlineProjection: Send + Sync + 'static {
     /// Brings the projection up to the last event of `batch`, in `batch`'s
     /// transaction. Writes nothing unless it answers [`Projected::Written`].
     async fn project(&self, batch: &InlineBatch<'_>) -> Result<Projected, DbErr>;
+
+    /// The transaction of the last batch [`project`](Self::project)ed
+    /// committed (it is not called when it did not).
+    fn committed(&self, _projected: Projected) {}
+
+    /// The projection as `Any`, for those who know its type.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// What an inline projection did with a batch.
@@ -135,6 +142,7 @@ impl Inline {
 
     /// The batch `(before, last]` committed after `projected`.
     pub(crate) fn committed(&self, before: u64, last: u64, projected: Projected) {
+        self.projection.committed(projected);
         let mut known = self.known();
         match projected {
             Projected::Written => *known = Known { stored: last, applied: last.max(known.applied) },

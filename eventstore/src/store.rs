@@ -173,6 +173,12 @@ impl EventStore {
         inline.iter().find(|registered| registered.name() == name).map(|registered| registered.subscribe())
     }
 
+    /// Inline projection `name`, if this process writes it.
+    pub fn inline_projection(&self, name: &str) -> Option<Arc<dyn InlineProjection>> {
+        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inline.iter().find(|registered| registered.name() == name).map(|registered| registered.projection.clone())
+    }
+
     /// Tells the store that the projector of inline projection `name` has
     /// stored its checkpoint at `position`, everything up to it applied.
     pub fn inline_reached(&self, name: &str, position: u64) {

@@ -4,40 +4,51 @@
 //! processes appended without the projection, a backlog longer than
 //! [`CATCH_UP`], or an event the projection cannot apply.
 
-use std::marker::PhantomData;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
-use eventstore::{InlineBatch, InlineProjection, Projected, RecordedEvent};
+use eventstore::{EventStore, InlineBatch, InlineProjection, Projected, RecordedEvent};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Query};
 use sea_orm::{ConnectionTrait, DbErr};
 
 use migrations::tables::Checkpoint;
 
 use crate::checkpoint;
+use crate::entities::balances;
 use crate::projection::{Names, Projection};
+use crate::read_models::wallets::Wallets;
 
 /// The longest backlog an append applies before its own events; a longer one
 /// is left to the projector, in its batches, rather than held in the append.
 pub const CATCH_UP: u64 = 4_096;
 
 /// Projection `P`, written inline.
-pub struct Inline<P> {
+pub struct Inline<P: Projection> {
     /// The longest backlog an append applies.
     catch_up: u64,
-    projection: PhantomData<fn() -> P>,
+    /// Rows as stored when the checkpoint was at the position given
+    /// ([`Projection::retain`]): good for the next batch while the checkpoint
+    /// is still there, that is while nobody else has written the projection.
+    kept: Mutex<Option<(u64, P::State)>>,
+    /// What the batch in flight will leave kept if its transaction commits.
+    pending: Mutex<Option<(u64, P::State)>>,
 }
 
-impl<P> Default for Inline<P> {
+impl<P: Projection> Default for Inline<P> {
     fn default() -> Self {
         Self::with_catch_up(CATCH_UP)
     }
 }
 
-impl<P> Inline<P> {
+impl<P: Projection> Inline<P> {
     /// Applies a backlog of at most `catch_up` events in an append (default [`CATCH_UP`]).
     pub fn with_catch_up(catch_up: u64) -> Self {
-        Inline { catch_up, projection: PhantomData }
+        Inline { catch_up, kept: Mutex::new(None), pending: Mutex::new(None) }
     }
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait]
@@ -47,11 +58,17 @@ impl<P: Projection> InlineProjection for Inline<P> {
     }
 
     async fn project(&self, batch: &InlineBatch<'_>) -> Result<Projected, DbErr> {
+        // Left by a batch whose transaction did not commit.
+        locked(&self.pending).take();
         let mut decoded = match decode::<P>(batch.events) {
             Some(decoded) if !decoded.is_empty() => decoded,
             Some(_) => return Ok(Projected::Irrelevant),
-            None => return Ok(Projected::Left),
+            None => {
+                locked(&self.kept).take();
+                return Ok(Projected::Left);
+            }
         };
+        let kept = locked(&self.kept).take();
         let (txn, names, before, last) = (batch.txn, &Names::LIVE, batch.before(), batch.last());
         let now = eventstore::now_us();
         let mut backlog = Vec::new();
@@ -84,7 +101,12 @@ impl<P: Projection> InlineProjection for Inline<P> {
                 set_checkpoint(txn, P::NAME, last, now).await?;
                 stored
             };
-        let mut state = P::load(txn, names, &decoded).await?;
+        // Kept rows serve if the checkpoint is where they were stored (no one
+        // else has written since) and nothing from others is applied first.
+        let mut state = match kept {
+            Some((at, kept)) if at == stored && backlog.is_empty() => P::load_after(txn, names, &decoded, kept).await?,
+            _ => P::load(txn, names, &decoded).await?,
+        };
         for (event, view) in &decoded {
             if let Err(error) = P::apply(&mut state, event, view) {
                 // Nothing but the checkpoint is written yet: put it back.
@@ -94,6 +116,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
             }
         }
         P::save(&mut state, txn, names).await?;
+        *locked(&self.pending) = P::retain(state).map(|state| (last, state));
         tracing::debug!(
             projection = P::NAME,
             events = decoded.len(),
@@ -104,6 +127,29 @@ impl<P: Projection> InlineProjection for Inline<P> {
         );
         Ok(Projected::Written)
     }
+
+    fn committed(&self, projected: Projected) {
+        if projected == Projected::Written {
+            *locked(&self.kept) = locked(&self.pending).take();
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// A member's balance row at a store as this process's appends last stored
+/// it, if the wallets projection is written inline here, the row is kept in
+/// memory, and it has applied `position` or later: what a read of the table
+/// could answer, without the read.
+pub fn kept_balance(store: &EventStore, member: &str, at: &str, position: u64) -> Option<balances::Model> {
+    let projection = store.inline_projection(Wallets::NAME)?;
+    let wallets = projection.as_any().downcast_ref::<Inline<Wallets>>()?;
+    let kept = locked(&wallets.kept);
+    let (_, state) = kept.as_ref()?;
+    let row = state.balances.get(&(member.to_string(), at.to_string()))?;
+    (position > 0 && row.last_position as u64 >= position).then(|| row.clone())
 }
 
 /// The events of `events` that `P` reads, decoded; `None` if one cannot be.

@@ -61,6 +61,27 @@ pub trait Projection: Send + Sync + 'static {
         events: &[(&RecordedEvent, Self::Event)],
     ) -> impl Future<Output = Result<Self::State, DbErr>> + Send;
 
+    /// What of `state`, just saved, a projection written inline keeps in
+    /// memory for its next batch: rows exactly as stored once the batch
+    /// commits (default: nothing).
+    fn retain(state: Self::State) -> Option<Self::State> {
+        drop(state);
+        None
+    }
+
+    /// Like [`Projection::load`], starting from rows `kept` by
+    /// [`Projection::retain`], which are as stored: reads only what they lack
+    /// (default: everything, as `load`).
+    fn load_after(
+        txn: &DatabaseTransaction,
+        names: &Names,
+        events: &[(&RecordedEvent, Self::Event)],
+        kept: Self::State,
+    ) -> impl Future<Output = Result<Self::State, DbErr>> + Send {
+        drop(kept);
+        Self::load(txn, names, events)
+    }
+
     /// Applies one decoded event to the rows in memory.
     fn apply(state: &mut Self::State, event: &RecordedEvent, decoded: &Self::Event) -> Result<(), ProjectionError>;
 

@@ -125,6 +125,23 @@ impl<K: Ord + Clone, M> Rows<K, M> {
         Self { rows: rows.into_iter().collect(), ..Self::default() }
     }
 
+    /// Adds rows as loaded (not changed), keeping any already held.
+    pub(crate) fn extend_loaded(&mut self, rows: impl IntoIterator<Item = (K, M)>) {
+        for (key, row) in rows {
+            self.rows.entry(key).or_insert(row);
+        }
+    }
+
+    /// How many rows are held.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     /// The row at `key`, if any.
     pub fn get(&self, key: &K) -> Option<&M> {
         self.rows.get(key)

@@ -83,8 +83,26 @@ async fn random_commands(store: EventStore, task: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn points_are_conserved_under_concurrent_commands_and_distribution() {
+    conserved(false).await
+}
+
+/// The same with every projection written inline by two processes (two
+/// stores on one database), the commands spread over both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn points_are_conserved_with_projections_written_inline_by_two_processes() {
+    conserved(true).await
+}
+
+async fn conserved(inline: bool) {
     let Some(db) = scratch(Backend::Mysql).await else { return };
     let store = open(&db, quiet()).await;
+    let other = open(&db, quiet()).await;
+    if inline {
+        let names: Vec<String> = projections::PROJECTIONS.iter().map(|name| name.to_string()).collect();
+        for process in [&store, &other] {
+            projections::write_inline(process, &names).expect("known projections");
+        }
+    }
     let people: Vec<String> = (0..MEMBERS).map(name).collect();
     world(&store, &people.iter().map(String::as_str).collect::<Vec<_>>()).await;
 
@@ -96,7 +114,12 @@ async fn points_are_conserved_under_concurrent_commands_and_distribution() {
         ..ProjectorConfig::default()
     };
     let running = spawn_all(&store, &config, &shutdown);
-    let tasks: Vec<_> = (0..TASKS).map(|task| tokio::spawn(random_commands(store.clone(), task))).collect();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let process = if inline && task % 2 == 1 { &other } else { &store };
+            tokio::spawn(random_commands(process.clone(), task))
+        })
+        .collect();
     let mut accepted = 0;
     for task in tasks {
         accepted += task.await.expect("a command task finishes");

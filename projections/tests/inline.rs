@@ -27,6 +27,7 @@ on_both_backends!(
     a_long_backlog_is_left_to_the_projector,
     an_event_the_projection_cannot_read_does_not_stop_appends,
     a_failing_inline_write_fails_the_append_and_writes_nothing,
+    two_processes_writing_inline_build_on_each_others_rows,
 );
 
 /// A store on `db` that writes every projection inline.
@@ -199,4 +200,24 @@ async fn a_failing_inline_write_fails_the_append_and_writes_nothing(backend: Bac
     earn_on(&store, "bob", "r2", 1_000).await;
     assert_eq!(balance(&store, "bob").await, Some(200));
     assert_clean(&store).await;
+}
+
+async fn two_processes_writing_inline_build_on_each_others_rows(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let one = inline_store(&db).await;
+    let two = inline_store(&db).await;
+    world(&one, &["ann", "bob"]).await;
+    // Each process keeps the balance rows it wrote; the other's writes in
+    // between must be read, not overwritten with what it kept.
+    for round in 0..3 {
+        earn_on(&one, "ann", &format!("one-{round}"), 1_000).await;
+        earn_on(&two, "ann", &format!("two-{round}"), 500).await;
+        earn_on(&one, "bob", &format!("bob-{round}"), 100).await;
+    }
+    assert_eq!(balance(&one, "ann").await, Some(450));
+    assert_eq!(balance(&one, "bob").await, Some(30));
+    let earned = earn_on(&one, "ann", "one-last", 1_000).await;
+    assert_eq!(balance(&one, "ann").await, Some(550));
+    assert_eq!(wallets_checkpoint(&one).await, earned.last_position);
+    assert_clean(&one).await;
 }

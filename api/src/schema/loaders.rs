@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use eventstore::EventStore;
 use projections::entities::{balances, members, post_photo_social, post_photos, post_social, social_accounts, stores};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use tokio::sync::{mpsc, oneshot};
@@ -75,6 +76,7 @@ pub struct Loaders {
 /// arriving while it runs go together in the next. Many mutations finishing
 /// together cost one query, and a lone one waits for nothing.
 pub struct BalanceReads {
+    store: EventStore,
     requests: mpsc::Sender<BalanceRead>,
 }
 
@@ -87,10 +89,10 @@ const BALANCE_READS_PER_BATCH: usize = 256;
 const MEMBERS_PER_QUERY: usize = 64;
 
 impl BalanceReads {
-    /// Reads through `db`, from a task that ends with the last handle.
-    pub fn new(db: &DatabaseConnection) -> Self {
+    /// Reads through `store`'s pool, from a task that ends with the last handle.
+    pub fn new(store: &EventStore) -> Self {
         let (requests, mut pending) = mpsc::channel::<BalanceRead>(4 * BALANCE_READS_PER_BATCH);
-        let db = db.clone();
+        let db = store.db().clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BALANCE_READS_PER_BATCH);
             while pending.recv_many(&mut batch, BALANCE_READS_PER_BATCH).await > 0 {
@@ -118,11 +120,16 @@ impl BalanceReads {
                 }
             }
         });
-        BalanceReads { requests }
+        BalanceReads { store: store.clone(), requests }
     }
 
-    /// A member's balance row at a store, as stored now.
-    pub async fn get(&self, member: &str, store: &str) -> Result<Option<balances::Model>, Arc<DbErr>> {
+    /// A member's balance row at a store once it has applied `position`: the
+    /// row this process's appends just stored when it is kept in memory
+    /// (wallets written inline), else as stored now.
+    pub async fn get(&self, member: &str, store: &str, position: u64) -> Result<Option<balances::Model>, Arc<DbErr>> {
+        if let Some(row) = projections::inline::kept_balance(&self.store, member, store, position) {
+            return Ok(Some(row));
+        }
         let closed = || Arc::new(DbErr::Custom("the balance reader has stopped".into()));
         let (reply, answer) = oneshot::channel();
         self.requests.send((member.to_string(), store.to_string(), reply)).await.map_err(|_| closed())?;

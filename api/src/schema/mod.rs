@@ -105,7 +105,7 @@ pub fn build(state: ApiState) -> ApiSchema {
     let checkpoints = Checkpoints::new(state.store.clone(), &state.projectors);
     Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .data(Loaders::new(state.store.db(), false))
-        .data(BalanceReads::new(state.store.db()))
+        .data(BalanceReads::new(&state.store))
         .data(Tails::new(state.store.clone(), checkpoints.clone()))
         .data(checkpoints)
         .data(state)

@@ -25,6 +25,9 @@ pub struct WalletsState {
     pub ledger: Rows<i64, ledger::Model>,
 }
 
+/// Most balance rows a projection written inline keeps in memory between batches.
+const KEPT_BALANCES: usize = 100_000;
+
 fn empty_balance(member: &str, store: &str) -> balances::Model {
     balances::Model {
         member_id: member.to_string(),
@@ -56,18 +59,36 @@ impl Projection for Wallets {
         names: &Names,
         events: &[(&RecordedEvent, WalletEvent)],
     ) -> Result<WalletsState, DbErr> {
+        Self::load_after(txn, names, events, WalletsState::default()).await
+    }
+
+    fn retain(state: WalletsState) -> Option<WalletsState> {
+        // The balances touched lately, as saved; the ledger only grows.
+        (state.balances.len() <= KEPT_BALANCES)
+            .then(|| WalletsState { balances: state.balances, ledger: Rows::default() })
+    }
+
+    async fn load_after(
+        txn: &DatabaseTransaction,
+        names: &Names,
+        events: &[(&RecordedEvent, WalletEvent)],
+        mut kept: WalletsState,
+    ) -> Result<WalletsState, DbErr> {
         let mut keys = BTreeSet::new();
         for (event, decoded) in events {
             if let Some((store, _)) = decoded.balance_change() {
-                keys.insert((event.aggregate_id.clone(), store.as_str().to_string()));
+                let key = (event.aggregate_id.clone(), store.as_str().to_string());
+                if kept.balances.get(&key).is_none() {
+                    keys.insert(key);
+                }
             }
         }
-        let keys: Vec<Vec<Value>> = keys.iter().map(|(m, s)| key2(m, s)).collect();
-        let rows = table::load::<balances::Entity>(txn, &names.table("balances"), &keys).await?;
-        Ok(WalletsState {
-            balances: Rows::loaded(rows.into_iter().map(|b| ((b.member_id.clone(), b.store_id.clone()), b))),
-            ledger: Rows::default(),
-        })
+        if !keys.is_empty() {
+            let keys: Vec<Vec<Value>> = keys.iter().map(|(m, s)| key2(m, s)).collect();
+            let rows = table::load::<balances::Entity>(txn, &names.table("balances"), &keys).await?;
+            kept.balances.extend_loaded(rows.into_iter().map(|b| ((b.member_id.clone(), b.store_id.clone()), b)));
+        }
+        Ok(kept)
     }
 
     fn apply(state: &mut WalletsState, event: &RecordedEvent, decoded: &WalletEvent) -> Result<(), ProjectionError> {

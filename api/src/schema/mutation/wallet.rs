@@ -38,7 +38,8 @@ async fn wallet_command(
         Run { id: member, command, idempotency_key, projection: "wallets", kind, fresh_id: false },
     )
     .await?;
-    let row = ctx.data::<BalanceReads>()?.get(member, &store).await.map_err(internal)?;
+    let reads = ctx.data::<BalanceReads>()?;
+    let row = reads.get(member, &store, outcome.last_position).await.map_err(internal)?;
     Ok(WalletResult {
         position: outcome.last_position as i64,
         replayed: outcome.replayed,

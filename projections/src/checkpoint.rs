@@ -3,7 +3,7 @@
 //! table of the projection, a rebuild swaps it in together with the rows it
 //! describes.
 
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Query, UpdateStatement};
 use sea_orm::{ConnectionTrait, DbErr};
 
 use migrations::tables::Checkpoint;
@@ -17,16 +17,36 @@ pub(crate) fn table(name: &str, names: &Names) -> String {
 
 /// The position a projection has applied up to.
 pub async fn read(conn: &impl ConnectionTrait, name: &str, names: &Names) -> Result<u64, DbErr> {
-    let select = Query::select()
-        .column(Checkpoint::Position)
-        .from(Alias::new(table(name, names)))
-        .and_where(Expr::col(Checkpoint::Id).eq(1))
-        .to_owned();
+    read_with(conn, name, names, None).await
+}
+
+/// [`read`], locking the row until the transaction ends (SQLite's write
+/// transaction holds the database's lock already).
+pub async fn read_locked(conn: &impl ConnectionTrait, name: &str, names: &Names) -> Result<u64, DbErr> {
+    read_with(conn, name, names, Some(LockType::Update)).await
+}
+
+async fn read_with(
+    conn: &impl ConnectionTrait,
+    name: &str,
+    names: &Names,
+    lock: Option<LockType>,
+) -> Result<u64, DbErr> {
+    let mut select = Query::select();
+    select.column(Checkpoint::Position).from(Alias::new(table(name, names))).and_where(Expr::col(Checkpoint::Id).eq(1));
+    if let Some(lock) = lock {
+        select.lock(lock);
+    }
     let row = conn
         .query_one(&select)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound(format!("the checkpoint of {name} (run the migrations)")))?;
     Ok(row.try_get::<i64>("", "position")? as u64)
+}
+
+/// Sets the checkpoint to `to` (the caller's transaction holds its lock).
+pub async fn set(conn: &impl ConnectionTrait, name: &str, names: &Names, to: u64, now_us: i64) -> Result<(), DbErr> {
+    conn.execute(&update(name, names, to, now_us)).await.map(|_| ())
 }
 
 /// Moves the checkpoint from `from` to `to` only if nobody moved it
@@ -39,12 +59,16 @@ pub async fn advance(
     to: u64,
     now_us: i64,
 ) -> Result<bool, DbErr> {
-    let update = Query::update()
+    let mut update = update(name, names, to, now_us);
+    update.and_where(Expr::col(Checkpoint::Position).eq(from as i64));
+    Ok(conn.execute(&update).await?.rows_affected() == 1)
+}
+
+fn update(name: &str, names: &Names, to: u64, now_us: i64) -> UpdateStatement {
+    Query::update()
         .table(Alias::new(table(name, names)))
         .value(Checkpoint::Position, to as i64)
         .value(Checkpoint::UpdatedAtUs, now_us)
         .and_where(Expr::col(Checkpoint::Id).eq(1))
-        .and_where(Expr::col(Checkpoint::Position).eq(from as i64))
-        .to_owned();
-    Ok(conn.execute(&update).await?.rows_affected() == 1)
+        .to_owned()
 }

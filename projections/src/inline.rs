@@ -8,10 +8,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use eventstore::{EventStore, InlineBatch, InlineProjection, Projected, RecordedEvent};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Query};
-use sea_orm::{ConnectionTrait, DbErr};
-
-use migrations::tables::Checkpoint;
+use sea_orm::DbErr;
 
 use crate::checkpoint;
 use crate::entities::balances;
@@ -78,7 +75,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
             if batch.settled_from == before && checkpoint::advance(txn, P::NAME, names, before, last, now).await? {
                 before
             } else {
-                let stored = locked_checkpoint(txn, P::NAME).await?;
+                let stored = checkpoint::read_locked(txn, P::NAME, names).await?;
                 if stored > before {
                     tracing::error!(
                         projection = P::NAME,
@@ -98,7 +95,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
                 let Some(mut earlier) = decode::<P>(&backlog) else { return Ok(Projected::Left) };
                 earlier.append(&mut decoded);
                 decoded = earlier;
-                set_checkpoint(txn, P::NAME, last, now).await?;
+                checkpoint::set(txn, P::NAME, names, last, now).await?;
                 stored
             };
         // Kept rows serve if the checkpoint is where they were stored (no one
@@ -111,7 +108,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
             if let Err(error) = P::apply(&mut state, event, view) {
                 // Nothing but the checkpoint is written yet: put it back.
                 tracing::error!(projection = P::NAME, %error, "an event does not apply; left to the projector");
-                set_checkpoint(txn, P::NAME, stored, now).await?;
+                checkpoint::set(txn, P::NAME, names, stored, now).await?;
                 return Ok(Projected::Left);
             }
         }
@@ -166,31 +163,4 @@ fn decode<P: Projection>(events: &[RecordedEvent]) -> Option<Vec<(&RecordedEvent
         }
     }
     Some(decoded)
-}
-
-/// The stored checkpoint, locked until the transaction ends (SQLite's
-/// transaction already holds the database's write lock).
-async fn locked_checkpoint(conn: &impl ConnectionTrait, name: &str) -> Result<u64, DbErr> {
-    let select = Query::select()
-        .column(Checkpoint::Position)
-        .from(Alias::new(checkpoint::table(name, &Names::LIVE)))
-        .and_where(Expr::col(Checkpoint::Id).eq(1))
-        .lock(LockType::Update)
-        .to_owned();
-    let row = conn
-        .query_one(&select)
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound(format!("the checkpoint of {name} (run the migrations)")))?;
-    Ok(row.try_get::<i64>("", "position")? as u64)
-}
-
-/// Sets the (locked) checkpoint.
-async fn set_checkpoint(conn: &impl ConnectionTrait, name: &str, to: u64, now_us: i64) -> Result<(), DbErr> {
-    let update = Query::update()
-        .table(Alias::new(checkpoint::table(name, &Names::LIVE)))
-        .value(Checkpoint::Position, to as i64)
-        .value(Checkpoint::UpdatedAtUs, now_us)
-        .and_where(Expr::col(Checkpoint::Id).eq(1))
-        .to_owned();
-    conn.execute(&update).await.map(|_| ())
 }

@@ -65,9 +65,28 @@ pub fn padded_chunks<T>(items: &[T], max: usize) -> Vec<Vec<&T>> {
         .collect()
 }
 
+/// Prepared statements each of the group commit's own MySQL connections
+/// keeps: it runs the log's inserts and every inline projection's statements.
+const WRITER_STATEMENT_CACHE: usize = 1024;
+
+/// The isolation level of the group commit's own MySQL connections. Inline
+/// projections read their rows after locking their checkpoints, one
+/// projection after another in one transaction; under REPEATABLE READ the
+/// first read would fix a snapshot older than a later lock.
+const WRITER_ISOLATION: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
+
 /// Opens a pool for `url`. SQLite files are created if missing and run in WAL
 /// mode; MySQL pools hold up to `max_connections`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, EventStoreError> {
+    connect_with(url, max_connections, false).await
+}
+
+/// The group commit's own pool on MySQL: READ COMMITTED, a larger statement cache.
+pub(crate) async fn connect_writer(url: &str, max_connections: u32) -> Result<DatabaseConnection, EventStoreError> {
+    connect_with(url, max_connections, true).await
+}
+
+async fn connect_with(url: &str, max_connections: u32, writer: bool) -> Result<DatabaseConnection, EventStoreError> {
     let mut options = ConnectOptions::new(url.to_string());
     options.sqlx_logging(false).acquire_timeout(Duration::from_secs(10));
     if url.starts_with("sqlite:") {
@@ -78,10 +97,20 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
                 .busy_timeout(Duration::from_secs(10))
         });
     } else if url.starts_with("mysql:") {
+        let cache = if writer { WRITER_STATEMENT_CACHE } else { STATEMENT_CACHE };
         options
             .max_connections(max_connections.max(2))
             .min_connections(1)
-            .map_sqlx_mysql_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
+            .map_sqlx_mysql_opts(move |o| o.statement_cache_capacity(cache));
+        if writer {
+            options.map_sqlx_mysql_pool_opts(|pool| {
+                pool.after_connect(|connection, _| {
+                    Box::pin(
+                        async move { sea_orm::sqlx::Executor::execute(connection, WRITER_ISOLATION).await.map(|_| ()) },
+                    )
+                })
+            });
+        }
     } else {
         return Err(EventStoreError::UnsupportedUrl(url.to_string()));
     }

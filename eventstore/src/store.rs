@@ -136,7 +136,8 @@ impl EventStore {
                 writer::spawn_thread(url.to_string(), inline, recent, requests, head).await?;
             }
             None => {
-                let sink = Sink { db: db.clone(), inline: inline.clone(), recent: recent.clone() };
+                let sink =
+                    Sink { db: db.clone(), inline: inline.clone(), recent: recent.clone(), read_committed: false };
                 tokio::spawn(writer::run(sink, requests, head.clone()));
             }
         }

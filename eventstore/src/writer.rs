@@ -15,7 +15,10 @@
 use std::sync::{Arc, RwLock};
 
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, SqlErr, Statement, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, SqlErr, Statement,
+    TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use migrations::tables::{Claims, CommandLog, Events, Snapshots};
@@ -90,6 +93,9 @@ pub(crate) struct Sink {
     pub db: DatabaseConnection,
     pub inline: Arc<RwLock<Vec<Arc<Inline>>>>,
     pub recent: Arc<RecentEvents>,
+    /// The connections run READ COMMITTED already (the group commit's own
+    /// MySQL pool); otherwise each MySQL append with inline projections asks for it.
+    pub read_committed: bool,
 }
 
 impl Sink {
@@ -127,10 +133,10 @@ pub(crate) async fn spawn_thread(
                 }
             };
             runtime.block_on(async move {
-                match crate::connection::connect(&url, WRITER_CONNECTIONS).await {
+                match crate::connection::connect_writer(&url, WRITER_CONNECTIONS).await {
                     Ok(db) => {
                         let _ = connected.send(Ok(()));
-                        run(Sink { db, inline, recent }, requests, head).await;
+                        run(Sink { db, inline, recent, read_committed: true }, requests, head).await;
                     }
                     Err(err) => {
                         let _ = connected.send(Err(err));
@@ -153,7 +159,8 @@ pub(crate) async fn run(sink: Sink, mut requests: mpsc::Receiver<AppendRequest>,
     let mut batch = Vec::with_capacity(MAX_REQUESTS_PER_BATCH);
     while requests.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH).await > 0 {
         let inline = sink.inline();
-        let batch_result = commit(db, &batch, &inline, recent).await;
+        let inline = Projections { inline: &inline, read_committed: sink.read_committed };
+        let batch_result = commit(db, &batch, inline, recent).await;
         match batch_result {
             Ok((outcomes, recorded)) => {
                 recent.committed(recorded);
@@ -164,7 +171,7 @@ pub(crate) async fn run(sink: Sink, mut requests: mpsc::Receiver<AppendRequest>,
             }
             Err(_) if batch.len() > 1 => {
                 for request in batch.drain(..) {
-                    let result = commit_one(db, &request, &inline, recent).await;
+                    let result = commit_one(db, &request, inline, recent).await;
                     if let Ok(outcome) = &result {
                         publish(&head, std::slice::from_ref(outcome));
                     }
@@ -193,10 +200,30 @@ fn publish(head: &watch::Sender<u64>, outcomes: &[CommandOutcome]) {
     }
 }
 
+/// The inline projections an append writes, and whether its connection
+/// already reads committed data at every statement.
+#[derive(Clone, Copy)]
+struct Projections<'a> {
+    inline: &'a [Arc<Inline>],
+    read_committed: bool,
+}
+
+impl Projections<'_> {
+    /// Opens the append transaction. With inline projections on MySQL it
+    /// runs READ COMMITTED: each projection reads its rows after locking its
+    /// checkpoint, and a snapshot fixed by an earlier read could predate it.
+    async fn begin(&self, db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+        if self.inline.is_empty() || self.read_committed || db.get_database_backend() != DbBackend::MySql {
+            return db.begin().await;
+        }
+        db.begin_with_config(Some(IsolationLevel::ReadCommitted), None).await
+    }
+}
+
 async fn commit_one(
     db: &DatabaseConnection,
     request: &AppendRequest,
-    inline: &[Arc<Inline>],
+    inline: Projections<'_>,
     recent: &RecentEvents,
 ) -> Result<CommandOutcome, AppendError> {
     match commit(db, std::slice::from_ref(request), inline, recent).await {
@@ -319,11 +346,12 @@ async fn reserve(txn: &impl ConnectionTrait, count: u64) -> Result<u64, DbErr> {
 async fn commit(
     db: &DatabaseConnection,
     batch: &[AppendRequest],
-    inline: &[Arc<Inline>],
+    projections: Projections<'_>,
     recent: &RecentEvents,
 ) -> Result<(Vec<CommandOutcome>, Vec<RecordedEvent>), DbErr> {
+    let inline = projections.inline;
     let count: u64 = batch.iter().map(|r| r.events.len() as u64).sum();
-    let txn = db.begin().await?;
+    let txn = projections.begin(db).await?;
     let head = reserve(&txn, count).await?;
     let mut next = head + 1 - count;
     let now_us = crate::clock::now_us();
@@ -497,6 +525,8 @@ mod tests {
     use super::*;
     use crate::scratch::ScratchDatabase;
 
+    const NONE: Projections<'static> = Projections { inline: &[], read_committed: false };
+
     fn request(hash: &str) -> (AppendRequest, oneshot::Receiver<Result<CommandOutcome, AppendError>>) {
         let (reply, answer) = oneshot::channel();
         let event = NewEvent {
@@ -520,15 +550,15 @@ mod tests {
         crate::migrate(&db).await.expect("migrates");
         let (first, _answer) = request("h1");
         let recent = RecentEvents::new(16);
-        let landed = commit_one(&db, &first, &[], &recent).await.expect("lands");
+        let landed = commit_one(&db, &first, NONE, &recent).await.expect("lands");
 
         // The same request again, as after a commit whose acknowledgement was lost.
-        let again = commit_one(&db, &first, &[], &recent).await.expect("recognised as already stored");
+        let again = commit_one(&db, &first, NONE, &recent).await.expect("recognised as already stored");
         assert_eq!((again.first_position, again.last_position), (landed.first_position, landed.last_position));
         assert_eq!(crate::log::head(&db).await.expect("head"), 1, "nothing written twice");
 
         // Other content at the same place is a genuine conflict.
         let (other, _answer) = request("h2");
-        assert!(matches!(commit_one(&db, &other, &[], &recent).await, Err(AppendError::Conflict)));
+        assert!(matches!(commit_one(&db, &other, NONE, &recent).await, Err(AppendError::Conflict)));
     }
 }

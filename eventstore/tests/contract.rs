@@ -495,3 +495,52 @@ async fn a_refusal_is_decided_on_the_stored_state_not_a_stale_cache(backend: Bac
     assert!(redeemed.is_ok(), "redeemed on the stored state: {redeemed:?}");
     assert_eq!(one.load::<Wallet>("bob").await.expect("loads").state.balance(&cafe()), 50);
 }
+
+/// Records, inside each append transaction, the isolation level InnoDB runs it at.
+struct IsolationProbe(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl eventstore::InlineProjection for IsolationProbe {
+    fn name(&self) -> &'static str {
+        "isolation_probe"
+    }
+
+    async fn project(&self, batch: &eventstore::InlineBatch<'_>) -> Result<eventstore::Projected, sea_orm::DbErr> {
+        // InnoDB refreshes this table at most every 0.1 s.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let sql = "SELECT trx_isolation_level AS level FROM information_schema.INNODB_TRX \
+                   WHERE trx_mysql_thread_id = CONNECTION_ID()";
+        let row = batch.txn.query_one_raw(Statement::from_string(sea_orm::DbBackend::MySql, sql)).await?;
+        let level = row.map(|row| row.try_get::<String>("", "level")).transpose()?.unwrap_or_default();
+        self.0.lock().expect("not poisoned").push(level);
+        Ok(eventstore::Projected::Irrelevant)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Inline projections lock their checkpoints one after another in the append
+/// transaction and read their rows after; under REPEATABLE READ an earlier
+/// read would fix a snapshot older than a later lock. Appends run READ
+/// COMMITTED, on the group commit's own connections and on a given pool alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mysql_appends_with_inline_projections_read_committed_data() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let own = open(&db, quiet()).await;
+    let given =
+        eventstore::EventStore::with_connection(eventstore::connect(&db.url, 4).await.expect("connects"), quiet())
+            .await
+            .expect("opens");
+    world(&own, &["ann", "bob"]).await;
+    for (n, store) in [&own, &given].into_iter().enumerate() {
+        let probe = std::sync::Arc::new(IsolationProbe(std::sync::Mutex::new(Vec::new())));
+        store.project_inline(probe.clone());
+        store
+            .execute::<Wallet>("bob", earn("bob", &format!("r{n}"), 1_000), CommandContext::default())
+            .await
+            .expect("earns");
+        assert_eq!(*probe.0.lock().expect("not poisoned"), vec!["READ COMMITTED".to_string()], "store {n}");
+    }
+}

@@ -36,6 +36,10 @@ pub trait InlineProjection: Send + Sync + 'static {
     /// committed (it is not called when it did not).
     fn committed(&self, _projected: Projected) {}
 
+    /// Its tables were replaced behind this process (a rebuild's swap):
+    /// forget whatever rows it keeps between batches.
+    fn reset(&self) {}
+
     /// The projection as `Any`, for those who know its type.
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -162,6 +166,27 @@ impl Inline {
         known.stored = known.stored.max(position);
         known.applied = known.applied.max(position);
         self.publish(known.applied);
+    }
+
+    /// The checkpoint this process last stored or saw stored.
+    pub(crate) fn stored(&self) -> u64 {
+        self.known().stored
+    }
+
+    /// The stored checkpoint was read as `position`, below `expected`, what
+    /// this process knew stored before that read: the tables were replaced
+    /// (a rebuild swapped them in). Unless an append has stored it again
+    /// since, everything after `position` counts as not applied. Whether it
+    /// was reset.
+    pub(crate) fn rewound(&self, position: u64, expected: u64) -> bool {
+        let mut known = self.known();
+        if position >= expected || known.stored != expected {
+            return false;
+        }
+        *known = Known { stored: position, applied: position };
+        self.projection.reset();
+        self.applied.send_replace(position);
+        true
     }
 
     fn publish(&self, applied: u64) {

@@ -189,6 +189,26 @@ impl EventStore {
         }
     }
 
+    /// For inline projection `name`: the checkpoint this process last stored
+    /// or saw stored (`None`: not written inline here).
+    pub fn inline_stored(&self, name: &str) -> Option<u64> {
+        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inline.iter().find(|registered| registered.name() == name).map(|registered| registered.stored())
+    }
+
+    /// Tells the store that inline projection `name`'s checkpoint was read as
+    /// `position`, below `expected` (what [`inline_stored`](Self::inline_stored)
+    /// said before that read): its tables were replaced, and what this
+    /// process's appends applied after `position` is not in them. True if
+    /// that was news (no append has stored the checkpoint since).
+    pub fn inline_rewound(&self, name: &str, position: u64, expected: u64) -> bool {
+        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inline
+            .iter()
+            .find(|registered| registered.name() == name)
+            .is_some_and(|registered| registered.rewound(position, expected))
+    }
+
     /// The connection pool.
     pub fn db(&self) -> &DatabaseConnection {
         &self.inner.db

@@ -131,6 +131,11 @@ impl<P: Projection> InlineProjection for Inline<P> {
         }
     }
 
+    fn reset(&self) {
+        locked(&self.kept).take();
+        locked(&self.pending).take();
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

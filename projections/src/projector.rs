@@ -210,6 +210,7 @@ pub async fn run<C: Consumer>(
         }
         tracing::info!(projection = C::NAME, "projector active");
         let mut renewed = Instant::now();
+        let mut verified = Instant::now();
         let mut rate = Rate::default();
         // Where this holder left the checkpoint, so each batch need not read it first.
         let mut at: Option<u64> = None;
@@ -231,6 +232,21 @@ pub async fn run<C: Consumer>(
                 }
             }
             if let Some(applied) = &inline {
+                // A rebuild may have swapped in tables behind what this
+                // process's appends applied: look at the stored checkpoint
+                // now and then, and start from it if it went back.
+                if verified.elapsed() >= config.idle_wait {
+                    verified = Instant::now();
+                    let expected = store.inline_stored(C::NAME).unwrap_or(0);
+                    match checkpoint::read(&db, C::NAME, &Names::LIVE).await {
+                        Ok(stored) if store.inline_rewound(C::NAME, stored, expected) => {
+                            tracing::info!(projection = C::NAME, stored, expected, "tables replaced; catching up");
+                            at = None;
+                        }
+                        Ok(_) => {}
+                        Err(err) => tracing::warn!(projection = C::NAME, %err, "cannot read the checkpoint"),
+                    }
+                }
                 // This process's appends write the projection: there is
                 // something to catch up only when the log is ahead of them
                 // (another process appended, or an append left it a batch).

@@ -28,6 +28,7 @@ on_both_backends!(
     an_event_the_projection_cannot_read_does_not_stop_appends,
     a_failing_inline_write_fails_the_append_and_writes_nothing,
     two_processes_writing_inline_build_on_each_others_rows,
+    tables_swapped_in_behind_the_appends_are_caught_up,
 );
 
 /// A store on `db` that writes every projection inline.
@@ -220,4 +221,49 @@ async fn two_processes_writing_inline_build_on_each_others_rows(backend: Backend
     assert_eq!(balance(&one, "ann").await, Some(550));
     assert_eq!(wallets_checkpoint(&one).await, earned.last_position);
     assert_clean(&one).await;
+}
+
+async fn tables_swapped_in_behind_the_appends_are_caught_up(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = inline_store(&db).await;
+    world(&store, &["ann", "bob"]).await;
+    earn_on(&store, "bob", "r1", 1_000).await;
+    // The wallets tables as a rebuild would swap them in at this position...
+    let at = wallets_checkpoint(&store).await;
+    let balances_then = balances::Entity::find().all(store.db()).await.expect("reads");
+    // ...while appends go on past it.
+    earn_on(&store, "bob", "r2", 1_000).await;
+    let last = earn_on(&store, "ann", "r3", 1_000).await;
+    assert_eq!(*store.inline_applied("wallets").expect("inline").borrow(), last.last_position);
+
+    // The swap: the tables and their checkpoint as they were at `at`.
+    let sql = |statement: String| store.db().execute_raw(Statement::from_string(store.backend(), statement));
+    sql("DELETE FROM balances".to_string()).await.expect("clears");
+    balances::Entity::insert_many(balances_then.into_iter().map(balances::ActiveModel::from))
+        .exec(store.db())
+        .await
+        .expect("restores");
+    sql(format!("DELETE FROM ledger WHERE position > {at}")).await.expect("trims");
+    sql(format!("UPDATE wallets_checkpoint SET position = {at}")).await.expect("rewinds");
+
+    // The projector notices the checkpoint went back and catches up, with no
+    // append to prompt it.
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let config = projections::ProjectorConfig {
+        idle_wait: std::time::Duration::from_millis(50),
+        ..projections::ProjectorConfig::default()
+    };
+    let running = projections::spawn_all(&store, &config, &shutdown);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wallets_checkpoint(&store).await < last.last_position {
+        assert!(std::time::Instant::now() < deadline, "the projector did not catch up after the swap");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send_replace(true);
+    for task in running.tasks {
+        task.await.expect("a projector stops").expect("a projector ran cleanly");
+    }
+    assert_eq!(balance(&store, "bob").await, Some(200));
+    assert_eq!(balance(&store, "ann").await, Some(100));
+    assert_clean(&store).await;
 }

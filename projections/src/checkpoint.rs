@@ -17,12 +17,13 @@ pub(crate) fn table(name: &str, names: &Names) -> String {
 
 /// The position a projection has applied up to.
 pub async fn read(conn: &impl ConnectionTrait, name: &str, names: &Names) -> Result<u64, DbErr> {
-    read_with(conn, name, names, None).await
+    Ok(read_with(conn, name, names, None).await?.0)
 }
 
-/// [`read`], locking the row until the transaction ends (SQLite's write
-/// transaction holds the database's lock already).
-pub async fn read_locked(conn: &impl ConnectionTrait, name: &str, names: &Names) -> Result<u64, DbErr> {
+/// [`read`] with the time it was last written (which tells writes at the same
+/// position apart), locking the row until the transaction ends (SQLite's
+/// write transaction holds the database's lock already).
+pub async fn read_locked(conn: &impl ConnectionTrait, name: &str, names: &Names) -> Result<(u64, i64), DbErr> {
     read_with(conn, name, names, Some(LockType::Update)).await
 }
 
@@ -31,9 +32,12 @@ async fn read_with(
     name: &str,
     names: &Names,
     lock: Option<LockType>,
-) -> Result<u64, DbErr> {
+) -> Result<(u64, i64), DbErr> {
     let mut select = Query::select();
-    select.column(Checkpoint::Position).from(Alias::new(table(name, names))).and_where(Expr::col(Checkpoint::Id).eq(1));
+    select
+        .columns([Checkpoint::Position, Checkpoint::UpdatedAtUs])
+        .from(Alias::new(table(name, names)))
+        .and_where(Expr::col(Checkpoint::Id).eq(1));
     if let Some(lock) = lock {
         select.lock(lock);
     }
@@ -41,7 +45,7 @@ async fn read_with(
         .query_one(&select)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound(format!("the checkpoint of {name} (run the migrations)")))?;
-    Ok(row.try_get::<i64>("", "position")? as u64)
+    Ok((row.try_get::<i64>("", "position")? as u64, row.try_get::<i64>("", "updated_at_us")?))
 }
 
 /// Sets the checkpoint to `to` (the caller's transaction holds its lock).
@@ -59,8 +63,24 @@ pub async fn advance(
     to: u64,
     now_us: i64,
 ) -> Result<bool, DbErr> {
+    advance_written_at(conn, name, names, (from, None), to, now_us).await
+}
+
+/// [`advance`] from `from`, last written at `written_at` when given (a
+/// rebuild's swap can put back the same position, written at another time).
+pub async fn advance_written_at(
+    conn: &impl ConnectionTrait,
+    name: &str,
+    names: &Names,
+    (from, written_at): (u64, Option<i64>),
+    to: u64,
+    now_us: i64,
+) -> Result<bool, DbErr> {
     let mut update = update(name, names, to, now_us);
     update.and_where(Expr::col(Checkpoint::Position).eq(from as i64));
+    if let Some(written_at) = written_at {
+        update.and_where(Expr::col(Checkpoint::UpdatedAtUs).eq(written_at));
+    }
     Ok(conn.execute(&update).await?.rows_affected() == 1)
 }
 

@@ -19,6 +19,10 @@ use crate::read_models::wallets::Wallets;
 /// is left to the projector, in its batches, rather than held in the append.
 pub const CATCH_UP: u64 = 4_096;
 
+/// Rows kept between batches: the checkpoint they were stored at, when
+/// (its `updated_at_us`), and the rows.
+type Kept<P> = (u64, i64, <P as Projection>::State);
+
 /// Projection `P`, written inline.
 pub struct Inline<P: Projection> {
     /// The longest backlog an append applies.
@@ -26,9 +30,9 @@ pub struct Inline<P: Projection> {
     /// Rows as stored when the checkpoint was at the position given
     /// ([`Projection::retain`]): good for the next batch while the checkpoint
     /// is still there, that is while nobody else has written the projection.
-    kept: Mutex<Option<(u64, P::State)>>,
+    kept: Mutex<Option<Kept<P>>>,
     /// What the batch in flight will leave kept if its transaction commits.
-    pending: Mutex<Option<(u64, P::State)>>,
+    pending: Mutex<Option<Kept<P>>>,
 }
 
 impl<P: Projection> Default for Inline<P> {
@@ -71,37 +75,44 @@ impl<P: Projection> InlineProjection for Inline<P> {
         let mut backlog = Vec::new();
         // The usual case, one statement: the checkpoint stands right before
         // the batch, and moving it locks it for the rest of the transaction.
-        let stored =
-            if batch.settled_from == before && checkpoint::advance(txn, P::NAME, names, before, last, now).await? {
-                before
-            } else {
-                let stored = checkpoint::read_locked(txn, P::NAME, names).await?;
-                if stored > before {
-                    tracing::error!(
-                        projection = P::NAME,
-                        stored,
-                        before,
-                        "checkpoint ahead of the log; left to the projector"
-                    );
+        // Kept rows stored right before the batch name the time they were
+        // stored: a swap to the same position fails the move.
+        let written_at = kept.as_ref().filter(|(at, _, _)| *at == before).map(|(_, written_at, _)| *written_at);
+        let fast = batch.settled_from == before
+            && checkpoint::advance_written_at(txn, P::NAME, names, (before, written_at), last, now).await?;
+        let (stored, stored_at) = if fast {
+            (before, written_at)
+        } else {
+            let (stored, stored_at) = checkpoint::read_locked(txn, P::NAME, names).await?;
+            if stored > before {
+                tracing::error!(
+                    projection = P::NAME,
+                    stored,
+                    before,
+                    "checkpoint ahead of the log; left to the projector"
+                );
+                return Ok(Projected::Left);
+            }
+            if stored < batch.settled_from {
+                if before - stored > self.catch_up {
                     return Ok(Projected::Left);
                 }
-                if stored < batch.settled_from {
-                    if before - stored > self.catch_up {
-                        return Ok(Projected::Left);
-                    }
-                    let Some(earlier) = batch.earlier(stored).await? else { return Ok(Projected::Left) };
-                    backlog = earlier;
-                }
-                let Some(mut earlier) = decode::<P>(&backlog) else { return Ok(Projected::Left) };
-                earlier.append(&mut decoded);
-                decoded = earlier;
-                checkpoint::set(txn, P::NAME, names, last, now).await?;
-                stored
-            };
-        // Kept rows serve if the checkpoint is where they were stored (no one
-        // else has written since) and nothing from others is applied first.
+                let Some(earlier) = batch.earlier(stored).await? else { return Ok(Projected::Left) };
+                backlog = earlier;
+            }
+            let Some(mut earlier) = decode::<P>(&backlog) else { return Ok(Projected::Left) };
+            earlier.append(&mut decoded);
+            decoded = earlier;
+            checkpoint::set(txn, P::NAME, names, last, now).await?;
+            (stored, Some(stored_at))
+        };
+        // Kept rows serve if the checkpoint is where and when they were
+        // stored (no one else has written since) and nothing from others is
+        // applied first.
         let mut state = match kept {
-            Some((at, kept)) if at == stored && backlog.is_empty() => P::load_after(txn, names, &decoded, kept).await?,
+            Some((at, written_at, kept)) if at == stored && Some(written_at) == stored_at && backlog.is_empty() => {
+                P::load_after(txn, names, &decoded, kept).await?
+            }
             _ => P::load(txn, names, &decoded).await?,
         };
         for (event, view) in &decoded {
@@ -113,7 +124,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
             }
         }
         P::save(&mut state, txn, names).await?;
-        *locked(&self.pending) = P::retain(state).map(|state| (last, state));
+        *locked(&self.pending) = P::retain(state).map(|state| (last, now, state));
         tracing::debug!(
             projection = P::NAME,
             events = decoded.len(),
@@ -149,7 +160,7 @@ pub fn kept_balance(store: &EventStore, member: &str, at: &str, position: u64) -
     let projection = store.inline_projection(Wallets::NAME)?;
     let wallets = projection.as_any().downcast_ref::<Inline<Wallets>>()?;
     let kept = locked(&wallets.kept);
-    let (_, state) = kept.as_ref()?;
+    let (_, _, state) = kept.as_ref()?;
     let row = state.balances.get(&(member.to_string(), at.to_string()))?;
     (position > 0 && row.last_position as u64 >= position).then(|| row.clone())
 }

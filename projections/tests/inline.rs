@@ -29,6 +29,7 @@ on_both_backends!(
     a_failing_inline_write_fails_the_append_and_writes_nothing,
     two_processes_writing_inline_build_on_each_others_rows,
     tables_swapped_in_behind_the_appends_are_caught_up,
+    tables_swapped_in_at_the_same_position_are_read_not_the_kept_rows,
 );
 
 /// A store on `db` that writes every projection inline.
@@ -266,4 +267,20 @@ async fn tables_swapped_in_behind_the_appends_are_caught_up(backend: Backend) {
     assert_eq!(balance(&store, "bob").await, Some(200));
     assert_eq!(balance(&store, "ann").await, Some(100));
     assert_clean(&store).await;
+}
+
+async fn tables_swapped_in_at_the_same_position_are_read_not_the_kept_rows(backend: Backend) {
+    let Some(db) = scratch(backend).await else { return };
+    let store = inline_store(&db).await;
+    world(&store, &["ann", "bob"]).await;
+    earn_on(&store, "bob", "r1", 1_000).await;
+    // Tables swapped in at the very position this process stored, written at
+    // another time, with a row that differs from what the process keeps (as
+    // a rebuild repairing a damaged row would leave it).
+    let sql = |statement: String| store.db().execute_raw(Statement::from_string(store.backend(), statement));
+    sql("UPDATE balances SET balance = 500, earned = 500 WHERE member_id = 'bob'".to_string()).await.expect("edits");
+    sql("UPDATE wallets_checkpoint SET updated_at_us = 1".to_string()).await.expect("restamps");
+
+    earn_on(&store, "bob", "r2", 1_000).await;
+    assert_eq!(balance(&store, "bob").await, Some(600), "built on the swapped-in row, not the kept one");
 }

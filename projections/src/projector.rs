@@ -243,7 +243,10 @@ pub async fn run<C: Consumer>(
                             tracing::info!(projection = C::NAME, stored, expected, "tables replaced; catching up");
                             at = None;
                         }
-                        Ok(_) => {}
+                        Ok(_) => {
+                            let applied = *applied.borrow();
+                            settle(&store, C::NAME, applied).await;
+                        }
                         Err(err) => tracing::warn!(projection = C::NAME, %err, "cannot read the checkpoint"),
                     }
                 }
@@ -316,6 +319,23 @@ pub async fn run<C: Consumer>(
         tracing::warn!(projection = C::NAME, %err, "cannot release the lease; it will expire");
     }
     Ok(())
+}
+
+/// Appends leave an inline projection's stored checkpoint where their last
+/// batch for it was; what they appended since, of no concern to it, is only
+/// known in memory. Stores that, so that other processes, audits and lag
+/// figures see the projection as far as it is (one statement, only if nobody
+/// moved the checkpoint meanwhile).
+async fn settle(store: &EventStore, name: &'static str, applied: u64) {
+    let Some(stored) = store.inline_stored(name) else { return };
+    if stored >= applied {
+        return;
+    }
+    match checkpoint::advance(store.db(), name, &Names::LIVE, stored, applied, eventstore::now_us()).await {
+        Ok(true) => store.inline_reached(name, applied),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(projection = name, %err, "cannot move the checkpoint"),
+    }
 }
 
 /// Events per second, smoothed over recent batches.

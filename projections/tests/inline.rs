@@ -30,6 +30,7 @@ on_both_backends!(
     two_processes_writing_inline_build_on_each_others_rows,
     tables_swapped_in_behind_the_appends_are_caught_up,
     tables_swapped_in_at_the_same_position_are_read_not_the_kept_rows,
+    the_checkpoint_of_a_projection_the_appends_do_not_concern_is_stored,
 );
 
 /// A store on `db` that writes every projection inline.
@@ -38,6 +39,16 @@ async fn inline_store(db: &eventstore::scratch::ScratchDatabase) -> EventStore {
     let names: Vec<String> = PROJECTIONS.iter().map(|name| name.to_string()).collect();
     projections::write_inline(&store, &names).expect("known projections");
     store
+}
+
+/// A scratch database whose store writes every projection inline, with ann
+/// and bob registered and bob's first earn (100 points) applied.
+async fn bob_earned_once(backend: Backend) -> Option<(eventstore::scratch::ScratchDatabase, EventStore)> {
+    let db = scratch(backend).await?;
+    let store = inline_store(&db).await;
+    world(&store, &["ann", "bob"]).await;
+    earn_on(&store, "bob", "r1", 1_000).await;
+    Some((db, store))
 }
 
 async fn balance(store: &EventStore, who: &str) -> Option<i64> {
@@ -154,10 +165,7 @@ async fn a_long_backlog_is_left_to_the_projector(backend: Backend) {
 }
 
 async fn an_event_the_projection_cannot_read_does_not_stop_appends(backend: Backend) {
-    let Some(db) = scratch(backend).await else { return };
-    let store = inline_store(&db).await;
-    world(&store, &["ann", "bob"]).await;
-    earn_on(&store, "bob", "r1", 1_000).await;
+    let Some((_db, store)) = bob_earned_once(backend).await else { return };
     let before = wallets_checkpoint(&store).await;
     // An event another process wrote that this build cannot decode.
     let position = before + 1;
@@ -180,10 +188,7 @@ async fn an_event_the_projection_cannot_read_does_not_stop_appends(backend: Back
 }
 
 async fn a_failing_inline_write_fails_the_append_and_writes_nothing(backend: Backend) {
-    let Some(db) = scratch(backend).await else { return };
-    let store = inline_store(&db).await;
-    world(&store, &["ann", "bob"]).await;
-    earn_on(&store, "bob", "r1", 1_000).await;
+    let Some((_db, store)) = bob_earned_once(backend).await else { return };
     let head = store.read_head().await.expect("head");
     let rename = |from: &str, to: &str| match store.backend() {
         sea_orm::DbBackend::MySql => format!("RENAME TABLE `{from}` TO `{to}`"),
@@ -225,10 +230,7 @@ async fn two_processes_writing_inline_build_on_each_others_rows(backend: Backend
 }
 
 async fn tables_swapped_in_behind_the_appends_are_caught_up(backend: Backend) {
-    let Some(db) = scratch(backend).await else { return };
-    let store = inline_store(&db).await;
-    world(&store, &["ann", "bob"]).await;
-    earn_on(&store, "bob", "r1", 1_000).await;
+    let Some((_db, store)) = bob_earned_once(backend).await else { return };
     // The wallets tables as a rebuild would swap them in at this position...
     let at = wallets_checkpoint(&store).await;
     let balances_then = balances::Entity::find().all(store.db()).await.expect("reads");
@@ -270,10 +272,7 @@ async fn tables_swapped_in_behind_the_appends_are_caught_up(backend: Backend) {
 }
 
 async fn tables_swapped_in_at_the_same_position_are_read_not_the_kept_rows(backend: Backend) {
-    let Some(db) = scratch(backend).await else { return };
-    let store = inline_store(&db).await;
-    world(&store, &["ann", "bob"]).await;
-    earn_on(&store, "bob", "r1", 1_000).await;
+    let Some((_db, store)) = bob_earned_once(backend).await else { return };
     // Tables swapped in at the very position this process stored, written at
     // another time, with a row that differs from what the process keeps (as
     // a rebuild repairing a damaged row would leave it).
@@ -283,4 +282,30 @@ async fn tables_swapped_in_at_the_same_position_are_read_not_the_kept_rows(backe
 
     earn_on(&store, "bob", "r2", 1_000).await;
     assert_eq!(balance(&store, "bob").await, Some(600), "built on the swapped-in row, not the kept one");
+}
+
+async fn the_checkpoint_of_a_projection_the_appends_do_not_concern_is_stored(backend: Backend) {
+    let Some((_db, store)) = bob_earned_once(backend).await else { return };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let config = projections::ProjectorConfig {
+        idle_wait: std::time::Duration::from_millis(50),
+        ..projections::ProjectorConfig::default()
+    };
+    let running = projections::spawn_all(&store, &config, &shutdown);
+    // Earns only: nothing for the members projection, whose appends write nothing.
+    let mut last = 0;
+    for n in 2..6 {
+        last = earn_on(&store, "bob", &format!("r{n}"), 1_000).await.last_position;
+    }
+    let members = || checkpoint::read(store.db(), "members", &Names::LIVE);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while members().await.expect("reads") < last {
+        assert!(std::time::Instant::now() < deadline, "the members checkpoint stayed behind the appends");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send_replace(true);
+    for task in running.tasks {
+        task.await.expect("a projector stops").expect("a projector ran cleanly");
+    }
+    assert_clean(&store).await;
 }

@@ -20,8 +20,31 @@ use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
 
 const MEMBERS: usize = 20;
 
-fn projector(url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pointstream"))
+/// A `pointstream projector` process, killed (SIGKILL) when dropped, so that
+/// a failing test leaves none behind.
+struct Projector(Child);
+
+impl Projector {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL, then reap it.
+    fn kill(mut self) {
+        self.0.kill().expect("SIGKILL is delivered");
+        self.0.wait().expect("the projector is reaped");
+    }
+}
+
+impl Drop for Projector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn projector(url: &str) -> Projector {
+    let child = Command::new(env!("CARGO_BIN_EXE_pointstream"))
         .arg("projector")
         .env("DATABASE_URL", url)
         .env("POINTSTREAM_LEASE_TTL_MS", "300")
@@ -29,7 +52,8 @@ fn projector(url: &str) -> Child {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .expect("the projector starts")
+        .expect("the projector starts");
+    Projector(child)
 }
 
 async fn write(store: EventStore, task: usize, stop: Arc<AtomicBool>) {
@@ -78,10 +102,9 @@ async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() {
     let writers: Vec<_> = (0..4).map(|task| tokio::spawn(write(store.clone(), task, stop.clone()))).collect();
     let kills = 6;
     for kill in 0..kills {
-        let mut child = projector(&db.url);
+        let child = projector(&db.url);
         tokio::time::sleep(Duration::from_millis(300 + 70 * kill)).await;
-        child.kill().expect("SIGKILL is delivered");
-        child.wait().expect("the projector is reaped");
+        child.kill();
     }
     stop.store(true, Ordering::SeqCst);
     for writer in writers {
@@ -91,7 +114,7 @@ async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() {
     assert!(moved_before_the_last_run > 0, "the killed projectors made progress");
 
     // One last projector finishes the work.
-    let mut child = projector(&db.url);
+    let child = projector(&db.url);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !all_caught_up(&store).await {
         assert!(Instant::now() < deadline, "the projector did not catch up");
@@ -105,8 +128,7 @@ async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() {
             break;
         }
     }
-    child.kill().expect("SIGKILL is delivered");
-    child.wait().expect("the projector is reaped");
+    child.kill();
 
     let report = audit(&store).await.expect("audits");
     assert!(report.is_clean(), "after {kills} kills: {:?}", report.problems());
@@ -138,24 +160,22 @@ async fn a_second_projector_waits_and_takes_over_when_the_first_dies() {
     world(&store, &["m00", "m01"]).await;
     store.execute::<Wallet>("m01", earn("m01", "r1", 1_000), CommandContext::default()).await.expect("lands");
 
-    let mut first = projector(&db.url);
+    let first = projector(&db.url);
     wait_caught_up(&store).await;
-    let mut second = projector(&db.url);
+    let second = projector(&db.url);
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let holders = lease_holders(&store).await;
     assert_eq!(holders.len(), 6, "a lease per projection and the share distribution: {holders:?}");
     let first_pid = format!("pid {} ", first.id());
     assert!(holders.iter().all(|h| h.starts_with(&first_pid)), "the first projector holds every lease: {holders:?}");
 
-    first.kill().expect("SIGKILL is delivered");
-    first.wait().expect("reaped");
+    first.kill();
     store.execute::<Wallet>("m01", earn("m01", "r2", 1_000), CommandContext::default()).await.expect("lands");
     wait_caught_up(&store).await;
     let holders = lease_holders(&store).await;
     let second_pid = format!("pid {} ", second.id());
     assert!(holders.iter().all(|h| h.starts_with(&second_pid)), "the second projector took over: {holders:?}");
-    second.kill().expect("SIGKILL is delivered");
-    second.wait().expect("reaped");
+    second.kill();
     let balance = projections::queries::balance(store.db(), "m01", "cafe").await.expect("reads");
     assert_eq!(balance, 200);
     assert!(audit(&store).await.expect("audits").is_clean());

@@ -105,7 +105,11 @@ impl EventStore {
             *slot = Slot { state: Some(Box::new(A::default())), sequence: 0, hash: String::new() };
         }
         let max_attempts = Ord::max(self.inner.config.max_attempts, 1);
-        for attempt in 0..max_attempts {
+        // A refusal decided on a stale cache is decided once more on the
+        // stored state; that is no lost race, so it takes no attempt.
+        let mut rechecked = false;
+        let mut attempt = 0;
+        while attempt < max_attempts {
             self.fill::<A>(id, &mut slot).await?;
             let Some(current) = slot.state.as_ref().and_then(|s| s.downcast_ref::<A>()) else {
                 return Err(EventStoreError::Closed.into());
@@ -115,7 +119,8 @@ impl EventStore {
             if let Err(refusal) = next.handle(command.clone(), &services, &sink).await {
                 // Decided on this process's cache, which another process may
                 // have outdated: refuse only on the stored state.
-                if crate::log::stream_goes_past(&self.inner.db, A::TYPE, id, slot.sequence).await? {
+                if !rechecked && crate::log::stream_goes_past(&self.inner.db, A::TYPE, id, slot.sequence).await? {
+                    rechecked = true;
                     slot.state = None;
                     continue;
                 }
@@ -202,8 +207,9 @@ impl EventStore {
                     slot.state = None;
                     // Another process wrote this aggregate: back off a random
                     // while so the contenders do not collide again in lockstep.
-                    if attempt + 1 < max_attempts {
-                        let ceiling_ms = 2u64 << Ord::min(attempt, 6);
+                    attempt += 1;
+                    if attempt < max_attempts {
+                        let ceiling_ms = 2u64 << Ord::min(attempt - 1, 6);
                         tokio::time::sleep(Duration::from_micros(rand::random_range(0..ceiling_ms * 1_000))).await;
                     }
                 }

@@ -110,7 +110,8 @@ struct Known {
     /// The checkpoint this process last saw stored.
     stored: u64,
     /// Everything up to here is in the read model; nothing after `stored`
-    /// up to here concerns the projection. Never goes back.
+    /// up to here concerns the projection. Goes back only when the tables
+    /// are found replaced ([`Inline::rewound`]).
     applied: u64,
 }
 

@@ -166,25 +166,28 @@ impl EventStore {
         }
     }
 
+    /// Inline projection `name` as registered here, if this process writes it.
+    fn registered(&self, name: &str) -> Option<Arc<Inline>> {
+        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inline.iter().find(|registered| registered.name() == name).cloned()
+    }
+
     /// For a projection written inline by this process: how far its read
     /// model is known to be applied (everything this process appended up to
     /// there is in it), changing as appends commit. `None` for the others.
     pub fn inline_applied(&self, name: &str) -> Option<watch::Receiver<u64>> {
-        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        inline.iter().find(|registered| registered.name() == name).map(|registered| registered.subscribe())
+        self.registered(name).map(|registered| registered.subscribe())
     }
 
     /// Inline projection `name`, if this process writes it.
     pub fn inline_projection(&self, name: &str) -> Option<Arc<dyn InlineProjection>> {
-        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        inline.iter().find(|registered| registered.name() == name).map(|registered| registered.projection.clone())
+        self.registered(name).map(|registered| registered.projection.clone())
     }
 
     /// Tells the store that the projector of inline projection `name` has
     /// stored its checkpoint at `position`, everything up to it applied.
     pub fn inline_reached(&self, name: &str, position: u64) {
-        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(registered) = inline.iter().find(|registered| registered.name() == name) {
+        if let Some(registered) = self.registered(name) {
             registered.reached(position);
         }
     }
@@ -192,8 +195,7 @@ impl EventStore {
     /// For inline projection `name`: the checkpoint this process last stored
     /// or saw stored (`None`: not written inline here).
     pub fn inline_stored(&self, name: &str) -> Option<u64> {
-        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        inline.iter().find(|registered| registered.name() == name).map(|registered| registered.stored())
+        self.registered(name).map(|registered| registered.stored())
     }
 
     /// Tells the store that inline projection `name`'s checkpoint was read as
@@ -202,11 +204,7 @@ impl EventStore {
     /// process's appends applied after `position` is not in them. True if
     /// that was news (no append has stored the checkpoint since).
     pub fn inline_rewound(&self, name: &str, position: u64, expected: u64) -> bool {
-        let inline = self.inner.inline.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        inline
-            .iter()
-            .find(|registered| registered.name() == name)
-            .is_some_and(|registered| registered.rewound(position, expected))
+        self.registered(name).is_some_and(|registered| registered.rewound(position, expected))
     }
 
     /// The connection pool.

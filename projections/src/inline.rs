@@ -12,7 +12,7 @@ use sea_orm::DbErr;
 
 use crate::checkpoint;
 use crate::entities::balances;
-use crate::projection::{Names, Projection};
+use crate::projection::{Names, Projection, decode_all};
 use crate::read_models::wallets::Wallets;
 
 /// The longest backlog an append applies before its own events; a longer one
@@ -167,16 +167,9 @@ pub fn kept_balance(store: &EventStore, member: &str, at: &str, position: u64) -
 
 /// The events of `events` that `P` reads, decoded; `None` if one cannot be.
 fn decode<P: Projection>(events: &[RecordedEvent]) -> Option<Vec<(&RecordedEvent, P::Event)>> {
-    let mut decoded = Vec::new();
-    for event in events {
-        match P::decode(event) {
-            Ok(Some(view)) => decoded.push((event, view)),
-            Ok(None) => {}
-            Err(error) => {
-                tracing::error!(projection = P::NAME, %error, "an event does not decode; left to the projector");
-                return None;
-            }
-        }
-    }
-    Some(decoded)
+    decode_all::<P>(events)
+        .inspect_err(
+            |error| tracing::error!(projection = P::NAME, %error, "an event does not decode; left to the projector"),
+        )
+        .ok()
 }

@@ -98,3 +98,16 @@ pub trait Projection: Send + Sync + 'static {
     /// Every difference between a replayed and a stored state.
     fn diff(expected: &Self::State, found: &Self::State) -> Vec<Difference>;
 }
+
+/// The events of `events` that `P` reads, each with its decoded form, in order.
+pub(crate) fn decode_all<P: Projection>(
+    events: &[RecordedEvent],
+) -> Result<Vec<(&RecordedEvent, P::Event)>, ProjectionError> {
+    let mut decoded = Vec::with_capacity(events.len());
+    for event in events {
+        if let Some(view) = P::decode(event)? {
+            decoded.push((event, view));
+        }
+    }
+    Ok(decoded)
+}

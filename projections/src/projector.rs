@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::lease::Lease;
-use crate::projection::{Names, Projection};
+use crate::projection::{Names, Projection, decode_all};
 
 /// Tuning of the projectors.
 #[derive(Debug, Clone)]
@@ -94,12 +94,7 @@ pub async fn step<P: Projection>(
         let Some(first) = events.first() else { return Ok(Stepped { checkpoint: from, ..Stepped::default() }) };
         let last = events.last().map_or(from, |e| e.position);
         let timer = Instant::now();
-        let mut decoded = Vec::with_capacity(events.len());
-        for event in &events {
-            if let Some(view) = P::decode(event)? {
-                decoded.push((event, view));
-            }
-        }
+        let decoded = decode_all::<P>(&events)?;
         if first.position == from + 1 && decoded.is_empty() {
             // Nothing here for this projection (a wallet's events, for the
             // members projection): move the checkpoint in one statement

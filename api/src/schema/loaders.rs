@@ -18,6 +18,9 @@ use projections::entities::{balances, members, post_photo_social, post_photos, p
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use tokio::sync::{mpsc, oneshot};
 
+/// Most keys in one query's IN list (a power of two: see `eventstore::padded_chunks`).
+const KEYS_PER_QUERY: usize = 256;
+
 /// Rows of `E` whose `column` is one of the keys, grouped by that key and
 /// kept in `order`; every key gets an entry (empty when no row has it), so a
 /// cache knows about the misses too.
@@ -36,15 +39,19 @@ where
     type Error = Arc<DbErr>;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        let rows = E::find()
-            .filter(self.column.is_in(keys.iter().cloned()))
-            .order_by_asc(self.order)
-            .all(&self.db)
-            .await
-            .map_err(Arc::new)?;
         let mut grouped: HashMap<String, Vec<E::Model>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-        for row in rows {
-            grouped.entry((self.key)(&row)).or_default().push(row);
+        // IN lists padded to a few lengths, so the statements stay prepared;
+        // each key's rows come from one query, in `order`.
+        for chunk in eventstore::padded_chunks(keys, KEYS_PER_QUERY) {
+            let rows = E::find()
+                .filter(self.column.is_in(chunk.into_iter().cloned()))
+                .order_by_asc(self.order)
+                .all(&self.db)
+                .await
+                .map_err(Arc::new)?;
+            for row in rows {
+                grouped.entry((self.key)(&row)).or_default().push(row);
+            }
         }
         Ok(grouped)
     }
@@ -85,37 +92,27 @@ type BalanceRead = (String, String, oneshot::Sender<Result<Option<balances::Mode
 
 /// Most reads answered by one batch.
 const BALANCE_READS_PER_BATCH: usize = 256;
-/// Most members in one query's IN list (a power of two: see `eventstore::padded_chunks`).
-const MEMBERS_PER_QUERY: usize = 64;
 
 impl BalanceReads {
     /// Reads through `store`'s pool, from a task that ends with the last handle.
     pub fn new(store: &EventStore) -> Self {
         let (requests, mut pending) = mpsc::channel::<BalanceRead>(4 * BALANCE_READS_PER_BATCH);
-        let db = store.db().clone();
+        let by_member = RowsBy::<balances::Entity> {
+            db: store.db().clone(),
+            column: balances::Column::MemberId,
+            order: balances::Column::StoreId,
+            key: |b| b.member_id.clone(),
+        };
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BALANCE_READS_PER_BATCH);
             while pending.recv_many(&mut batch, BALANCE_READS_PER_BATCH).await > 0 {
                 let members: Vec<String> =
                     batch.iter().map(|(member, _, _)| member.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-                let mut rows = Vec::new();
-                let mut failed = None;
-                for chunk in eventstore::padded_chunks(&members, MEMBERS_PER_QUERY) {
-                    let found =
-                        balances::Entity::find().filter(balances::Column::MemberId.is_in(chunk.into_iter().cloned()));
-                    match found.all(&db).await {
-                        Ok(found) => rows.extend(found),
-                        Err(err) => {
-                            failed = Some(Arc::new(err));
-                            break;
-                        }
-                    }
-                }
+                let found = by_member.load(&members).await;
                 for (member, store, reply) in batch.drain(..) {
-                    let answer = match &failed {
-                        Some(err) => Err(err.clone()),
-                        None => Ok(rows.iter().find(|row| row.member_id == member && row.store_id == store).cloned()),
-                    };
+                    let answer = found.as_ref().map_err(Arc::clone).map(|rows| {
+                        rows.get(&member).and_then(|rows| rows.iter().find(|row| row.store_id == store)).cloned()
+                    });
                     let _ = reply.send(answer);
                 }
             }

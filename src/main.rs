@@ -49,7 +49,7 @@ struct Cli {
         long,
         env = "POINTSTREAM_INLINE_PROJECTIONS",
         value_delimiter = ',',
-        default_value = "members,stores,wallets,shares,posts",
+        default_value = projections::ALL_INLINE,
         global = true
     )]
     inline_projections: Vec<String>,
@@ -291,9 +291,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let store = EventStore::open(&cli.database_url, config)
         .await
         .with_context(|| format!("cannot open the event store at {}", cli.database_url))?;
-    let inline: Vec<String> =
-        cli.inline_projections.iter().filter(|name| !matches!(name.as_str(), "" | "none")).cloned().collect();
-    projections::write_inline(&store, &inline)?;
+    projections::write_inline(&store, &cli.inline_projections)?;
     let projector = ProjectorConfig {
         batch_size: cli.projector_batch.max(1),
         lease_ttl: Duration::from_millis(cli.lease_ttl_ms.max(100)),

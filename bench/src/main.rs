@@ -133,7 +133,7 @@ enum Command {
         #[arg(long)]
         s3_bucket: Option<String>,
         /// As `pointstream serve --inline-projections` (`none`: every projection after commit).
-        #[arg(long, value_delimiter = ',', default_value = "members,stores,wallets,shares,posts")]
+        #[arg(long, value_delimiter = ',', default_value = projections::ALL_INLINE)]
         inline_projections: Vec<String>,
     },
 }
@@ -166,8 +166,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ApiServer { database_url, secret, max_connections, s3_endpoint, s3_bucket, inline_projections } => {
             let photos = api_server::Photos { s3_endpoint, s3_bucket };
-            let inline: Vec<String> = inline_projections.into_iter().filter(|name| name != "none").collect();
-            api_server::serve(&database_url, &secret, max_connections, photos, &inline).await
+            api_server::serve(&database_url, &secret, max_connections, photos, &inline_projections).await
         }
     }
 }

@@ -44,13 +44,17 @@ use eventstore::EventStore;
 /// Names of the projections, for `--projection`.
 pub const PROJECTIONS: [&str; 5] = ["members", "stores", "wallets", "shares", "posts"];
 
+/// Every projection, as `--inline-projections` takes them: its default.
+pub const ALL_INLINE: &str = "members,stores,wallets,shares,posts";
+
 /// Writes the named projections inline: in every append transaction of this
 /// process (see [`inline`]). Their projectors, when running, then only catch
-/// up what the appends leave to them.
+/// up what the appends leave to them. `none` (or an empty name) names none.
 pub fn write_inline(store: &EventStore, names: &[String]) -> Result<(), ProjectionError> {
     use std::sync::Arc;
     for name in names {
         let projection: Arc<dyn eventstore::InlineProjection> = match name.as_str() {
+            "" | "none" => continue,
             "members" => Arc::new(inline::Inline::<Members>::default()),
             "stores" => Arc::new(inline::Inline::<Stores>::default()),
             "wallets" => Arc::new(inline::Inline::<Wallets>::default()),

@@ -309,3 +309,16 @@ async fn the_checkpoint_of_a_projection_the_appends_do_not_concern_is_stored(bac
     }
     assert_clean(&store).await;
 }
+
+#[tokio::test]
+async fn inline_projections_are_named_none_counts_as_no_name_and_others_are_refused() {
+    let db = eventstore::scratch::ScratchDatabase::sqlite();
+    let store = open(&db, quiet()).await;
+    projections::write_inline(&store, &["none".to_string()]).expect("none is accepted");
+    assert!(store.inline_applied("wallets").is_none(), "none writes nothing inline");
+    let names: Vec<String> = projections::ALL_INLINE.split(',').map(str::to_string).collect();
+    projections::write_inline(&store, &names).expect("every projection is known");
+    assert!(PROJECTIONS.iter().all(|name| store.inline_applied(name).is_some()));
+    let refused = projections::write_inline(&store, &["balances".to_string()]);
+    assert!(matches!(refused, Err(projections::ProjectionError::UnknownProjection(name)) if name == "balances"));
+}

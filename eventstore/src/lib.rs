@@ -45,6 +45,7 @@ pub mod scratch;
 mod store;
 pub mod upcast;
 pub mod writer;
+mod writes;
 
 pub use chain::{ChainBreak, ChainReport};
 pub use clock::now_us;
@@ -57,3 +58,4 @@ pub use log::LogFilter;
 pub use outcome::CommandOutcome;
 pub use record::{Metadata, RecordedEvent};
 pub use store::{EventStore, EventStoreConfig, Loaded};
+pub use writes::Writes;

@@ -29,6 +29,7 @@ use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
 use crate::recent::RecentEvents;
 use crate::record::RecordedEvent;
+use crate::writes::Writes;
 
 /// One event ready to be stored (position still to come).
 #[derive(Debug, Clone)]
@@ -353,6 +354,8 @@ async fn commit(
     let count: u64 = batch.iter().map(|r| r.events.len() as u64).sum();
     let txn = projections.begin(db).await?;
     let head = reserve(&txn, count).await?;
+    // Everything below that no one reads an answer of goes in one round trip.
+    let mut writes = Writes::new(db.get_database_backend());
     let mut next = head + 1 - count;
     let now_us = crate::clock::now_us();
 
@@ -395,7 +398,7 @@ async fn commit(
             ]
         })
         .collect();
-    insert_rows(&txn, &events, rows).await?;
+    insert_rows(&mut writes, &events, rows)?;
 
     let mut commands = Query::insert();
     commands.into_table(CommandLog::Table).columns([
@@ -421,7 +424,7 @@ async fn commit(
             ]);
         }
     }
-    insert_rows(&txn, &commands, rows).await?;
+    insert_rows(&mut writes, &commands, rows)?;
 
     let mut claims = Query::insert();
     claims.into_table(Claims::Table).columns([
@@ -441,7 +444,7 @@ async fn commit(
             ]);
         }
     }
-    insert_rows(&txn, &claims, rows).await?;
+    insert_rows(&mut writes, &claims, rows)?;
 
     let mut snapshots = Query::insert();
     snapshots
@@ -472,7 +475,7 @@ async fn commit(
             ]);
         }
     }
-    insert_rows(&txn, &snapshots, rows).await?;
+    insert_rows(&mut writes, &snapshots, rows)?;
 
     let recorded: Vec<RecordedEvent> = event_rows
         .into_iter()
@@ -492,10 +495,11 @@ async fn commit(
     let mut projected = Vec::with_capacity(inline.len());
     if !recorded.is_empty() {
         for projection in inline {
-            projected.push(projection.projection.project(&projection.batch(&txn, &recorded, recent)).await?);
+            let batch = projection.batch(&txn, &recorded, recent);
+            projected.push(projection.projection.project(&batch, &mut writes).await?);
         }
     }
-
+    writes.send(&txn).await?;
     txn.commit().await?;
     for (projection, projected) in inline.iter().zip(projected) {
         projection.committed(head - count, head, projected);
@@ -505,17 +509,13 @@ async fn commit(
 
 /// Inserts `rows` with the table, columns and conflict clause of `template`,
 /// in statements of a few fixed sizes.
-async fn insert_rows(
-    txn: &impl ConnectionTrait,
-    template: &InsertStatement,
-    rows: Vec<Vec<Expr>>,
-) -> Result<(), DbErr> {
+fn insert_rows(writes: &mut Writes, template: &InsertStatement, rows: Vec<Vec<Expr>>) -> Result<(), DbErr> {
     for chunk in statement_chunks(&rows, ROWS_PER_INSERT) {
         let mut insert = template.clone();
         for row in chunk {
             insert.values(row.iter().cloned()).map_err(|e| DbErr::Custom(format!("cannot build an insert: {e}")))?;
         }
-        txn.execute(&insert).await?;
+        writes.push(&insert);
     }
     Ok(())
 }

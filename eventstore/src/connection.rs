@@ -103,8 +103,12 @@ async fn connect_with(url: &str, max_connections: u32, writer: bool) -> Result<D
             .min_connections(1)
             .map_sqlx_mysql_opts(move |o| o.statement_cache_capacity(cache));
         if writer {
+            // sqlx pings a connection before handing it out and again when it
+            // comes back. The group commit's connections are in constant
+            // use and checked on every return: the ping before each append
+            // would be one more round trip inside it.
             options.map_sqlx_mysql_pool_opts(|pool| {
-                pool.after_connect(|connection, _| {
+                pool.test_before_acquire(false).after_connect(|connection, _| {
                     Box::pin(
                         async move { sea_orm::sqlx::Executor::execute(connection, WRITER_ISOLATION).await.map(|_| ()) },
                     )

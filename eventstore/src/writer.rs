@@ -213,11 +213,28 @@ impl Projections<'_> {
     /// Opens the append transaction. With inline projections on MySQL it
     /// runs READ COMMITTED: each projection reads its rows after locking its
     /// checkpoint, and a snapshot fixed by an earlier read could predate it.
+    ///
+    /// Nothing is sent before BEGIN, so a BEGIN that fails is tried again: the
+    /// group commit's connections are not pinged before use, and one that
+    /// broke while idle (the server restarted, say) fails here and is dropped.
+    /// Every connection of the pool, and then a new one, get their turn.
     async fn begin(&self, db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-        if self.inline.is_empty() || self.read_committed || db.get_database_backend() != DbBackend::MySql {
-            return db.begin().await;
+        let mut attempt = 0;
+        loop {
+            let begun =
+                if self.inline.is_empty() || self.read_committed || db.get_database_backend() != DbBackend::MySql {
+                    db.begin().await
+                } else {
+                    db.begin_with_config(Some(IsolationLevel::ReadCommitted), None).await
+                };
+            match begun {
+                Err(err) if attempt < WRITER_CONNECTIONS => {
+                    tracing::warn!(%err, "BEGIN failed; trying another connection");
+                    attempt += 1;
+                }
+                begun => return begun,
+            }
         }
-        db.begin_with_config(Some(IsolationLevel::ReadCommitted), None).await
     }
 }
 

@@ -692,3 +692,26 @@ async fn an_append_sends_its_rows_without_a_prepared_insert_each_on_mysql(backen
     let replayed = store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), again).await.expect("replays");
     assert!(replayed.replayed, "the command log row was stored");
 }
+
+/// The group commit's connections are not pinged before each append. When
+/// the server drops them while idle (killed here, as a restart would), the
+/// next append still lands: its BEGIN fails before anything is sent and is
+/// tried on another connection, then on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mysql_an_append_after_the_writers_connections_were_killed_lands() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    let name = db.url.rsplit('/').next().expect("a database name").to_string();
+    let admin = eventstore::connect(&eventstore::scratch::mysql_server_url(), 1).await.expect("connects");
+    let list = format!("SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = '{name}'");
+    let ids = admin.query_all_raw(Statement::from_string(sea_orm::DbBackend::MySql, list)).await.expect("lists");
+    assert!(ids.len() >= 2, "the store's connections are open: {}", ids.len());
+    for row in ids {
+        let id: i64 = row.try_get("", "id").expect("an id");
+        admin.execute_unprepared(&format!("KILL {id}")).await.expect("kills");
+    }
+    let outcome = store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), CommandContext::default()).await;
+    assert!(outcome.is_ok(), "the append lands on a new connection: {outcome:?}");
+    assert_eq!(store.load::<Wallet>("bob").await.expect("loads").state.balance(&cafe()), 100);
+}

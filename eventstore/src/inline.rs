@@ -21,7 +21,6 @@ use tokio::sync::watch;
 use crate::log;
 use crate::recent::RecentEvents;
 use crate::record::RecordedEvent;
-use crate::writes::Writes;
 
 /// A projection kept up to date inside every append transaction of this process.
 #[async_trait]
@@ -30,11 +29,8 @@ pub trait InlineProjection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Brings the projection up to the last event of `batch`, in `batch`'s
-    /// transaction: what needs an answer (a checkpoint moved from where it
-    /// stands, rows read) runs on `batch.txn`, the rows it writes go in
-    /// `writes`, sent with the log's own inserts before the commit. Writes
-    /// nothing unless it answers [`Projected::Written`].
-    async fn project(&self, batch: &InlineBatch<'_>, writes: &mut Writes) -> Result<Projected, DbErr>;
+    /// transaction. Writes nothing unless it answers [`Projected::Written`].
+    async fn project(&self, batch: &InlineBatch<'_>) -> Result<Projected, DbErr>;
 
     /// The transaction of the last batch [`project`](Self::project)ed
     /// committed (it is not called when it did not).

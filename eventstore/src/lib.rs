@@ -45,7 +45,6 @@ pub mod scratch;
 mod store;
 pub mod upcast;
 pub mod writer;
-mod writes;
 
 pub use chain::{ChainBreak, ChainReport};
 pub use clock::now_us;
@@ -58,4 +57,3 @@ pub use log::LogFilter;
 pub use outcome::CommandOutcome;
 pub use record::{Metadata, RecordedEvent};
 pub use store::{EventStore, EventStoreConfig, Loaded};
-pub use writes::Writes;

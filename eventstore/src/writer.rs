@@ -29,7 +29,6 @@ use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
 use crate::recent::RecentEvents;
 use crate::record::RecordedEvent;
-use crate::writes::Writes;
 
 /// One event ready to be stored (position still to come).
 #[derive(Debug, Clone)]
@@ -371,8 +370,6 @@ async fn commit(
     let count: u64 = batch.iter().map(|r| r.events.len() as u64).sum();
     let txn = projections.begin(db).await?;
     let head = reserve(&txn, count).await?;
-    // Everything below that no one reads an answer of goes in one round trip.
-    let mut writes = Writes::new(db.get_database_backend());
     let mut next = head + 1 - count;
     let now_us = crate::clock::now_us();
 
@@ -415,7 +412,7 @@ async fn commit(
             ]
         })
         .collect();
-    insert_rows(&mut writes, &events, rows)?;
+    insert_rows(&txn, &events, rows).await?;
 
     let mut commands = Query::insert();
     commands.into_table(CommandLog::Table).columns([
@@ -441,7 +438,7 @@ async fn commit(
             ]);
         }
     }
-    insert_rows(&mut writes, &commands, rows)?;
+    insert_rows(&txn, &commands, rows).await?;
 
     let mut claims = Query::insert();
     claims.into_table(Claims::Table).columns([
@@ -461,7 +458,7 @@ async fn commit(
             ]);
         }
     }
-    insert_rows(&mut writes, &claims, rows)?;
+    insert_rows(&txn, &claims, rows).await?;
 
     let mut snapshots = Query::insert();
     snapshots
@@ -492,7 +489,7 @@ async fn commit(
             ]);
         }
     }
-    insert_rows(&mut writes, &snapshots, rows)?;
+    insert_rows(&txn, &snapshots, rows).await?;
 
     let recorded: Vec<RecordedEvent> = event_rows
         .into_iter()
@@ -512,11 +509,10 @@ async fn commit(
     let mut projected = Vec::with_capacity(inline.len());
     if !recorded.is_empty() {
         for projection in inline {
-            let batch = projection.batch(&txn, &recorded, recent);
-            projected.push(projection.projection.project(&batch, &mut writes).await?);
+            projected.push(projection.projection.project(&projection.batch(&txn, &recorded, recent)).await?);
         }
     }
-    writes.send(&txn).await?;
+
     txn.commit().await?;
     for (projection, projected) in inline.iter().zip(projected) {
         projection.committed(head - count, head, projected);
@@ -526,13 +522,17 @@ async fn commit(
 
 /// Inserts `rows` with the table, columns and conflict clause of `template`,
 /// in statements of a few fixed sizes.
-fn insert_rows(writes: &mut Writes, template: &InsertStatement, rows: Vec<Vec<Expr>>) -> Result<(), DbErr> {
+async fn insert_rows(
+    txn: &impl ConnectionTrait,
+    template: &InsertStatement,
+    rows: Vec<Vec<Expr>>,
+) -> Result<(), DbErr> {
     for chunk in statement_chunks(&rows, ROWS_PER_INSERT) {
         let mut insert = template.clone();
         for row in chunk {
             insert.values(row.iter().cloned()).map_err(|e| DbErr::Custom(format!("cannot build an insert: {e}")))?;
         }
-        writes.push(&insert);
+        txn.execute(&insert).await?;
     }
     Ok(())
 }

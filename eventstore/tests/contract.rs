@@ -12,7 +12,7 @@ use domain::values::{Points, Reason};
 use domain::{DomainError, Member, MemberCommand, Wallet, WalletCommand, WalletEvent};
 use eventstore::chain::ChainBreak;
 use eventstore::{CommandContext, CommandError, EventStoreConfig, EventStoreError, Metadata};
-use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, Statement};
 use support::{Backend, cafe, earn, member, open, points, quiet, scratch, world};
 
 on_both_backends!(
@@ -30,9 +30,6 @@ on_both_backends!(
     ids_differing_only_in_case_are_different_streams,
     a_fresh_id_that_names_a_stream_is_decided_on_its_stored_state,
     a_refusal_is_decided_on_the_stored_state_not_a_stale_cache,
-    gathered_writes_store_every_value_exactly,
-    a_failing_gathered_write_stops_the_rest_and_keeps_its_kind,
-    an_append_sends_its_rows_without_a_prepared_insert_each_on_mysql,
 );
 
 async fn sql(store: &eventstore::EventStore, statement: &str) {
@@ -509,11 +506,7 @@ impl eventstore::InlineProjection for IsolationProbe {
         "isolation_probe"
     }
 
-    async fn project(
-        &self,
-        batch: &eventstore::InlineBatch<'_>,
-        _writes: &mut eventstore::Writes,
-    ) -> Result<eventstore::Projected, sea_orm::DbErr> {
+    async fn project(&self, batch: &eventstore::InlineBatch<'_>) -> Result<eventstore::Projected, sea_orm::DbErr> {
         // InnoDB refreshes this table at most every 0.1 s.
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         let sql = "SELECT trx_isolation_level AS level FROM information_schema.INNODB_TRX \
@@ -551,146 +544,6 @@ async fn on_mysql_appends_with_inline_projections_read_committed_data() {
             .expect("earns");
         assert_eq!(*probe.0.lock().expect("not poisoned"), vec!["READ COMMITTED".to_string()], "store {n}");
     }
-}
-
-/// A table holding one value of each kind that writes carry.
-async fn probe_table(db: &sea_orm::DatabaseConnection) {
-    let sql = match db.get_database_backend() {
-        sea_orm::DbBackend::MySql => {
-            "CREATE TABLE writes_probe (id BIGINT PRIMARY KEY, \
-             s LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, b LONGBLOB NULL, n BIGINT NULL, f BOOLEAN NULL)"
-        }
-        _ => "CREATE TABLE writes_probe (id INTEGER PRIMARY KEY, s TEXT, b BLOB, n INTEGER, f BOOLEAN)",
-    };
-    db.execute_unprepared(sql).await.expect("creates the probe table");
-}
-
-type ProbeRow = (i64, Option<String>, Option<Vec<u8>>, Option<i64>, Option<bool>);
-
-fn probe_insert(rows: &[ProbeRow], upsert: bool) -> sea_orm::sea_query::InsertStatement {
-    use sea_orm::sea_query::{Alias, OnConflict, Query};
-    let columns = ["id", "s", "b", "n", "f"].map(Alias::new);
-    let mut insert = Query::insert();
-    insert.into_table(Alias::new("writes_probe")).columns(columns.clone());
-    if upsert {
-        insert.on_conflict(OnConflict::column(Alias::new("id")).update_columns(columns[1..].to_vec()).to_owned());
-    }
-    for (id, s, b, n, f) in rows {
-        insert.values_panic([(*id).into(), s.clone().into(), b.clone().into(), (*n).into(), (*f).into()]);
-    }
-    insert
-}
-
-async fn probe_rows(conn: &impl ConnectionTrait) -> Vec<ProbeRow> {
-    let select =
-        Statement::from_string(conn.get_database_backend(), "SELECT id, s, b, n, f FROM writes_probe ORDER BY id");
-    let rows = conn.query_all_raw(select).await.expect("reads the probe table");
-    rows.iter()
-        .map(|row| {
-            (
-                row.try_get("", "id").expect("id"),
-                row.try_get("", "s").expect("s"),
-                row.try_get("", "b").expect("b"),
-                row.try_get("", "n").expect("n"),
-                row.try_get("", "f").expect("f"),
-            )
-        })
-        .collect()
-}
-
-/// Whatever a string or a byte value holds (quotes, backslashes, NUL, `?`,
-/// `;`, any Unicode), gathered writes store it as given, on both backends:
-/// on MySQL they travel as literals in one text query.
-async fn gathered_writes_store_every_value_exactly(backend: Backend) {
-    use proptest::prelude::*;
-
-    let Some(db) = scratch(backend).await else { return };
-    let conn = eventstore::connect(&db.url, 2).await.expect("connects");
-    probe_table(&conn).await;
-    let text = prop_oneof![any::<String>(), "[\\\\'\"`?;\\x00-\\x1f a-z\u{e9}\u{1f600}-]{0,24}"];
-    let row = (
-        proptest::option::of(text),
-        proptest::option::of(any::<Vec<u8>>()),
-        any::<Option<i64>>(),
-        any::<Option<bool>>(),
-    );
-    let rows = proptest::collection::vec(row, 1..6);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 48, ..ProptestConfig::default() });
-    let handle = tokio::runtime::Handle::current();
-    let result = runner.run(&rows, |rows| {
-        let rows: Vec<ProbeRow> =
-            rows.into_iter().enumerate().map(|(i, (s, b, n, f))| (i as i64, s, b, n, f)).collect();
-        let stored = tokio::task::block_in_place(|| {
-            handle.block_on(async {
-                let txn = conn.begin().await.expect("begins");
-                let mut writes = eventstore::Writes::new(conn.get_database_backend());
-                writes.push(
-                    sea_orm::sea_query::Query::delete().from_table(sea_orm::sea_query::Alias::new("writes_probe")),
-                );
-                // The first row alone, then every row again as an upsert.
-                writes.push(&probe_insert(&rows[..1], false));
-                writes.push(&probe_insert(&rows, true));
-                assert_eq!(writes.len(), 3);
-                writes.send(&txn).await.expect("the writes run");
-                assert!(writes.is_empty(), "sent writes are forgotten");
-                txn.commit().await.expect("commits");
-                probe_rows(&conn).await
-            })
-        });
-        prop_assert_eq!(stored, rows);
-        Ok(())
-    });
-    if let Err(failure) = result {
-        panic!("{failure}");
-    }
-}
-
-/// A statement that fails (here on a primary key) ends the gathered writes:
-/// those after it do not run, the error is the database's own (a unique-key
-/// violation stays one), and a rollback leaves nothing.
-async fn a_failing_gathered_write_stops_the_rest_and_keeps_its_kind(backend: Backend) {
-    let Some(db) = scratch(backend).await else { return };
-    let conn = eventstore::connect(&db.url, 2).await.expect("connects");
-    probe_table(&conn).await;
-    let row = |id: i64| (id, Some(format!("row {id}")), None, Some(id), Some(true));
-    let txn = conn.begin().await.expect("begins");
-    let mut writes = eventstore::Writes::new(conn.get_database_backend());
-    writes.push(&probe_insert(&[row(1)], false));
-    writes.push(&probe_insert(&[row(1)], false));
-    writes.push(&probe_insert(&[row(2)], false));
-    let error = writes.send(&txn).await.expect_err("the second insert repeats a key");
-    assert!(
-        matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))),
-        "a unique-key violation: {error:?}"
-    );
-    let ids: Vec<i64> = probe_rows(&txn).await.into_iter().map(|(id, ..)| id).collect();
-    assert_eq!(ids, vec![1], "the statement after the failed one did not run");
-    txn.rollback().await.expect("rolls back");
-    assert!(probe_rows(&conn).await.is_empty(), "nothing stays");
-}
-
-/// On MySQL an append's rows (events, claims, command log) go in one text
-/// query, not a prepared INSERT each; on SQLite, in process, they stay
-/// prepared. Either way they are stored.
-async fn an_append_sends_its_rows_without_a_prepared_insert_each_on_mysql(backend: Backend) {
-    use std::sync::atomic::Ordering;
-
-    let Some(db) = scratch(backend).await else { return };
-    let (store, inserts) = support::open_counting(&db, |sql| sql.trim_start().starts_with("INSERT")).await;
-    world(&store, &["ann", "bob"]).await;
-    let before = inserts.load(Ordering::SeqCst);
-    let context = CommandContext { command_id: Some("till/1".into()), ..CommandContext::default() };
-    let outcome = store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), context).await.expect("earns");
-    let prepared = inserts.load(Ordering::SeqCst) - before;
-    match backend {
-        Backend::Mysql => assert_eq!(prepared, 0, "no prepared INSERT on MySQL"),
-        Backend::Sqlite => assert!(prepared >= 3, "events, claim and command log, prepared: {prepared}"),
-    }
-    let events = store.read_from(outcome.first_position - 1, 10).await.expect("reads");
-    assert_eq!(events.len() as u64, outcome.last_position - outcome.first_position + 1);
-    let again = CommandContext { command_id: Some("till/1".into()), ..CommandContext::default() };
-    let replayed = store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), again).await.expect("replays");
-    assert!(replayed.replayed, "the command log row was stored");
 }
 
 /// The group commit's connections are not pinged before each append. When

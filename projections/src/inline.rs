@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use eventstore::{EventStore, InlineBatch, InlineProjection, Projected, RecordedEvent, Writes};
+use eventstore::{EventStore, InlineBatch, InlineProjection, Projected, RecordedEvent};
 use sea_orm::DbErr;
 
 use crate::checkpoint;
@@ -58,7 +58,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
         P::NAME
     }
 
-    async fn project(&self, batch: &InlineBatch<'_>, writes: &mut Writes) -> Result<Projected, DbErr> {
+    async fn project(&self, batch: &InlineBatch<'_>) -> Result<Projected, DbErr> {
         // Left by a batch whose transaction did not commit.
         locked(&self.pending).take();
         let mut decoded = match decode::<P>(batch.events) {
@@ -123,7 +123,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
                 return Ok(Projected::Left);
             }
         }
-        P::save(&mut state, writes, names)?;
+        P::save(&mut state, txn, names).await?;
         *locked(&self.pending) = P::retain(state).map(|state| (last, now, state));
         tracing::debug!(
             projection = P::NAME,

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use eventstore::{RecordedEvent, Writes};
+use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use crate::error::ProjectionError;
@@ -85,9 +85,12 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one decoded event to the rows in memory.
     fn apply(state: &mut Self::State, event: &RecordedEvent, decoded: &Self::Event) -> Result<(), ProjectionError>;
 
-    /// Adds the writes of the changed rows to `writes` (sent before the
-    /// batch's transaction commits).
-    fn save(state: &mut Self::State, writes: &mut Writes, names: &Names) -> Result<(), DbErr>;
+    /// Writes the changed rows.
+    fn save(
+        state: &mut Self::State,
+        txn: &DatabaseTransaction,
+        names: &Names,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
 
     /// Every stored row.
     fn dump(txn: &DatabaseTransaction, names: &Names) -> impl Future<Output = Result<Self::State, DbErr>> + Send;

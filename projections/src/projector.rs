@@ -6,8 +6,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use eventstore::{EventStore, Writes};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use eventstore::EventStore;
+use sea_orm::TransactionTrait;
 use tokio::sync::watch;
 
 use crate::checkpoint;
@@ -129,9 +129,7 @@ pub async fn step<P: Projection>(
             P::apply(&mut state, event, view)?;
         }
         let applied = timer.elapsed();
-        let mut writes = Writes::new(txn.get_database_backend());
-        P::save(&mut state, &mut writes, names)?;
-        writes.send(&txn).await?;
+        P::save(&mut state, &txn, names).await?;
         let saved = timer.elapsed();
         txn.commit().await?;
         tracing::debug!(

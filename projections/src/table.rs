@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventstore::{Writes, padded_chunks};
+use eventstore::padded_chunks;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{
     ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, Value,
@@ -67,7 +67,7 @@ where
 }
 
 /// Inserts `models`, replacing the rows with the same primary key.
-pub(crate) fn upsert<E>(writes: &mut Writes, table: &str, models: &[&E::Model]) -> Result<(), DbErr>
+pub(crate) async fn upsert<E>(conn: &impl ConnectionTrait, table: &str, models: &[&E::Model]) -> Result<(), DbErr>
 where
     E: EntityTrait,
 {
@@ -86,13 +86,13 @@ where
                 .values(columns.iter().map(|c| Expr::val(model.get(*c))))
                 .map_err(|e| DbErr::Custom(format!("cannot build an insert into {table}: {e}")))?;
         }
-        writes.push(&insert);
+        conn.execute(&insert).await?;
     }
     Ok(())
 }
 
 /// Deletes the rows of `table` with the primary keys `keys`.
-pub(crate) fn delete<E>(writes: &mut Writes, table: &str, keys: &[Vec<Value>])
+pub(crate) async fn delete<E>(conn: &impl ConnectionTrait, table: &str, keys: &[Vec<Value>]) -> Result<(), DbErr>
 where
     E: EntityTrait,
 {
@@ -100,8 +100,9 @@ where
     for chunk in padded_chunks(keys, ROWS_PER_STATEMENT) {
         let condition = Expr::tuple(primary.iter().map(|c| Expr::col(*c)))
             .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))));
-        writes.push(Query::delete().from_table(Alias::new(table)).and_where(condition));
+        conn.execute(Query::delete().from_table(Alias::new(table)).and_where(condition)).await?;
     }
+    Ok(())
 }
 
 /// The rows of one table that a batch reads and changes, keyed by `K`.
@@ -169,10 +170,10 @@ impl<K: Ord + Clone, M> Rows<K, M> {
         }
     }
 
-    /// Adds the writes of what changed in `table` to `writes` and forgets the changes.
-    pub(crate) fn save<E>(
+    /// Writes what changed to `table` and forgets the changes.
+    pub(crate) async fn save<E>(
         &mut self,
-        writes: &mut Writes,
+        conn: &impl ConnectionTrait,
         table: &str,
         key_values: impl Fn(&K) -> Vec<Value>,
     ) -> Result<(), DbErr>
@@ -181,9 +182,9 @@ impl<K: Ord + Clone, M> Rows<K, M> {
         M: ModelTrait<Entity = E>,
     {
         let changed: Vec<&M> = self.changed.iter().filter_map(|k| self.rows.get(k)).collect();
-        upsert::<E>(writes, table, &changed)?;
+        upsert::<E>(conn, table, &changed).await?;
         let removed: Vec<Vec<Value>> = self.removed.iter().map(&key_values).collect();
-        delete::<E>(writes, table, &removed);
+        delete::<E>(conn, table, &removed).await?;
         self.changed.clear();
         self.removed.clear();
         Ok(())

@@ -1,7 +1,7 @@
 //! `members` and `social_accounts` (no tokens: those never enter the log).
 
 use domain::{Member, MemberEvent};
-use eventstore::{RecordedEvent, Writes};
+use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use super::{decode_as, ids_of, key1, key2};
@@ -86,9 +86,9 @@ impl Projection for Members {
         Ok(())
     }
 
-    fn save(state: &mut MembersState, writes: &mut Writes, names: &Names) -> Result<(), DbErr> {
-        state.members.save::<members::Entity>(writes, &names.table("members"), |id| key1(id))?;
-        state.accounts.save::<social_accounts::Entity>(writes, &names.table("social_accounts"), |(m, p)| key2(m, p))
+    async fn save(state: &mut MembersState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
+        state.members.save::<members::Entity>(txn, &names.table("members"), |id| key1(id)).await?;
+        state.accounts.save::<social_accounts::Entity>(txn, &names.table("social_accounts"), |(m, p)| key2(m, p)).await
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<MembersState, DbErr> {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use domain::values::{PhotoKey, Provider};
 use domain::{Photo, Post, PostEvent, SocialOutcome};
-use eventstore::{RecordedEvent, Writes};
+use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr, Value};
 
 use super::{decode_as, ids_of, key1, key2};
@@ -163,15 +163,21 @@ impl Projection for Posts {
         Ok(())
     }
 
-    fn save(state: &mut PostsState, writes: &mut Writes, names: &Names) -> Result<(), DbErr> {
-        state.posts.save::<posts::Entity>(writes, &names.table("posts"), |p| key1(p))?;
-        state.photos.save::<post_photos::Entity>(writes, &names.table("post_photos"), |(p, i)| {
-            vec![p.as_str().into(), (*i).into()]
-        })?;
-        state.social.save::<post_social::Entity>(writes, &names.table("post_social"), |(p, s)| key2(p, s))?;
-        state.photo_social.save::<post_photo_social::Entity>(writes, &names.table("post_photo_social"), |(p, k, s)| {
-            vec![p.as_str().into(), k.as_str().into(), s.as_str().into()]
-        })
+    async fn save(state: &mut PostsState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
+        state.posts.save::<posts::Entity>(txn, &names.table("posts"), |p| key1(p)).await?;
+        state
+            .photos
+            .save::<post_photos::Entity>(txn, &names.table("post_photos"), |(p, i)| {
+                vec![p.as_str().into(), (*i).into()]
+            })
+            .await?;
+        state.social.save::<post_social::Entity>(txn, &names.table("post_social"), |(p, s)| key2(p, s)).await?;
+        state
+            .photo_social
+            .save::<post_photo_social::Entity>(txn, &names.table("post_photo_social"), |(p, k, s)| {
+                vec![p.as_str().into(), k.as_str().into(), s.as_str().into()]
+            })
+            .await
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<PostsState, DbErr> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use domain::{Wallet, WalletEvent};
-use eventstore::{RecordedEvent, Writes};
+use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr, Value};
 
 use super::{decode_as, key1, key2};
@@ -141,9 +141,12 @@ impl Projection for Shares {
         Ok(())
     }
 
-    fn save(state: &mut SharesState, writes: &mut Writes, names: &Names) -> Result<(), DbErr> {
-        state.shares.save::<shares::Entity>(writes, &names.table("shares"), |s| key1(s))?;
-        state.recipients.save::<share_recipients::Entity>(writes, &names.table("share_recipients"), |(s, m)| key2(s, m))
+    async fn save(state: &mut SharesState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
+        state.shares.save::<shares::Entity>(txn, &names.table("shares"), |s| key1(s)).await?;
+        state
+            .recipients
+            .save::<share_recipients::Entity>(txn, &names.table("share_recipients"), |(s, m)| key2(s, m))
+            .await
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<SharesState, DbErr> {

@@ -2,7 +2,7 @@
 
 use domain::values::EarnPolicy;
 use domain::{Store, StoreEvent};
-use eventstore::{RecordedEvent, Writes};
+use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use super::{decode_as, ids_of, key1};
@@ -80,8 +80,8 @@ impl Projection for Stores {
         Ok(())
     }
 
-    fn save(state: &mut StoresState, writes: &mut Writes, names: &Names) -> Result<(), DbErr> {
-        state.stores.save::<stores::Entity>(writes, &names.table("stores"), |id| key1(id))
+    async fn save(state: &mut StoresState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
+        state.stores.save::<stores::Entity>(txn, &names.table("stores"), |id| key1(id)).await
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<StoresState, DbErr> {

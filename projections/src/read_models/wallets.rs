@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use domain::{Wallet, WalletEvent};
-use eventstore::{RecordedEvent, Writes};
+use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr, Value};
 
 use super::{decode_as, key2};
@@ -164,9 +164,9 @@ impl Projection for Wallets {
         Ok(())
     }
 
-    fn save(state: &mut WalletsState, writes: &mut Writes, names: &Names) -> Result<(), DbErr> {
-        state.balances.save::<balances::Entity>(writes, &names.table("balances"), |(m, s)| key2(m, s))?;
-        state.ledger.save::<ledger::Entity>(writes, &names.table("ledger"), |p| vec![(*p).into()])?;
+    async fn save(state: &mut WalletsState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
+        state.balances.save::<balances::Entity>(txn, &names.table("balances"), |(m, s)| key2(m, s)).await?;
+        state.ledger.save::<ledger::Entity>(txn, &names.table("ledger"), |p| vec![(*p).into()]).await?;
         // Ledger rows are append-only: once written they need not stay in memory.
         state.ledger = Rows::default();
         Ok(())

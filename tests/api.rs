@@ -113,6 +113,17 @@ async fn earn_share_and_balances(app: App) {
         json!({}),
     );
     assert_eq!(post["data"]["createPost"]["post"], json!({ "id": "p-1", "deleted": false }), "{post}");
+    // A post id that is taken is refused and changes nothing: the command
+    // takes a post's stream to be empty and learns otherwise on append.
+    let again = app.graphql(
+        Some(&bob),
+        "mutation { createPost(author: \"bob\", store: \"cafe\", body: \"Again\", id: \"p-1\") { position } }",
+        json!({}),
+    );
+    assert_eq!(code(&again), "BAD_USER_INPUT", "{again}");
+    assert!(again["errors"][0]["message"].as_str().is_some_and(|m| m.contains("p-1")), "{again}");
+    let stored = app.graphql(Some(&bob), "{ post(id: \"p-1\") { body } }", json!({}));
+    assert_eq!(stored["data"]["post"]["body"], "Great coffee", "{stored}");
     let feed =
         "{ feed(first: 10) { edges { node { id body author { handle } store { id } social { provider status } } } } }";
     let shown = app.eventually(&ann, feed, json!({}), |a| {

@@ -56,10 +56,10 @@ pub struct CommandContext {
     pub request_id: Option<String>,
     /// The client's address.
     pub client_ip: Option<String>,
-    /// The aggregate's id was made up for this command (a new random id), so
-    /// its stream is taken to be empty without reading it. Should it exist
-    /// after all, the append conflicts on the stream's first sequence and the
-    /// command is retried on the stored state.
+    /// The command starts the aggregate's stream (its id was made up for it,
+    /// or it can only create), so the stream is taken to be empty without
+    /// reading it. Should it exist after all, the append conflicts on the
+    /// stream's first sequence and the command is retried on the stored state.
     pub fresh_id: bool,
 }
 

@@ -177,8 +177,6 @@ impl PostMutations {
     ) -> Result<PostResult> {
         let claims = claims(ctx)?;
         permit_author(claims, &author)?;
-        // A post id made up here names no stream yet: the command need not read one.
-        let fresh_id = id.is_none() && idempotency_key.is_none();
         let id = id.unwrap_or_else(|| new_id(&author, idempotency_key.as_deref()));
         let mut providers: Vec<_> = providers.into_iter().map(Into::into).collect();
         providers.sort();
@@ -191,7 +189,10 @@ impl PostMutations {
         );
         let stored = store_uploads(ctx, &photos).await?;
         let command = PostCommand::Create { post, author, store, body, photos: stored.clone(), providers };
-        let run = Run { id: &id, command, idempotency_key, projection: "posts", kind: "create_post", fresh_id };
+        // A post is created once: its stream is taken to be empty, not read.
+        // An id that names a post already (given twice, or a key's id) conflicts
+        // on append, and the command is decided again on the stored post.
+        let run = Run { id: &id, command, idempotency_key, projection: "posts", kind: "create_post", fresh_id: true };
         with_photos(ctx, claims, run, &stored).await
     }
 

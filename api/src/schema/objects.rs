@@ -498,11 +498,27 @@ pub struct StoreResult {
 
 /// A post mutation's result.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct PostResult {
     /// Global position of the command's last event.
     pub(crate) position: i64,
     /// True when the idempotency key had been seen: nothing new was written.
     pub(crate) replayed: bool,
+    /// The post the command was about.
+    #[graphql(skip)]
+    pub(crate) post_id: String,
+}
+
+#[ComplexObject]
+impl PostResult {
     /// The post, read after the posts read model reached `position`.
-    pub(crate) post: Post,
+    async fn post(&self, ctx: &Context<'_>) -> Result<Post> {
+        // Read when asked for only: an upload's answer is often its position alone.
+        let store = &super::state(ctx)?.store;
+        let row = <posts::Entity as sea_orm::EntityTrait>::find_by_id(self.post_id.as_str())
+            .one(store.db())
+            .await
+            .map_err(internal)?;
+        Ok(super::mutation::written(row, "post")?.into())
+    }
 }

@@ -39,7 +39,7 @@ struct Run<'a, A: Model> {
     projection: &'static str,
     /// The command's name in metrics.
     kind: &'static str,
-    /// The aggregate's id was made up for this command (see `CommandContext::fresh_id`).
+    /// The command starts the aggregate's stream (see `CommandContext::fresh_id`).
     fresh_id: bool,
 }
 
@@ -96,7 +96,7 @@ fn new_id(scope: &str, idempotency_key: Option<&str>) -> String {
 }
 
 /// The row a mutation answers with, which its projection has just written.
-fn written<T>(row: Option<T>, what: &str) -> Result<T> {
+pub(super) fn written<T>(row: Option<T>, what: &str) -> Result<T> {
     row.ok_or_else(|| {
         tracing::error!(what, "a read model row is missing after its command was applied");
         coded("INTERNAL", "internal error")

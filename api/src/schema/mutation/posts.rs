@@ -16,7 +16,7 @@ use eventstore::CommandOutcome;
 use projections::entities::posts;
 use sea_orm::EntityTrait;
 
-use super::{Run, new_id, run, written};
+use super::{Run, new_id, run};
 use crate::auth::{Claims, Role};
 use crate::errors::code_of;
 use crate::multipart::Scanned;
@@ -117,16 +117,11 @@ async fn post_command(
     let outcome =
         run::<Post>(ctx, claims, Run { id, command, idempotency_key, projection: "posts", kind, fresh_id: false })
             .await?;
-    answer(ctx, id, &outcome).await
+    Ok(answer(id, &outcome))
 }
 
-async fn answer(ctx: &Context<'_>, id: &str, outcome: &CommandOutcome) -> Result<PostResult> {
-    let row = posts::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
-    Ok(PostResult {
-        position: outcome.last_position as i64,
-        replayed: outcome.replayed,
-        post: written(row, "post")?.into(),
-    })
+fn answer(id: &str, outcome: &CommandOutcome) -> PostResult {
+    PostResult { position: outcome.last_position as i64, replayed: outcome.replayed, post_id: id.to_string() }
 }
 
 /// Runs a command that records `photos`, and removes them again unless it
@@ -145,7 +140,7 @@ async fn with_photos(
                 // The first attempt's photos are the recorded ones.
                 state.media.discard(photos).await;
             }
-            answer(ctx, id, &outcome).await
+            Ok(answer(id, &outcome))
         }
         Err(error) => {
             if !recorded_anyway(&error) {

@@ -73,15 +73,17 @@ impl<P: Projection> InlineProjection for Inline<P> {
         let (txn, names, before, last) = (batch.txn, &Names::LIVE, batch.before(), batch.last());
         let now = eventstore::now_us();
         let mut backlog = Vec::new();
-        // The usual case, one statement: the checkpoint stands right before
-        // the batch, and moving it locks it for the rest of the transaction.
-        // Kept rows stored right before the batch name the time they were
-        // stored: a swap to the same position fails the move.
-        let written_at = kept.as_ref().filter(|(at, _, _)| *at == before).map(|(_, written_at, _)| *written_at);
-        let fast = batch.settled_from == before
-            && checkpoint::advance_written_at(txn, P::NAME, names, (before, written_at), last, now).await?;
+        // The usual case, one statement: the checkpoint stands where
+        // everything up to the batch is settled (right before it, or where
+        // batches of no concern to the projection left it), and moving it
+        // from there locks it for the rest of the transaction. Kept rows
+        // stored there name the time they were stored: a swap to the same
+        // position fails the move.
+        let settled = batch.settled_from;
+        let written_at = kept.as_ref().filter(|(at, _, _)| *at == settled).map(|(_, written_at, _)| *written_at);
+        let fast = checkpoint::advance_written_at(txn, P::NAME, names, (settled, written_at), last, now).await?;
         let (stored, stored_at) = if fast {
-            (before, written_at)
+            (settled, written_at)
         } else {
             let (stored, stored_at) = checkpoint::read_locked(txn, P::NAME, names).await?;
             if stored > before {

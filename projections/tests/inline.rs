@@ -31,6 +31,7 @@ on_both_backends!(
     tables_swapped_in_behind_the_appends_are_caught_up,
     tables_swapped_in_at_the_same_position_are_read_not_the_kept_rows,
     the_checkpoint_of_a_projection_the_appends_do_not_concern_is_stored,
+    a_batch_after_batches_of_no_concern_moves_the_checkpoint_without_reading_it,
 );
 
 /// A store on `db` that writes every projection inline.
@@ -307,6 +308,37 @@ async fn the_checkpoint_of_a_projection_the_appends_do_not_concern_is_stored(bac
     for task in running.tasks {
         task.await.expect("a projector stops").expect("a projector ran cleanly");
     }
+    assert_clean(&store).await;
+}
+
+/// Batches of no concern to the wallets projection (a post) leave its stored
+/// checkpoint behind; the next earn moves it over that settled stretch in
+/// its one conditional statement, reading neither the checkpoint nor the
+/// events in between.
+async fn a_batch_after_batches_of_no_concern_moves_the_checkpoint_without_reading_it(backend: Backend) {
+    use std::sync::atomic::Ordering;
+
+    let Some(db) = scratch(backend).await else { return };
+    let (store, reads) =
+        support::open_counting(&db, |sql| sql.starts_with("SELECT") && sql.contains("wallets_checkpoint")).await;
+    let names: Vec<String> = PROJECTIONS.iter().map(|name| name.to_string()).collect();
+    projections::write_inline(&store, &names).expect("known projections");
+    world(&store, &["ann", "bob"]).await;
+    earn_on(&store, "bob", "r1", 1_000).await;
+    let create = PostCommand::Create {
+        post: PostId::parse("p1").expect("valid"),
+        author: member("bob"),
+        store: cafe(),
+        body: PostBody::parse("Flat white").expect("valid"),
+        photos: vec![],
+        providers: vec![],
+    };
+    store.execute::<Post>("p1", create, CommandContext::default()).await.expect("posts");
+    let before = reads.load(Ordering::SeqCst);
+    let earned = earn_on(&store, "bob", "r2", 1_000).await;
+    assert_eq!(reads.load(Ordering::SeqCst) - before, 0, "the checkpoint was not read");
+    assert_eq!(wallets_checkpoint(&store).await, earned.last_position);
+    assert_eq!(balance(&store, "bob").await, Some(200));
     assert_clean(&store).await;
 }
 

@@ -110,7 +110,7 @@ impl EventStore {
         let mut rechecked = false;
         let mut attempt = 0;
         while attempt < max_attempts {
-            self.fill::<A>(id, &mut slot).await?;
+            let loaded = self.fill::<A>(id, &mut slot).await?;
             let Some(current) = slot.state.as_ref().and_then(|s| s.downcast_ref::<A>()) else {
                 return Err(EventStoreError::Closed.into());
             };
@@ -118,10 +118,10 @@ impl EventStore {
             let sink = EventSink::default();
             if let Err(refusal) = next.handle(command.clone(), &services, &sink).await {
                 // Decided on this process's cache, which another process may
-                // have outdated: refuse only on the stored state.
-                if !rechecked && crate::log::stream_goes_past(&self.inner.db, A::TYPE, id, slot.sequence).await? {
+                // have outdated: refuse only on the stored state, bringing
+                // the cached one up to it (one query) and deciding again.
+                if !loaded && !rechecked && self.catch_up::<A>(id, &mut slot).await? {
                     rechecked = true;
-                    slot.state = None;
                     continue;
                 }
                 return Err(refusal.into());

@@ -117,27 +117,6 @@ pub(crate) async fn read_stream(
     rows.iter().map(event_from_row).collect()
 }
 
-/// Whether a stream holds an event with `sequence > after`.
-pub(crate) async fn stream_goes_past(
-    db: &impl ConnectionTrait,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    after: u64,
-) -> Result<bool, DbErr> {
-    let row = db
-        .query_one(
-            Query::select()
-                .column(Events::Sequence)
-                .from(Events::Table)
-                .and_where(Expr::col(Events::AggregateType).eq(aggregate_type))
-                .and_where(Expr::col(Events::AggregateId).eq(aggregate_id))
-                .and_where(Expr::col(Events::Sequence).gt(after as i64))
-                .limit(1),
-        )
-        .await?;
-    Ok(row.is_some())
-}
-
 /// `(aggregate_type, aggregate_id, sequence)` of events after `after`: what a
 /// process needs to invalidate its cache after other processes wrote.
 pub(crate) async fn stream_heads_after(

@@ -359,20 +359,35 @@ impl EventStore {
         slot
     }
 
-    /// Fills `slot` from storage if it holds no state of type `A`.
+    /// Fills `slot` from storage if it holds no state of type `A`; whether it read storage.
     pub(crate) async fn fill<A: Aggregate + Clone + 'static>(
         &self,
         id: &str,
         slot: &mut Slot,
-    ) -> Result<(), EventStoreError> {
+    ) -> Result<bool, EventStoreError> {
         if slot.state.as_ref().is_some_and(|s| s.is::<A>()) {
-            return Ok(());
+            return Ok(false);
         }
         let loaded = self.load::<A>(id).await?;
         slot.state = Some(Box::new(loaded.state));
         slot.sequence = loaded.sequence;
         slot.hash = loaded.hash;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Applies to `slot`'s cached state the events stored after it (another
+    /// process's); whether there were any. On an error the slot is left empty.
+    pub(crate) async fn catch_up<A: Aggregate + Clone + 'static>(
+        &self,
+        id: &str,
+        slot: &mut Slot,
+    ) -> Result<bool, EventStoreError> {
+        let Some(state) = slot.state.take().and_then(|s| s.downcast::<A>().ok()) else { return Ok(false) };
+        let mut loaded = Loaded { state: *state, sequence: slot.sequence, hash: std::mem::take(&mut slot.hash) };
+        self.apply_stream(id, &mut loaded).await?;
+        let moved = loaded.sequence > slot.sequence;
+        *slot = Slot { state: Some(Box::new(loaded.state)), sequence: loaded.sequence, hash: loaded.hash };
+        Ok(moved)
     }
 
     /// The current state of an aggregate, from the cache when warm.

@@ -30,6 +30,7 @@ on_both_backends!(
     ids_differing_only_in_case_are_different_streams,
     a_fresh_id_that_names_a_stream_is_decided_on_its_stored_state,
     a_refusal_is_decided_on_the_stored_state_not_a_stale_cache,
+    a_refusal_reads_the_stream_once,
 );
 
 async fn sql(store: &eventstore::EventStore, statement: &str) {
@@ -495,6 +496,28 @@ async fn a_refusal_is_decided_on_the_stored_state_not_a_stale_cache(backend: Bac
     let redeemed = one.execute::<Wallet>("bob", redeem(), CommandContext::default()).await;
     assert!(redeemed.is_ok(), "redeemed on the stored state: {redeemed:?}");
     assert_eq!(one.load::<Wallet>("bob").await.expect("loads").state.balance(&cafe()), 50);
+}
+
+/// A refusal reads the aggregate's stream once: to load it when it was not
+/// cached (and then nothing more), or, when it was, to find that no other
+/// process moved it.
+async fn a_refusal_reads_the_stream_once(backend: Backend) {
+    use std::sync::atomic::Ordering;
+
+    let Some(db) = scratch(backend).await else { return };
+    let (store, reads) = support::open_counting(&db, |sql| {
+        sql.starts_with("SELECT") && (sql.contains("FROM `events`") || sql.contains("FROM \"events\""))
+    })
+    .await;
+    world(&store, &["ann", "bob"]).await;
+    let redeem =
+        || WalletCommand::Redeem { store: cafe(), points: points(50), reward: Reason::parse("cake").expect("valid") };
+    for case in ["loaded for the command", "from the cache"] {
+        let before = reads.load(Ordering::SeqCst);
+        let refused = store.execute::<Wallet>("bob", redeem(), CommandContext::default()).await;
+        assert!(matches!(refused, Err(CommandError::Rejected(_))), "{case}: {refused:?}");
+        assert_eq!(reads.load(Ordering::SeqCst) - before, 1, "{case}: one read of the stream");
+    }
 }
 
 /// Records, inside each append transaction, the isolation level InnoDB runs it at.

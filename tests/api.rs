@@ -113,9 +113,11 @@ async fn earn_share_and_balances(app: App) {
         json!({}),
     );
     assert_eq!(post["data"]["createPost"]["post"], json!({ "id": "p-1", "deleted": false }), "{post}");
-    // A post id that is taken is refused and changes nothing: the command
-    // takes a post's stream to be empty and learns otherwise on append.
-    let again = app.graphql(
+    // A post id that is taken is refused and changes nothing. Sent to another
+    // instance, which has not cached the post: its command takes the post's
+    // stream to be empty and learns otherwise on append.
+    let beside = App::spawn_beside(&app, &[]);
+    let again = beside.graphql(
         Some(&bob),
         "mutation { createPost(author: \"bob\", store: \"cafe\", body: \"Again\", id: \"p-1\") { position } }",
         json!({}),

@@ -101,12 +101,14 @@ impl EventStore {
             return Ok(outcome);
         }
 
-        if fresh_id && slot.state.is_none() {
+        // Taken to be new, not read: a stream found on append is no lost race.
+        let mut assumed_new = fresh_id && slot.state.is_none();
+        if assumed_new {
             *slot = Slot { state: Some(Box::new(A::default())), sequence: 0, hash: String::new() };
         }
         let max_attempts = Ord::max(self.inner.config.max_attempts, 1);
         // A refusal decided on a stale cache is decided once more on the
-        // stored state; that is no lost race, so it takes no attempt.
+        // stored state; that is no lost race either, so it takes no attempt.
         let mut rechecked = false;
         let mut attempt = 0;
         while attempt < max_attempts {
@@ -205,6 +207,10 @@ impl EventStore {
                 }
                 Err(AppendError::Conflict) => {
                     slot.state = None;
+                    if std::mem::take(&mut assumed_new) {
+                        // The stream was there after all: decide on it at once.
+                        continue;
+                    }
                     // Another process wrote this aggregate: back off a random
                     // while so the contenders do not collide again in lockstep.
                     attempt += 1;

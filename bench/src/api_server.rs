@@ -101,7 +101,8 @@ impl ServerProcess {
         Self::spawn_with(database_url, secret, max_connections, &[]).await
     }
 
-    /// [`Self::spawn`] with `extra` arguments (`--s3-endpoint`, `--s3-bucket`).
+    /// [`Self::spawn`] with `extra` arguments (`--s3-endpoint`, `--s3-bucket`,
+    /// `--inline-projections`).
     pub async fn spawn_with(
         database_url: &str,
         secret: &str,

@@ -10,7 +10,8 @@
 //! append, in any process, can commit between them and the projection's
 //! checkpoint. A projection that cannot apply a batch (it is too far behind,
 //! or an event does not apply) leaves it to its projector, which catches up
-//! as it would without the hook; the append commits either way.
+//! as it would without the hook, and the append commits; a database error
+//! in a projection's statements fails the append like any other.
 
 use std::sync::{Arc, Mutex};
 

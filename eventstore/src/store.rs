@@ -101,7 +101,7 @@ impl EventStore {
     /// Connects to `url`, applies migrations and starts the background tasks.
     ///
     /// On MySQL the group commit runs on a thread of its own, with its own
-    /// connections: each append is a dozen round trips in series, and on a
+    /// connections: each append is several round trips in series, and on a
     /// runtime busy with requests every one of them would wait its turn.
     pub async fn open(url: &str, config: EventStoreConfig) -> Result<Self, EventStoreError> {
         let db = connection::connect(url, config.max_connections).await?;

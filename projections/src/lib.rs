@@ -50,10 +50,10 @@ pub const ALL_INLINE: &str = "members,stores,wallets,shares,posts";
 /// Writes the named projections inline: in every append transaction of this
 /// process (see [`inline`]). Their projectors, when running, then only catch
 /// up what the appends leave to them. `none` (or an empty name) names none.
-pub fn write_inline(store: &EventStore, names: &[String]) -> Result<(), ProjectionError> {
+pub fn write_inline(store: &EventStore, names: &[impl AsRef<str>]) -> Result<(), ProjectionError> {
     use std::sync::Arc;
     for name in names {
-        let projection: Arc<dyn eventstore::InlineProjection> = match name.as_str() {
+        let projection: Arc<dyn eventstore::InlineProjection> = match name.as_ref() {
             "" | "none" => continue,
             "members" => Arc::new(inline::Inline::<Members>::default()),
             "stores" => Arc::new(inline::Inline::<Stores>::default()),

@@ -37,8 +37,7 @@ on_both_backends!(
 /// A store on `db` that writes every projection inline.
 async fn inline_store(db: &eventstore::scratch::ScratchDatabase) -> EventStore {
     let store = open(db, quiet()).await;
-    let names: Vec<String> = PROJECTIONS.iter().map(|name| name.to_string()).collect();
-    projections::write_inline(&store, &names).expect("known projections");
+    projections::write_inline(&store, &PROJECTIONS).expect("known projections");
     store
 }
 
@@ -321,8 +320,7 @@ async fn a_batch_after_batches_of_no_concern_moves_the_checkpoint_without_readin
     let Some(db) = scratch(backend).await else { return };
     let (store, reads) =
         support::open_counting(&db, |sql| sql.starts_with("SELECT") && sql.contains("wallets_checkpoint")).await;
-    let names: Vec<String> = PROJECTIONS.iter().map(|name| name.to_string()).collect();
-    projections::write_inline(&store, &names).expect("known projections");
+    projections::write_inline(&store, &PROJECTIONS).expect("known projections");
     world(&store, &["ann", "bob"]).await;
     earn_on(&store, "bob", "r1", 1_000).await;
     let create = PostCommand::Create {
@@ -346,11 +344,11 @@ async fn a_batch_after_batches_of_no_concern_moves_the_checkpoint_without_readin
 async fn inline_projections_are_named_none_counts_as_no_name_and_others_are_refused() {
     let db = eventstore::scratch::ScratchDatabase::sqlite();
     let store = open(&db, quiet()).await;
-    projections::write_inline(&store, &["none".to_string()]).expect("none is accepted");
+    projections::write_inline(&store, &["none"]).expect("none is accepted");
     assert!(store.inline_applied("wallets").is_none(), "none writes nothing inline");
-    let names: Vec<String> = projections::ALL_INLINE.split(',').map(str::to_string).collect();
+    let names: Vec<&str> = projections::ALL_INLINE.split(',').collect();
     projections::write_inline(&store, &names).expect("every projection is known");
     assert!(PROJECTIONS.iter().all(|name| store.inline_applied(name).is_some()));
-    let refused = projections::write_inline(&store, &["balances".to_string()]);
+    let refused = projections::write_inline(&store, &["balances"]);
     assert!(matches!(refused, Err(projections::ProjectionError::UnknownProjection(name)) if name == "balances"));
 }

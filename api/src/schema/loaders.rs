@@ -18,7 +18,7 @@ use projections::entities::{balances, members, post_photo_social, post_photos, p
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use tokio::sync::{mpsc, oneshot};
 
-/// Most keys in one query's IN list (a power of two: see `eventstore::padded_chunks`).
+/// Most keys in one query's IN list (`eventstore::padded_chunks` pads shorter lists to a power of two).
 const KEYS_PER_QUERY: usize = 256;
 
 /// Rows of `E` whose `column` is one of the keys, grouped by that key and

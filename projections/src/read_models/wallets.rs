@@ -63,7 +63,9 @@ impl Projection for Wallets {
     }
 
     fn retain(state: WalletsState) -> Option<WalletsState> {
-        // The balances touched lately, as saved; the ledger only grows.
+        // Every balance touched since the kept rows were last dropped, as
+        // saved, while they are at most KEPT_BALANCES (beyond, none are
+        // kept and the next batch reads its rows); the ledger only grows.
         (state.balances.len() <= KEPT_BALANCES)
             .then(|| WalletsState { balances: state.balances, ledger: Rows::default() })
     }

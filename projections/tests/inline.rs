@@ -64,6 +64,19 @@ async fn earn_on(store: &EventStore, who: &str, purchase_ref: &str, paid: u64) -
     store.execute::<Wallet>(who, earn(who, purchase_ref, paid), CommandContext::default()).await.expect("earns")
 }
 
+/// Bob posts `id` about the cafe, cross-posted to Facebook.
+async fn bob_posts(store: &EventStore, id: &str) {
+    let create = PostCommand::Create {
+        post: PostId::parse(id).expect("valid"),
+        author: member("bob"),
+        store: cafe(),
+        body: PostBody::parse("Flat white").expect("valid"),
+        photos: vec![],
+        providers: vec![Provider::Facebook],
+    };
+    store.execute::<Post>(id, create, CommandContext::default()).await.expect("posts");
+}
+
 async fn assert_clean(store: &EventStore) {
     let report = audit(store).await.expect("audits");
     assert!(report.is_clean(), "the read models match the log: {report:?}");
@@ -91,15 +104,7 @@ async fn an_acknowledged_command_is_in_its_read_models(backend: Backend) {
     assert_eq!(balance(&store, "bob").await, Some(70));
     assert!(shares::Entity::find_by_id("s1".to_string()).one(store.db()).await.expect("reads").is_some());
 
-    let create = PostCommand::Create {
-        post: PostId::parse("p1").expect("valid"),
-        author: member("bob"),
-        store: cafe(),
-        body: PostBody::parse("Flat white").expect("valid"),
-        photos: vec![],
-        providers: vec![Provider::Facebook],
-    };
-    store.execute::<Post>("p1", create, CommandContext::default()).await.expect("posts");
+    bob_posts(&store, "p1").await;
     assert!(posts::Entity::find_by_id("p1".to_string()).one(store.db()).await.expect("reads").is_some());
     assert_clean(&store).await;
 
@@ -323,15 +328,7 @@ async fn a_batch_after_batches_of_no_concern_moves_the_checkpoint_without_readin
     projections::write_inline(&store, &PROJECTIONS).expect("known projections");
     world(&store, &["ann", "bob"]).await;
     earn_on(&store, "bob", "r1", 1_000).await;
-    let create = PostCommand::Create {
-        post: PostId::parse("p1").expect("valid"),
-        author: member("bob"),
-        store: cafe(),
-        body: PostBody::parse("Flat white").expect("valid"),
-        photos: vec![],
-        providers: vec![],
-    };
-    store.execute::<Post>("p1", create, CommandContext::default()).await.expect("posts");
+    bob_posts(&store, "p1").await;
     let before = reads.load(Ordering::SeqCst);
     let earned = earn_on(&store, "bob", "r2", 1_000).await;
     assert_eq!(reads.load(Ordering::SeqCst) - before, 0, "the checkpoint was not read");

@@ -11,8 +11,8 @@ mod support;
 
 use std::sync::Arc;
 
-use domain::values::{PostBody, PostId, Provider, ShareId, ShareMessage};
-use domain::{Post, PostCommand, SharePart, Wallet, WalletCommand};
+use domain::values::{ShareId, ShareMessage};
+use domain::{Post, SharePart, Wallet, WalletCommand};
 use eventstore::{CommandContext, CommandError, EventStore};
 use projections::entities::{balances, ledger, posts, shares};
 use projections::inline::Inline;
@@ -66,15 +66,7 @@ async fn earn_on(store: &EventStore, who: &str, purchase_ref: &str, paid: u64) -
 
 /// Bob posts `id` about the cafe, cross-posted to Facebook.
 async fn bob_posts(store: &EventStore, id: &str) {
-    let create = PostCommand::Create {
-        post: PostId::parse(id).expect("valid"),
-        author: member("bob"),
-        store: cafe(),
-        body: PostBody::parse("Flat white").expect("valid"),
-        photos: vec![],
-        providers: vec![Provider::Facebook],
-    };
-    store.execute::<Post>(id, create, CommandContext::default()).await.expect("posts");
+    store.execute::<Post>(id, support::cafe_post("bob", id), CommandContext::default()).await.expect("posts");
 }
 
 async fn assert_clean(store: &EventStore) {

@@ -73,14 +73,7 @@ async fn a_batch_that_creates_posts_reads_none_of_their_rows(backend: Backend) {
     })
     .await;
     world(&store, &["ann", "bob"]).await;
-    let create = |id: &str| PostCommand::Create {
-        post: PostId::parse(id).expect("valid"),
-        author: member("bob"),
-        store: cafe(),
-        body: PostBody::parse("Flat white").expect("valid"),
-        photos: vec![],
-        providers: vec![Provider::Facebook],
-    };
+    let create = |id: &str| support::cafe_post("bob", id);
     for id in ["p1", "p2", "p3"] {
         store.execute::<Post>(id, create(id), CommandContext::default()).await.expect("posts");
     }

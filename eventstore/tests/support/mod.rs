@@ -3,8 +3,11 @@
 
 #![allow(dead_code)]
 
-use domain::values::{Amount, DisplayName, EarnPolicy, Handle, MemberId, Points, PurchaseRef, StoreId, StoreName};
-use domain::{Member, MemberCommand, Store, StoreCommand, WalletCommand};
+use domain::values::{
+    Amount, DisplayName, EarnPolicy, Handle, MemberId, Points, PostBody, PostId, Provider, PurchaseRef, StoreId,
+    StoreName,
+};
+use domain::{Member, MemberCommand, PostCommand, Store, StoreCommand, WalletCommand};
 use eventstore::chain::{HashedFields, event_hash};
 use eventstore::scratch::ScratchDatabase;
 use eventstore::{CommandContext, EventStore, EventStoreConfig};
@@ -92,6 +95,18 @@ pub fn amount(raw: u64) -> Amount {
 
 pub fn points(raw: u64) -> Points {
     Points::new(raw).expect("points literal is valid")
+}
+
+/// `author`'s post `id` about the cafe, cross-posted to Facebook.
+pub fn cafe_post(author: &str, id: &str) -> PostCommand {
+    PostCommand::Create {
+        post: PostId::parse(id).expect("post id literal is valid"),
+        author: member(author),
+        store: cafe(),
+        body: PostBody::parse("Flat white").expect("post body literal is valid"),
+        photos: vec![],
+        providers: vec![Provider::Facebook],
+    }
 }
 
 /// 10% of the amount paid, no cap, from 1 up.

@@ -69,6 +69,40 @@ async fn bob_posts(store: &EventStore, id: &str) {
     store.execute::<Post>(id, support::cafe_post("bob", id), CommandContext::default()).await.expect("posts");
 }
 
+/// Every projector of a store, running, polling every 50 ms.
+struct Projectors {
+    stop: tokio::sync::watch::Sender<bool>,
+    running: projections::Running,
+}
+
+impl Projectors {
+    fn start(store: &EventStore) -> Self {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let config = projections::ProjectorConfig {
+            idle_wait: std::time::Duration::from_millis(50),
+            ..projections::ProjectorConfig::default()
+        };
+        Projectors { stop, running: projections::spawn_all(store, &config, &shutdown) }
+    }
+
+    /// Waits (10 s at most, else fails with `failure`) until projection
+    /// `name`'s stored checkpoint reaches `position`.
+    async fn until(&self, store: &EventStore, name: &str, position: u64, failure: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while checkpoint::read(store.db(), name, &Names::LIVE).await.expect("reads the checkpoint") < position {
+            assert!(std::time::Instant::now() < deadline, "{failure}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.running.tasks {
+            task.await.expect("a projector stops").expect("a projector ran cleanly");
+        }
+    }
+}
+
 async fn assert_clean(store: &EventStore) {
     let report = audit(store).await.expect("audits");
     assert!(report.is_clean(), "the read models match the log: {report:?}");
@@ -248,21 +282,9 @@ async fn tables_swapped_in_behind_the_appends_are_caught_up(backend: Backend) {
 
     // The projector notices the checkpoint went back and catches up, with no
     // append to prompt it.
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let config = projections::ProjectorConfig {
-        idle_wait: std::time::Duration::from_millis(50),
-        ..projections::ProjectorConfig::default()
-    };
-    let running = projections::spawn_all(&store, &config, &shutdown);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while wallets_checkpoint(&store).await < last.last_position {
-        assert!(std::time::Instant::now() < deadline, "the projector did not catch up after the swap");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    stop.send_replace(true);
-    for task in running.tasks {
-        task.await.expect("a projector stops").expect("a projector ran cleanly");
-    }
+    let projecting = Projectors::start(&store);
+    projecting.until(&store, "wallets", last.last_position, "the projector did not catch up after the swap").await;
+    projecting.stop().await;
     assert_eq!(balance(&store, "bob").await, Some(200));
     assert_eq!(balance(&store, "ann").await, Some(100));
     assert_clean(&store).await;
@@ -283,27 +305,14 @@ async fn tables_swapped_in_at_the_same_position_are_read_not_the_kept_rows(backe
 
 async fn the_checkpoint_of_a_projection_the_appends_do_not_concern_is_stored(backend: Backend) {
     let Some((_db, store)) = bob_earned_once(backend).await else { return };
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let config = projections::ProjectorConfig {
-        idle_wait: std::time::Duration::from_millis(50),
-        ..projections::ProjectorConfig::default()
-    };
-    let running = projections::spawn_all(&store, &config, &shutdown);
+    let projecting = Projectors::start(&store);
     // Earns only: nothing for the members projection, whose appends write nothing.
     let mut last = 0;
     for n in 2..6 {
         last = earn_on(&store, "bob", &format!("r{n}"), 1_000).await.last_position;
     }
-    let members = || checkpoint::read(store.db(), "members", &Names::LIVE);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while members().await.expect("reads") < last {
-        assert!(std::time::Instant::now() < deadline, "the members checkpoint stayed behind the appends");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    stop.send_replace(true);
-    for task in running.tasks {
-        task.await.expect("a projector stops").expect("a projector ran cleanly");
-    }
+    projecting.until(&store, "members", last, "the members checkpoint stayed behind the appends").await;
+    projecting.stop().await;
     assert_clean(&store).await;
 }
 

@@ -23,6 +23,18 @@ pub const CATCH_UP: u64 = 4_096;
 /// (its `updated_at_us`), and the rows.
 type Kept<P> = (u64, i64, <P as Projection>::State);
 
+/// What the batch in flight will leave kept if its transaction commits.
+struct Pending<P: Projection> {
+    /// The checkpoint it stores, and when.
+    at: u64,
+    written_at: i64,
+    /// Its rows, as it saves them.
+    rows: P::State,
+    /// Whether it started from the kept rows, which then stay kept beside
+    /// its own; otherwise they are dropped.
+    onto_kept: bool,
+}
+
 /// Projection `P`, written inline.
 pub struct Inline<P: Projection> {
     /// The longest backlog an append applies.
@@ -30,9 +42,11 @@ pub struct Inline<P: Projection> {
     /// Rows as stored when the checkpoint was at the position given
     /// ([`Projection::retain`]): good for the next batch while the checkpoint
     /// is still there, that is while nobody else has written the projection.
+    /// A batch copies the rows it needs ([`Projection::kept_for`]): these
+    /// stay readable ([`kept_balance`]) until its transaction commits.
     kept: Mutex<Option<Kept<P>>>,
     /// What the batch in flight will leave kept if its transaction commits.
-    pending: Mutex<Option<Kept<P>>>,
+    pending: Mutex<Option<Pending<P>>>,
 }
 
 impl<P: Projection> Default for Inline<P> {
@@ -69,7 +83,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
                 return Ok(Projected::Left);
             }
         };
-        let kept = locked(&self.kept).take();
+        let kept = locked(&self.kept).as_ref().map(|(at, written_at, _)| (*at, *written_at));
         let (txn, names, before, last) = (batch.txn, &Names::LIVE, batch.before(), batch.last());
         let now = eventstore::now_us();
         let mut backlog = Vec::new();
@@ -80,7 +94,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
         // stored there name the time they were stored: a swap to the same
         // position fails the move.
         let settled = batch.settled_from;
-        let written_at = kept.as_ref().filter(|(at, _, _)| *at == settled).map(|(_, written_at, _)| *written_at);
+        let written_at = kept.filter(|(at, _)| *at == settled).map(|(_, written_at)| written_at);
         let fast = checkpoint::advance_written_at(txn, P::NAME, names, (settled, written_at), last, now).await?;
         let (stored, stored_at) = if fast {
             (settled, written_at)
@@ -111,11 +125,15 @@ impl<P: Projection> InlineProjection for Inline<P> {
         // Kept rows serve if the checkpoint is where and when they were
         // stored (no one else has written since) and nothing from others is
         // applied first.
-        let mut state = match kept {
-            Some((at, written_at, kept)) if at == stored && Some(written_at) == stored_at && backlog.is_empty() => {
-                P::load_after(txn, names, &decoded, kept).await?
-            }
-            _ => P::load(txn, names, &decoded).await?,
+        let serve = |(at, written_at, _): &Kept<P>| (*at, Some(*written_at)) == (stored, stored_at);
+        let from_kept = match locked(&self.kept).as_ref() {
+            Some(kept) if serve(kept) && backlog.is_empty() => Some(P::kept_for(&kept.2, &decoded)),
+            _ => None,
+        };
+        let onto_kept = from_kept.is_some();
+        let mut state = match from_kept {
+            Some(rows) => P::load_after(txn, names, &decoded, rows).await?,
+            None => P::load(txn, names, &decoded).await?,
         };
         for (event, view) in &decoded {
             if let Err(error) = P::apply(&mut state, event, view) {
@@ -126,7 +144,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
             }
         }
         P::save(&mut state, txn, names).await?;
-        *locked(&self.pending) = P::retain(state).map(|state| (last, now, state));
+        *locked(&self.pending) = Some(Pending { at: last, written_at: now, rows: state, onto_kept });
         tracing::debug!(
             projection = P::NAME,
             events = decoded.len(),
@@ -139,9 +157,14 @@ impl<P: Projection> InlineProjection for Inline<P> {
     }
 
     fn committed(&self, projected: Projected) {
-        if projected == Projected::Written {
-            *locked(&self.kept) = locked(&self.pending).take();
+        if projected != Projected::Written {
+            return;
         }
+        // Nothing pending: the tables were reset behind the batch.
+        let Some(batch) = locked(&self.pending).take() else { return };
+        let mut kept = locked(&self.kept);
+        let earlier = kept.take().filter(|_| batch.onto_kept).map(|(_, _, rows)| rows);
+        *kept = P::retain(earlier, batch.rows).map(|rows| (batch.at, batch.written_at, rows));
     }
 
     fn reset(&self) {
@@ -157,7 +180,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
 /// A member's balance row at a store as this process's appends last stored
 /// it, if the wallets projection is written inline here, the row is kept in
 /// memory, and it has applied `position` or later: what a read of the table
-/// could answer, without the read.
+/// could answer, without the read. A batch in flight does not hide it.
 pub fn kept_balance(store: &EventStore, member: &str, at: &str, position: u64) -> Option<balances::Model> {
     let projection = store.inline_projection(Wallets::NAME)?;
     let wallets = projection.as_any().downcast_ref::<Inline<Wallets>>()?;

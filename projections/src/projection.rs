@@ -61,17 +61,26 @@ pub trait Projection: Send + Sync + 'static {
         events: &[(&RecordedEvent, Self::Event)],
     ) -> impl Future<Output = Result<Self::State, DbErr>> + Send;
 
-    /// What of `state`, just saved, a projection written inline keeps in
-    /// memory for its next batch: rows exactly as stored once the batch
-    /// commits (default: nothing).
-    fn retain(state: Self::State) -> Option<Self::State> {
-        drop(state);
+    /// What a projection written inline keeps in memory once a batch has
+    /// committed: the rows it had `kept`, if they are still as stored, with
+    /// the `batch`'s rows, just saved, laid over them. Rows exactly as
+    /// stored (default: nothing).
+    fn retain(kept: Option<Self::State>, batch: Self::State) -> Option<Self::State> {
+        drop((kept, batch));
         None
     }
 
+    /// A copy of the rows of `kept` (see [`Projection::retain`]) that the
+    /// decoded `events` will read or change: the kept rows stay readable
+    /// while the batch runs (default: none).
+    fn kept_for(kept: &Self::State, events: &[(&RecordedEvent, Self::Event)]) -> Self::State {
+        let _ = (kept, events);
+        Self::State::default()
+    }
+
     /// Like [`Projection::load`], starting from rows `kept` by
-    /// [`Projection::retain`], which are as stored: reads only what they lack
-    /// (default: everything, as `load`).
+    /// [`Projection::kept_for`], which are as stored: reads only what they
+    /// lack (default: everything, as `load`).
     fn load_after(
         txn: &DatabaseTransaction,
         names: &Names,

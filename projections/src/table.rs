@@ -132,6 +132,14 @@ impl<K: Ord + Clone, M> Rows<K, M> {
         }
     }
 
+    /// Lays `saved`, rows just saved (nothing changed since), over these:
+    /// its rows replace those with the same keys. Saving forgets removals,
+    /// so a row `saved` removed stays here: for tables whose rows are never
+    /// removed.
+    pub(crate) fn lay_over(&mut self, saved: Rows<K, M>) {
+        self.rows.extend(saved.rows);
+    }
+
     /// How many rows are held.
     pub fn len(&self) -> usize {
         self.rows.len()

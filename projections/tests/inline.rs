@@ -350,3 +350,51 @@ async fn inline_projections_are_named_none_counts_as_no_name_and_others_are_refu
     let refused = projections::write_inline(&store, &["balances"]);
     assert!(matches!(refused, Err(projections::ProjectionError::UnknownProjection(name)) if name == "balances"));
 }
+
+/// The balance rows an append keeps answer reads while the next batch is in
+/// flight: that batch works on copies. Here it waits on a row lock another
+/// connection holds, inside its transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mysql_kept_balances_answer_while_a_batch_is_in_flight() {
+    use projections::inline::kept_balance;
+    use sea_orm::TransactionTrait;
+
+    let Some((db, store)) = bob_earned_once(Backend::Mysql).await else { return };
+    let ann = earn_on(&store, "ann", "a1", 2_000).await;
+    let bob = balances::Entity::find_by_id(("bob".to_string(), "cafe".to_string()))
+        .one(store.db())
+        .await
+        .expect("reads")
+        .expect("bob has a balance");
+    let kept = |who: &str, position: u64| kept_balance(&store, who, "cafe", position).map(|row| row.balance);
+    assert_eq!(kept("ann", ann.last_position), Some(200));
+
+    let other = sea_orm::Database::connect(db.url.as_str()).await.expect("connects");
+    let holder = other.begin().await.expect("begins");
+    let lock = "SELECT balance FROM balances WHERE member_id = 'ann' FOR UPDATE";
+    holder.execute_raw(Statement::from_string(store.backend(), lock)).await.expect("locks ann's row");
+    let appending = {
+        let store = store.clone();
+        tokio::spawn(async move { earn_on(&store, "ann", "a2", 1_000).await })
+    };
+    // The append's upsert of ann's row, waiting on the lock.
+    let waits = "SELECT COUNT(*) AS waits FROM information_schema.PROCESSLIST \
+                 WHERE db = DATABASE() AND info LIKE 'INSERT INTO `balances`%'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let row = other.query_one_raw(Statement::from_string(store.backend(), waits)).await.expect("reads");
+        if row.expect("a count").try_get::<i64>("", "waits").expect("a number") > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the append never waited on ann's row");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    assert_eq!(kept("ann", ann.last_position), Some(200), "ann's row as committed, not the batch's");
+    assert_eq!(kept("bob", bob.last_position as u64), Some(100), "rows the batch does not touch");
+    holder.rollback().await.expect("releases the lock");
+    let earned = appending.await.expect("the append ran");
+    assert_eq!(kept("ann", earned.last_position), Some(300), "the batch's row once it committed");
+    assert_eq!(kept("bob", bob.last_position as u64), Some(100), "laid over the rows kept before");
+    assert_clean(&store).await;
+}

@@ -44,6 +44,13 @@ fn empty_balance(member: &str, store: &str) -> balances::Model {
     }
 }
 
+/// The (member, store) of every balance `events` change.
+fn balance_keys<'a>(events: &'a [(&RecordedEvent, WalletEvent)]) -> impl Iterator<Item = (String, String)> + 'a {
+    events.iter().filter_map(|(event, decoded)| {
+        decoded.balance_change().map(|(store, _)| (event.aggregate_id.clone(), store.as_str().to_string()))
+    })
+}
+
 impl Projection for Wallets {
     const NAME: &'static str = "wallets";
     const TABLES: &'static [&'static str] = &["balances", "ledger"];
@@ -62,12 +69,18 @@ impl Projection for Wallets {
         Self::load_after(txn, names, events, WalletsState::default()).await
     }
 
-    fn retain(state: WalletsState) -> Option<WalletsState> {
+    fn retain(kept: Option<WalletsState>, batch: WalletsState) -> Option<WalletsState> {
         // Every balance touched since the kept rows were last dropped, as
         // saved, while they are at most KEPT_BALANCES (beyond, none are
         // kept and the next batch reads its rows); the ledger only grows.
-        (state.balances.len() <= KEPT_BALANCES)
-            .then(|| WalletsState { balances: state.balances, ledger: Rows::default() })
+        let mut balances = kept.map(|kept| kept.balances).unwrap_or_default();
+        balances.lay_over(batch.balances);
+        (balances.len() <= KEPT_BALANCES).then(|| WalletsState { balances, ledger: Rows::default() })
+    }
+
+    fn kept_for(kept: &WalletsState, events: &[(&RecordedEvent, WalletEvent)]) -> WalletsState {
+        let rows = balance_keys(events).filter_map(|key| kept.balances.get(&key).cloned().map(|row| (key, row)));
+        WalletsState { balances: Rows::loaded(rows), ledger: Rows::default() }
     }
 
     async fn load_after(
@@ -76,15 +89,8 @@ impl Projection for Wallets {
         events: &[(&RecordedEvent, WalletEvent)],
         mut kept: WalletsState,
     ) -> Result<WalletsState, DbErr> {
-        let mut keys = BTreeSet::new();
-        for (event, decoded) in events {
-            if let Some((store, _)) = decoded.balance_change() {
-                let key = (event.aggregate_id.clone(), store.as_str().to_string());
-                if kept.balances.get(&key).is_none() {
-                    keys.insert(key);
-                }
-            }
-        }
+        let keys: BTreeSet<(String, String)> =
+            balance_keys(events).filter(|key| kept.balances.get(key).is_none()).collect();
         if !keys.is_empty() {
             let keys: Vec<Vec<Value>> = keys.iter().map(|(m, s)| key2(m, s)).collect();
             let rows = table::load::<balances::Entity>(txn, &names.table("balances"), &keys).await?;

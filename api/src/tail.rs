@@ -59,6 +59,10 @@ pub trait Source: Send + Sync + 'static {
     fn start(&self) -> impl Future<Output = Result<u64, String>> + Send;
     /// Up to `limit` items after `after` that are ready to be seen.
     fn read(&self, after: u64, limit: u64) -> impl Future<Output = Result<Batch<Self::Item>, String>> + Send;
+    /// How far everything the log holds now is ready to be seen (waiting a
+    /// while for it, as [`Source::read`] does): where a tail nobody follows
+    /// moves on to without reading.
+    fn ready(&self) -> impl Future<Output = u64> + Send;
 }
 
 /// The event log.
@@ -80,6 +84,10 @@ impl Source for LogSource {
         let upto = events.last().map_or(after, |e| e.position);
         let next = if events.len() as u64 == limit { Next::Now } else { Next::OnNewEvents };
         Ok(Batch { items: events.into_iter().map(Arc::new).collect(), upto, next })
+    }
+
+    async fn ready(&self) -> u64 {
+        self.0.head()
     }
 }
 
@@ -125,6 +133,12 @@ impl Source for LedgerSource {
         let upto = if full { rows.last().map_or(after, |r| r.position as u64) } else { applied };
         Ok(Batch { items: rows.into_iter().map(Arc::new).collect(), upto, next: Next::Now })
     }
+
+    async fn ready(&self) -> u64 {
+        match self.checkpoints.wait("wallets", self.store.head(), LEDGER_WAIT).await {
+            Ok(at) | Err(at) => at,
+        }
+    }
 }
 
 /// A source being followed: the broadcast and how far it has published.
@@ -148,6 +162,32 @@ impl<S: Source> Tail<S> {
             let mut after = start;
             loop {
                 heads.borrow_and_update();
+                if sender.receiver_count() == 0 {
+                    // Nobody follows: nothing to read. The position moves on
+                    // under the lock subscribers take, so one that joins
+                    // meanwhile is followed from where it joined.
+                    let ready = source.ready().await;
+                    let idle = {
+                        let mut published = published.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        let idle = sender.receiver_count() == 0;
+                        if idle {
+                            *published = (*published).max(ready);
+                            after = *published;
+                        }
+                        idle
+                    };
+                    if idle {
+                        // Behind the log (its projection is still applying
+                        // it): look again, else wait for the log to move.
+                        if after < *heads.borrow() {
+                            continue;
+                        }
+                        if heads.changed().await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
                 let batch = match source.read(after, PAGE).await {
                     Ok(batch) => batch,
                     Err(error) => {

@@ -180,3 +180,50 @@ async fn post_social_status_follows_each_providers_outcome() {
     drop((author, other));
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 }
+
+/// The ledger tail reads the ledger while someone follows it, and not once
+/// after the last one has gone; a subscriber joining later gets what comes
+/// after it joined, nothing from the time in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_tail_reads_nothing_while_nobody_follows_it() {
+    use std::sync::atomic::Ordering;
+
+    use api::checkpoints::Checkpoints;
+    use api::tail::Tails;
+    use domain::Wallet;
+    use eventstore::CommandContext;
+
+    let Some(db) = scratch(Backend::Sqlite).await else { return };
+    let (store, reads) = support::open_counting(&db, |sql| sql.starts_with("SELECT") && sql.contains("ledger")).await;
+    projections::write_inline(&store, &projections::PROJECTIONS).expect("known projections");
+    world(&store, &["ann", "bob"]).await;
+    let earn = |who: &'static str, purchase: String| {
+        let store = store.clone();
+        async move {
+            let command = support::earn(who, &purchase, 1_000);
+            store.execute::<Wallet>(who, command, CommandContext::default()).await.expect("earns")
+        }
+    };
+    let tails = Tails::new(store.clone(), Checkpoints::new(store.clone(), &[]));
+
+    let mut first = tails.ledger(|_| true).await.expect("a cursor");
+    let earned = earn("bob", "r1".into()).await;
+    let row = tokio::time::timeout(Duration::from_secs(10), first.next()).await.expect("in time").expect("a row");
+    assert_eq!((row.member_id.as_str(), row.position as u64), ("bob", earned.last_position));
+    assert!(reads.load(Ordering::SeqCst) > 0, "read while followed");
+
+    drop(first);
+    earn("bob", "r2".into()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = reads.load(Ordering::SeqCst);
+    for n in 3..8 {
+        earn("bob", format!("r{n}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(reads.load(Ordering::SeqCst), before, "no read while nobody follows");
+
+    let mut second = tails.ledger(|_| true).await.expect("a cursor");
+    let earned = earn("ann", "a1".into()).await;
+    let row = tokio::time::timeout(Duration::from_secs(10), second.next()).await.expect("in time").expect("a row");
+    assert_eq!((row.member_id.as_str(), row.position as u64), ("ann", earned.last_position), "nothing older");
+}

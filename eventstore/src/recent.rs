@@ -40,6 +40,13 @@ impl RecentEvents {
         events.drain(..excess);
     }
 
+    /// The run's last position, if the run holds `after + 1` and goes past it.
+    pub(crate) fn end_after(&self, after: u64) -> Option<u64> {
+        let events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (first, last) = (events.front()?.position, events.back()?.position);
+        (first <= after.checked_add(1)? && after < last).then_some(last)
+    }
+
     /// Up to `limit` events after `after`, if the run holds `after + 1`;
     /// `None` sends the reader to the database.
     pub(crate) fn after(&self, after: u64, limit: u64) -> Option<Vec<RecordedEvent>> {
@@ -102,5 +109,16 @@ mod tests {
         recent.committed(events(11..=14));
         assert_eq!(positions(recent.after(9, 10)), Some(vec![10, 11, 12, 13, 14]));
         assert_eq!(positions(recent.after(8, 10)), None, "position 9 was dropped");
+    }
+
+    #[test]
+    fn the_end_of_the_run_is_named_only_from_inside_it() {
+        let recent = RecentEvents::new(5);
+        assert_eq!(recent.end_after(0), None, "nothing held");
+        recent.committed(events(3..=6));
+        assert_eq!(recent.end_after(2), Some(6));
+        assert_eq!(recent.end_after(5), Some(6));
+        assert_eq!(recent.end_after(1), None, "position 2 is not held");
+        assert_eq!(recent.end_after(6), None, "nothing newer is held");
     }
 }

@@ -421,6 +421,12 @@ async fn follow(inner: Weak<Inner>, mut seen: u64, nudge: Arc<tokio::sync::Notif
             }
         };
         while seen < head {
+            // This process's own commits, which `recent` holds, left its
+            // cache current: only what others appended needs reading.
+            if let Some(end) = inner.recent.end_after(seen) {
+                seen = Ord::min(end, head);
+                continue;
+            }
             let changed = match log::stream_heads_after(&inner.db, seen, 10_000).await {
                 Ok(changed) if !changed.is_empty() => changed,
                 Ok(_) => break,

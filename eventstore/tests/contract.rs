@@ -27,6 +27,7 @@ on_both_backends!(
     unknown_and_malformed_stored_events_are_named_errors,
     points_earned_v1_fixture_loads_through_the_upcaster,
     waiters_wake_when_the_log_moves,
+    the_follower_reads_only_what_other_processes_appended,
     ids_differing_only_in_case_are_different_streams,
     a_fresh_id_that_names_a_stream_is_decided_on_its_stored_state,
     a_refusal_is_decided_on_the_stored_state_not_a_stale_cache,
@@ -424,6 +425,37 @@ async fn waiters_wake_when_the_log_moves(backend: Backend) {
     assert_eq!(local, head + 2);
     assert_eq!(remote, head + 2);
     assert_eq!(writer.wait_for(head + 2, Duration::from_millis(10)).await, head + 2, "times out at the head");
+}
+
+/// The follower keeps the cache true to what other processes append; this
+/// process's own commits, held in memory, it does not read back.
+async fn the_follower_reads_only_what_other_processes_appended(backend: Backend) {
+    use std::sync::atomic::Ordering;
+
+    let Some(db) = scratch(backend).await else { return };
+    let config = EventStoreConfig { follow_interval: Duration::from_millis(10), ..EventStoreConfig::default() };
+    let (store, reads) = support::open_counting_with(&db, config, |sql| {
+        sql.replace('"', "`")
+            .starts_with("SELECT `position`, `aggregate_type`, `aggregate_id`, `sequence` FROM `events`")
+    })
+    .await;
+    world(&store, &["ann", "bob"]).await;
+    for n in 0..5 {
+        store
+            .execute::<Wallet>("bob", earn("bob", &format!("r{n}"), 1_000), CommandContext::default())
+            .await
+            .expect("lands");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(reads.load(Ordering::SeqCst), 0, "its own commits are not read back");
+
+    let other = open(&db, quiet()).await;
+    let theirs =
+        other.execute::<Wallet>("bob", earn("bob", "o1", 1_000), CommandContext::default()).await.expect("lands");
+    assert_eq!(store.wait_for(theirs.last_position - 1, Duration::from_secs(10)).await, theirs.last_position);
+    assert!(reads.load(Ordering::SeqCst) > 0, "another process's commit is read");
+    let cached = store.current::<Wallet>("bob").await.expect("bob's wallet");
+    assert_eq!(cached.sequence, theirs.sequence, "the cached wallet was dropped and read again");
 }
 
 async fn ids_differing_only_in_case_are_different_streams(backend: Backend) {

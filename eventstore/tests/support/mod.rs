@@ -65,6 +65,15 @@ pub async fn open_counting(
     db: &ScratchDatabase,
     counted: fn(&str) -> bool,
 ) -> (EventStore, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    open_counting_with(db, quiet(), counted).await
+}
+
+/// Like [`open_counting`], with `config`.
+pub async fn open_counting_with(
+    db: &ScratchDatabase,
+    config: EventStoreConfig,
+    counted: fn(&str) -> bool,
+) -> (EventStore, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let mut connection = eventstore::connect(&db.url, 4).await.expect("connects");
     eventstore::migrate(&connection).await.expect("migrates");
     let statements = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -74,7 +83,7 @@ pub async fn open_counting(
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    (EventStore::with_connection(connection, quiet()).await.expect("opens"), statements)
+    (EventStore::with_connection(connection, config).await.expect("opens"), statements)
 }
 
 pub fn quiet() -> EventStoreConfig {

@@ -34,6 +34,17 @@ on_both_backends!(
     a_refusal_reads_the_stream_once,
 );
 
+/// Bob earns `count` times at the cafe (purchases r0, r1, ...), paying
+/// 1,000 plus `raise` times the purchase's number.
+async fn bob_earns(store: &eventstore::EventStore, count: u64, raise: u64) {
+    for i in 0..count {
+        store
+            .execute::<Wallet>("bob", earn("bob", &format!("r{i}"), 1_000 + raise * i), CommandContext::default())
+            .await
+            .expect("earn lands");
+    }
+}
+
 async fn sql(store: &eventstore::EventStore, statement: &str) {
     let backend = store.backend();
     store.db().execute_raw(Statement::from_string(backend, statement)).await.expect("raw SQL runs");
@@ -260,12 +271,7 @@ async fn snapshot_state_equals_full_replay_state(backend: Backend) {
     let config = EventStoreConfig { snapshot_every: 5, ..quiet() };
     let store = open(&db, config.clone()).await;
     world(&store, &["ann", "bob"]).await;
-    for i in 0..23 {
-        store
-            .execute::<Wallet>("bob", earn("bob", &format!("r{i}"), 1_000 + i), CommandContext::default())
-            .await
-            .expect("earn lands");
-    }
+    bob_earns(&store, 23, 1).await;
     let row = store
         .db()
         .query_one_raw(Statement::from_string(
@@ -301,12 +307,7 @@ async fn tampering_is_named_by_verification(backend: Backend) {
     let Some(db) = scratch(backend).await else { return };
     let store = open(&db, quiet()).await;
     world(&store, &["ann", "bob"]).await;
-    for i in 0..3 {
-        store
-            .execute::<Wallet>("bob", earn("bob", &format!("r{i}"), 1_000), CommandContext::default())
-            .await
-            .expect("earn lands");
-    }
+    bob_earns(&store, 3, 0).await;
     let clean = store.verify().await.expect("verifies");
     assert!(clean.is_clean(), "{:?}", clean.breaks);
     assert_eq!(clean.events, store.head());
@@ -440,12 +441,7 @@ async fn the_follower_reads_only_what_other_processes_appended(backend: Backend)
     })
     .await;
     world(&store, &["ann", "bob"]).await;
-    for n in 0..5 {
-        store
-            .execute::<Wallet>("bob", earn("bob", &format!("r{n}"), 1_000), CommandContext::default())
-            .await
-            .expect("lands");
-    }
+    bob_earns(&store, 5, 0).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(reads.load(Ordering::SeqCst), 0, "its own commits are not read back");
 

@@ -20,12 +20,22 @@ pub(crate) struct RecentEvents {
     /// Shared, so that a reader copies them after letting the writer go on.
     events: Mutex<VecDeque<Arc<RecordedEvent>>>,
     capacity: usize,
+    /// See [`RecentEvents::noting`].
+    noting: tokio::sync::Mutex<()>,
 }
 
 impl RecentEvents {
     /// Holds up to `capacity` events.
     pub(crate) fn new(capacity: usize) -> Self {
-        RecentEvents { events: Mutex::new(VecDeque::with_capacity(capacity)), capacity }
+        RecentEvents { events: Mutex::new(VecDeque::with_capacity(capacity)), capacity, noting: Default::default() }
+    }
+
+    /// Held by the group commit from just before a commit until its events
+    /// are noted here, and by a reader of the log's head that tells this
+    /// process's positions by what is held here: a head read under it
+    /// includes no commit of this process that is not noted yet.
+    pub(crate) async fn noting(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.noting.lock().await
     }
 
     /// Takes note of events just committed, in position order.

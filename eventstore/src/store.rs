@@ -413,7 +413,13 @@ async fn follow(inner: Weak<Inner>, mut seen: u64, nudge: Arc<tokio::sync::Notif
             _ = nudge.notified() => {}
         }
         let Some(inner) = inner.upgrade() else { return };
-        let head = match log::head(&inner.db).await {
+        // Read while no commit of this process is between the database and
+        // `recent`: what `recent` does not hold up to this head is others'.
+        let head = {
+            let _noting = inner.recent.noting().await;
+            log::head(&inner.db).await
+        };
+        let head = match head {
             Ok(head) => head,
             Err(err) => {
                 tracing::warn!(%err, "log follower cannot read the head");

@@ -162,8 +162,7 @@ pub(crate) async fn run(sink: Sink, mut requests: mpsc::Receiver<AppendRequest>,
         let inline = Projections { inline: &inline, read_committed: sink.read_committed };
         let batch_result = commit(db, &batch, inline, recent).await;
         match batch_result {
-            Ok((outcomes, recorded)) => {
-                recent.committed(recorded);
+            Ok(outcomes) => {
                 publish(&head, &outcomes);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
@@ -244,10 +243,7 @@ async fn commit_one(
     recent: &RecentEvents,
 ) -> Result<CommandOutcome, AppendError> {
     match commit(db, std::slice::from_ref(request), inline, recent).await {
-        Ok((mut outcomes, recorded)) => {
-            recent.committed(recorded);
-            outcomes.pop().ok_or(AppendError::Database(DbErr::Custom("empty commit".into())))
-        }
+        Ok(mut outcomes) => outcomes.pop().ok_or(AppendError::Database(DbErr::Custom("empty commit".into()))),
         Err(err) => match already_stored(db, request).await {
             // A commit whose acknowledgement was lost: it did land, exactly once.
             Ok(Some(outcome)) => Ok(outcome),
@@ -359,13 +355,13 @@ async fn reserve(txn: &impl ConnectionTrait, count: u64) -> Result<u64, DbErr> {
 }
 
 /// Appends every request of `batch` in one transaction, with the inline
-/// projections' rows; its outcomes, and its events as the log now holds them.
+/// projections' rows, and notes its events in `recent`; its outcomes.
 async fn commit(
     db: &DatabaseConnection,
     batch: &[AppendRequest],
     projections: Projections<'_>,
     recent: &RecentEvents,
-) -> Result<(Vec<CommandOutcome>, Vec<RecordedEvent>), DbErr> {
+) -> Result<Vec<CommandOutcome>, DbErr> {
     let inline = projections.inline;
     let count: u64 = batch.iter().map(|r| r.events.len() as u64).sum();
     let txn = projections.begin(db).await?;
@@ -513,11 +509,14 @@ async fn commit(
         }
     }
 
+    let noting = recent.noting().await;
     txn.commit().await?;
+    recent.committed(recorded);
+    drop(noting);
     for (projection, projected) in inline.iter().zip(projected) {
         projection.committed(head - count, head, projected);
     }
-    Ok((outcomes, recorded))
+    Ok(outcomes)
 }
 
 /// Inserts `rows` with the table, columns and conflict clause of `template`,

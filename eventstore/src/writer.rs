@@ -217,15 +217,12 @@ impl Projections<'_> {
     /// broke while idle (the server restarted, say) fails here and is dropped.
     /// Every connection of the pool, and then a new one, get their turn.
     async fn begin(&self, db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+        let isolation =
+            (!self.inline.is_empty() && !self.read_committed && db.get_database_backend() == DbBackend::MySql)
+                .then_some(IsolationLevel::ReadCommitted);
         let mut attempt = 0;
         loop {
-            let begun =
-                if self.inline.is_empty() || self.read_committed || db.get_database_backend() != DbBackend::MySql {
-                    db.begin().await
-                } else {
-                    db.begin_with_config(Some(IsolationLevel::ReadCommitted), None).await
-                };
-            match begun {
+            match db.begin_with_config(isolation, None).await {
                 Err(err) if attempt < WRITER_CONNECTIONS => {
                     tracing::warn!(%err, "BEGIN failed; trying another connection");
                     attempt += 1;

@@ -115,9 +115,7 @@ impl Source for LedgerSource {
         }
         // Committed events wait to be applied: until the projection applies
         // the next one (or a while passes, to look at the head again).
-        let applied = match self.checkpoints.wait("wallets", after + 1, LEDGER_WAIT).await {
-            Ok(at) | Err(at) => at,
-        };
+        let applied = self.applied(after + 1).await;
         if applied <= after {
             return Ok(Batch { items: Vec::new(), upto: after, next: Next::Now });
         }
@@ -135,7 +133,15 @@ impl Source for LedgerSource {
     }
 
     async fn ready(&self) -> u64 {
-        match self.checkpoints.wait("wallets", self.store.head(), LEDGER_WAIT).await {
+        self.applied(self.store.head()).await
+    }
+}
+
+impl LedgerSource {
+    /// How far the wallets projection has applied the log once it reaches
+    /// `position`, or [`LEDGER_WAIT`] passes.
+    async fn applied(&self, position: u64) -> u64 {
+        match self.checkpoints.wait("wallets", position, LEDGER_WAIT).await {
             Ok(at) | Err(at) => at,
         }
     }

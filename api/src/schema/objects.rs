@@ -7,6 +7,7 @@ use eventstore::RecordedEvent;
 use projections::entities::{
     balances, ledger, members, post_photo_social, post_photos, post_social, posts, social_accounts, stores,
 };
+use sea_orm::EntityTrait;
 
 use super::{claims, forbidden, internal, loaders};
 use crate::auth::Role;
@@ -515,10 +516,7 @@ impl PostResult {
     async fn post(&self, ctx: &Context<'_>) -> Result<Post> {
         // Read when asked for only: an upload's answer is often its position alone.
         let store = &super::state(ctx)?.store;
-        let row = <posts::Entity as sea_orm::EntityTrait>::find_by_id(self.post_id.as_str())
-            .one(store.db())
-            .await
-            .map_err(internal)?;
+        let row = posts::Entity::find_by_id(self.post_id.as_str()).one(store.db()).await.map_err(internal)?;
         Ok(super::mutation::written(row, "post")?.into())
     }
 }

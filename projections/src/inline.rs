@@ -83,7 +83,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
                 return Ok(Projected::Left);
             }
         };
-        let kept = locked(&self.kept).as_ref().map(|(at, written_at, _)| (*at, *written_at));
+        let kept_at = locked(&self.kept).as_ref().map(|(at, written_at, _)| (*at, *written_at));
         let (txn, names, before, last) = (batch.txn, &Names::LIVE, batch.before(), batch.last());
         let now = eventstore::now_us();
         let mut backlog = Vec::new();
@@ -94,7 +94,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
         // stored there name the time they were stored: a swap to the same
         // position fails the move.
         let settled = batch.settled_from;
-        let written_at = kept.filter(|(at, _)| *at == settled).map(|(_, written_at)| written_at);
+        let written_at = kept_at.filter(|(at, _)| *at == settled).map(|(_, written_at)| written_at);
         let fast = checkpoint::advance_written_at(txn, P::NAME, names, (settled, written_at), last, now).await?;
         let (stored, stored_at) = if fast {
             (settled, written_at)

@@ -121,6 +121,13 @@ struct Cli {
     /// Most files one request may upload.
     #[arg(long, env = "POINTSTREAM_MAX_UPLOADS", default_value_t = 10, global = true)]
     max_uploads: usize,
+    /// Uploads of a request up to this many bytes are held in memory rather
+    /// than in temporary files (a file is, while it is within this size).
+    #[arg(long, env = "POINTSTREAM_UPLOAD_MEMORY_BYTES", default_value_t = 2 << 20, global = true)]
+    upload_memory_bytes: usize,
+    /// Memory all uploads held in memory may take together, in bytes.
+    #[arg(long, env = "POINTSTREAM_UPLOAD_MEMORY_TOTAL", default_value_t = 64 << 20, global = true)]
+    upload_memory_total: usize,
     /// How long a photo URL handed out stays good, in seconds.
     #[arg(long, env = "POINTSTREAM_PHOTO_URL_TTL_SECS", default_value_t = 900, global = true)]
     photo_url_ttl_secs: u64,
@@ -337,6 +344,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                     max_subscriptions: cli.max_subscriptions,
                     max_upload_bytes: cli.max_upload_bytes.max(1),
                     max_uploads: cli.max_uploads,
+                    upload_memory_bytes: cli.upload_memory_bytes,
+                    upload_memory_total: cli.upload_memory_total,
                 },
                 tokens: vault,
                 media,

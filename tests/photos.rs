@@ -105,7 +105,10 @@ async fn fetch(url: &str) -> (u16, String, Vec<u8>) {
 }
 
 async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
-    let app = photos.spawn(&["--photo-url-ttl-secs", "2"]);
+    // The first request (a JPEG of 775 bytes and a PNG of 107, over 1,000
+    // bytes with its parts) writes its files to disk; the later ones, with a
+    // PNG alone, hold it in memory: both ways into the store are taken.
+    let app = photos.spawn(&["--photo-url-ttl-secs", "2", "--upload-memory-bytes", "1000"]);
     // The client's filenames and content types are wrong on purpose: the content decides.
     let files = [file("0", "holiday.bin", "application/octet-stream", JPEG), file("1", "logo.jpg", "image/jpeg", PNG)];
     let (status, created) = create_post(&app, "p-1", Some("k-1"), &files);
@@ -202,8 +205,8 @@ async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
     assert_eq!(deleted["data"]["deletePost"]["post"]["deleted"], true, "{deleted}");
     assert_eq!(photos.keys().await, Vec::<String>::new(), "deleting a post removes its photos");
 
-    // Where an upload's time went: receiving it, putting it in the store,
-    // waiting for the posts read model, the whole request.
+    // Where an upload's time went: receiving it (in memory or on disk),
+    // putting it in the store, waiting for the posts read model, the whole request.
     let (status, metrics) = app.get("/metrics");
     assert_eq!(status, 200, "{metrics}");
     let store = match photos {
@@ -212,6 +215,8 @@ async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
     };
     for series in [
         "pointstream_upload_receive_seconds_count".to_string(),
+        "pointstream_uploads_received_total{held=\"memory\"}".to_string(),
+        "pointstream_uploads_received_total{held=\"disk\"}".to_string(),
         format!("pointstream_photo_put_seconds_count{{store=\"{store}\"}}"),
         "pointstream_read_wait_seconds_count{projection=\"posts\"}".to_string(),
         "pointstream_graphql_request_seconds_count".to_string(),

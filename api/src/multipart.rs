@@ -6,15 +6,26 @@
 //! call; here the body's chunks go to multer as they come off the socket and
 //! each file is written through a 256 KiB buffer. Every limit is checked
 //! before the part that breaks it is stored: a part beyond the file count is
-//! refused on its headers, before a temporary file exists for it.
+//! refused on its headers, before a file exists for it.
+//!
+//! A file is held in memory (an anonymous memory file) while it is within
+//! `upload_memory_bytes` and the server-wide [`UploadMemory`] budget grants
+//! its bytes; from the first byte that does not fit it goes to a temporary
+//! file on disk. Small photos so never touch the disk, and memory stays
+//! within the budget however many uploads arrive at once. A request that
+//! declares a body longer than that bound writes its files to disk
+//! from their first byte instead of spilling part way.
 
 use std::collections::HashMap;
-use std::io::{Seek, Write};
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+use std::sync::Arc;
 
 use async_graphql::{BatchRequest, Request, Upload, UploadValue};
 use futures_util::Stream;
 use media::Scan;
 use multer::{Constraints, Multipart, SizeLimit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::schema::Limits;
 
@@ -72,21 +83,135 @@ pub fn max_body(limits: &Limits) -> u64 {
         + limits.max_body_bytes as u64
 }
 
+/// The memory that uploads held in memory may take together, across every
+/// request of the server, and the bound on one request's or one file's.
+#[derive(Clone)]
+pub struct UploadMemory {
+    budget: Arc<Semaphore>,
+    bound: usize,
+}
+
+impl UploadMemory {
+    /// The budget `limits` set: `upload_memory_total` in all, and
+    /// `upload_memory_bytes` for a request or a file (0: none is held).
+    pub fn new(limits: &Limits) -> UploadMemory {
+        let total = limits.upload_memory_total.min(Semaphore::MAX_PERMITS);
+        UploadMemory { budget: Arc::new(Semaphore::new(total)), bound: limits.upload_memory_bytes }
+    }
+
+    /// `bytes` more of the budget, if it has them now.
+    fn grant(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let bytes = u32::try_from(bytes).ok()?;
+        self.budget.clone().try_acquire_many_owned(bytes).ok()
+    }
+
+    /// The bytes of the budget no upload holds.
+    pub fn available(&self) -> usize {
+        self.budget.available_permits()
+    }
+}
+
+/// How one upload arrived: its scan, and while it is held in memory the
+/// share of the budget its bytes take.
+#[derive(Clone)]
+struct Arrival {
+    scan: Scan,
+    held: Option<Arc<OwnedSemaphorePermit>>,
+}
+
 /// How each upload of a request was scanned as it arrived (its size,
 /// SHA-256 and first bytes), by upload index: its check needs no second read.
-/// Request data of every multipart request.
-pub struct Scanned(Vec<Scan>);
+/// Request data of every multipart request; the memory its uploads hold goes
+/// back to the budget when the request ends.
+pub struct Scanned(Vec<Arrival>);
 
 impl Scanned {
     /// The scan of `upload`, if it came through this reader.
     pub fn of(&self, upload: &Upload) -> Option<Scan> {
-        self.0.get(upload.0).cloned()
+        self.0.get(upload.0).map(|arrival| arrival.scan.clone())
+    }
+
+    /// Whether `upload`'s file is held in memory rather than on disk.
+    pub fn in_memory(&self, upload: &Upload) -> bool {
+        self.0.get(upload.0).is_some_and(|arrival| arrival.held.is_some())
+    }
+}
+
+/// An anonymous file in memory: no disk, gone with its last handle.
+#[cfg(target_os = "linux")]
+fn memory_file() -> std::io::Result<File> {
+    Ok(File::from(rustix::fs::memfd_create("pointstream-upload", rustix::fs::MemfdFlags::CLOEXEC)?))
+}
+
+/// An anonymous file: where memory files are not to be had, a temporary one.
+#[cfg(not(target_os = "linux"))]
+fn memory_file() -> std::io::Result<File> {
+    tempfile::tempfile()
+}
+
+/// Where a file's bytes go as they arrive: memory while the file fits the
+/// bound and the budget grants its bytes, else the disk.
+struct Spool<'a> {
+    memory: &'a UploadMemory,
+    writer: BufWriter<File>,
+    /// The budget this file's bytes hold; `None` once it is on disk.
+    held: Option<OwnedSemaphorePermit>,
+    len: usize,
+}
+
+impl<'a> Spool<'a> {
+    fn new(memory: &'a UploadMemory, on_disk: bool) -> std::io::Result<Spool<'a>> {
+        let (file, held) = match memory.grant(0).filter(|_| !on_disk && memory.bound > 0) {
+            Some(held) => (memory_file()?, Some(held)),
+            None => (tempfile::tempfile()?, None),
+        };
+        Ok(Spool { memory, writer: BufWriter::with_capacity(WRITE_BUFFER, file), held, len: 0 })
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.len += chunk.len();
+        if let Some(held) = &mut self.held {
+            let fits =
+                self.len <= self.memory.bound && self.memory.grant(chunk.len()).map(|more| held.merge(more)).is_some();
+            if !fits {
+                self.spill()?;
+            }
+        }
+        self.writer.write_all(chunk)
+    }
+
+    /// Moves what is in memory to a temporary file, which takes the rest,
+    /// and gives the memory back.
+    fn spill(&mut self) -> std::io::Result<()> {
+        let mut disk = tempfile::tempfile()?;
+        let memory = std::mem::replace(&mut self.writer, BufWriter::with_capacity(WRITE_BUFFER, disk.try_clone()?));
+        let mut memory = memory.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        memory.rewind()?;
+        std::io::copy(&mut memory, &mut disk)?;
+        self.held = None;
+        Ok(())
+    }
+
+    /// The file, rewound, and the budget it holds if it is in memory.
+    fn finish(self) -> std::io::Result<(File, Option<OwnedSemaphorePermit>)> {
+        let mut file = self.writer.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        file.rewind()?;
+        metrics::counter!("pointstream_uploads_received_total", "held" => if self.held.is_some() { "memory" } else { "disk" })
+            .increment(1);
+        Ok((file, self.held))
     }
 }
 
 /// Reads the multipart `body` into a GraphQL request (one operation) whose
-/// uploads are temporary files, scanned as they arrive ([`Scanned`]).
-pub async fn receive<S, E>(body: S, boundary: String, limits: &Limits) -> Result<Request, MultipartError>
+/// uploads are memory or temporary files, scanned as they arrive
+/// ([`Scanned`]). `declared` is the body's length, when the request declares it.
+pub async fn receive<S, E>(
+    body: S,
+    boundary: String,
+    declared: Option<u64>,
+    limits: &Limits,
+    memory: &UploadMemory,
+) -> Result<Request, MultipartError>
 where
     S: Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -111,25 +236,23 @@ where
                 map = Some(serde_json::from_slice::<HashMap<String, Vec<String>>>(&bytes).map_err(malformed)?);
             }
             Some(name) if field.file_name().is_some() => {
-                // Every file costs a temporary file, whether the map names it or not.
+                // Every file costs a file, whether the map names it or not.
                 if files.len() == limits.max_uploads {
                     return Err(MultipartError::TooManyFiles(limits.max_uploads));
                 }
-                let upload = UploadValue {
-                    filename: field.file_name().unwrap_or_default().to_string(),
-                    content_type: field.content_type().map(ToString::to_string),
-                    content: tempfile::tempfile().map_err(malformed)?,
-                };
                 let name = name.to_string();
-                let mut writer =
-                    std::io::BufWriter::with_capacity(WRITE_BUFFER, upload.content.try_clone().map_err(malformed)?);
+                let (filename, content_type) =
+                    (field.file_name().unwrap_or_default().to_string(), field.content_type().map(ToString::to_string));
+                let on_disk = declared.is_some_and(|length| length > memory.bound as u64);
+                let mut spool = Spool::new(memory, on_disk).map_err(malformed)?;
                 let mut scan = Scan::default();
                 while let Some(chunk) = field.chunk().await.map_err(refusal(limits))? {
                     scan.update(&chunk);
-                    writer.write_all(&chunk).map_err(malformed)?;
+                    spool.write(&chunk).map_err(malformed)?;
                 }
-                writer.into_inner().map_err(malformed)?.rewind().map_err(malformed)?;
-                files.push((name, upload, scan));
+                let (content, held) = spool.finish().map_err(malformed)?;
+                let upload = UploadValue { filename, content_type, content };
+                files.push((name, upload, Arrival { scan, held: held.map(Arc::new) }));
             }
             other => {
                 return Err(malformed(format!(
@@ -142,19 +265,19 @@ where
     let batch = request.ok_or_else(|| malformed("no operations part"))?;
     let mut request = batch.into_single().map_err(malformed)?;
     let mut map = map.ok_or_else(|| malformed("no map part"))?;
-    let mut scans = Vec::new();
-    for (name, upload, scan) in files {
+    let mut arrivals = Vec::new();
+    for (name, upload, arrival) in files {
         for path in map.remove(&name).unwrap_or_default() {
             // `set_upload` appends when the path names a variable: the
-            // upload's index is then the scan's.
+            // upload's index is then the arrival's.
             request.set_upload(&path, upload.try_clone().map_err(malformed)?);
-            scans.resize(request.uploads.len(), scan.clone());
+            arrivals.resize(request.uploads.len(), arrival.clone());
         }
     }
     if let Some(missing) = map.keys().next() {
         return Err(malformed(format!("the map names a file that was not sent: {missing}")));
     }
-    Ok(request.data(Scanned(scans)))
+    Ok(request.data(Scanned(arrivals)))
 }
 
 /// Maps multer's errors: sizes to their limits, the rest to a malformed body.
@@ -208,6 +331,27 @@ mod tests {
         Limits { max_upload_bytes: 100, max_uploads: 2, max_body_bytes: 200, ..Limits::default() }
     }
 
+    fn memory() -> UploadMemory {
+        UploadMemory::new(&limits())
+    }
+
+    /// The request's upload `index`: its bytes, and whether it is held in memory.
+    fn upload_of(request: &Request, index: usize) -> (Vec<u8>, bool) {
+        let scanned = request.data.get(&std::any::TypeId::of::<Scanned>()).and_then(|d| d.downcast_ref::<Scanned>());
+        let in_memory = scanned.expect("scanned").in_memory(&Upload(index));
+        let mut file = request.uploads[index].content.try_clone().expect("a file");
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).expect("reads");
+        // What the file is, as the kernel names it: a memory file or not.
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)));
+        assert_eq!(
+            link.expect("the file's name").to_string_lossy().starts_with("/memfd:"),
+            in_memory,
+            "upload {index} is where it says it is"
+        );
+        (bytes, in_memory)
+    }
+
     const OPERATIONS: &[u8] = br#"{"query":"mutation($f: Upload!) { a(f: $f) }","variables":{"f":null}}"#;
     const MAP: &[u8] = br#"{"0":["variables.f"]}"#;
 
@@ -216,7 +360,8 @@ mod tests {
         for chunk in [1, 7, 64, 4096] {
             let parts =
                 [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a.png"), b"photo bytes".as_slice())];
-            let request = receive(body(&parts, chunk), BOUNDARY.into(), &limits()).await.expect("a request");
+            let request =
+                receive(body(&parts, chunk), BOUNDARY.into(), None, &limits(), &memory()).await.expect("a request");
             assert_eq!(request.uploads.len(), 1, "{chunk} bytes at a time");
             // Scanned on the way in: the check needs no second read.
             let scan = request.data.get(&std::any::TypeId::of::<Scanned>()).and_then(|d| d.downcast_ref::<Scanned>());
@@ -265,8 +410,43 @@ mod tests {
             }),
         ];
         for (what, parts, expected) in cases {
-            let refused = receive(body(&parts, 16), BOUNDARY.into(), &limits()).await.expect_err(what);
+            let refused = receive(body(&parts, 16), BOUNDARY.into(), None, &limits(), &memory()).await.expect_err(what);
             assert!(expected(&refused), "{what}: {refused}");
         }
+    }
+
+    #[tokio::test]
+    async fn small_files_stay_in_memory_within_the_budget_and_the_rest_go_to_disk() {
+        // 10 bytes per file, 16 in all: the first file is over the per-file
+        // bound, the second fits, the third finds the budget short.
+        let tight = Limits { upload_memory_bytes: 10, upload_memory_total: 16, max_uploads: 3, ..limits() };
+        let memory = UploadMemory::new(&tight);
+        let operations = br#"{"query":"mutation($f: [Upload!]!) { a(f: $f) }","variables":{"f":[null,null,null]}}"#;
+        let map = br#"{"0":["variables.f.0"],"1":["variables.f.1"],"2":["variables.f.2"]}"#;
+        let (big, fits, short) = (b"eleven bytes".as_slice(), b"0123456789".as_slice(), b"abcdefghij".as_slice());
+        let parts = [
+            ("operations", None, operations.as_slice()),
+            ("map", None, map.as_slice()),
+            ("0", Some("a"), big),
+            ("1", Some("b"), fits),
+            ("2", Some("c"), short),
+        ];
+        let request = receive(body(&parts, 3), BOUNDARY.into(), None, &tight, &memory).await.expect("a request");
+        assert_eq!(upload_of(&request, 0), (big.to_vec(), false), "over the per-file bound");
+        assert_eq!(upload_of(&request, 1), (fits.to_vec(), true));
+        assert_eq!(upload_of(&request, 2), (short.to_vec(), false), "the budget had 6 bytes left");
+        assert_eq!(memory.available(), 6, "the file in memory holds its 10 bytes");
+        drop(request);
+        assert_eq!(memory.available(), 16, "the request's end gives them back");
+        // Refused or not, a request gives back what its files held.
+        let over = [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a"), &[b'x'; 101][..])];
+        receive(body(&over, 7), BOUNDARY.into(), None, &tight, &memory).await.expect_err("over max_upload_bytes");
+        assert_eq!(memory.available(), 16);
+        // A body declared longer than the per-file bound goes to disk from the start.
+        let small = [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a"), b"tiny".as_slice())];
+        let request = receive(body(&small, 7), BOUNDARY.into(), Some(11), &tight, &memory).await.expect("a request");
+        assert_eq!(upload_of(&request, 0), (b"tiny".to_vec(), false));
+        let request = receive(body(&small, 7), BOUNDARY.into(), Some(10), &tight, &memory).await.expect("a request");
+        assert_eq!(upload_of(&request, 0), (b"tiny".to_vec(), true));
     }
 }

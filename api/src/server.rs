@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::auth;
 use crate::errors::code_of;
+use crate::multipart::UploadMemory;
 use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots, Limits, Loaders};
 
 /// What the HTTP layer needs besides the schema.
@@ -28,6 +29,7 @@ pub struct Http {
     schema: ApiSchema,
     state: ApiState,
     secret: Arc<Vec<u8>>,
+    uploads: UploadMemory,
 }
 
 #[handler]
@@ -83,9 +85,11 @@ fn refused(status: StatusCode, message: impl Into<String>) -> poem::Response {
 /// Reads a GraphQL request within the limits: a JSON body up to
 /// `max_body_bytes`; a multipart body (see [`crate::multipart`]) with
 /// `operations` and `map` parts of up to `max_body_bytes` each, and at most
-/// `max_uploads` files of up to `max_upload_bytes`, streamed to temporary files.
+/// `max_uploads` files of up to `max_upload_bytes`, held in memory within
+/// `uploads` or streamed to temporary files.
 async fn read_request(
     limits: &Limits,
+    uploads: &UploadMemory,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<async_graphql::Request, poem::Response> {
@@ -106,7 +110,7 @@ async fn read_request(
             return Err(refused(StatusCode::BAD_REQUEST, "the multipart content type names no boundary"));
         };
         let started = std::time::Instant::now();
-        return match crate::multipart::receive(body.into_bytes_stream(), boundary, limits).await {
+        return match crate::multipart::receive(body.into_bytes_stream(), boundary, declared, limits, uploads).await {
             Ok(request) => {
                 metrics::histogram!("pointstream_upload_receive_seconds").record(started.elapsed().as_secs_f64());
                 Ok(request)
@@ -129,7 +133,7 @@ async fn read_request(
 #[handler]
 async fn graphql(http: Data<&Http>, headers: &HeaderMap, body: Body) -> poem::Response {
     let started = std::time::Instant::now();
-    let request = match read_request(&http.state.limits, headers, body).await {
+    let request = match read_request(&http.state.limits, &http.uploads, headers, body).await {
         Ok(request) => request,
         Err(refusal) => return refusal,
     };
@@ -219,7 +223,8 @@ async fn readyz(http: Data<&Http>) -> poem::Response {
 /// The application: every route.
 pub fn app(schema: ApiSchema, state: ApiState, secret: Vec<u8>) -> impl Endpoint {
     crate::telemetry::handle();
-    let http = Http { schema, state, secret: Arc::new(secret) };
+    let uploads = UploadMemory::new(&state.limits);
+    let http = Http { schema, state, secret: Arc::new(secret), uploads };
     Route::new()
         .at("/graphql", get(graphiql).post(graphql))
         .at("/media/*key", get(photo))

@@ -92,6 +92,9 @@ pub struct CheckedPhoto {
     pub sha256: String,
     /// The content, rewound to its start.
     pub file: std::fs::File,
+    /// Whether `file` is held in memory (stores then read it whole, without
+    /// waiting on a disk) rather than on disk (stores stream it).
+    pub in_memory: bool,
 }
 
 /// What one pass over an upload's bytes learns: its size, its SHA-256 and
@@ -130,7 +133,7 @@ impl Scan {
         }
         let kind = PhotoKind::sniff(&self.head)
             .ok_or_else(|| Rejection::NotAPhoto { found: infer::get(&self.head).map(|t| t.mime_type().to_string()) })?;
-        Ok(CheckedPhoto { kind, size, sha256: hex::encode(self.hasher.finalize()), file })
+        Ok(CheckedPhoto { kind, size, sha256: hex::encode(self.hasher.finalize()), file, in_memory: false })
     }
 }
 

@@ -78,15 +78,22 @@ impl S3Store {
         // as clones of one file sharing its position.
         let mut file = photo.file;
         std::io::Seek::rewind(&mut file)?;
-        // Streamed from the upload's file: memory does not grow with its size.
-        let body = ByteStream::read_from()
-            .file(tokio::fs::File::from_std(file))
-            .length(Length::Exact(photo.size))
-            // The default 4 KiB reads cost a syscall and a body chunk each.
-            .buffer_size(256 << 10)
-            .build()
-            .await
-            .map_err(|e| failed("reading upload for", key, e))?;
+        let body = if photo.in_memory {
+            // A memory file: read whole at once, there is no disk to wait on.
+            let mut bytes = Vec::with_capacity(usize::try_from(photo.size).unwrap_or(0));
+            std::io::Read::read_to_end(&mut file, &mut bytes)?;
+            ByteStream::from(bytes)
+        } else {
+            // Streamed from the file on disk: memory does not grow with its size.
+            ByteStream::read_from()
+                .file(tokio::fs::File::from_std(file))
+                .length(Length::Exact(photo.size))
+                // The default 4 KiB reads cost a syscall and a body chunk each.
+                .buffer_size(256 << 10)
+                .build()
+                .await
+                .map_err(|e| failed("reading upload for", key, e))?
+        };
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -94,6 +101,11 @@ impl S3Store {
             .content_type(photo.kind.content_type())
             .content_length(i64::try_from(photo.size).unwrap_or(i64::MAX))
             .body(body)
+            .customize()
+            // Either body goes as UNSIGNED-PAYLOAD, as a streamed one would
+            // anyway: its SHA-256 was taken as it arrived, and the SDK need
+            // not hash a body in memory a second time.
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| failed("put", key, e))?;

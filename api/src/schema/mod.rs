@@ -72,6 +72,13 @@ pub struct Limits {
     pub max_upload_bytes: usize,
     /// Most files one request may upload.
     pub max_uploads: usize,
+    /// Uploads of a request up to this many bytes are held in memory rather
+    /// than in temporary files: a request declaring a longer body writes its
+    /// files to disk, and a file goes there once it grows past this size.
+    pub upload_memory_bytes: usize,
+    /// Memory all uploads held in memory may take together, in bytes; an
+    /// upload that does not fit goes to a temporary file.
+    pub upload_memory_total: usize,
 }
 
 impl Default for Limits {
@@ -84,6 +91,8 @@ impl Default for Limits {
             max_subscriptions: 32,
             max_upload_bytes: 10 << 20,
             max_uploads: domain::post::MAX_PHOTOS,
+            upload_memory_bytes: 2 << 20,
+            upload_memory_total: 64 << 20,
         }
     }
 }

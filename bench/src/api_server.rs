@@ -38,6 +38,7 @@ pub async fn serve(
     max_connections: u32,
     photos: Photos,
     inline: &[String],
+    limits: Limits,
 ) -> anyhow::Result<()> {
     crate::api_bench::raise_open_files_limit()?;
     let config = EventStoreConfig { max_connections, ..EventStoreConfig::default() };
@@ -49,7 +50,7 @@ pub async fn serve(
     let state = ApiState {
         store: store.clone(),
         read_timeout: Duration::from_secs(5),
-        limits: Limits::default(),
+        limits,
         tokens: None,
         redis: None,
         media: match photos.s3_bucket {
@@ -102,7 +103,7 @@ impl ServerProcess {
     }
 
     /// [`Self::spawn`] with `extra` arguments (`--s3-endpoint`, `--s3-bucket`,
-    /// `--inline-projections`).
+    /// `--inline-projections`, `--upload-memory-bytes`).
     pub async fn spawn_with(
         database_url: &str,
         secret: &str,

@@ -118,6 +118,9 @@ enum Command {
         /// Concurrent 10 MiB uploads for the memory figure.
         #[arg(long, default_value_t = 32)]
         memory_concurrency: usize,
+        /// As `pointstream serve --upload-memory-bytes` (0: every upload to a temporary file).
+        #[arg(long, default_value_t = api::Limits::default().upload_memory_bytes)]
+        upload_memory_bytes: usize,
     },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
@@ -135,6 +138,9 @@ enum Command {
         /// As `pointstream serve --inline-projections` (`none`: every projection after commit).
         #[arg(long, value_delimiter = ',', default_value = projections::ALL_INLINE)]
         inline_projections: Vec<String>,
+        /// As `pointstream serve --upload-memory-bytes`.
+        #[arg(long, default_value_t = api::Limits::default().upload_memory_bytes)]
+        upload_memory_bytes: usize,
     },
 }
 
@@ -161,12 +167,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Streams { mysql, redis, events, posts } => {
             streams_bench::run(&mysql, &streams_bench::Options { events, posts, redis }).await
         }
-        Command::Media { mysql, seconds, concurrency, memory_concurrency } => {
-            media_bench::run(&mysql, &media_bench::Options { seconds, concurrency, memory_concurrency }).await
+        Command::Media { mysql, seconds, concurrency, memory_concurrency, upload_memory_bytes } => {
+            let options = media_bench::Options { seconds, concurrency, memory_concurrency, upload_memory_bytes };
+            media_bench::run(&mysql, &options).await
         }
-        Command::ApiServer { database_url, secret, max_connections, s3_endpoint, s3_bucket, inline_projections } => {
+        Command::ApiServer {
+            database_url,
+            secret,
+            max_connections,
+            s3_endpoint,
+            s3_bucket,
+            inline_projections,
+            upload_memory_bytes,
+        } => {
             let photos = api_server::Photos { s3_endpoint, s3_bucket };
-            api_server::serve(&database_url, &secret, max_connections, photos, &inline_projections).await
+            let limits = api::Limits { upload_memory_bytes, ..api::Limits::default() };
+            api_server::serve(&database_url, &secret, max_connections, photos, &inline_projections, limits).await
         }
     }
 }

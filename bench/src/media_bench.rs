@@ -31,6 +31,8 @@ pub struct Options {
     pub concurrency: Vec<usize>,
     /// Concurrent uploads for the memory figure.
     pub memory_concurrency: usize,
+    /// The server's `--upload-memory-bytes`.
+    pub upload_memory_bytes: usize,
 }
 
 const MIB: usize = 1 << 20;
@@ -146,7 +148,14 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 3_600;
     let claims = Claims { sub: "bench".into(), role: Role::Admin, member: None, store: None, exp };
     let token = Arc::new(api::auth::mint(secret.as_bytes(), &claims)?);
-    let extra = ["--s3-endpoint".to_string(), s3.endpoint.clone(), "--s3-bucket".to_string(), bucket.clone()];
+    let extra = [
+        "--s3-endpoint".to_string(),
+        s3.endpoint.clone(),
+        "--s3-bucket".to_string(),
+        bucket.clone(),
+        "--upload-memory-bytes".to_string(),
+        options.upload_memory_bytes.to_string(),
+    ];
     let server =
         Arc::new(ServerProcess::spawn_with(database_url, &secret, store_config.max_connections, &extra).await?);
     let url = Arc::new(format!("http://{}/graphql", server.address));
@@ -225,6 +234,12 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     println!("(a) aws-sdk-s3 PutObject, direct; (b) GraphQL createPost with the same bytes as its photo");
     println!();
     println!(
+        "The server holds a request's uploads in memory up to {} bytes (`--upload-memory-bytes`; 0: every upload \
+         goes through a temporary file).",
+        options.upload_memory_bytes
+    );
+    println!();
+    println!(
         "(a) and (b) alternate in {ROUNDS} rounds of {:.1} s at each concurrency; rates are the rounds' means, \
          latencies the median of the rounds' p50 and p99, and the last column the lowest and highest ratio of one round.",
         options.seconds as f64 / ROUNDS as f64
@@ -253,8 +268,8 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     println!();
     println!(
         "Where (b)'s time goes inside the server: means per upload over each concurrency's (b) rounds, from its \
-         `/metrics` (the request, from reading its body to its answer; receiving the multipart body into a temporary \
-         file, scanned on the way; the photo's put into S3; the command; the wait for the posts read \
+         `/metrics` (the request, from reading its body to its answer; receiving the multipart body into memory or a \
+         temporary file, scanned on the way; the photo's put into S3; the command; the wait for the posts read \
          model; the rest: GraphQL, the check and reading the post back), and the server process's CPU time \
          (user and system) over the level per (b) upload."
     );

@@ -123,10 +123,10 @@ struct Cli {
     max_uploads: usize,
     /// Uploads of a request up to this many bytes are held in memory rather
     /// than in temporary files (a file is, while it is within this size).
-    #[arg(long, env = "POINTSTREAM_UPLOAD_MEMORY_BYTES", default_value_t = 2 << 20, global = true)]
+    #[arg(long, env = "POINTSTREAM_UPLOAD_MEMORY_BYTES", default_value_t = Limits::default().upload_memory_bytes, global = true)]
     upload_memory_bytes: usize,
     /// Memory all uploads held in memory may take together, in bytes.
-    #[arg(long, env = "POINTSTREAM_UPLOAD_MEMORY_TOTAL", default_value_t = 64 << 20, global = true)]
+    #[arg(long, env = "POINTSTREAM_UPLOAD_MEMORY_TOTAL", default_value_t = Limits::default().upload_memory_total, global = true)]
     upload_memory_total: usize,
     /// How long a photo URL handed out stays good, in seconds.
     #[arg(long, env = "POINTSTREAM_PHOTO_URL_TTL_SECS", default_value_t = 900, global = true)]

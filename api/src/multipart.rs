@@ -105,8 +105,15 @@ impl UploadMemory {
         self.budget.clone().try_acquire_many_owned(bytes).ok()
     }
 
+    /// Whether the files of a request that declares `declared` bytes may be
+    /// held in memory at all.
+    fn admits(&self, declared: Option<u64>) -> bool {
+        self.bound > 0 && declared.is_none_or(|length| length <= self.bound as u64)
+    }
+
     /// The bytes of the budget no upload holds.
-    pub fn available(&self) -> usize {
+    #[cfg(test)]
+    fn available(&self) -> usize {
         self.budget.available_permits()
     }
 }
@@ -114,9 +121,23 @@ impl UploadMemory {
 /// How one upload arrived: its scan, and while it is held in memory the
 /// share of the budget its bytes take.
 #[derive(Clone)]
-struct Arrival {
+pub struct Arrival {
     scan: Scan,
     held: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+impl Arrival {
+    /// The verdict on the upload's `file`, whose bytes the scan took in
+    /// ([`Scan::finish`]), knowing where the file is.
+    pub fn finish(self, file: File, max_bytes: u64) -> Result<media::CheckedPhoto, media::Rejection> {
+        let in_memory = self.in_memory();
+        self.scan.finish(file, max_bytes).map(|photo| media::CheckedPhoto { in_memory, ..photo })
+    }
+
+    /// Whether the upload's file is held in memory rather than on disk.
+    pub fn in_memory(&self) -> bool {
+        self.held.is_some()
+    }
 }
 
 /// How each upload of a request was scanned as it arrived (its size,
@@ -126,14 +147,9 @@ struct Arrival {
 pub struct Scanned(Vec<Arrival>);
 
 impl Scanned {
-    /// The scan of `upload`, if it came through this reader.
-    pub fn of(&self, upload: &Upload) -> Option<Scan> {
-        self.0.get(upload.0).map(|arrival| arrival.scan.clone())
-    }
-
-    /// Whether `upload`'s file is held in memory rather than on disk.
-    pub fn in_memory(&self, upload: &Upload) -> bool {
-        self.0.get(upload.0).is_some_and(|arrival| arrival.held.is_some())
+    /// How `upload` arrived, if it came through this reader.
+    pub fn of(&self, upload: &Upload) -> Option<Arrival> {
+        self.0.get(upload.0).cloned()
     }
 }
 
@@ -154,25 +170,25 @@ fn memory_file() -> std::io::Result<File> {
 struct Spool<'a> {
     memory: &'a UploadMemory,
     writer: BufWriter<File>,
-    /// The budget this file's bytes hold; `None` once it is on disk.
+    /// The budget this file's bytes hold, one permit a byte; `None` once it
+    /// is on disk.
     held: Option<OwnedSemaphorePermit>,
-    len: usize,
 }
 
 impl<'a> Spool<'a> {
-    fn new(memory: &'a UploadMemory, on_disk: bool) -> std::io::Result<Spool<'a>> {
-        let (file, held) = match memory.grant(0).filter(|_| !on_disk && memory.bound > 0) {
+    /// A spool for a file of a request that declares `declared` bytes.
+    fn new(memory: &'a UploadMemory, declared: Option<u64>) -> std::io::Result<Spool<'a>> {
+        let (file, held) = match memory.admits(declared).then(|| memory.grant(0)).flatten() {
             Some(held) => (memory_file()?, Some(held)),
             None => (tempfile::tempfile()?, None),
         };
-        Ok(Spool { memory, writer: BufWriter::with_capacity(WRITE_BUFFER, file), held, len: 0 })
+        Ok(Spool { memory, writer: BufWriter::with_capacity(WRITE_BUFFER, file), held })
     }
 
     fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.len += chunk.len();
         if let Some(held) = &mut self.held {
-            let fits =
-                self.len <= self.memory.bound && self.memory.grant(chunk.len()).map(|more| held.merge(more)).is_some();
+            let fits = held.num_permits() + chunk.len() <= self.memory.bound
+                && self.memory.grant(chunk.len()).map(|more| held.merge(more)).is_some();
             if !fits {
                 self.spill()?;
             }
@@ -243,8 +259,7 @@ where
                 let name = name.to_string();
                 let (filename, content_type) =
                     (field.file_name().unwrap_or_default().to_string(), field.content_type().map(ToString::to_string));
-                let on_disk = declared.is_some_and(|length| length > memory.bound as u64);
-                let mut spool = Spool::new(memory, on_disk).map_err(malformed)?;
+                let mut spool = Spool::new(memory, declared).map_err(malformed)?;
                 let mut scan = Scan::default();
                 while let Some(chunk) = field.chunk().await.map_err(refusal(limits))? {
                     scan.update(&chunk);
@@ -338,7 +353,7 @@ mod tests {
     /// The request's upload `index`: its bytes, and whether it is held in memory.
     fn upload_of(request: &Request, index: usize) -> (Vec<u8>, bool) {
         let scanned = request.data.get(&std::any::TypeId::of::<Scanned>()).and_then(|d| d.downcast_ref::<Scanned>());
-        let in_memory = scanned.expect("scanned").in_memory(&Upload(index));
+        let in_memory = scanned.and_then(|scanned| scanned.of(&Upload(index))).expect("arrived").in_memory();
         let mut file = request.uploads[index].content.try_clone().expect("a file");
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).expect("reads");

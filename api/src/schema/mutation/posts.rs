@@ -59,12 +59,8 @@ async fn store_uploads(ctx: &Context<'_>, uploads: &[Upload]) -> Result<Vec<Phot
         let value = upload.value(ctx).map_err(internal)?;
         let max = limits.max_upload_bytes as u64;
         // Scanned as it arrived (a multipart request), or read now.
-        let scanned = ctx.data_opt::<Scanned>();
-        let verdict = match scanned.and_then(|scanned| scanned.of(upload)) {
-            Some(scan) => scan.finish(value.content, max).map(|photo| media::CheckedPhoto {
-                in_memory: scanned.is_some_and(|scanned| scanned.in_memory(upload)),
-                ..photo
-            }),
+        let verdict = match ctx.data_opt::<Scanned>().and_then(|scanned| scanned.of(upload)) {
+            Some(arrival) => arrival.finish(value.content, max),
             None => media::photo::check(value.content, max).await,
         };
         let photo = verdict.map_err(|refusal| match refusal {

@@ -24,6 +24,7 @@ pub mod gc;
 pub mod photo;
 pub mod s3;
 pub mod scratch;
+pub mod stream;
 
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +33,7 @@ use domain::values::PhotoKey;
 pub use crate::fs::{FsStore, UrlSigner};
 pub use crate::photo::{CheckedPhoto, PhotoKind, Rejection, Scan};
 pub use crate::s3::{S3Config, S3Store};
+pub use crate::stream::StreamingPut;
 
 /// Where photos live.
 #[derive(Clone)]

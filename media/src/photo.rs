@@ -108,7 +108,7 @@ pub struct Scan {
 }
 
 /// The bytes looked at to tell the format.
-const HEAD: usize = 64;
+pub const HEAD: usize = 64;
 
 impl Scan {
     /// Takes in the next bytes of the upload.
@@ -119,6 +119,18 @@ impl Scan {
         }
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
+    }
+
+    /// The format the upload's first bytes show, once [`HEAD`] of them are
+    /// in (as many as [`Scan::finish`] looks at); `None` before, and for
+    /// content that is no photo.
+    pub fn kind(&self) -> Option<PhotoKind> {
+        (self.head.len() == HEAD).then(|| PhotoKind::sniff(&self.head)).flatten()
+    }
+
+    /// The bytes taken in so far.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     /// The verdict on `file`, whose bytes this scan took in: not empty, at

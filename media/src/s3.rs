@@ -38,7 +38,7 @@ pub struct S3Store {
     bucket: String,
 }
 
-fn failed(operation: &'static str, key: &str, err: impl std::error::Error) -> MediaError {
+pub(crate) fn failed(operation: &'static str, key: &str, err: impl std::error::Error) -> MediaError {
     MediaError::Storage { operation, key: key.to_string(), reason: DisplayErrorContext(err).to_string() }
 }
 

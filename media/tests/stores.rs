@@ -131,3 +131,59 @@ async fn a_presigned_url_serves_the_bytes_until_it_expires() {
     let forged = format!("{signed}X-Amz-Signature={flipped}{}", &signature[1..]);
     assert_eq!(reqwest::get(&forged).await.expect("fetches").status(), 403, "a forged signature is refused");
 }
+
+/// `bytes` in pieces of `size`, as an upload arrives.
+fn pieces(bytes: &[u8], size: usize) -> Vec<bytes::Bytes> {
+    bytes.chunks(size).map(bytes::Bytes::copy_from_slice).collect()
+}
+
+#[tokio::test]
+async fn a_photo_put_while_it_arrives_is_stored_only_once_completed() {
+    let Some(bucket) = bucket().await else { return };
+    let store = bucket.media();
+    let checked = photo::check(upload(JPEG), 1 << 20).await.expect("a photo");
+
+    // Every byte but the last goes out as it comes; nothing is stored before completion.
+    let mut put = store.stream(checked.kind, JPEG.len() as u64).expect("S3 takes a put of known length");
+    for piece in pieces(JPEG, 100) {
+        assert!(put.send(piece).await, "within its length");
+    }
+    assert!(put.is_whole());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bucket.keys().await, Vec::<String>::new(), "the last byte is held back");
+    let key = put.key().as_str().to_string();
+    let stored = put.complete(&checked).await.expect("stored");
+    assert_eq!(
+        (stored.key.as_str(), stored.size, stored.sha256.as_str()),
+        (key.as_str(), checked.size, checked.sha256.as_str())
+    );
+    let blob = store.get(&key).await.expect("reads");
+    assert_eq!((blob.bytes.as_ref(), blob.content_type.as_str()), (JPEG, "image/jpeg"));
+
+    // Abandoned whole, part way, or run past its length: nothing is stored.
+    let whole = {
+        let mut put = store.stream(checked.kind, JPEG.len() as u64).expect("a put");
+        for piece in pieces(JPEG, 300) {
+            assert!(put.send(piece).await);
+        }
+        put
+    };
+    drop(whole);
+    let mut partway = store.stream(checked.kind, JPEG.len() as u64).expect("a put");
+    assert!(partway.send(bytes::Bytes::copy_from_slice(&JPEG[..200])).await);
+    drop(partway);
+    let mut longer = store.stream(checked.kind, 100).expect("a put");
+    assert!(!longer.send(bytes::Bytes::copy_from_slice(&JPEG[..200])).await, "over its length");
+    assert!(!longer.is_whole());
+    drop(longer);
+    // A put completed for another upload than the one it carried is refused.
+    let mut other = store.stream(checked.kind, 10).expect("a put");
+    assert!(other.send(bytes::Bytes::copy_from_slice(&JPEG[..10])).await);
+    assert!(other.complete(&checked).await.is_err(), "not the checked upload's length");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bucket.keys().await, vec![key], "only the completed put stored anything");
+
+    // The filesystem store writes a file at once: it takes no such put.
+    let fs = scratch_fs("http://127.0.0.1:8080");
+    assert!(fs.stream(checked.kind, JPEG.len() as u64).is_none());
+}

@@ -128,6 +128,10 @@ struct Cli {
     /// Memory all uploads held in memory may take together, in bytes.
     #[arg(long, env = "POINTSTREAM_UPLOAD_MEMORY_TOTAL", default_value_t = Limits::default().upload_memory_total, global = true)]
     upload_memory_total: usize,
+    /// Put a request's only photo into S3 while it arrives (when the request
+    /// declares its length), rather than once it is all in.
+    #[arg(long, env = "POINTSTREAM_STREAM_UPLOADS", default_value_t = Limits::default().stream_uploads, action = clap::ArgAction::Set, global = true)]
+    stream_uploads: bool,
     /// How long a photo URL handed out stays good, in seconds.
     #[arg(long, env = "POINTSTREAM_PHOTO_URL_TTL_SECS", default_value_t = 900, global = true)]
     photo_url_ttl_secs: u64,
@@ -346,6 +350,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     max_uploads: cli.max_uploads,
                     upload_memory_bytes: cli.upload_memory_bytes,
                     upload_memory_total: cli.upload_memory_total,
+                    stream_uploads: cli.stream_uploads,
                 },
                 tokens: vault,
                 media,

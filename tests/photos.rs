@@ -213,17 +213,36 @@ async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
         Photos::S3(_) => "s3",
         Photos::Fs(_) => "filesystem",
     };
-    for series in [
-        "pointstream_upload_receive_seconds_count".to_string(),
-        "pointstream_uploads_received_total{held=\"memory\"}".to_string(),
-        "pointstream_uploads_received_total{held=\"disk\"}".to_string(),
-        format!("pointstream_photo_put_seconds_count{{store=\"{store}\"}}"),
-        "pointstream_read_wait_seconds_count{projection=\"posts\"}".to_string(),
-        "pointstream_graphql_request_seconds_count".to_string(),
+    let counted = |name: &str, labels: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+            .filter(|line| labels.iter().all(|label| line.contains(label)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let store_label = format!("store=\"{store}\"");
+    for (name, labels) in [
+        ("pointstream_upload_receive_seconds_count", vec![]),
+        ("pointstream_uploads_received_total", vec!["held=\"memory\""]),
+        ("pointstream_uploads_received_total", vec!["held=\"disk\""]),
+        ("pointstream_photo_put_seconds_count", vec![store_label.as_str(), "from=\"file\""]),
+        ("pointstream_read_wait_seconds_count", vec!["projection=\"posts\""]),
+        ("pointstream_graphql_request_seconds_count", vec![]),
     ] {
-        let line = metrics.lines().find(|line| line.starts_with(&format!("{series} ")));
-        let count: f64 = line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0);
-        assert!(count >= 1.0, "{series} counted nothing:\n{metrics}");
+        assert!(counted(name, &labels) >= 1.0, "{name} {labels:?} counted nothing:\n{metrics}");
+    }
+    // In S3, a request's only photo is put while it arrives (the requests
+    // with one file), and completed by the mutation that records it; bob's
+    // refused upload abandoned its put. The filesystem is written once a file is in.
+    let streamed = |outcome: &str| counted("pointstream_uploads_streamed_total", &[&format!("outcome=\"{outcome}\"")]);
+    let completed = counted("pointstream_photo_put_seconds_count", &[store_label.as_str(), "from=\"arrival\""]);
+    match photos {
+        Photos::S3(_) => {
+            assert!(streamed("stored") >= 2.0 && completed >= 2.0, "puts as uploads arrive:\n{metrics}");
+            assert!(streamed("abandoned") >= 1.0, "the refused upload's put:\n{metrics}");
+        }
+        Photos::Fs(_) => assert_eq!((streamed("stored"), completed), (0.0, 0.0), "{metrics}"),
     }
 }
 

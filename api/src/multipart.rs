@@ -15,15 +15,26 @@
 //! within the budget however many uploads arrive at once. A request that
 //! declares a body longer than that bound writes its files to disk
 //! from their first byte instead of spilling part way.
+//!
+//! A request's only file goes on to S3 while it arrives ([`StreamingPut`])
+//! when the request declares its length: if the file is the body's last
+//! part, as clients send it, that length less the bytes before the file's
+//! data and the closing delimiter is the file's own, which S3 needs before
+//! the first byte. The put is only completed, by the mutation that records
+//! the photo, once the file has arrived at exactly that length and passed
+//! its checks; otherwise it is abandoned and S3 stores nothing. The file is
+//! still kept as above, so a put that could not be completed is made again
+//! from it.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_graphql::{BatchRequest, Request, Upload, UploadValue};
-use futures_util::Stream;
-use media::Scan;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use media::{MediaStore, Scan, StreamingPut};
 use multer::{Constraints, Multipart, SizeLimit};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -118,12 +129,14 @@ impl UploadMemory {
     }
 }
 
-/// How one upload arrived: its scan, and while it is held in memory the
-/// share of the budget its bytes take.
+/// How one upload arrived: its scan, while it is held in memory the share
+/// of the budget its bytes take, and the put that took its bytes on the way
+/// in, if one did.
 #[derive(Clone)]
 pub struct Arrival {
     scan: Scan,
     held: Option<Arc<OwnedSemaphorePermit>>,
+    streamed: Option<Arc<Mutex<Option<StreamingPut>>>>,
 }
 
 impl Arrival {
@@ -137,6 +150,118 @@ impl Arrival {
     /// Whether the upload's file is held in memory rather than on disk.
     pub fn in_memory(&self) -> bool {
         self.held.is_some()
+    }
+
+    /// The put that took every byte of the upload as it arrived, waiting to
+    /// be completed; the first use of an upload mapped to several takes it.
+    pub fn streamed(&self) -> Option<StreamingPut> {
+        self.streamed.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// The opening bytes of a body, recorded as they go to the parser until the
+/// first file's headers are read: where its data starts is read off them.
+#[derive(Clone)]
+struct Opening(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl Opening {
+    /// Bytes beyond which nothing is recorded: the operations and map parts
+    /// at their limits, and headers.
+    fn bound(limits: &Limits) -> usize {
+        limits.max_body_bytes.saturating_mul(2).saturating_add(16 << 10)
+    }
+
+    fn record(&self, chunk: &[u8], bound: usize) {
+        if let Some(bytes) = self.0.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            let room = bound.saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..room.min(chunk.len())]);
+        }
+    }
+
+    /// What was recorded; nothing more is.
+    fn close(&self) -> Vec<u8> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default()
+    }
+}
+
+/// Where the data of part `part` (counted from 0) starts in a multipart body
+/// that opens with `opening`: after the part's delimiter line and headers.
+fn data_start(opening: &[u8], boundary: &str, part: usize) -> Option<usize> {
+    let delimiter = format!("--{boundary}");
+    let find = |from: usize, needle: &[u8]| {
+        opening.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|at| from + at)
+    };
+    let (mut seen, mut from) = (0, 0);
+    loop {
+        let at = find(from, delimiter.as_bytes())?;
+        // A delimiter opens the body or a line; no part holds CRLF and a delimiter.
+        if at == 0 || opening[..at].ends_with(b"\r\n") {
+            if seen == part {
+                return find(at, b"\r\n\r\n").map(|end| end + 4);
+            }
+            seen += 1;
+        }
+        from = at + delimiter.len();
+    }
+}
+
+/// The length of a file whose data starts at `start` if it is the last part
+/// of a body of `declared` bytes: what is left before the closing delimiter
+/// (`CRLF--boundary--CRLF`).
+fn last_part_length(declared: u64, start: usize, boundary: &str) -> Option<u64> {
+    declared.checked_sub(start as u64 + boundary.len() as u64 + 8).filter(|length| *length > 0)
+}
+
+/// Whether a file goes on to the store while it arrives.
+enum Onward {
+    /// It does not.
+    Off,
+    /// It may, once its first bytes show a photo: its expected length, and
+    /// the pieces that came until then.
+    Waiting { length: u64, pieces: Vec<Bytes> },
+    /// It does.
+    Going(StreamingPut),
+}
+
+impl Onward {
+    /// Passes the file's next piece on (or keeps it until the kind is known).
+    async fn take(&mut self, piece: &Bytes, scan: &Scan, media: &MediaStore) {
+        match self {
+            Onward::Off => {}
+            Onward::Waiting { length, pieces } => {
+                pieces.push(piece.clone());
+                let started = match scan.kind() {
+                    Some(kind) => media.stream(kind, *length),
+                    None if scan.size() < media::photo::HEAD as u64 => return,
+                    // No photo: it will be refused.
+                    None => None,
+                };
+                let pieces = std::mem::take(pieces);
+                *self = Onward::Off;
+                if let Some(mut put) = started {
+                    for piece in pieces {
+                        if !put.send(piece).await {
+                            return;
+                        }
+                    }
+                    *self = Onward::Going(put);
+                }
+            }
+            Onward::Going(put) => {
+                if !put.send(piece.clone()).await {
+                    // Longer than expected, or the put failed: abandoned.
+                    *self = Onward::Off;
+                }
+            }
+        }
+    }
+
+    /// The put, if it took the whole file.
+    fn finish(self) -> Option<StreamingPut> {
+        match self {
+            Onward::Going(put) if put.is_whole() => Some(put),
+            _ => None,
+        }
     }
 }
 
@@ -220,18 +345,29 @@ impl<'a> Spool<'a> {
 
 /// Reads the multipart `body` into a GraphQL request (one operation) whose
 /// uploads are memory or temporary files, scanned as they arrive
-/// ([`Scanned`]). `declared` is the body's length, when the request declares it.
+/// ([`Scanned`]), and a request's only file also put into `media` on the way
+/// where it can be. `declared` is the body's length, when the request
+/// declares it.
 pub async fn receive<S, E>(
     body: S,
     boundary: String,
     declared: Option<u64>,
     limits: &Limits,
     memory: &UploadMemory,
+    media: Option<&MediaStore>,
 ) -> Result<Request, MultipartError>
 where
     S: Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
+    let opening = Opening(Arc::new(Mutex::new(Some(Vec::new()))));
+    let (recorder, bound) = (opening.clone(), Opening::bound(limits));
+    let body = body.map(move |chunk| {
+        if let Ok(chunk) = &chunk {
+            recorder.record(chunk, bound);
+        }
+        chunk
+    });
     let constraints = Constraints::new().size_limit(
         SizeLimit::new()
             .whole_stream(max_body(limits))
@@ -239,9 +375,11 @@ where
             .for_field("operations", limits.max_body_bytes as u64)
             .for_field("map", limits.max_body_bytes as u64),
     );
-    let mut multipart = Multipart::with_constraints(body, boundary, constraints);
+    let mut multipart = Multipart::with_constraints(body, boundary.clone(), constraints);
     let (mut request, mut map, mut files) = (None, None, Vec::new());
+    let mut parts = 0;
     while let Some(mut field) = multipart.next_field().await.map_err(refusal(limits))? {
+        parts += 1;
         match field.name() {
             Some("operations") => {
                 let bytes = field.bytes().await.map_err(refusal(limits))?;
@@ -259,15 +397,28 @@ where
                 let name = name.to_string();
                 let (filename, content_type) =
                     (field.file_name().unwrap_or_default().to_string(), field.content_type().map(ToString::to_string));
+                let opened = opening.close();
+                let only = files.is_empty() && map.as_ref().is_some_and(|map: &HashMap<_, _>| map.len() == 1);
+                let mut onward = match (media, declared) {
+                    (Some(_), Some(declared)) if only => data_start(&opened, &boundary, parts - 1)
+                        .and_then(|start| last_part_length(declared, start, &boundary))
+                        .filter(|length| *length <= limits.max_upload_bytes as u64)
+                        .map_or(Onward::Off, |length| Onward::Waiting { length, pieces: Vec::new() }),
+                    _ => Onward::Off,
+                };
                 let mut spool = Spool::new(memory, declared).map_err(malformed)?;
                 let mut scan = Scan::default();
                 while let Some(chunk) = field.chunk().await.map_err(refusal(limits))? {
                     scan.update(&chunk);
                     spool.write(&chunk).map_err(malformed)?;
+                    if let Some(media) = media {
+                        onward.take(&chunk, &scan, media).await;
+                    }
                 }
                 let (content, held) = spool.finish().map_err(malformed)?;
                 let upload = UploadValue { filename, content_type, content };
-                files.push((name, upload, Arrival { scan, held: held.map(Arc::new) }));
+                let streamed = onward.finish().map(|put| Arc::new(Mutex::new(Some(put))));
+                files.push((name, upload, Arrival { scan, held: held.map(Arc::new), streamed }));
             }
             other => {
                 return Err(malformed(format!(
@@ -324,6 +475,13 @@ mod tests {
 
     /// A multipart body of `(name, filename, bytes)` parts, in chunks of `chunk` bytes.
     fn body(parts: &[Part<'_>], chunk: usize) -> impl Stream<Item = Result<bytes::Bytes, std::io::Error>> + use<> {
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+            raw(parts).chunks(chunk).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+        futures_util::stream::iter(chunks)
+    }
+
+    /// The bytes of a multipart body of `(name, filename, bytes)` parts, as clients write it.
+    fn raw(parts: &[Part<'_>]) -> Vec<u8> {
         let mut raw = Vec::new();
         for (name, filename, bytes) in parts {
             raw.extend_from_slice(
@@ -337,9 +495,7 @@ mod tests {
             raw.extend_from_slice(b"\r\n");
         }
         raw.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
-            raw.chunks(chunk).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
-        futures_util::stream::iter(chunks)
+        raw
     }
 
     fn limits() -> Limits {
@@ -375,8 +531,9 @@ mod tests {
         for chunk in [1, 7, 64, 4096] {
             let parts =
                 [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a.png"), b"photo bytes".as_slice())];
-            let request =
-                receive(body(&parts, chunk), BOUNDARY.into(), None, &limits(), &memory()).await.expect("a request");
+            let request = receive(body(&parts, chunk), BOUNDARY.into(), None, &limits(), &memory(), None)
+                .await
+                .expect("a request");
             assert_eq!(request.uploads.len(), 1, "{chunk} bytes at a time");
             // Scanned on the way in: the check needs no second read.
             let scan = request.data.get(&std::any::TypeId::of::<Scanned>()).and_then(|d| d.downcast_ref::<Scanned>());
@@ -425,7 +582,8 @@ mod tests {
             }),
         ];
         for (what, parts, expected) in cases {
-            let refused = receive(body(&parts, 16), BOUNDARY.into(), None, &limits(), &memory()).await.expect_err(what);
+            let refused =
+                receive(body(&parts, 16), BOUNDARY.into(), None, &limits(), &memory(), None).await.expect_err(what);
             assert!(expected(&refused), "{what}: {refused}");
         }
     }
@@ -446,7 +604,7 @@ mod tests {
             ("1", Some("b"), fits),
             ("2", Some("c"), short),
         ];
-        let request = receive(body(&parts, 3), BOUNDARY.into(), None, &tight, &memory).await.expect("a request");
+        let request = receive(body(&parts, 3), BOUNDARY.into(), None, &tight, &memory, None).await.expect("a request");
         assert_eq!(upload_of(&request, 0), (big.to_vec(), false), "over the per-file bound");
         assert_eq!(upload_of(&request, 1), (fits.to_vec(), true));
         assert_eq!(upload_of(&request, 2), (short.to_vec(), false), "the budget had 6 bytes left");
@@ -455,13 +613,59 @@ mod tests {
         assert_eq!(memory.available(), 16, "the request's end gives them back");
         // Refused or not, a request gives back what its files held.
         let over = [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a"), &[b'x'; 101][..])];
-        receive(body(&over, 7), BOUNDARY.into(), None, &tight, &memory).await.expect_err("over max_upload_bytes");
+        receive(body(&over, 7), BOUNDARY.into(), None, &tight, &memory, None).await.expect_err("over max_upload_bytes");
         assert_eq!(memory.available(), 16);
         // A body declared longer than the per-file bound goes to disk from the start.
         let small = [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a"), b"tiny".as_slice())];
-        let request = receive(body(&small, 7), BOUNDARY.into(), Some(11), &tight, &memory).await.expect("a request");
+        let request =
+            receive(body(&small, 7), BOUNDARY.into(), Some(11), &tight, &memory, None).await.expect("a request");
         assert_eq!(upload_of(&request, 0), (b"tiny".to_vec(), false));
-        let request = receive(body(&small, 7), BOUNDARY.into(), Some(10), &tight, &memory).await.expect("a request");
+        let request =
+            receive(body(&small, 7), BOUNDARY.into(), Some(10), &tight, &memory, None).await.expect("a request");
         assert_eq!(upload_of(&request, 0), (b"tiny".to_vec(), true));
+    }
+
+    #[test]
+    fn the_last_file_s_length_is_read_off_the_declared_length() {
+        let photo = b"\x89PNG and the rest of the photo".as_slice();
+        let one = [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a.png"), photo)];
+        let body = raw(&one);
+        let start = data_start(&body, BOUNDARY, 2).expect("the file part");
+        assert_eq!(&body[start..start + photo.len()], photo);
+        assert_eq!(last_part_length(body.len() as u64, start, BOUNDARY), Some(photo.len() as u64));
+        assert_eq!(data_start(&body[..start - 1], BOUNDARY, 2), None, "its headers not all in yet");
+        assert_eq!(data_start(&body, BOUNDARY, 3), None, "no fourth part");
+        // A body with a preamble, parts without headers: still found.
+        let odd = [b"preamble\r\n".as_slice(), &body].concat();
+        let start = data_start(&odd, BOUNDARY, 2).expect("after the preamble");
+        assert_eq!(&odd[start..start + photo.len()], photo);
+        // Not the last part: the guess is the rest of the body, and wrong;
+        // the put it would start is abandoned when the file ends short of it.
+        let two =
+            [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a"), photo), ("1", Some("b"), photo)];
+        let body = raw(&two);
+        let start = data_start(&body, BOUNDARY, 2).expect("the first file");
+        assert_ne!(last_part_length(body.len() as u64, start, BOUNDARY), Some(photo.len() as u64));
+        assert_eq!(last_part_length(10, start, BOUNDARY), None, "a declared length too short for the file");
+    }
+
+    #[tokio::test]
+    async fn without_a_store_that_takes_bytes_as_they_come_nothing_is_put_on_the_way() {
+        let photo = [b"\x89PNG\r\n\x1a\n".as_slice(), &[0u8; 80]].concat();
+        let parts = [("operations", None, OPERATIONS), ("map", None, MAP), ("0", Some("a.png"), photo.as_slice())];
+        let declared = raw(&parts).len() as u64;
+        let directory = media::MediaStore::Fs(media::FsStore::new(
+            std::env::temp_dir().join("pointstream-unused"),
+            media::UrlSigner::new(b"k"),
+            "http://127.0.0.1:8080",
+        ));
+        let request =
+            receive(body(&parts, 16), BOUNDARY.into(), Some(declared), &limits(), &memory(), Some(&directory))
+                .await
+                .expect("a request");
+        let scanned = request.data.get(&std::any::TypeId::of::<Scanned>()).and_then(|d| d.downcast_ref::<Scanned>());
+        let arrival = scanned.and_then(|scanned| scanned.of(&Upload(0))).expect("arrived");
+        assert!(arrival.streamed().is_none(), "the filesystem store is written once the file is in");
+        assert_eq!(upload_of(&request, 0).0, photo);
     }
 }

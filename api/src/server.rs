@@ -86,10 +86,12 @@ fn refused(status: StatusCode, message: impl Into<String>) -> poem::Response {
 /// `max_body_bytes`; a multipart body (see [`crate::multipart`]) with
 /// `operations` and `map` parts of up to `max_body_bytes` each, and at most
 /// `max_uploads` files of up to `max_upload_bytes`, held in memory within
-/// `uploads` or streamed to temporary files.
+/// `uploads` or streamed to temporary files, the only one also put into
+/// `media` as it arrives where it can be.
 async fn read_request(
     limits: &Limits,
     uploads: &UploadMemory,
+    media: &media::MediaStore,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<async_graphql::Request, poem::Response> {
@@ -110,7 +112,16 @@ async fn read_request(
             return Err(refused(StatusCode::BAD_REQUEST, "the multipart content type names no boundary"));
         };
         let started = std::time::Instant::now();
-        return match crate::multipart::receive(body.into_bytes_stream(), boundary, declared, limits, uploads).await {
+        return match crate::multipart::receive(
+            body.into_bytes_stream(),
+            boundary,
+            declared,
+            limits,
+            uploads,
+            limits.stream_uploads.then_some(media),
+        )
+        .await
+        {
             Ok(request) => {
                 metrics::histogram!("pointstream_upload_receive_seconds").record(started.elapsed().as_secs_f64());
                 Ok(request)
@@ -133,7 +144,7 @@ async fn read_request(
 #[handler]
 async fn graphql(http: Data<&Http>, headers: &HeaderMap, body: Body) -> poem::Response {
     let started = std::time::Instant::now();
-    let request = match read_request(&http.state.limits, &http.uploads, headers, body).await {
+    let request = match read_request(&http.state.limits, &http.uploads, &http.state.media, headers, body).await {
         Ok(request) => request,
         Err(refusal) => return refusal,
     };

@@ -79,6 +79,9 @@ pub struct Limits {
     /// Memory all uploads held in memory may take together, in bytes; an
     /// upload that does not fit goes to a temporary file.
     pub upload_memory_total: usize,
+    /// Whether a request's only photo goes on to S3 while it arrives, when
+    /// the request declares its length (see [`crate::multipart`]).
+    pub stream_uploads: bool,
 }
 
 impl Default for Limits {
@@ -93,6 +96,7 @@ impl Default for Limits {
             max_uploads: domain::post::MAX_PHOTOS,
             upload_memory_bytes: 2 << 20,
             upload_memory_total: 64 << 20,
+            stream_uploads: true,
         }
     }
 }

@@ -59,22 +59,34 @@ async fn store_uploads(ctx: &Context<'_>, uploads: &[Upload]) -> Result<Vec<Phot
         let value = upload.value(ctx).map_err(internal)?;
         let max = limits.max_upload_bytes as u64;
         // Scanned as it arrived (a multipart request), or read now.
-        let verdict = match ctx.data_opt::<Scanned>().and_then(|scanned| scanned.of(upload)) {
-            Some(arrival) => arrival.finish(value.content, max),
-            None => media::photo::check(value.content, max).await,
+        let (verdict, streamed) = match ctx.data_opt::<Scanned>().and_then(|scanned| scanned.of(upload)) {
+            Some(arrival) => {
+                let streamed = arrival.streamed();
+                (arrival.finish(value.content, max), streamed)
+            }
+            None => (media::photo::check(value.content, max).await, None),
         };
         let photo = verdict.map_err(|refusal| match refusal {
             media::Rejection::Unreadable(err) => internal(err),
             refusal => coded("BAD_USER_INPUT", format!("file {index} ({}): {refusal}", value.filename)),
         })?;
-        checked.push(photo);
+        checked.push((photo, streamed));
     }
     let mut stored = Vec::with_capacity(checked.len());
-    for photo in checked {
-        let key = media::photo::new_key(photo.kind);
+    for (photo, streamed) in checked {
         let started = std::time::Instant::now();
-        let put = state.media.put(&key, photo).await;
-        metrics::histogram!("pointstream_photo_put_seconds", "store" => state.media.kind())
+        let (put, via) = match streamed {
+            // Put while it arrived: only its last byte is left to send.
+            Some(streamed) => match streamed.complete(&photo).await {
+                Ok(record) => (Ok(record), "arrival"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "a photo put as it arrived failed; putting it again from its file");
+                    (state.media.put(&media::photo::new_key(photo.kind), photo).await, "file")
+                }
+            },
+            None => (state.media.put(&media::photo::new_key(photo.kind), photo).await, "file"),
+        };
+        metrics::histogram!("pointstream_photo_put_seconds", "store" => state.media.kind(), "from" => via)
             .record(started.elapsed().as_secs_f64());
         match put {
             Ok(record) => stored.push(record),

@@ -103,7 +103,7 @@ impl ServerProcess {
     }
 
     /// [`Self::spawn`] with `extra` arguments (`--s3-endpoint`, `--s3-bucket`,
-    /// `--inline-projections`, `--upload-memory-bytes`).
+    /// `--inline-projections`, `--upload-memory-bytes`, `--stream-uploads`).
     pub async fn spawn_with(
         database_url: &str,
         secret: &str,

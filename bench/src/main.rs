@@ -121,6 +121,9 @@ enum Command {
         /// As `pointstream serve --upload-memory-bytes` (0: every upload to a temporary file).
         #[arg(long, default_value_t = api::Limits::default().upload_memory_bytes)]
         upload_memory_bytes: usize,
+        /// As `pointstream serve --stream-uploads` (false: each photo put once it is all in).
+        #[arg(long, default_value_t = api::Limits::default().stream_uploads, action = clap::ArgAction::Set)]
+        stream_uploads: bool,
     },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
@@ -141,6 +144,9 @@ enum Command {
         /// As `pointstream serve --upload-memory-bytes`.
         #[arg(long, default_value_t = api::Limits::default().upload_memory_bytes)]
         upload_memory_bytes: usize,
+        /// As `pointstream serve --stream-uploads`.
+        #[arg(long, default_value_t = api::Limits::default().stream_uploads, action = clap::ArgAction::Set)]
+        stream_uploads: bool,
     },
 }
 
@@ -167,8 +173,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Streams { mysql, redis, events, posts } => {
             streams_bench::run(&mysql, &streams_bench::Options { events, posts, redis }).await
         }
-        Command::Media { mysql, seconds, concurrency, memory_concurrency, upload_memory_bytes } => {
-            let options = media_bench::Options { seconds, concurrency, memory_concurrency, upload_memory_bytes };
+        Command::Media { mysql, seconds, concurrency, memory_concurrency, upload_memory_bytes, stream_uploads } => {
+            let options =
+                media_bench::Options { seconds, concurrency, memory_concurrency, upload_memory_bytes, stream_uploads };
             media_bench::run(&mysql, &options).await
         }
         Command::ApiServer {
@@ -179,9 +186,10 @@ async fn main() -> anyhow::Result<()> {
             s3_bucket,
             inline_projections,
             upload_memory_bytes,
+            stream_uploads,
         } => {
             let photos = api_server::Photos { s3_endpoint, s3_bucket };
-            let limits = api::Limits { upload_memory_bytes, ..api::Limits::default() };
+            let limits = api::Limits { upload_memory_bytes, stream_uploads, ..api::Limits::default() };
             api_server::serve(&database_url, &secret, max_connections, photos, &inline_projections, limits).await
         }
     }

@@ -33,6 +33,8 @@ pub struct Options {
     pub memory_concurrency: usize,
     /// The server's `--upload-memory-bytes`.
     pub upload_memory_bytes: usize,
+    /// The server's `--stream-uploads`.
+    pub stream_uploads: bool,
 }
 
 const MIB: usize = 1 << 20;
@@ -155,6 +157,8 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
         bucket.clone(),
         "--upload-memory-bytes".to_string(),
         options.upload_memory_bytes.to_string(),
+        "--stream-uploads".to_string(),
+        options.stream_uploads.to_string(),
     ];
     let server =
         Arc::new(ServerProcess::spawn_with(database_url, &secret, store_config.max_connections, &extra).await?);
@@ -225,6 +229,9 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
         let cpu_per_upload = (uploads > 0.0).then(|| cpu.div_f64(uploads));
         inside.push((concurrency, before.means_until(&after), cpu_per_upload));
     }
+    let metrics = http.get(&metrics_url).send().await?.error_for_status()?.text().await?;
+    let puts = |from: &str| histogram_totals(&metrics, "pointstream_photo_put_seconds", from).map_or(0.0, |(_, n)| n);
+    let put_counts = (puts("from=\"arrival\""), puts("from=\"file\""));
     let server = Arc::into_inner(server).context("the server handle is still shared")?;
     server.stop().await?;
 
@@ -237,6 +244,15 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
         "The server holds a request's uploads in memory up to {} bytes (`--upload-memory-bytes`; 0: every upload \
          goes through a temporary file).",
         options.upload_memory_bytes
+    );
+    println!();
+    println!(
+        "A request's only photo {} (`--stream-uploads {}`); of the (b) uploads, {} were put while they arrived \
+         and {} once they were all in.",
+        if options.stream_uploads { "goes on to S3 while it arrives" } else { "is put once it is all in" },
+        options.stream_uploads,
+        put_counts.0,
+        put_counts.1,
     );
     println!();
     println!(

@@ -360,7 +360,9 @@ where
     S: Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
-    let opening = Opening(Arc::new(Mutex::new(Some(Vec::new()))));
+    // Recorded only where a file may go on to the store as it arrives.
+    let recording = (media.is_some() && declared.is_some()).then(Vec::new);
+    let opening = Opening(Arc::new(Mutex::new(recording)));
     let (recorder, bound) = (opening.clone(), Opening::bound(limits));
     let body = body.map(move |chunk| {
         if let Ok(chunk) = &chunk {

@@ -361,6 +361,7 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
     // Recorded only where a file may go on to the store as it arrives.
+    let media = media.filter(|media| media.streams());
     let recording = (media.is_some() && declared.is_some()).then(Vec::new);
     let opening = Opening(Arc::new(Mutex::new(recording)));
     let (recorder, bound) = (opening.clone(), Opening::bound(limits));

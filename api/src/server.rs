@@ -87,11 +87,11 @@ fn refused(status: StatusCode, message: impl Into<String>) -> poem::Response {
 /// `operations` and `map` parts of up to `max_body_bytes` each, and at most
 /// `max_uploads` files of up to `max_upload_bytes`, held in memory within
 /// `uploads` or streamed to temporary files, the only one also put into
-/// `media` as it arrives where it can be.
+/// `media` (if given) as it arrives where it can be.
 async fn read_request(
     limits: &Limits,
     uploads: &UploadMemory,
-    media: &media::MediaStore,
+    media: Option<&media::MediaStore>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<async_graphql::Request, poem::Response> {
@@ -118,7 +118,7 @@ async fn read_request(
             declared,
             limits,
             uploads,
-            limits.stream_uploads.then_some(media),
+            media.filter(|_| limits.stream_uploads),
         )
         .await
         {
@@ -144,16 +144,18 @@ async fn read_request(
 #[handler]
 async fn graphql(http: Data<&Http>, headers: &HeaderMap, body: Body) -> poem::Response {
     let started = std::time::Instant::now();
-    let request = match read_request(&http.state.limits, &http.uploads, &http.state.media, headers, body).await {
-        Ok(request) => request,
-        Err(refusal) => return refusal,
-    };
     let caller = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         None => Caller::Anonymous,
         Some(value) => match auth::from_header(&http.secret, value) {
             Ok(claims) => Caller::Authenticated(claims),
             Err(reason) => Caller::Refused(reason),
         },
+    };
+    // Only a caller who may upload at all has a photo put into S3 as it arrives.
+    let media = matches!(caller, Caller::Authenticated(_)).then_some(&http.state.media);
+    let request = match read_request(&http.state.limits, &http.uploads, media, headers, body).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
     };
     let loaders = Loaders::new(http.state.store.db(), true);
     let response = http.schema.execute(request.data(caller).data(loaders)).await;

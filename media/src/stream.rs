@@ -12,6 +12,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use aws_sdk_s3::config::StalledStreamProtectionConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use domain::values::PhotoKey;
@@ -37,9 +38,18 @@ pub struct StreamingPut {
     feed: Option<mpsc::Sender<Bytes>>,
     last: Option<Bytes>,
     put: Option<JoinHandle<Result<(), MediaError>>>,
+    /// How the put ended, if S3 answered before it was completed.
+    ended: Option<Result<(), MediaError>>,
+    /// Whether its outcome is counted (`pointstream_uploads_streamed_total`).
+    counted: bool,
 }
 
 impl MediaStore {
+    /// Whether this store takes a photo's bytes before it knows them all (S3).
+    pub fn streams(&self) -> bool {
+        matches!(self, MediaStore::S3(_))
+    }
+
     /// Starts putting a `kind` photo of exactly `length` bytes under a fresh
     /// key, where the store can take bytes before it knows them all (S3).
     pub fn stream(&self, kind: PhotoKind, length: u64) -> Option<StreamingPut> {
@@ -61,14 +71,32 @@ impl StreamingPut {
             .key(key.as_str())
             .content_type(kind.content_type())
             .content_length(i64::try_from(length).unwrap_or(i64::MAX))
-            .body(ByteStream::from_body_1_x(Pieces { pieces, left: length }));
+            .body(ByteStream::from_body_1_x(Pieces { pieces, left: length }))
+            .customize()
+            // A body that waits (for the client's next piece, for the
+            // mutation's checks) is no stalled server: the put ends when it
+            // is dropped, or when S3 gives up on the idle connection.
+            .config_override(
+                aws_sdk_s3::config::Builder::new().stalled_stream_protection(StalledStreamProtectionConfig::disabled()),
+            )
+            // Unsigned, as every put of an upload: its SHA-256 is taken as it arrives.
+            .disable_payload_signing();
         let name = key.as_str().to_string();
         let put = tokio::spawn(async move {
-            // Unsigned, as every put of an upload: its SHA-256 is taken as it arrives.
-            request.customize().disable_payload_signing().send().await.map_err(|e| failed("put", &name, e))?;
+            request.send().await.map_err(|e| failed("put", &name, e))?;
             Ok(())
         });
-        StreamingPut { key, kind, length, taken: 0, feed: Some(feed), last: None, put: Some(put) }
+        StreamingPut {
+            key,
+            kind,
+            length,
+            taken: 0,
+            feed: Some(feed),
+            last: None,
+            put: Some(put),
+            ended: None,
+            counted: false,
+        }
     }
 
     /// The key the photo goes under.
@@ -78,7 +106,7 @@ impl StreamingPut {
 
     /// Passes the next piece of the upload on; waits while S3 is behind.
     /// `false`: the put cannot take it (the upload runs past its length, or
-    /// the put failed) and is to be dropped.
+    /// S3 answered already) and is to be dropped.
     pub async fn send(&mut self, piece: Bytes) -> bool {
         let taken = self.taken + piece.len() as u64;
         if taken > self.length || self.last.is_some() {
@@ -92,10 +120,27 @@ impl StreamingPut {
         } else {
             piece
         };
-        match &self.feed {
-            Some(feed) if piece.is_empty() => !feed.is_closed(),
-            Some(feed) => feed.send(piece).await.is_ok(),
-            None => false,
+        self.pass(piece).await
+    }
+
+    /// Queues `piece` for the put, unless the put ends first (S3 answered
+    /// before taking every byte, or stopped reading and then answered).
+    async fn pass(&mut self, piece: Bytes) -> bool {
+        let (Some(feed), Some(put)) = (&self.feed, &mut self.put) else { return false };
+        if piece.is_empty() {
+            return !put.is_finished();
+        }
+        let outcome = tokio::select! {
+            sent = feed.send(piece) => Ok(sent.is_ok()),
+            ended = put => Err(joined(ended)),
+        };
+        match outcome {
+            Ok(sent) => sent,
+            Err(ended) => {
+                self.put = None;
+                self.ended = Some(ended);
+                false
+            }
         }
     }
 
@@ -108,25 +153,35 @@ impl StreamingPut {
     /// the event records about `photo`, the checked upload whose bytes these
     /// were.
     pub async fn complete(mut self, photo: &CheckedPhoto) -> Result<domain::Photo, MediaError> {
-        let abandoned = |reason: &str| MediaError::Storage {
+        let stored = self.finish(photo).await;
+        self.count(if stored.is_ok() { "stored" } else { "failed" });
+        stored
+    }
+
+    async fn finish(&mut self, photo: &CheckedPhoto) -> Result<domain::Photo, MediaError> {
+        let refused = |key: &PhotoKey, reason: &str| MediaError::Storage {
             operation: "put",
-            key: self.key.as_str().to_string(),
+            key: key.as_str().to_string(),
             reason: reason.to_string(),
         };
         if photo.size != self.length || photo.kind != self.kind {
-            return Err(abandoned("the upload is not the one this put was started for"));
+            return Err(refused(&self.key, "the upload is not the one this put was started for"));
         }
-        let (Some(last), Some(feed), Some(put)) = (self.last.take(), self.feed.take(), self.put.take()) else {
-            return Err(abandoned("the upload did not arrive whole"));
+        let Some(last) = self.last.take() else {
+            return Err(refused(&self.key, "the upload did not arrive whole"));
         };
-        if feed.send(last).await.is_err() {
-            // The put ended early: its own error says why.
-            drop(feed);
-            return Err(joined(put.await).err().unwrap_or_else(|| abandoned("S3 answered before the last byte")));
+        let sent = self.pass(last).await;
+        // The body ends here: after its last byte, or short of it.
+        self.feed = None;
+        let ended = match (self.ended.take(), self.put.take()) {
+            (Some(ended), _) => ended,
+            (None, Some(put)) => joined(put.await),
+            (None, None) => Err(refused(&self.key, "the put had ended")),
+        };
+        ended?;
+        if !sent {
+            return Err(refused(&self.key, "S3 answered before the last byte"));
         }
-        drop(feed);
-        joined(put.await)?;
-        metrics::counter!("pointstream_uploads_streamed_total", "outcome" => "stored").increment(1);
         Ok(domain::Photo {
             key: self.key.clone(),
             content_type: self.kind.content_type().to_string(),
@@ -134,10 +189,17 @@ impl StreamingPut {
             sha256: photo.sha256.clone(),
         })
     }
+
+    /// Counts the put's outcome, once.
+    fn count(&mut self, outcome: &'static str) {
+        if !std::mem::replace(&mut self.counted, true) {
+            metrics::counter!("pointstream_uploads_streamed_total", "outcome" => outcome).increment(1);
+        }
+    }
 }
 
 fn joined(put: Result<Result<(), MediaError>, tokio::task::JoinError>) -> Result<(), MediaError> {
-    put.map_err(|e| MediaError::Io(std::io::Error::other(e)))?
+    put.map_err(|e| MediaError::Io(std::io::Error::other(format!("the put's task: {e}"))))?
 }
 
 impl Drop for StreamingPut {
@@ -146,8 +208,8 @@ impl Drop for StreamingPut {
             // Short of its length, the body ends in an error: S3 stores nothing.
             self.feed = None;
             put.abort();
-            metrics::counter!("pointstream_uploads_streamed_total", "outcome" => "abandoned").increment(1);
         }
+        self.count("abandoned");
     }
 }
 

@@ -187,3 +187,20 @@ async fn a_photo_put_while_it_arrives_is_stored_only_once_completed() {
     let fs = scratch_fs("http://127.0.0.1:8080");
     assert!(fs.stream(checked.kind, JPEG.len() as u64).is_none());
 }
+
+#[tokio::test]
+async fn a_put_held_at_its_last_byte_longer_than_the_sdk_s_stall_grace_still_stores() {
+    let Some(bucket) = bucket().await else { return };
+    let store = bucket.media();
+    let checked = photo::check(upload(PNG), 1 << 20).await.expect("a photo");
+    let mut put = store.stream(checked.kind, PNG.len() as u64).expect("a put");
+    let (first, rest) = PNG.split_at(PNG.len() / 2);
+    assert!(put.send(bytes::Bytes::copy_from_slice(first)).await);
+    // A client that pauses mid-upload, then a slow mutation: the SDK would
+    // call either a stalled server after its 5 s grace period.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(put.send(bytes::Bytes::copy_from_slice(rest)).await);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let stored = put.complete(&checked).await.expect("stored after the pauses");
+    assert_eq!(store.get(stored.key.as_str()).await.expect("reads").bytes.as_ref(), PNG);
+}

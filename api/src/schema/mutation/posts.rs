@@ -74,13 +74,14 @@ async fn store_uploads(ctx: &Context<'_>, uploads: &[Upload]) -> Result<Vec<Phot
     }
     let mut stored = Vec::with_capacity(checked.len());
     for (photo, streamed) in checked {
-        let started = std::time::Instant::now();
+        let mut started = std::time::Instant::now();
         let (put, via) = match streamed {
             // Put while it arrived: only its last byte is left to send.
             Some(streamed) => match streamed.complete(&photo).await {
                 Ok(record) => (Ok(record), "arrival"),
                 Err(err) => {
                     tracing::warn!(error = %err, "a photo put as it arrived failed; putting it again from its file");
+                    started = std::time::Instant::now();
                     (state.media.put(&media::photo::new_key(photo.kind), photo).await, "file")
                 }
             },

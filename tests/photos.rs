@@ -257,6 +257,35 @@ async fn photos_on_the_filesystem_are_uploaded_served_retried_and_removed() {
     photos_are_uploaded_served_retried_and_removed(Photos::fs()).await;
 }
 
+/// A photo of many pieces arrives whole: in S3, put while it arrives.
+async fn a_large_photo_is_stored_whole(photos: Photos) {
+    let app = photos.spawn(&[]);
+    let mut big = JPEG.to_vec();
+    big.resize(600 << 10, 0x5a);
+    let (status, created) = create_post(&app, "p-big", None, &[file("0", "big.jpg", "image/jpeg", &big)]);
+    assert_eq!(status, 200, "{created}");
+    let photo = &created["data"]["createPost"]["post"]["photos"][0];
+    assert_eq!((photo["size"].as_u64(), photo["contentType"].as_str()), (Some(big.len() as u64), Some("image/jpeg")));
+    assert_eq!(photo["sha256"], hex::encode(Sha256::digest(&big)), "{photo}");
+    let (status, _, served) = fetch(photo["url"].as_str().expect("a url")).await;
+    assert!(status == 200 && served == big, "the same {} bytes come back", big.len());
+    let streamed = app.get("/metrics").1.lines().any(|line| {
+        line.starts_with("pointstream_uploads_streamed_total{outcome=\"stored\"} ") && !line.ends_with(" 0")
+    });
+    assert_eq!(streamed, matches!(photos, Photos::S3(_)), "put while it arrived only in S3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_photo_is_stored_whole_in_s3() {
+    let Some(photos) = Photos::s3().await else { return };
+    a_large_photo_is_stored_whole(photos).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_photo_is_stored_whole_on_the_filesystem() {
+    a_large_photo_is_stored_whole(Photos::fs()).await;
+}
+
 async fn bad_uploads_store_nothing(photos: Photos) {
     let app = photos.spawn(&["--max-upload-bytes", "4096", "--max-uploads", "2", "--max-body-bytes", "2048"]);
     let head = app.head();

@@ -136,7 +136,7 @@ impl UploadMemory {
 pub struct Arrival {
     scan: Scan,
     held: Option<Arc<OwnedSemaphorePermit>>,
-    streamed: Option<Arc<Mutex<Option<StreamingPut>>>>,
+    streamed: Arc<Mutex<Option<StreamingPut>>>,
 }
 
 impl Arrival {
@@ -155,7 +155,7 @@ impl Arrival {
     /// The put that took every byte of the upload as it arrived, waiting to
     /// be completed; the first use of an upload mapped to several takes it.
     pub fn streamed(&self) -> Option<StreamingPut> {
-        self.streamed.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.streamed.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -213,22 +213,22 @@ fn last_part_length(declared: u64, start: usize, boundary: &str) -> Option<u64> 
 }
 
 /// Whether a file goes on to the store while it arrives.
-enum Onward {
+enum Onward<'a> {
     /// It does not.
     Off,
-    /// It may, once its first bytes show a photo: its expected length, and
-    /// the pieces that came until then.
-    Waiting { length: u64, pieces: Vec<Bytes> },
+    /// It may, once its first bytes show a photo: the store, the expected
+    /// length, and the pieces that came until then.
+    Waiting { media: &'a MediaStore, length: u64, pieces: Vec<Bytes> },
     /// It does.
     Going(StreamingPut),
 }
 
-impl Onward {
+impl Onward<'_> {
     /// Passes the file's next piece on (or keeps it until the kind is known).
-    async fn take(&mut self, piece: &Bytes, scan: &Scan, media: &MediaStore) {
+    async fn take(&mut self, piece: &Bytes, scan: &Scan) {
         match self {
             Onward::Off => {}
-            Onward::Waiting { length, pieces } => {
+            Onward::Waiting { media, length, pieces } => {
                 pieces.push(piece.clone());
                 let started = match scan.kind() {
                     Some(kind) => media.stream(kind, *length),
@@ -403,10 +403,10 @@ where
                 let opened = opening.close();
                 let only = files.is_empty() && map.as_ref().is_some_and(|map: &HashMap<_, _>| map.len() == 1);
                 let mut onward = match (media, declared) {
-                    (Some(_), Some(declared)) if only => data_start(&opened, &boundary, parts - 1)
+                    (Some(media), Some(declared)) if only => data_start(&opened, &boundary, parts - 1)
                         .and_then(|start| last_part_length(declared, start, &boundary))
                         .filter(|length| *length <= limits.max_upload_bytes as u64)
-                        .map_or(Onward::Off, |length| Onward::Waiting { length, pieces: Vec::new() }),
+                        .map_or(Onward::Off, |length| Onward::Waiting { media, length, pieces: Vec::new() }),
                     _ => Onward::Off,
                 };
                 let mut spool = Spool::new(memory, declared).map_err(malformed)?;
@@ -414,13 +414,11 @@ where
                 while let Some(chunk) = field.chunk().await.map_err(refusal(limits))? {
                     scan.update(&chunk);
                     spool.write(&chunk).map_err(malformed)?;
-                    if let Some(media) = media {
-                        onward.take(&chunk, &scan, media).await;
-                    }
+                    onward.take(&chunk, &scan).await;
                 }
                 let (content, held) = spool.finish().map_err(malformed)?;
                 let upload = UploadValue { filename, content_type, content };
-                let streamed = onward.finish().map(|put| Arc::new(Mutex::new(Some(put))));
+                let streamed = Arc::new(Mutex::new(onward.finish()));
                 files.push((name, upload, Arrival { scan, held: held.map(Arc::new), streamed }));
             }
             other => {

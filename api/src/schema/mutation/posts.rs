@@ -75,17 +75,23 @@ async fn store_uploads(ctx: &Context<'_>, uploads: &[Upload]) -> Result<Vec<Phot
     let mut stored = Vec::with_capacity(checked.len());
     for (photo, streamed) in checked {
         let mut started = std::time::Instant::now();
-        let (put, via) = match streamed {
-            // Put while it arrived: only its last byte is left to send.
-            Some(streamed) => match streamed.complete(&photo).await {
-                Ok(record) => (Ok(record), "arrival"),
-                Err(err) => {
+        // Put while it arrived: only its last byte is left to send.
+        let completed = match streamed {
+            Some(streamed) => streamed
+                .complete(&photo)
+                .await
+                .inspect_err(|err| {
                     tracing::warn!(error = %err, "a photo put as it arrived failed; putting it again from its file");
-                    started = std::time::Instant::now();
-                    (state.media.put(&media::photo::new_key(photo.kind), photo).await, "file")
-                }
-            },
-            None => (state.media.put(&media::photo::new_key(photo.kind), photo).await, "file"),
+                })
+                .ok(),
+            None => None,
+        };
+        let (put, via) = match completed {
+            Some(record) => (Ok(record), "arrival"),
+            None => {
+                started = std::time::Instant::now();
+                (state.media.put(&media::photo::new_key(photo.kind), photo).await, "file")
+            }
         };
         metrics::histogram!("pointstream_photo_put_seconds", "store" => state.media.kind(), "from" => via)
             .record(started.elapsed().as_secs_f64());

@@ -10,13 +10,16 @@
 //! use cqrs_es::test::TestFramework;
 //! use pointstream_domain::{InMemoryDirectory, Member, MemberCommand, MemberEvent, values::*};
 //!
-//! let member = MemberId::parse("ann").unwrap();
-//! let handle = Handle::parse("ann").unwrap();
-//! let display_name = DisplayName::parse("Ann").unwrap();
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let member = MemberId::parse("ann")?;
+//! let handle = Handle::parse("ann")?;
+//! let display_name = DisplayName::parse("Ann")?;
 //! TestFramework::<Member>::with(InMemoryDirectory::default().services())
 //!     .given_no_previous_events()
 //!     .when(MemberCommand::Register { member: member.clone(), handle: handle.clone(), display_name: display_name.clone() })
 //!     .then_expect_events(vec![MemberEvent::MemberRegistered { member, handle, display_name }]);
+//! # Ok(())
+//! # }
 //! ```
 
 pub mod directory;

@@ -36,6 +36,10 @@ struct Cli {
     /// Take a snapshot of an aggregate every this many events.
     #[arg(long, env = "POINTSTREAM_SNAPSHOT_EVERY", default_value_t = 100, global = true)]
     snapshot_every: u64,
+    /// On MySQL, send each append's statements as one script (one round
+    /// trip) when it can; false for a proxy that refuses multi-statement queries.
+    #[arg(long, env = "POINTSTREAM_APPEND_SCRIPTS", default_value_t = EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set, global = true)]
+    append_scripts: bool,
     /// Projector lease lifetime in milliseconds: how soon a dead projector is taken over.
     #[arg(long, env = "POINTSTREAM_LEASE_TTL_MS", default_value_t = 10_000, global = true)]
     lease_ttl_ms: u64,
@@ -296,6 +300,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     let config = EventStoreConfig {
         snapshot_every: cli.snapshot_every,
+        append_scripts: cli.append_scripts,
         follow_interval: Duration::from_millis(cli.follow_interval_ms.max(1)),
         ..EventStoreConfig::default()
     };

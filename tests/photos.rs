@@ -213,14 +213,7 @@ async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
         Photos::S3(_) => "s3",
         Photos::Fs(_) => "filesystem",
     };
-    let counted = |name: &str, labels: &[&str]| -> f64 {
-        metrics
-            .lines()
-            .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
-            .filter(|line| labels.iter().all(|label| line.contains(label)))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let counted = |name: &str, labels: &[&str]| app::counted(&metrics, name, labels);
     let store_label = format!("store=\"{store}\"");
     for (name, labels) in [
         ("pointstream_upload_receive_seconds_count", vec![]),

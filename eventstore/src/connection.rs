@@ -69,11 +69,17 @@ pub fn padded_chunks<T>(items: &[T], max: usize) -> Vec<Vec<&T>> {
 /// keeps: it runs the log's inserts and every inline projection's statements.
 const WRITER_STATEMENT_CACHE: usize = 1024;
 
-/// The isolation level of the group commit's own MySQL connections. Inline
-/// projections read their rows after locking their checkpoints, one
-/// projection after another in one transaction; under REPEATABLE READ the
-/// first read would fix a snapshot older than a later lock.
-const WRITER_ISOLATION: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
+/// The session of the group commit's own MySQL connections.
+///
+/// READ COMMITTED: inline projections read their rows after locking their
+/// checkpoints, one projection after another in one transaction; under
+/// REPEATABLE READ the first read would fix a snapshot older than a later lock.
+///
+/// Strict mode for every table: a script's checks fail their statement by
+/// assigning NULL to a `NOT NULL` column (`crate::script::fails_unless`),
+/// which outside strict mode would store a zero instead.
+const WRITER_SESSION: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+                              SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')";
 
 /// Opens a pool for `url`. SQLite files are created if missing and run in WAL
 /// mode; MySQL pools hold up to `max_connections`.
@@ -110,7 +116,7 @@ async fn connect_with(url: &str, max_connections: u32, writer: bool) -> Result<D
             options.map_sqlx_mysql_pool_opts(|pool| {
                 pool.test_before_acquire(false).after_connect(|connection, _| {
                     Box::pin(
-                        async move { sea_orm::sqlx::Executor::execute(connection, WRITER_ISOLATION).await.map(|_| ()) },
+                        async move { sea_orm::sqlx::Executor::execute(connection, WRITER_SESSION).await.map(|_| ()) },
                     )
                 })
             });

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::log;
 use crate::recent::RecentEvents;
 use crate::record::RecordedEvent;
+use crate::script::Script;
 
 /// A projection kept up to date inside every append transaction of this process.
 #[async_trait]
@@ -32,6 +33,18 @@ pub trait InlineProjection: Send + Sync + 'static {
     /// Brings the projection up to the last event of `batch`, in `batch`'s
     /// transaction. Writes nothing unless it answers [`Projected::Written`].
     async fn project(&self, batch: &InlineBatch<'_>) -> Result<Projected, DbErr>;
+
+    /// What [`project`](Self::project) would write for `batch`, as a script
+    /// that needs no answer (see [`crate::script`]), if the projection can
+    /// tell without reading anything: its rows are in memory (or do not
+    /// exist yet) and its checkpoint is where it left it. The script fails, and the append with
+    /// it, if the checkpoint is not there after all. `None`: the append
+    /// runs statement by statement and calls [`project`](Self::project)
+    /// (the default).
+    fn script(&self, batch: &ScriptBatch<'_>) -> Option<(Projected, Script)> {
+        let _ = batch;
+        None
+    }
 
     /// The transaction of the last batch [`project`](Self::project)ed
     /// committed (it is not called when it did not).
@@ -97,6 +110,22 @@ impl InlineBatch<'_> {
     }
 }
 
+/// One group commit as a scripted inline projection sees it (no transaction
+/// to read in: the script runs later, in one round trip).
+pub struct ScriptBatch<'a> {
+    /// The batch's events, positions assigned, in order.
+    pub events: &'a [RecordedEvent],
+    /// As [`InlineBatch::settled_from`].
+    pub settled_from: u64,
+}
+
+impl ScriptBatch<'_> {
+    /// Position of the batch's last event.
+    pub fn last(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.position)
+    }
+}
+
 /// A registered inline projection and what this process knows of it.
 pub(crate) struct Inline {
     pub projection: Arc<dyn InlineProjection>,
@@ -140,10 +169,18 @@ impl Inline {
         events: &'a [RecordedEvent],
         recent: &'a RecentEvents,
     ) -> InlineBatch<'a> {
+        InlineBatch { txn, events, settled_from: self.settled_from(events), recent }
+    }
+
+    /// The projection's script for `events`, if it can write one.
+    pub(crate) fn script(&self, events: &[RecordedEvent]) -> Option<(Projected, Script)> {
+        self.projection.script(&ScriptBatch { events, settled_from: self.settled_from(events) })
+    }
+
+    fn settled_from(&self, events: &[RecordedEvent]) -> u64 {
         let before = events.first().map_or(0, |e| e.position - 1);
         let known = *self.known();
-        let settled_from = if known.applied == before { known.stored.min(before) } else { before };
-        InlineBatch { txn, events, settled_from, recent }
+        if known.applied == before { known.stored.min(before) } else { before }
     }
 
     /// The batch `(before, last]` committed after `projected`.

@@ -42,6 +42,7 @@ mod outcome;
 mod recent;
 pub mod record;
 pub mod scratch;
+pub mod script;
 mod store;
 pub mod upcast;
 pub mod writer;
@@ -52,8 +53,9 @@ pub use connection::{DEFAULT_DATABASE_URL, connect, migrate, padded_chunks, stat
 pub use directory::StoreDirectory;
 pub use error::{CommandError, EventAddress, EventStoreError};
 pub use execute::{CommandContext, Model};
-pub use inline::{InlineBatch, InlineProjection, Projected};
+pub use inline::{InlineBatch, InlineProjection, Projected, ScriptBatch};
 pub use log::LogFilter;
 pub use outcome::CommandOutcome;
 pub use record::{Metadata, RecordedEvent};
+pub use script::{Script, Unscriptable};
 pub use store::{EventStore, EventStoreConfig, Loaded};

@@ -36,6 +36,10 @@ pub struct EventStoreConfig {
     pub follow_interval: Duration,
     /// Database connections in the pool.
     pub max_connections: u32,
+    /// On MySQL, send an append's statements as one script when it can
+    /// (see `writer`); false: always one statement at a time (for a proxy
+    /// in front of MySQL that refuses multi-statement queries, say).
+    pub append_scripts: bool,
 }
 
 impl Default for EventStoreConfig {
@@ -46,6 +50,7 @@ impl Default for EventStoreConfig {
             max_attempts: 5,
             follow_interval: Duration::from_millis(100),
             max_connections: 16,
+            append_scripts: true,
         }
     }
 }
@@ -133,11 +138,16 @@ impl EventStore {
         match writer_url {
             Some(url) => {
                 let (inline, recent, head) = (inline.clone(), recent.clone(), head.clone());
-                writer::spawn_thread(url.to_string(), inline, recent, requests, head).await?;
+                writer::spawn_thread(url.to_string(), inline, recent, requests, head, config.append_scripts).await?;
             }
             None => {
-                let sink =
-                    Sink { db: db.clone(), inline: inline.clone(), recent: recent.clone(), read_committed: false };
+                let sink = Sink {
+                    db: db.clone(),
+                    inline: inline.clone(),
+                    recent: recent.clone(),
+                    read_committed: false,
+                    scripts: false,
+                };
                 tokio::spawn(writer::run(sink, requests, head.clone()));
             }
         }

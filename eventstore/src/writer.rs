@@ -8,6 +8,12 @@
 //! back) and a reader never sees position `p + 1` before `p`. Batching many
 //! commands into one transaction amortises the lock and the commit's fsync.
 //!
+//! On MySQL a batch goes as one [`Script`] when it can: BEGIN, every statement
+//! in one round trip, COMMIT ([`commit_scripted`]). The script guesses the
+//! head (where this process's last append left it) and each inline
+//! projection's checkpoint; a wrong guess fails it, and the batch is then
+//! appended statement by statement ([`commit`]), which reads what it must.
+//!
 //! When a batch fails on a unique key (a concurrent writer in another process
 //! took a sequence, a claim or a command id), each request of the batch is
 //! retried alone so that every command gets its own verdict.
@@ -24,11 +30,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use migrations::tables::{Claims, CommandLog, Events, Snapshots};
 
 use crate::connection::statement_chunks;
-use crate::inline::Inline;
+use crate::inline::{Inline, Projected};
 use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
 use crate::recent::RecentEvents;
 use crate::record::RecordedEvent;
+use crate::script::{Script, fails_unless};
+
+/// Counter of group commits, by `path`: `script` (one round trip for every
+/// statement) or `statements` (one round trip each).
+pub const GROUP_COMMITS: &str = "pointstream_group_commits_total";
+/// Counter of scripts that failed and were rolled back, their batch then
+/// appended statement by statement (another process appended meanwhile,
+/// a projection's checkpoint moved behind this process, a conflict).
+pub const SCRIPTS_ROLLED_BACK: &str = "pointstream_group_commit_scripts_rolled_back_total";
 
 /// One event ready to be stored (position still to come).
 #[derive(Debug, Clone)]
@@ -96,6 +111,9 @@ pub(crate) struct Sink {
     /// The connections run READ COMMITTED already (the group commit's own
     /// MySQL pool); otherwise each MySQL append with inline projections asks for it.
     pub read_committed: bool,
+    /// Appends may go as one [`Script`]: the group commit's own MySQL
+    /// connections, which run in strict mode, unless configured otherwise.
+    pub scripts: bool,
 }
 
 impl Sink {
@@ -118,6 +136,7 @@ pub(crate) async fn spawn_thread(
     recent: Arc<RecentEvents>,
     requests: mpsc::Receiver<AppendRequest>,
     head: Arc<watch::Sender<u64>>,
+    scripts: bool,
 ) -> Result<(), crate::error::EventStoreError> {
     let (connected, ready) = oneshot::channel();
     std::thread::Builder::new()
@@ -136,7 +155,7 @@ pub(crate) async fn spawn_thread(
                 match crate::connection::connect_writer(&url, WRITER_CONNECTIONS).await {
                     Ok(db) => {
                         let _ = connected.send(Ok(()));
-                        run(Sink { db, inline, recent, read_committed: true }, requests, head).await;
+                        run(Sink { db, inline, recent, read_committed: true, scripts }, requests, head).await;
                     }
                     Err(err) => {
                         let _ = connected.send(Err(err));
@@ -157,12 +176,25 @@ pub(crate) async fn run(sink: Sink, mut requests: mpsc::Receiver<AppendRequest>,
     let db = &sink.db;
     let recent = &sink.recent;
     let mut batch = Vec::with_capacity(MAX_REQUESTS_PER_BATCH);
+    // Where this process's last append left the log's head, while no append
+    // has failed since: the guess a script starts from.
+    let mut head_was: Option<u64> = None;
     while requests.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH).await > 0 {
         let inline = sink.inline();
         let inline = Projections { inline: &inline, read_committed: sink.read_committed };
-        let batch_result = commit(db, &batch, inline, recent).await;
+        let scripted = match head_was.filter(|_| sink.scripts) {
+            Some(was) => commit_scripted(db, &batch, inline, recent, was).await,
+            None => Ok(None),
+        };
+        let batch_result = match scripted {
+            Ok(Some(outcomes)) => Ok(outcomes),
+            Ok(None) => commit(db, &batch, inline, recent).await,
+            Err(err) => Err(err),
+        };
+        head_was = None;
         match batch_result {
             Ok(outcomes) => {
+                head_was = outcomes.iter().map(|o| o.last_position).max();
                 publish(&head, &outcomes);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
@@ -351,6 +383,163 @@ async fn reserve(txn: &impl ConnectionTrait, count: u64) -> Result<u64, DbErr> {
     }
 }
 
+/// A batch laid out at its positions: each request's outcome and each
+/// event's row.
+struct Layout<'a> {
+    outcomes: Vec<CommandOutcome>,
+    events: Vec<(u64, &'a NewEvent)>,
+}
+
+impl<'a> Layout<'a> {
+    /// `batch`'s events at positions from `first` on, in order.
+    fn new(batch: &'a [AppendRequest], first: u64) -> Self {
+        let mut next = first;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        for request in batch {
+            let first = next;
+            for event in &request.events {
+                events.push((next, event));
+                next += 1;
+            }
+            let last_event = request.events.last();
+            outcomes.push(CommandOutcome {
+                command_id: request.command.as_ref().map(|c| c.command_id.clone()).unwrap_or_default(),
+                aggregate_type: last_event.map(|e| e.aggregate_type.to_string()).unwrap_or_default(),
+                aggregate_id: last_event.map(|e| e.aggregate_id.clone()).unwrap_or_default(),
+                sequence: last_event.map_or(0, |e| e.sequence),
+                first_position: first,
+                last_position: next - 1,
+                replayed: false,
+            });
+        }
+        Layout { outcomes, events }
+    }
+
+    /// The batch's events as recorded.
+    fn recorded(&self) -> Vec<RecordedEvent> {
+        self.events
+            .iter()
+            .map(|(position, e)| RecordedEvent {
+                position: *position,
+                aggregate_type: e.aggregate_type.to_string(),
+                aggregate_id: e.aggregate_id.clone(),
+                sequence: e.sequence,
+                event_type: e.event_type.clone(),
+                event_version: e.event_version,
+                payload: e.payload.clone(),
+                metadata: e.metadata.clone(),
+                recorded_at_us: e.recorded_at_us,
+                hash: e.hash.clone(),
+            })
+            .collect()
+    }
+
+    /// The inserts of the events, command-log rows, claims and snapshots of
+    /// `batch` (laid out here), in statements of a few fixed sizes.
+    fn inserts(&self, batch: &[AppendRequest], now_us: i64) -> Result<Vec<InsertStatement>, DbErr> {
+        let mut statements = Vec::new();
+        let mut events = Query::insert();
+        events.into_table(Events::Table).columns(EVENT_COLUMNS);
+        let rows = self
+            .events
+            .iter()
+            .map(|(position, e)| {
+                vec![
+                    (*position as i64).into(),
+                    e.aggregate_type.into(),
+                    e.aggregate_id.as_str().into(),
+                    (e.sequence as i64).into(),
+                    e.event_type.as_str().into(),
+                    (e.event_version as i32).into(),
+                    e.payload.as_str().into(),
+                    e.metadata.as_str().into(),
+                    e.recorded_at_us.into(),
+                    e.hash.as_str().into(),
+                ]
+            })
+            .collect();
+        chunked(&mut statements, &events, rows)?;
+
+        let mut commands = Query::insert();
+        commands.into_table(CommandLog::Table).columns([
+            CommandLog::CommandId,
+            CommandLog::Fingerprint,
+            CommandLog::AggregateType,
+            CommandLog::AggregateId,
+            CommandLog::Outcome,
+            CommandLog::RecordedAtUs,
+        ]);
+        let mut rows = Vec::new();
+        for (request, outcome) in batch.iter().zip(&self.outcomes) {
+            if let Some(command) = &request.command {
+                let json = serde_json::to_string(outcome).map_err(|e| DbErr::Custom(e.to_string()))?;
+                rows.push(vec![
+                    command.command_id.as_str().into(),
+                    command.fingerprint.as_str().into(),
+                    outcome.aggregate_type.as_str().into(),
+                    outcome.aggregate_id.as_str().into(),
+                    json.into(),
+                    now_us.into(),
+                ]);
+            }
+        }
+        chunked(&mut statements, &commands, rows)?;
+
+        let mut claims = Query::insert();
+        claims.into_table(Claims::Table).columns([
+            Claims::Kind,
+            Claims::ClaimKey,
+            Claims::AggregateType,
+            Claims::AggregateId,
+        ]);
+        let mut rows = Vec::new();
+        for (request, outcome) in batch.iter().zip(&self.outcomes) {
+            for claim in &request.claims {
+                rows.push(vec![
+                    claim.kind.into(),
+                    claim.key.as_str().into(),
+                    outcome.aggregate_type.as_str().into(),
+                    outcome.aggregate_id.as_str().into(),
+                ]);
+            }
+        }
+        chunked(&mut statements, &claims, rows)?;
+
+        let mut snapshots = Query::insert();
+        snapshots
+            .into_table(Snapshots::Table)
+            .columns([
+                Snapshots::AggregateType,
+                Snapshots::AggregateId,
+                Snapshots::Sequence,
+                Snapshots::State,
+                Snapshots::Hash,
+                Snapshots::TakenAtUs,
+            ])
+            .on_conflict(
+                OnConflict::columns([Snapshots::AggregateType, Snapshots::AggregateId])
+                    .update_columns([Snapshots::Sequence, Snapshots::State, Snapshots::Hash, Snapshots::TakenAtUs])
+                    .to_owned(),
+            );
+        let mut rows = Vec::new();
+        for (request, outcome) in batch.iter().zip(&self.outcomes) {
+            if let Some(snapshot) = &request.snapshot {
+                rows.push(vec![
+                    outcome.aggregate_type.as_str().into(),
+                    outcome.aggregate_id.as_str().into(),
+                    (snapshot.sequence as i64).into(),
+                    snapshot.state.as_str().into(),
+                    snapshot.hash.as_str().into(),
+                    now_us.into(),
+                ]);
+            }
+        }
+        chunked(&mut statements, &snapshots, rows)?;
+        Ok(statements)
+    }
+}
+
 /// Appends every request of `batch` in one transaction, with the inline
 /// projections' rows, and notes its events in `recent`; its outcomes.
 async fn commit(
@@ -359,167 +548,116 @@ async fn commit(
     projections: Projections<'_>,
     recent: &RecentEvents,
 ) -> Result<Vec<CommandOutcome>, DbErr> {
-    let inline = projections.inline;
     let count: u64 = batch.iter().map(|r| r.events.len() as u64).sum();
     let txn = projections.begin(db).await?;
     let head = reserve(&txn, count).await?;
-    let mut next = head + 1 - count;
-    let now_us = crate::clock::now_us();
-
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut event_rows = Vec::with_capacity(count as usize);
-    for request in batch {
-        let first = next;
-        for event in &request.events {
-            event_rows.push((next, event));
-            next += 1;
-        }
-        let last_event = request.events.last();
-        outcomes.push(CommandOutcome {
-            command_id: String::new(),
-            aggregate_type: last_event.map(|e| e.aggregate_type.to_string()).unwrap_or_default(),
-            aggregate_id: last_event.map(|e| e.aggregate_id.clone()).unwrap_or_default(),
-            sequence: last_event.map_or(0, |e| e.sequence),
-            first_position: first,
-            last_position: next - 1,
-            replayed: false,
-        });
+    let layout = Layout::new(batch, head + 1 - count);
+    for insert in layout.inserts(batch, crate::clock::now_us())? {
+        txn.execute(&insert).await?;
     }
-
-    let mut events = Query::insert();
-    events.into_table(Events::Table).columns(EVENT_COLUMNS);
-    let rows = event_rows
-        .iter()
-        .map(|(position, e)| {
-            vec![
-                (*position as i64).into(),
-                e.aggregate_type.into(),
-                e.aggregate_id.as_str().into(),
-                (e.sequence as i64).into(),
-                e.event_type.as_str().into(),
-                (e.event_version as i32).into(),
-                e.payload.as_str().into(),
-                e.metadata.as_str().into(),
-                e.recorded_at_us.into(),
-                e.hash.as_str().into(),
-            ]
-        })
-        .collect();
-    insert_rows(&txn, &events, rows).await?;
-
-    let mut commands = Query::insert();
-    commands.into_table(CommandLog::Table).columns([
-        CommandLog::CommandId,
-        CommandLog::Fingerprint,
-        CommandLog::AggregateType,
-        CommandLog::AggregateId,
-        CommandLog::Outcome,
-        CommandLog::RecordedAtUs,
-    ]);
-    let mut rows = Vec::new();
-    for (request, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-        if let Some(command) = &request.command {
-            outcome.command_id.clone_from(&command.command_id);
-            let json = serde_json::to_string(&*outcome).map_err(|e| DbErr::Custom(e.to_string()))?;
-            rows.push(vec![
-                command.command_id.as_str().into(),
-                command.fingerprint.as_str().into(),
-                outcome.aggregate_type.as_str().into(),
-                outcome.aggregate_id.as_str().into(),
-                json.into(),
-                now_us.into(),
-            ]);
-        }
-    }
-    insert_rows(&txn, &commands, rows).await?;
-
-    let mut claims = Query::insert();
-    claims.into_table(Claims::Table).columns([
-        Claims::Kind,
-        Claims::ClaimKey,
-        Claims::AggregateType,
-        Claims::AggregateId,
-    ]);
-    let mut rows = Vec::new();
-    for (request, outcome) in batch.iter().zip(&outcomes) {
-        for claim in &request.claims {
-            rows.push(vec![
-                claim.kind.into(),
-                claim.key.as_str().into(),
-                outcome.aggregate_type.as_str().into(),
-                outcome.aggregate_id.as_str().into(),
-            ]);
-        }
-    }
-    insert_rows(&txn, &claims, rows).await?;
-
-    let mut snapshots = Query::insert();
-    snapshots
-        .into_table(Snapshots::Table)
-        .columns([
-            Snapshots::AggregateType,
-            Snapshots::AggregateId,
-            Snapshots::Sequence,
-            Snapshots::State,
-            Snapshots::Hash,
-            Snapshots::TakenAtUs,
-        ])
-        .on_conflict(
-            OnConflict::columns([Snapshots::AggregateType, Snapshots::AggregateId])
-                .update_columns([Snapshots::Sequence, Snapshots::State, Snapshots::Hash, Snapshots::TakenAtUs])
-                .to_owned(),
-        );
-    let mut rows = Vec::new();
-    for (request, outcome) in batch.iter().zip(&outcomes) {
-        if let Some(snapshot) = &request.snapshot {
-            rows.push(vec![
-                outcome.aggregate_type.as_str().into(),
-                outcome.aggregate_id.as_str().into(),
-                (snapshot.sequence as i64).into(),
-                snapshot.state.as_str().into(),
-                snapshot.hash.as_str().into(),
-                now_us.into(),
-            ]);
-        }
-    }
-    insert_rows(&txn, &snapshots, rows).await?;
-
-    let recorded: Vec<RecordedEvent> = event_rows
-        .into_iter()
-        .map(|(position, e)| RecordedEvent {
-            position,
-            aggregate_type: e.aggregate_type.to_string(),
-            aggregate_id: e.aggregate_id.clone(),
-            sequence: e.sequence,
-            event_type: e.event_type.clone(),
-            event_version: e.event_version,
-            payload: e.payload.clone(),
-            metadata: e.metadata.clone(),
-            recorded_at_us: e.recorded_at_us,
-            hash: e.hash.clone(),
-        })
-        .collect();
-    let mut projected = Vec::with_capacity(inline.len());
+    let recorded = layout.recorded();
+    let mut projected = Vec::with_capacity(projections.inline.len());
     if !recorded.is_empty() {
-        for projection in inline {
+        for projection in projections.inline {
             projected.push(projection.projection.project(&projection.batch(&txn, &recorded, recent)).await?);
         }
     }
+    finish(txn, recorded, projections.inline, projected, recent, (head - count, head)).await?;
+    metrics::counter!(GROUP_COMMITS, "path" => "statements").increment(1);
+    Ok(layout.outcomes)
+}
 
+/// [`commit`] in three round trips: BEGIN, one [`Script`] of every
+/// statement, COMMIT. It guesses that the log's head is still `head_was`,
+/// where this process's last append left it, and asks every inline
+/// projection for its statements without reading (see
+/// [`crate::inline::InlineProjection::script`]). `Ok(None)`: a projection
+/// cannot, a guess was wrong (the script failed and was rolled back) or the
+/// batch is too large for a script; nothing is written, [`commit`] it.
+async fn commit_scripted(
+    db: &DatabaseConnection,
+    batch: &[AppendRequest],
+    projections: Projections<'_>,
+    recent: &RecentEvents,
+    head_was: u64,
+) -> Result<Option<Vec<CommandOutcome>>, DbErr> {
+    let count: u64 = batch.iter().map(|r| r.events.len() as u64).sum();
+    let head = head_was + count;
+    let layout = Layout::new(batch, head_was + 1);
+    let recorded = layout.recorded();
+    let Some((script, projected)) = build_script(&layout, batch, &recorded, projections, (head_was, head)) else {
+        return Ok(None);
+    };
+
+    let txn = projections.begin(db).await?;
+    if let Err(err) = script.run(&txn).await {
+        tracing::debug!(%err, "the scripted append did not apply; appending statement by statement");
+        txn.rollback().await?;
+        metrics::counter!(SCRIPTS_ROLLED_BACK).increment(1);
+        return Ok(None);
+    }
+    finish(txn, recorded, projections.inline, projected, recent, (head_was, head)).await?;
+    metrics::counter!(GROUP_COMMITS, "path" => "script").increment(1);
+    Ok(Some(layout.outcomes))
+}
+
+/// The script of [`commit_scripted`] and what each inline projection will
+/// have done; `None` if a statement has no script form or a projection
+/// cannot write without reading.
+fn build_script(
+    layout: &Layout<'_>,
+    batch: &[AppendRequest],
+    recorded: &[RecordedEvent],
+    projections: Projections<'_>,
+    (head_was, head): (u64, u64),
+) -> Option<(Script, Vec<Projected>)> {
+    let mut script = Script::new();
+    // The head moves from where it was guessed to be, or the script fails:
+    // the positions written in below are then someone else's.
+    script
+        .push_sql(
+            &format!("UPDATE log_head SET position = {} WHERE id = 1", fails_unless("position = ?")),
+            &[(head_was as i64).into(), (head as i64).into()],
+        )
+        .ok()?;
+    for insert in layout.inserts(batch, crate::clock::now_us()).ok()? {
+        script.push(&insert).ok()?;
+    }
+    let mut projected = Vec::with_capacity(projections.inline.len());
+    if !recorded.is_empty() {
+        for projection in projections.inline {
+            let (done, statements) = projection.script(recorded)?;
+            script.append(statements).ok()?;
+            projected.push(done);
+        }
+    }
+    Some((script, projected))
+}
+
+/// Commits `txn`, which appended `recorded` (positions `(before, head]`),
+/// and tells `recent` and the inline projections.
+async fn finish(
+    txn: DatabaseTransaction,
+    recorded: Vec<RecordedEvent>,
+    inline: &[Arc<Inline>],
+    projected: Vec<Projected>,
+    recent: &RecentEvents,
+    (before, head): (u64, u64),
+) -> Result<(), DbErr> {
     let noting = recent.noting().await;
     txn.commit().await?;
     recent.committed(recorded);
     drop(noting);
     for (projection, projected) in inline.iter().zip(projected) {
-        projection.committed(head - count, head, projected);
+        projection.committed(before, head, projected);
     }
-    Ok(outcomes)
+    Ok(())
 }
 
-/// Inserts `rows` with the table, columns and conflict clause of `template`,
-/// in statements of a few fixed sizes.
-async fn insert_rows(
-    txn: &impl ConnectionTrait,
+/// Adds to `statements` inserts of `rows` with the table, columns and
+/// conflict clause of `template`, in statements of a few fixed sizes.
+fn chunked(
+    statements: &mut Vec<InsertStatement>,
     template: &InsertStatement,
     rows: Vec<Vec<Expr>>,
 ) -> Result<(), DbErr> {
@@ -528,7 +666,7 @@ async fn insert_rows(
         for row in chunk {
             insert.values(row.iter().cloned()).map_err(|e| DbErr::Custom(format!("cannot build an insert: {e}")))?;
         }
-        txn.execute(&insert).await?;
+        statements.push(insert);
     }
     Ok(())
 }
@@ -573,5 +711,79 @@ mod tests {
         // Other content at the same place is a genuine conflict.
         let (other, _answer) = request("h2");
         assert!(matches!(commit_one(&db, &other, NONE, &recent).await, Err(AppendError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn a_script_stores_every_byte_as_given_and_a_wrong_guess_stores_nothing() {
+        let Some(scratch) = ScratchDatabase::mysql().await.unwrap_or_else(|e| panic!("{e}")) else { return };
+        let db = crate::connection::connect_writer(&scratch.url, 2).await.expect("connects");
+        crate::migrate(&db).await.expect("migrates");
+        let recent = RecentEvents::new(64);
+        let projections = Projections { inline: &[], read_committed: true };
+        let (first, _answer) = request("h1");
+        let landed = commit(&db, std::slice::from_ref(&first), projections, &recent).await.expect("lands");
+        let head = landed[0].last_position;
+
+        // Text that escaping gets wrong, in every text column a script writes.
+        let nasty = [
+            "it's",
+            "back\\slash\\",
+            "\\'; DROP TABLE events; --",
+            "nul\0byte",
+            "? ?",
+            "émoji 🎉",
+            "\"q\"",
+            "",
+            "\n\r\t\x1a",
+        ];
+        let mut batch = Vec::new();
+        for (i, text) in nasty.iter().enumerate() {
+            let (mut request, _answer) = request(&format!("n{i}{text}"));
+            let event = &mut request.events[0];
+            event.aggregate_id = format!("nasty-{i}-{text}");
+            event.event_type = format!("Odd{text}");
+            event.payload = format!("{{\"text\":{text:?}}}{text}");
+            event.metadata = text.to_string();
+            request.command = Some(CommandRecord { command_id: format!("c{i}{text}"), fingerprint: text.to_string() });
+            batch.push(request);
+        }
+        let outcomes = commit_scripted(&db, &batch, projections, &recent, head).await.expect("runs").expect("scripted");
+        assert_eq!(outcomes.last().map(|o| o.last_position), Some(head + nasty.len() as u64));
+        let stored = crate::log::read_from(&db, head, 100).await.expect("reads");
+        assert_eq!(stored.len(), nasty.len());
+        for ((request, event), outcome) in batch.iter().zip(&stored).zip(&outcomes) {
+            let sent = &request.events[0];
+            assert_eq!(
+                (&event.aggregate_id, &event.event_type, &event.payload, &event.metadata, &event.hash),
+                (&sent.aggregate_id, &sent.event_type, &sent.payload, &sent.metadata, &sent.hash)
+            );
+            assert_eq!(event.position, outcome.first_position);
+            let command = request.command.as_ref().expect("keyed");
+            let row = db
+                .query_one(
+                    Query::select()
+                        .columns([CommandLog::CommandId, CommandLog::Fingerprint])
+                        .from(CommandLog::Table)
+                        .and_where(Expr::col(CommandLog::CommandId).eq(command.command_id.as_str())),
+                )
+                .await
+                .expect("reads")
+                .expect("its command-log row");
+            assert_eq!(row.try_get::<String>("", "fingerprint").expect("a column"), command.fingerprint);
+        }
+
+        // A guess the head has passed, or one ahead of it: nothing stored,
+        // no gap, and the head where it was.
+        let head = head + nasty.len() as u64;
+        let (mut late, _answer) = request("late");
+        late.events[0].aggregate_id = "late".into();
+        for guess in [head - 1, head + 3] {
+            let scripted = commit_scripted(&db, std::slice::from_ref(&late), projections, &recent, guess).await;
+            assert!(scripted.expect("runs").is_none(), "guessed {guess}, the head is {head}");
+            assert_eq!(crate::log::head(&db).await.expect("head"), head);
+            assert_eq!(crate::log::read_from(&db, head, 10).await.expect("reads").len(), 0);
+        }
+        let late = commit(&db, std::slice::from_ref(&late), projections, &recent).await.expect("lands");
+        assert_eq!(late[0].first_position, head + 1);
     }
 }

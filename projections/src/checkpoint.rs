@@ -3,6 +3,8 @@
 //! table of the projection, a rebuild swaps it in together with the rows it
 //! describes.
 
+use eventstore::script::fails_unless;
+use eventstore::{Script, Unscriptable};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Query, UpdateStatement};
 use sea_orm::{ConnectionTrait, DbErr};
 
@@ -82,6 +84,30 @@ pub async fn advance_written_at(
         update.and_where(Expr::col(Checkpoint::UpdatedAtUs).eq(written_at));
     }
     Ok(conn.execute(&update).await?.rows_affected() == 1)
+}
+
+/// [`advance_written_at`] as a statement of `script` that fails, and the
+/// script with it, unless the checkpoint stands at `from` (and was written
+/// at `written_at`, when given; see [`fails_unless`]).
+pub(crate) fn advance_in(
+    script: &mut Script,
+    name: &str,
+    names: &Names,
+    (from, written_at): (u64, Option<i64>),
+    to: u64,
+    now_us: i64,
+) -> Result<(), Unscriptable> {
+    let (condition, mut values) = match written_at {
+        Some(written_at) => ("`position` = ? AND `updated_at_us` = ?", vec![(from as i64).into(), written_at.into()]),
+        None => ("`position` = ?", vec![(from as i64).into()]),
+    };
+    values.extend([(to as i64).into(), now_us.into()]);
+    let sql = format!(
+        "UPDATE `{}` SET `position` = {}, `updated_at_us` = ? WHERE `id` = 1",
+        table(name, names),
+        fails_unless(condition)
+    );
+    script.push_sql(&sql, &values)
 }
 
 fn update(name: &str, names: &Names, to: u64, now_us: i64) -> UpdateStatement {

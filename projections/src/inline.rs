@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use eventstore::{EventStore, InlineBatch, InlineProjection, Projected, RecordedEvent};
+use eventstore::{EventStore, InlineBatch, InlineProjection, Projected, RecordedEvent, Script, ScriptBatch};
 use sea_orm::DbErr;
 
 use crate::checkpoint;
@@ -154,6 +154,38 @@ impl<P: Projection> InlineProjection for Inline<P> {
             "applied in the append"
         );
         Ok(Projected::Written)
+    }
+
+    fn script(&self, batch: &ScriptBatch<'_>) -> Option<(Projected, Script)> {
+        // Left by a batch whose transaction did not commit.
+        locked(&self.pending).take();
+        // An event that does not decode or apply is left to `project`, which says so.
+        let decoded = decode_all::<P>(batch.events).ok()?;
+        if decoded.is_empty() {
+            return Some((Projected::Irrelevant, Script::new()));
+        }
+        // The fast path of `project` with nothing to read: the checkpoint
+        // stands where everything before the batch is settled, and the rows
+        // the batch touches are kept (if the kept rows stand there too) or
+        // do not exist yet.
+        let (settled, last, now) = (batch.settled_from, batch.last(), eventstore::now_us());
+        let (mut state, written_at) = {
+            let kept = locked(&self.kept);
+            let served = kept.as_ref().filter(|(at, _, _)| *at == settled);
+            (
+                P::without_reading(served.map(|(_, _, rows)| rows), &decoded)?,
+                served.map(|(_, written_at, _)| *written_at),
+            )
+        };
+        for (event, view) in &decoded {
+            P::apply(&mut state, event, view).ok()?;
+        }
+        let mut script = Script::new();
+        checkpoint::advance_in(&mut script, P::NAME, &Names::LIVE, (settled, written_at), last, now).ok()?;
+        P::writes(&mut state, &Names::LIVE).ok()??.script(&mut script).ok()?;
+        *locked(&self.pending) =
+            Some(Pending { at: last, written_at: now, rows: state, onto_kept: written_at.is_some() });
+        Some((Projected::Written, script))
     }
 
     fn committed(&self, projected: Projected) {

@@ -7,7 +7,7 @@ use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use crate::error::ProjectionError;
-use crate::table::Difference;
+use crate::table::{Difference, Writes};
 
 /// Which copy of a projection's tables to use: the live ones, or the shadow
 /// copies a rebuild fills before they are swapped in.
@@ -91,6 +91,15 @@ pub trait Projection: Send + Sync + 'static {
         Self::load(txn, names, events)
     }
 
+    /// The rows the decoded `events` will read or change, if they can be had
+    /// without reading the tables: from `kept` (see [`Projection::retain`]),
+    /// given when it is still as stored, or known not to exist yet. `None`:
+    /// they must be read (the default).
+    fn without_reading(kept: Option<&Self::State>, events: &[(&RecordedEvent, Self::Event)]) -> Option<Self::State> {
+        let _ = (kept, events);
+        None
+    }
+
     /// Applies one decoded event to the rows in memory.
     fn apply(state: &mut Self::State, event: &RecordedEvent, decoded: &Self::Event) -> Result<(), ProjectionError>;
 
@@ -100,6 +109,14 @@ pub trait Projection: Send + Sync + 'static {
         txn: &DatabaseTransaction,
         names: &Names,
     ) -> impl Future<Output = Result<(), DbErr>> + Send;
+
+    /// What [`Projection::save`] runs, as statements (for a script): the
+    /// changes are then forgotten as after `save`. `None`: the projection
+    /// only saves statement by statement (the default).
+    fn writes(state: &mut Self::State, names: &Names) -> Result<Option<Writes>, DbErr> {
+        let _ = (state, names);
+        Ok(None)
+    }
 
     /// Every stored row.
     fn dump(txn: &DatabaseTransaction, names: &Names) -> impl Future<Output = Result<Self::State, DbErr>> + Send;

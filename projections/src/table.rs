@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventstore::padded_chunks;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query};
+use eventstore::{Script, Unscriptable, padded_chunks};
+use sea_orm::sea_query::{Alias, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Order, Query};
 use sea_orm::{
     ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, Value,
 };
@@ -66,43 +66,82 @@ where
     conn.query_all(&select).await?.iter().map(|row| E::Model::from_query_result(row, "")).collect()
 }
 
-/// Inserts `models`, replacing the rows with the same primary key.
-pub(crate) async fn upsert<E>(conn: &impl ConnectionTrait, table: &str, models: &[&E::Model]) -> Result<(), DbErr>
-where
-    E: EntityTrait,
-{
-    let primary = primary_columns::<E>();
-    let columns: Vec<E::Column> = E::Column::iter().collect();
-    let primary_names: Vec<&str> = primary.iter().map(|c| c.as_str()).collect();
-    let others: Vec<E::Column> = columns.iter().copied().filter(|c| !primary_names.contains(&c.as_str())).collect();
-    // A row repeated to pad the statement is written twice with the same values.
-    for chunk in padded_chunks(models, ROWS_PER_STATEMENT) {
-        let mut insert = Query::insert();
-        insert.into_table(Alias::new(table)).columns(columns.iter().copied()).on_conflict(
-            OnConflict::columns(primary.iter().copied()).update_columns(others.iter().copied()).to_owned(),
-        );
-        for model in chunk {
-            insert
-                .values(columns.iter().map(|c| Expr::val(model.get(*c))))
-                .map_err(|e| DbErr::Custom(format!("cannot build an insert into {table}: {e}")))?;
-        }
-        conn.execute(&insert).await?;
-    }
-    Ok(())
+/// Statements that write rows: run them one by one, or put them in a script.
+#[derive(Debug, Default)]
+pub struct Writes(Vec<Write>);
+
+#[derive(Debug)]
+enum Write {
+    Upsert(InsertStatement),
+    Delete(DeleteStatement),
 }
 
-/// Deletes the rows of `table` with the primary keys `keys`.
-pub(crate) async fn delete<E>(conn: &impl ConnectionTrait, table: &str, keys: &[Vec<Value>]) -> Result<(), DbErr>
-where
-    E: EntityTrait,
-{
-    let primary = primary_columns::<E>();
-    for chunk in padded_chunks(keys, ROWS_PER_STATEMENT) {
-        let condition = Expr::tuple(primary.iter().map(|c| Expr::col(*c)))
-            .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))));
-        conn.execute(Query::delete().from_table(Alias::new(table)).and_where(condition)).await?;
+impl Writes {
+    /// Runs every statement on `conn`, in order.
+    pub(crate) async fn run(&self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
+        for write in &self.0 {
+            match write {
+                Write::Upsert(insert) => conn.execute(insert).await?,
+                Write::Delete(delete) => conn.execute(delete).await?,
+            };
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Appends every statement to `script`, in order.
+    pub(crate) fn script(&self, script: &mut Script) -> Result<(), Unscriptable> {
+        for write in &self.0 {
+            match write {
+                Write::Upsert(insert) => script.push(insert)?,
+                Write::Delete(delete) => script.push(delete)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The statements of `self`, then those of `other`.
+    pub(crate) fn then(mut self, other: Writes) -> Writes {
+        self.0.extend(other.0);
+        self
+    }
+
+    /// Inserts `models` into `table`, replacing the rows with the same primary key.
+    fn upsert<E>(&mut self, table: &str, models: &[&E::Model]) -> Result<(), DbErr>
+    where
+        E: EntityTrait,
+    {
+        let primary = primary_columns::<E>();
+        let columns: Vec<E::Column> = E::Column::iter().collect();
+        let primary_names: Vec<&str> = primary.iter().map(|c| c.as_str()).collect();
+        let others: Vec<E::Column> = columns.iter().copied().filter(|c| !primary_names.contains(&c.as_str())).collect();
+        // A row repeated to pad the statement is written twice with the same values.
+        for chunk in padded_chunks(models, ROWS_PER_STATEMENT) {
+            let mut insert = Query::insert();
+            insert.into_table(Alias::new(table)).columns(columns.iter().copied()).on_conflict(
+                OnConflict::columns(primary.iter().copied()).update_columns(others.iter().copied()).to_owned(),
+            );
+            for model in chunk {
+                insert
+                    .values(columns.iter().map(|c| Expr::val(model.get(*c))))
+                    .map_err(|e| DbErr::Custom(format!("cannot build an insert into {table}: {e}")))?;
+            }
+            self.0.push(Write::Upsert(insert));
+        }
+        Ok(())
+    }
+
+    /// Deletes the rows of `table` with the primary keys `keys`.
+    fn delete<E>(&mut self, table: &str, keys: &[Vec<Value>])
+    where
+        E: EntityTrait,
+    {
+        let primary = primary_columns::<E>();
+        for chunk in padded_chunks(keys, ROWS_PER_STATEMENT) {
+            let condition = Expr::tuple(primary.iter().map(|c| Expr::col(*c)))
+                .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))));
+            self.0.push(Write::Delete(Query::delete().from_table(Alias::new(table)).and_where(condition).to_owned()));
+        }
+    }
 }
 
 /// The rows of one table that a batch reads and changes, keyed by `K`.
@@ -189,13 +228,24 @@ impl<K: Ord + Clone, M> Rows<K, M> {
         E: EntityTrait<Model = M>,
         M: ModelTrait<Entity = E>,
     {
+        self.writes::<E>(table, key_values)?.run(conn).await
+    }
+
+    /// The statements that write what changed to `table`; the changes are
+    /// forgotten (as after [`Rows::save`]).
+    pub(crate) fn writes<E>(&mut self, table: &str, key_values: impl Fn(&K) -> Vec<Value>) -> Result<Writes, DbErr>
+    where
+        E: EntityTrait<Model = M>,
+        M: ModelTrait<Entity = E>,
+    {
+        let mut writes = Writes::default();
         let changed: Vec<&M> = self.changed.iter().filter_map(|k| self.rows.get(k)).collect();
-        upsert::<E>(conn, table, &changed).await?;
+        writes.upsert::<E>(table, &changed)?;
         let removed: Vec<Vec<Value>> = self.removed.iter().map(&key_values).collect();
-        delete::<E>(conn, table, &removed).await?;
+        writes.delete::<E>(table, &removed);
         self.changed.clear();
         self.removed.clear();
-        Ok(())
+        Ok(writes)
     }
 }
 

@@ -212,6 +212,11 @@ impl Client {
 }
 
 impl App {
+    /// The sum of the `/metrics` samples of `name` whose labels include every one of `labels`.
+    pub fn counted(&self, name: &str, labels: &[&str]) -> f64 {
+        counted(&self.get("/metrics").1, name, labels)
+    }
+
     /// What the server has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -358,4 +363,15 @@ fn parse_response(raw: &[u8]) -> (u16, String) {
         decoded.extend_from_slice(body);
     }
     (status, String::from_utf8_lossy(&decoded).to_string())
+}
+
+/// The sum of the samples of `name` in Prometheus text `metrics` whose labels
+/// include every one of `labels`.
+pub fn counted(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -13,7 +13,7 @@ use super::{decode_as, ids_of, key1, key2};
 use crate::entities::{post_photo_social, post_photos, post_social, posts};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
-use crate::table::{self, Difference, Rows, diff};
+use crate::table::{self, Difference, Rows, Writes, diff};
 
 /// The posts projection.
 pub struct Posts;
@@ -47,14 +47,7 @@ impl Projection for Posts {
         names: &Names,
         events: &[(&RecordedEvent, PostEvent)],
     ) -> Result<PostsState, DbErr> {
-        // A post created in this batch has no rows yet: its first event is
-        // applied here and never before (the checkpoint moves with each batch,
-        // and a stream starts once). Its rows need no read.
-        let created: BTreeSet<&str> = events
-            .iter()
-            .filter(|(_, decoded)| matches!(decoded, PostEvent::PostCreated { .. }))
-            .map(|(event, _)| event.aggregate_id.as_str())
-            .collect();
+        let created = created(events);
         let mut ids = ids_of(events);
         ids.retain(|id| !created.contains(id.as_str()));
         let post_keys: Vec<Vec<Value>> = ids.iter().map(|id| key1(id)).collect();
@@ -82,6 +75,11 @@ impl Projection for Posts {
             social: Rows::loaded(social.into_iter().map(|s| ((s.post_id.clone(), s.provider.clone()), s))),
             photo_social: Rows::loaded(photo_social.into_iter().map(|s| (photo_social_key(&s), s))),
         })
+    }
+
+    fn without_reading(_kept: Option<&PostsState>, events: &[(&RecordedEvent, PostEvent)]) -> Option<PostsState> {
+        let created = created(events);
+        events.iter().all(|(event, _)| created.contains(event.aggregate_id.as_str())).then(PostsState::default)
     }
 
     fn apply(state: &mut PostsState, event: &RecordedEvent, decoded: &PostEvent) -> Result<(), ProjectionError> {
@@ -164,20 +162,11 @@ impl Projection for Posts {
     }
 
     async fn save(state: &mut PostsState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
-        state.posts.save::<posts::Entity>(txn, &names.table("posts"), |p| key1(p)).await?;
-        state
-            .photos
-            .save::<post_photos::Entity>(txn, &names.table("post_photos"), |(p, i)| {
-                vec![p.as_str().into(), (*i).into()]
-            })
-            .await?;
-        state.social.save::<post_social::Entity>(txn, &names.table("post_social"), |(p, s)| key2(p, s)).await?;
-        state
-            .photo_social
-            .save::<post_photo_social::Entity>(txn, &names.table("post_photo_social"), |(p, k, s)| {
-                vec![p.as_str().into(), k.as_str().into(), s.as_str().into()]
-            })
-            .await
+        post_writes(state, names)?.run(txn).await
+    }
+
+    fn writes(state: &mut PostsState, names: &Names) -> Result<Option<Writes>, DbErr> {
+        post_writes(state, names).map(Some)
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<PostsState, DbErr> {
@@ -268,4 +257,30 @@ fn settle(
         }
     }
     Ok(())
+}
+
+/// The posts the decoded `events` create. A post created in a batch has no
+/// rows yet: its first event is applied there and never before (the
+/// checkpoint moves with each batch, and a stream starts once), so its rows
+/// need no read.
+fn created<'a>(events: &[(&'a RecordedEvent, PostEvent)]) -> BTreeSet<&'a str> {
+    events
+        .iter()
+        .filter(|(_, decoded)| matches!(decoded, PostEvent::PostCreated { .. }))
+        .map(|(event, _)| event.aggregate_id.as_str())
+        .collect()
+}
+
+/// The statements that save `state`'s changes.
+fn post_writes(state: &mut PostsState, names: &Names) -> Result<Writes, DbErr> {
+    let posts = state.posts.writes::<posts::Entity>(&names.table("posts"), |p| key1(p))?;
+    let photos = state
+        .photos
+        .writes::<post_photos::Entity>(&names.table("post_photos"), |(p, i)| vec![p.as_str().into(), (*i).into()])?;
+    let social = state.social.writes::<post_social::Entity>(&names.table("post_social"), |(p, s)| key2(p, s))?;
+    let photo_social =
+        state.photo_social.writes::<post_photo_social::Entity>(&names.table("post_photo_social"), |(p, k, s)| {
+            vec![p.as_str().into(), k.as_str().into(), s.as_str().into()]
+        })?;
+    Ok(posts.then(photos).then(social).then(photo_social))
 }

@@ -11,7 +11,7 @@ use super::{decode_as, key2};
 use crate::entities::{balances, ledger};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
-use crate::table::{self, Difference, Rows, diff};
+use crate::table::{self, Difference, Rows, Writes, diff};
 
 /// The wallets projection.
 pub struct Wallets;
@@ -81,6 +81,13 @@ impl Projection for Wallets {
     fn kept_for(kept: &WalletsState, events: &[(&RecordedEvent, WalletEvent)]) -> WalletsState {
         let rows = balance_keys(events).filter_map(|key| kept.balances.get(&key).cloned().map(|row| (key, row)));
         WalletsState { balances: Rows::loaded(rows), ledger: Rows::default() }
+    }
+
+    fn without_reading(kept: Option<&WalletsState>, events: &[(&RecordedEvent, WalletEvent)]) -> Option<WalletsState> {
+        let kept = kept?;
+        let rows: Option<Vec<_>> =
+            balance_keys(events).map(|key| kept.balances.get(&key).cloned().map(|row| (key, row))).collect();
+        Some(WalletsState { balances: Rows::loaded(rows?), ledger: Rows::default() })
     }
 
     async fn load_after(
@@ -173,11 +180,11 @@ impl Projection for Wallets {
     }
 
     async fn save(state: &mut WalletsState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
-        state.balances.save::<balances::Entity>(txn, &names.table("balances"), |(m, s)| key2(m, s)).await?;
-        state.ledger.save::<ledger::Entity>(txn, &names.table("ledger"), |p| vec![(*p).into()]).await?;
-        // Ledger rows are append-only: once written they need not stay in memory.
-        state.ledger = Rows::default();
-        Ok(())
+        wallet_writes(state, names)?.run(txn).await
+    }
+
+    fn writes(state: &mut WalletsState, names: &Names) -> Result<Option<Writes>, DbErr> {
+        wallet_writes(state, names).map(Some)
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<WalletsState, DbErr> {
@@ -194,4 +201,13 @@ impl Projection for Wallets {
         differences.extend(diff("ledger", &expected.ledger, &found.ledger));
         differences
     }
+}
+
+/// The statements that save `state`'s changes.
+fn wallet_writes(state: &mut WalletsState, names: &Names) -> Result<Writes, DbErr> {
+    let balances = state.balances.writes::<balances::Entity>(&names.table("balances"), |(m, s)| key2(m, s))?;
+    let ledger = state.ledger.writes::<ledger::Entity>(&names.table("ledger"), |p| vec![(*p).into()])?;
+    // Ledger rows are append-only: once written they need not stay in memory.
+    state.ledger = Rows::default();
+    Ok(balances.then(ledger))
 }

@@ -1,0 +1,214 @@
+//! A group commit's writes as one MySQL script: every statement in one
+//! `COM_QUERY`, one round trip where sending them one by one (prepared) takes
+//! one each.
+//!
+//! A script carries its values as literals: integers as digits, text as
+//! hexadecimal literals (`X'…'`), which the server reads byte for byte
+//! whatever its `sql_mode` (no escaping to get right). The server runs the
+//! statements in order and stops at the first error, which comes back as the
+//! script's error; the caller then rolls its transaction back.
+//!
+//! Statements whose outcome matters are written so that the wrong outcome is
+//! an error rather than a count to inspect (see [`fails_unless`]).
+
+use std::fmt::Write;
+
+use sea_orm::sea_query::{MysqlQueryBuilder, QueryStatementWriter, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+
+/// A script longer than this is not built: the statements go one by one
+/// (a quarter of the smallest default `max_allowed_packet`, MySQL 5.7's 4 MiB).
+pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
+
+/// Statements to run in one round trip, in order.
+#[derive(Debug, Default)]
+pub struct Script {
+    sql: String,
+    statements: usize,
+}
+
+/// Why a statement cannot go in a script: a value with no literal form here,
+/// or the script would grow past [`MAX_SCRIPT_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not scriptable: {0}")]
+pub struct Unscriptable(pub String);
+
+impl Script {
+    /// An empty script.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `statement` (a sea-query statement for MySQL) with its values
+    /// written in.
+    pub fn push(&mut self, statement: &impl QueryStatementWriter) -> Result<(), Unscriptable> {
+        let (sql, values) = statement.build(MysqlQueryBuilder);
+        self.push_sql(&sql, &values.0)
+    }
+
+    /// Appends `sql`, whose `?` placeholders (outside quotes) take `values` in order.
+    pub fn push_sql(&mut self, sql: &str, values: &[Value]) -> Result<(), Unscriptable> {
+        let start = self.sql.len();
+        let written = write_statement(&mut self.sql, sql, values);
+        if let Err(unscriptable) = written {
+            self.sql.truncate(start);
+            return Err(unscriptable);
+        }
+        self.sql.push(';');
+        if self.sql.len() > MAX_SCRIPT_BYTES {
+            self.sql.truncate(start);
+            return Err(Unscriptable(format!("a script over {MAX_SCRIPT_BYTES} bytes")));
+        }
+        self.statements += 1;
+        Ok(())
+    }
+
+    /// Appends the statements of `other`.
+    pub fn append(&mut self, other: Script) -> Result<(), Unscriptable> {
+        if self.sql.len() + other.sql.len() > MAX_SCRIPT_BYTES {
+            return Err(Unscriptable(format!("a script over {MAX_SCRIPT_BYTES} bytes")));
+        }
+        self.sql.push_str(&other.sql);
+        self.statements += other.statements;
+        Ok(())
+    }
+
+    /// Number of statements.
+    pub fn len(&self) -> usize {
+        self.statements
+    }
+
+    /// Whether it holds no statement.
+    pub fn is_empty(&self) -> bool {
+        self.statements == 0
+    }
+
+    /// The script's text.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// Runs every statement in `txn`, in one round trip; the first error stops it.
+    pub async fn run(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        txn.execute_unprepared(&self.sql).await.map(|_| ())
+    }
+}
+
+/// `value` if `condition` holds, else NULL: assigned to a `NOT NULL` column
+/// it fails the statement (MySQL's strict mode, which the script's
+/// connections run in), and with it the rest of the script. SQL with two
+/// placeholders: the condition's (write it in as SQL) and the value.
+pub fn fails_unless(condition: &str) -> String {
+    format!("IF({condition}, ?, NULL)")
+}
+
+fn write_statement(out: &mut String, sql: &str, values: &[Value]) -> Result<(), Unscriptable> {
+    let mut values = values.iter();
+    let mut quote: Option<char> = None;
+    for c in sql.chars() {
+        match (quote, c) {
+            (Some(open), c) if c == open => quote = None,
+            (Some(_), _) => {}
+            (None, '`' | '\'' | '"') => quote = Some(c),
+            (None, '?') => {
+                let value = values.next().ok_or_else(|| Unscriptable("more placeholders than values".into()))?;
+                literal(out, value)?;
+                continue;
+            }
+            (None, _) => {}
+        }
+        out.push(c);
+    }
+    if values.next().is_some() {
+        return Err(Unscriptable("more values than placeholders".into()));
+    }
+    Ok(())
+}
+
+/// Writes `value` as a MySQL literal.
+fn literal(out: &mut String, value: &Value) -> Result<(), Unscriptable> {
+    // Writing to a String cannot fail.
+    let _ = match value {
+        Value::Bool(Some(b)) => write!(out, "{}", u8::from(*b)),
+        Value::TinyInt(Some(n)) => write!(out, "{n}"),
+        Value::SmallInt(Some(n)) => write!(out, "{n}"),
+        Value::Int(Some(n)) => write!(out, "{n}"),
+        Value::BigInt(Some(n)) => write!(out, "{n}"),
+        Value::TinyUnsigned(Some(n)) => write!(out, "{n}"),
+        Value::SmallUnsigned(Some(n)) => write!(out, "{n}"),
+        Value::Unsigned(Some(n)) => write!(out, "{n}"),
+        Value::BigUnsigned(Some(n)) => write!(out, "{n}"),
+        Value::String(Some(text)) => {
+            // The introducer makes it text, compared in the column's collation
+            // (a bare hexadecimal literal is a binary string).
+            out.push_str("_utf8mb4");
+            hex_literal(out, text.as_bytes())
+        }
+        Value::Bytes(Some(bytes)) => hex_literal(out, bytes),
+        Value::Bool(None)
+        | Value::TinyInt(None)
+        | Value::SmallInt(None)
+        | Value::Int(None)
+        | Value::BigInt(None)
+        | Value::TinyUnsigned(None)
+        | Value::SmallUnsigned(None)
+        | Value::Unsigned(None)
+        | Value::BigUnsigned(None)
+        | Value::String(None)
+        | Value::Bytes(None) => write!(out, "NULL"),
+        other => return Err(Unscriptable(format!("no literal for {other:?}"))),
+    };
+    Ok(())
+}
+
+/// ` X'…'`; the empty string is ` ''` (an empty hexadecimal literal is not SQL everywhere).
+fn hex_literal(out: &mut String, bytes: &[u8]) -> std::fmt::Result {
+    if bytes.is_empty() {
+        return write!(out, " ''");
+    }
+    out.push_str(" X'");
+    out.push_str(&hex::encode_upper(bytes));
+    out.push('\'');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::sea_query::{Alias, Query};
+
+    #[test]
+    fn values_are_written_in_as_literals() {
+        let mut insert = Query::insert();
+        insert
+            .into_table(Alias::new("t"))
+            .columns([Alias::new("a"), Alias::new("b"), Alias::new("c")])
+            .values_panic([1i64.into(), "it's ?".into(), Option::<String>::None.into()])
+            .values_panic([(-2i32).into(), "".into(), true.into()]);
+        let mut script = Script::new();
+        script.push(&insert).expect("scriptable");
+        script.push_sql("UPDATE `t?` SET a = ? WHERE b = 'x?'", &[7u64.into()]).expect("scriptable");
+        assert_eq!(
+            script.sql(),
+            "INSERT INTO `t` (`a`, `b`, `c`) VALUES (1, _utf8mb4 X'69742773203F', NULL), (-2, _utf8mb4 '', 1);\
+             UPDATE `t?` SET a = 7 WHERE b = 'x?';"
+        );
+        assert_eq!(script.len(), 2);
+    }
+
+    #[test]
+    fn a_statement_that_cannot_be_written_leaves_the_script_as_it_was() {
+        let mut script = Script::new();
+        script.push_sql("SELECT ?", &[1i32.into()]).expect("scriptable");
+        let before = script.sql().to_string();
+        assert!(script.push_sql("SELECT ?, ?", &[1i32.into()]).is_err());
+        assert!(script.push_sql("SELECT ?", &[1i32.into(), 2i32.into()]).is_err());
+        assert!(script.push_sql("SELECT ?", &[1.5f64.into()]).is_err());
+        let huge = "x".repeat(MAX_SCRIPT_BYTES);
+        assert!(script.push_sql("SELECT ?", &[huge.into()]).is_err());
+        assert_eq!((script.sql(), script.len()), (before.as_str(), 1));
+    }
+}

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::api_server::ServerProcess;
 use crate::graphql_http::GraphqlHttp;
-use crate::measure::{histogram_totals, mean_between, ms, percentiles, throughput_and_latency};
+use crate::measure::{histogram_totals, mean_between, ms, percentiles, series_total, throughput_and_latency};
 use crate::pointstream::{earn, register};
 use crate::run::Scratch;
 use crate::subscribers::Subscribers;
@@ -30,6 +30,8 @@ pub struct Options {
     pub subscribers: usize,
     pub connect_concurrency: usize,
     pub rounds: usize,
+    /// Both event stores' `append_scripts`.
+    pub append_scripts: bool,
 }
 
 /// The member every subscriber follows (no other command touches its wallet).
@@ -88,7 +90,11 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
 
     // One pool size for both event stores (the benchmark's and the server's),
     // as the eventstore mode sizes it, so that the ratio is the API's cost.
-    let config = EventStoreConfig { max_connections: concurrency as u32 + 4, ..EventStoreConfig::default() };
+    let config = EventStoreConfig {
+        max_connections: concurrency as u32 + 4,
+        append_scripts: options.append_scripts,
+        ..EventStoreConfig::default()
+    };
     let store = EventStore::open(url, config.clone()).await?;
     register(&store, &members).await?;
     let duration = Duration::from_secs(options.seconds);
@@ -108,7 +114,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let secret = uuid::Uuid::new_v4().simple().to_string();
     let staff = token(&secret, Role::Staff, None, Some("cafe"))?;
     let follower = token(&secret, Role::Member, Some(FOLLOWED), None)?;
-    let server = ServerProcess::spawn(url, &secret, config.max_connections).await?;
+    let server = ServerProcess::spawn(url, &secret, &config).await?;
     let measured = async {
         caught_up(&store).await?;
         // Fan-out first, while the server's memory is that of a fresh process.
@@ -116,7 +122,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
 
         // (d) earnPoints over HTTP, one keep-alive connection per client.
         let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
-        let (over_http, inside) = earn_over_http(&clients, &staff, duration, member_of, "h").await?;
+        let (over_http, inside, commits) = earn_over_http(&clients, &staff, duration, member_of, "h").await?;
 
         let workers = clients.clone();
         let ceiling = throughput_and_latency(concurrency, duration, move |w, _| {
@@ -128,17 +134,17 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
             }
         })
         .await?;
-        anyhow::Ok((fan_out, over_http, inside, ceiling))
+        anyhow::Ok((fan_out, over_http, inside, commits, ceiling))
     }
     .await;
     let stopped = server.stop().await;
-    let (fan_out, over_http, (command, wait), ceiling) = measured?;
+    let (fan_out, over_http, (command, wait), commits, ceiling) = measured?;
     stopped?;
 
     // (d') the same, on a server that writes no projection inline: each
     // mutation waits for the wallets projector's commit instead.
     let extra = ["--inline-projections".to_string(), "none".to_string()];
-    let server = ServerProcess::spawn_with(url, &secret, config.max_connections, &extra).await?;
+    let server = ServerProcess::spawn_with(url, &secret, &config, &extra).await?;
     let measured = async {
         caught_up(&store).await?;
         let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
@@ -146,7 +152,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     }
     .await;
     let stopped = server.stop().await;
-    let (after_commit, (after_commit_command, after_commit_wait)) = measured?;
+    let (after_commit, (after_commit_command, after_commit_wait), after_commit_commits) = measured?;
     stopped?;
 
     println!("## API benchmark (MySQL, one run)");
@@ -187,15 +193,18 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
         after_commit.0 / direct.0,
         over_http.0 / ceiling.0
     );
-    for (name, command, wait) in [("(d)", command, wait), ("(d')", after_commit_command, after_commit_wait)] {
+    let runs =
+        [("(d)", command, wait, commits), ("(d')", after_commit_command, after_commit_wait, after_commit_commits)];
+    for (name, command, wait, commits) in runs {
         if let Some((command, wait)) = command.zip(wait) {
             println!();
             println!(
                 "Inside the server, per {name} mutation on average: the command (`pointstream_command_seconds`) \
                  {}, the wait for the wallets read model (`pointstream_read_wait_seconds`) {}; the rest of the \
-                 latency is HTTP, GraphQL and the balance read.",
+                 latency is HTTP, GraphQL and the balance read. Group commits meanwhile: {}.",
                 ms(command),
-                ms(wait)
+                ms(wait),
+                commits.describe()
             );
         }
     }
@@ -214,7 +223,7 @@ async fn earn_over_http(
     duration: Duration,
     member_of: impl Fn(usize, u64) -> String + Clone + Send + Sync + 'static,
     prefix: &'static str,
-) -> anyhow::Result<((f64, Duration, Duration), (Option<Duration>, Option<Duration>))> {
+) -> anyhow::Result<((f64, Duration, Duration), (Option<Duration>, Option<Duration>), GroupCommits)> {
     // The command and the read-your-writes wait, as the server times them.
     let inside = |metrics: &str| {
         [
@@ -222,7 +231,8 @@ async fn earn_over_http(
             histogram_totals(metrics, "pointstream_read_wait_seconds", "projection=\"wallets\""),
         ]
     };
-    let before = inside(&clients[0].lock().await.get("/metrics").await?);
+    let before_text = clients[0].lock().await.get("/metrics").await?;
+    let before = inside(&before_text);
     let workers = clients.clone();
     let staff_token = staff.to_string();
     let over_http = throughput_and_latency(clients.len(), duration, move |w, i| {
@@ -235,9 +245,44 @@ async fn earn_over_http(
         }
     })
     .await?;
-    let after = inside(&clients[0].lock().await.get("/metrics").await?);
+    let after_text = clients[0].lock().await.get("/metrics").await?;
+    let after = inside(&after_text);
     let [command, wait] = [0, 1].map(|i| mean_between(before[i], after[i]));
-    Ok((over_http, (command, wait)))
+    let commits = GroupCommits::between(&before_text, &after_text);
+    Ok((over_http, (command, wait), commits))
+}
+
+/// The server's group commits between two readings of its metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupCommits {
+    /// Appended as one script.
+    pub scripts: f64,
+    /// Appended statement by statement.
+    pub statements: f64,
+    /// Scripts rolled back (their batches then went statement by statement).
+    pub rolled_back: f64,
+}
+
+impl GroupCommits {
+    pub fn between(before: &str, after: &str) -> Self {
+        let delta = |name: &str, label: &str| {
+            series_total(after, name, label).unwrap_or(0.0) - series_total(before, name, label).unwrap_or(0.0)
+        };
+        let commits = eventstore::writer::GROUP_COMMITS;
+        GroupCommits {
+            scripts: delta(commits, "path=\"script\""),
+            statements: delta(commits, "path=\"statements\""),
+            rolled_back: delta(eventstore::writer::SCRIPTS_ROLLED_BACK, ""),
+        }
+    }
+
+    /// "N as one script, M statement by statement (K scripts rolled back)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.0} as one script, {:.0} statement by statement ({:.0} scripts rolled back)",
+            self.scripts, self.statements, self.rolled_back
+        )
+    }
 }
 
 /// Waits until every projection has applied the whole log.

@@ -35,13 +35,12 @@ pub struct Photos {
 pub async fn serve(
     database_url: &str,
     secret: &str,
-    max_connections: u32,
+    config: EventStoreConfig,
     photos: Photos,
     inline: &[String],
     limits: Limits,
 ) -> anyhow::Result<()> {
     crate::api_bench::raise_open_files_limit()?;
-    let config = EventStoreConfig { max_connections, ..EventStoreConfig::default() };
     let store = EventStore::open(database_url, config).await.context("the server cannot open the event store")?;
     projections::write_inline(&store, inline)?;
     let (stop, shutdown) = watch::channel(false);
@@ -97,9 +96,10 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts a server on `database_url` and waits until it listens.
-    pub async fn spawn(database_url: &str, secret: &str, max_connections: u32) -> anyhow::Result<Self> {
-        Self::spawn_with(database_url, secret, max_connections, &[]).await
+    /// Starts a server on `database_url` (its event store with `config`'s
+    /// pool size and append scripts) and waits until it listens.
+    pub async fn spawn(database_url: &str, secret: &str, config: &EventStoreConfig) -> anyhow::Result<Self> {
+        Self::spawn_with(database_url, secret, config, &[]).await
     }
 
     /// [`Self::spawn`] with `extra` arguments (`--s3-endpoint`, `--s3-bucket`,
@@ -107,13 +107,14 @@ impl ServerProcess {
     pub async fn spawn_with(
         database_url: &str,
         secret: &str,
-        max_connections: u32,
+        config: &EventStoreConfig,
         extra: &[String],
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench binary to start the server")?;
         let mut child = Command::new(exe)
             .args(["api-server", "--database-url", database_url, "--secret", secret])
-            .args(["--max-connections", &max_connections.to_string()])
+            .args(["--max-connections", &config.max_connections.to_string()])
+            .args(["--append-scripts", &config.append_scripts.to_string()])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

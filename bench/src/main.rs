@@ -88,6 +88,9 @@ enum Command {
         /// Timed fan-out mutations.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// As `pointstream serve --append-scripts`, for every event store of the run.
+        #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
+        append_scripts: bool,
     },
     /// The relay against a raw pipelined XADD loop, and social workers (1, 2, 4) against a fake network.
     Streams {
@@ -124,6 +127,9 @@ enum Command {
         /// As `pointstream serve --stream-uploads` (false: each photo put once it is all in).
         #[arg(long, default_value_t = api::Limits::default().stream_uploads, action = clap::ArgAction::Set)]
         stream_uploads: bool,
+        /// As `pointstream serve --append-scripts`, for every event store of the run.
+        #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
+        append_scripts: bool,
     },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
@@ -147,6 +153,9 @@ enum Command {
         /// As `pointstream serve --stream-uploads`.
         #[arg(long, default_value_t = api::Limits::default().stream_uploads, action = clap::ArgAction::Set)]
         stream_uploads: bool,
+        /// As `pointstream serve --append-scripts`.
+        #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
+        append_scripts: bool,
     },
 }
 
@@ -165,17 +174,47 @@ async fn main() -> anyhow::Result<()> {
             let options = projection_bench::Options { events, generic_prefix, rate, seconds };
             projection_bench::run(&mysql, &options).await
         }
-        Command::Api { mysql, seconds, concurrency, members, subscribers, connect_concurrency, rounds } => {
-            let options =
-                api_bench::Options { seconds, concurrency, members, subscribers, connect_concurrency, rounds };
+        Command::Api {
+            mysql,
+            seconds,
+            concurrency,
+            members,
+            subscribers,
+            connect_concurrency,
+            rounds,
+            append_scripts,
+        } => {
+            let options = api_bench::Options {
+                seconds,
+                concurrency,
+                members,
+                subscribers,
+                connect_concurrency,
+                rounds,
+                append_scripts,
+            };
             api_bench::run(&mysql, &options).await
         }
         Command::Streams { mysql, redis, events, posts } => {
             streams_bench::run(&mysql, &streams_bench::Options { events, posts, redis }).await
         }
-        Command::Media { mysql, seconds, concurrency, memory_concurrency, upload_memory_bytes, stream_uploads } => {
-            let options =
-                media_bench::Options { seconds, concurrency, memory_concurrency, upload_memory_bytes, stream_uploads };
+        Command::Media {
+            mysql,
+            seconds,
+            concurrency,
+            memory_concurrency,
+            upload_memory_bytes,
+            stream_uploads,
+            append_scripts,
+        } => {
+            let options = media_bench::Options {
+                seconds,
+                concurrency,
+                memory_concurrency,
+                upload_memory_bytes,
+                stream_uploads,
+                append_scripts,
+            };
             media_bench::run(&mysql, &options).await
         }
         Command::ApiServer {
@@ -187,10 +226,16 @@ async fn main() -> anyhow::Result<()> {
             inline_projections,
             upload_memory_bytes,
             stream_uploads,
+            append_scripts,
         } => {
             let photos = api_server::Photos { s3_endpoint, s3_bucket };
             let limits = api::Limits { upload_memory_bytes, stream_uploads, ..api::Limits::default() };
-            api_server::serve(&database_url, &secret, max_connections, photos, &inline_projections, limits).await
+            let config = eventstore::EventStoreConfig {
+                max_connections,
+                append_scripts,
+                ..eventstore::EventStoreConfig::default()
+            };
+            api_server::serve(&database_url, &secret, config, photos, &inline_projections, limits).await
         }
     }
 }

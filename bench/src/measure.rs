@@ -93,18 +93,21 @@ pub fn ms(duration: Duration) -> String {
 /// Prometheus text, over the series whose labels contain `label` (all series
 /// when empty).
 pub fn histogram_totals(metrics: &str, name: &str, label: &str) -> Option<(f64, f64)> {
-    let total = |suffix: &str| {
-        let series = format!("{name}_{suffix}");
-        let values: Vec<f64> = metrics
-            .lines()
-            .filter(|line| {
-                line.strip_prefix(&series).is_some_and(|rest| rest.starts_with([' ', '{'])) && line.contains(label)
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>())
-    };
-    Some((total("sum")?, total("count")?))
+    Some((
+        series_total(metrics, &format!("{name}_sum"), label)?,
+        series_total(metrics, &format!("{name}_count"), label)?,
+    ))
+}
+
+/// The sum of the samples of series `name` whose labels include `label` in
+/// Prometheus text `metrics`; `None` if there is none.
+pub fn series_total(metrics: &str, name: &str, label: &str) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>())
 }
 
 /// The mean of a histogram's observations between two readings of

@@ -35,6 +35,8 @@ pub struct Options {
     pub upload_memory_bytes: usize,
     /// The server's `--stream-uploads`.
     pub stream_uploads: bool,
+    /// The event stores' `append_scripts` (the server's `--append-scripts`).
+    pub append_scripts: bool,
 }
 
 const MIB: usize = 1 << 20;
@@ -142,7 +144,11 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     direct.client().create_bucket().bucket(&bucket).send().await.context("cannot create the bench bucket")?;
 
     let most = options.concurrency.iter().copied().max().unwrap_or(1).max(1);
-    let store_config = EventStoreConfig { max_connections: most as u32 + 4, ..EventStoreConfig::default() };
+    let store_config = EventStoreConfig {
+        max_connections: most as u32 + 4,
+        append_scripts: options.append_scripts,
+        ..EventStoreConfig::default()
+    };
     let store = EventStore::open(database_url, store_config.clone()).await?;
     register(&store, &["m00000".to_string()]).await?;
 
@@ -160,8 +166,7 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
         "--stream-uploads".to_string(),
         options.stream_uploads.to_string(),
     ];
-    let server =
-        Arc::new(ServerProcess::spawn_with(database_url, &secret, store_config.max_connections, &extra).await?);
+    let server = Arc::new(ServerProcess::spawn_with(database_url, &secret, &store_config, &extra).await?);
     let url = Arc::new(format!("http://{}/graphql", server.address));
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let duration = Duration::from_secs(options.seconds);
@@ -232,6 +237,7 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     let metrics = http.get(&metrics_url).send().await?.error_for_status()?.text().await?;
     let puts = |from: &str| histogram_totals(&metrics, "pointstream_photo_put_seconds", from).map_or(0.0, |(_, n)| n);
     let put_counts = (puts("from=\"arrival\""), puts("from=\"file\""));
+    let commits = crate::api_bench::GroupCommits::between("", &metrics);
     let server = Arc::into_inner(server).context("the server handle is still shared")?;
     server.stop().await?;
 
@@ -248,11 +254,14 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     println!();
     println!(
         "A request's only photo {} (`--stream-uploads {}`); of the (b) uploads, {} were put while they arrived \
-         and {} once they were all in.",
+         and {} once they were all in. The server's group commits (every command of the run, `--append-scripts \
+         {}`): {}.",
         if options.stream_uploads { "goes on to S3 while it arrives" } else { "is put once it is all in" },
         options.stream_uploads,
         put_counts.0,
         put_counts.1,
+        options.append_scripts,
+        commits.describe(),
     );
     println!();
     println!(

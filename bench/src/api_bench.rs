@@ -23,14 +23,28 @@ use crate::run::Scratch;
 use crate::subscribers::Subscribers;
 
 /// What to measure.
+#[derive(Debug, clap::Args)]
 pub struct Options {
+    /// Seconds per throughput measurement.
+    #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Concurrent clients (and event store callers) for the throughput figures.
+    #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Members the earns are spread over.
+    #[arg(long, default_value_t = 1_000)]
     pub members: usize,
+    /// WebSocket subscribers to one member's wallet updates.
+    #[arg(long, default_value_t = 10_000)]
     pub subscribers: usize,
+    /// Subscribers connecting at a time.
+    #[arg(long, default_value_t = 200)]
     pub connect_concurrency: usize,
+    /// Timed fan-out mutations.
+    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Both event stores' `append_scripts`.
+    /// As `pointstream serve --append-scripts`, for every event store of the run.
+    #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
     pub append_scripts: bool,
 }
 

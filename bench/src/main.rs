@@ -70,27 +70,8 @@ enum Command {
         /// MySQL server to run on (a scratch database is created and dropped).
         #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
         mysql: String,
-        /// Seconds per throughput measurement.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        /// Concurrent clients (and event store callers) for the throughput figures.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Members the earns are spread over.
-        #[arg(long, default_value_t = 1_000)]
-        members: usize,
-        /// WebSocket subscribers to one member's wallet updates.
-        #[arg(long, default_value_t = 10_000)]
-        subscribers: usize,
-        /// Subscribers connecting at a time.
-        #[arg(long, default_value_t = 200)]
-        connect_concurrency: usize,
-        /// Timed fan-out mutations.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// As `pointstream serve --append-scripts`, for every event store of the run.
-        #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
-        append_scripts: bool,
+        #[command(flatten)]
+        options: api_bench::Options,
     },
     /// The relay against a raw pipelined XADD loop, and social workers (1, 2, 4) against a fake network.
     Streams {
@@ -112,24 +93,8 @@ enum Command {
         /// MySQL server to run on (a scratch database is created and dropped).
         #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
         mysql: String,
-        /// Seconds per throughput measurement.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        /// Concurrency levels for the throughput figures.
-        #[arg(long, value_delimiter = ',', default_value = "2,8,32")]
-        concurrency: Vec<usize>,
-        /// Concurrent 10 MiB uploads for the memory figure.
-        #[arg(long, default_value_t = 32)]
-        memory_concurrency: usize,
-        /// As `pointstream serve --upload-memory-bytes` (0: every upload to a temporary file).
-        #[arg(long, default_value_t = api::Limits::default().upload_memory_bytes)]
-        upload_memory_bytes: usize,
-        /// As `pointstream serve --stream-uploads` (false: each photo put once it is all in).
-        #[arg(long, default_value_t = api::Limits::default().stream_uploads, action = clap::ArgAction::Set)]
-        stream_uploads: bool,
-        /// As `pointstream serve --append-scripts`, for every event store of the run.
-        #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
-        append_scripts: bool,
+        #[command(flatten)]
+        options: media_bench::Options,
     },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
@@ -174,49 +139,11 @@ async fn main() -> anyhow::Result<()> {
             let options = projection_bench::Options { events, generic_prefix, rate, seconds };
             projection_bench::run(&mysql, &options).await
         }
-        Command::Api {
-            mysql,
-            seconds,
-            concurrency,
-            members,
-            subscribers,
-            connect_concurrency,
-            rounds,
-            append_scripts,
-        } => {
-            let options = api_bench::Options {
-                seconds,
-                concurrency,
-                members,
-                subscribers,
-                connect_concurrency,
-                rounds,
-                append_scripts,
-            };
-            api_bench::run(&mysql, &options).await
-        }
+        Command::Api { mysql, options } => api_bench::run(&mysql, &options).await,
         Command::Streams { mysql, redis, events, posts } => {
             streams_bench::run(&mysql, &streams_bench::Options { events, posts, redis }).await
         }
-        Command::Media {
-            mysql,
-            seconds,
-            concurrency,
-            memory_concurrency,
-            upload_memory_bytes,
-            stream_uploads,
-            append_scripts,
-        } => {
-            let options = media_bench::Options {
-                seconds,
-                concurrency,
-                memory_concurrency,
-                upload_memory_bytes,
-                stream_uploads,
-                append_scripts,
-            };
-            media_bench::run(&mysql, &options).await
-        }
+        Command::Media { mysql, options } => media_bench::run(&mysql, &options).await,
         Command::ApiServer {
             database_url,
             secret,

@@ -24,18 +24,25 @@ use crate::pointstream::register;
 use crate::run::Scratch;
 
 /// What to measure.
+#[derive(Debug, clap::Args)]
 pub struct Options {
     /// Seconds per throughput measurement.
+    #[arg(long, default_value_t = 5)]
     pub seconds: u64,
     /// Concurrency levels for the throughput figures.
+    #[arg(long, value_delimiter = ',', default_value = "2,8,32")]
     pub concurrency: Vec<usize>,
-    /// Concurrent uploads for the memory figure.
+    /// Concurrent 10 MiB uploads for the memory figure.
+    #[arg(long, default_value_t = 32)]
     pub memory_concurrency: usize,
-    /// The server's `--upload-memory-bytes`.
+    /// As `pointstream serve --upload-memory-bytes` (0: every upload to a temporary file).
+    #[arg(long, default_value_t = api::Limits::default().upload_memory_bytes)]
     pub upload_memory_bytes: usize,
-    /// The server's `--stream-uploads`.
+    /// As `pointstream serve --stream-uploads` (false: each photo put once it is all in).
+    #[arg(long, default_value_t = api::Limits::default().stream_uploads, action = clap::ArgAction::Set)]
     pub stream_uploads: bool,
-    /// The event stores' `append_scripts` (the server's `--append-scripts`).
+    /// As `pointstream serve --append-scripts`, for every event store of the run.
+    #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
     pub append_scripts: bool,
 }
 

@@ -312,7 +312,7 @@ async fn execute_earns(
         let store = store.clone();
         let id = member_of(w, i);
         async move {
-            store.execute::<Wallet>(&id, earn(&id, &format!("{prefix}{w}-{i}")), CommandContext::default()).await?;
+            store.execute::<Wallet>(&id, earn(&id, &format!("{prefix}{w}-{i}"))?, CommandContext::default()).await?;
             Ok(())
         }
     })

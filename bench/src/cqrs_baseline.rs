@@ -30,13 +30,18 @@ pub async fn prepare(pool: &Pool<MySql>) -> anyhow::Result<()> {
 }
 
 /// The framework, with a directory that knows `members` and the cafe.
-pub fn framework(pool: Pool<MySql>, members: &[String], cafe: &StoreId, terms: StoreTerms) -> MysqlCqrs<Wallet> {
+pub fn framework(
+    pool: Pool<MySql>,
+    members: &[String],
+    cafe: &StoreId,
+    terms: StoreTerms,
+) -> anyhow::Result<MysqlCqrs<Wallet>> {
     let mut directory = InMemoryDirectory::default().with_store(cafe, terms);
     for member in members {
-        directory = directory.with_member(&crate::pointstream::member(member), true);
+        directory = directory.with_member(&crate::pointstream::member(member)?, true);
     }
     let services: Services = Arc::new(directory);
-    mysql_cqrs(pool, Vec::new(), services)
+    Ok(mysql_cqrs(pool, Vec::new(), services))
 }
 
 /// Runs one command on wallet `id`.

@@ -4,32 +4,34 @@ use domain::values::{Amount, DisplayName, EarnPolicy, Handle, MemberId, Points, 
 use domain::{Member, MemberCommand, Store, StoreCommand, WalletCommand};
 use eventstore::{CommandContext, EventStore};
 
-pub fn member(id: &str) -> MemberId {
-    MemberId::parse(id).expect("bench member ids are valid")
+/// Member `id`.
+pub fn member(id: &str) -> anyhow::Result<MemberId> {
+    Ok(MemberId::parse(id)?)
 }
 
-pub fn cafe() -> StoreId {
-    StoreId::parse("cafe").expect("bench store id is valid")
+/// The benchmarks' one store.
+pub fn cafe() -> anyhow::Result<StoreId> {
+    Ok(StoreId::parse("cafe")?)
 }
 
 /// 10% of the amount paid, from 1 up.
-pub fn policy() -> EarnPolicy {
-    EarnPolicy::new(1_000, None, 1).expect("bench policy is valid")
+pub fn policy() -> anyhow::Result<EarnPolicy> {
+    Ok(EarnPolicy::new(1_000, None, 1)?)
 }
 
 /// A number of points.
-pub fn points(raw: u64) -> Points {
-    Points::new(raw).expect("bench points are valid")
+pub fn points(raw: u64) -> anyhow::Result<Points> {
+    Ok(Points::new(raw)?)
 }
 
 /// An earn of 1000 (100 points) at the cafe.
-pub fn earn(who: &str, purchase_ref: &str) -> WalletCommand {
-    WalletCommand::Earn {
-        member: member(who),
-        store: cafe(),
-        purchase_ref: PurchaseRef::parse(purchase_ref).expect("bench purchase refs are valid"),
-        amount: Amount::new(1_000).expect("bench amount is valid"),
-    }
+pub fn earn(who: &str, purchase_ref: &str) -> anyhow::Result<WalletCommand> {
+    Ok(WalletCommand::Earn {
+        member: member(who)?,
+        store: cafe()?,
+        purchase_ref: PurchaseRef::parse(purchase_ref)?,
+        amount: Amount::new(1_000)?,
+    })
 }
 
 /// Registers `members` (concurrently) and the cafe, owned by the first.
@@ -40,7 +42,7 @@ pub async fn register(store: &EventStore, members: &[String]) -> anyhow::Result<
             let (store, id) = (store.clone(), id.clone());
             tokio::spawn(async move {
                 let command = MemberCommand::Register {
-                    member: member(&id),
+                    member: member(&id)?,
                     handle: Handle::parse(format!("m_{}", id.replace('-', "_")))?,
                     display_name: DisplayName::parse(id.clone())?,
                 };
@@ -53,10 +55,10 @@ pub async fn register(store: &EventStore, members: &[String]) -> anyhow::Result<
         task.await??;
     }
     let command = StoreCommand::Register {
-        store: cafe(),
+        store: cafe()?,
         name: StoreName::parse("Cafe")?,
-        owner: member(&members[0]),
-        policy: policy(),
+        owner: member(members.first().map_or("", String::as_str))?,
+        policy: policy()?,
     };
     store.execute::<Store>("cafe", command, CommandContext::default()).await?;
     Ok(())

@@ -72,9 +72,9 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
                 while store.head() < target {
                     let id = &members[(w + i * WRITERS) % WALLETS];
                     let command = if i % 10 == 9 && i > 2 * (WALLETS / WRITERS + 1) {
-                        WalletCommand::Redeem { store: cafe(), points: points(1), reward: Reason::parse("mug")? }
+                        WalletCommand::Redeem { store: cafe()?, points: points(1)?, reward: Reason::parse("mug")? }
                     } else {
-                        earn(id, &format!("g{w}-{i}"))
+                        earn(id, &format!("g{w}-{i}"))?
                     };
                     store.execute::<Wallet>(id, command, CommandContext::default()).await?;
                     i += 1;
@@ -197,7 +197,7 @@ async fn lag(store: &EventStore, options: &Options) -> anyhow::Result<(Duration,
         commands.push(tokio::spawn(async move {
             let id = format!("w{:05}", i % WALLETS as u64);
             let outcome =
-                store.execute::<Wallet>(&id, earn(&id, &format!("lag-{i}")), CommandContext::default()).await?;
+                store.execute::<Wallet>(&id, earn(&id, &format!("lag-{i}"))?, CommandContext::default()).await?;
             let mut pending = pending.lock().await;
             if applied.borrow().checkpoint >= outcome.last_position {
                 // Applied before this task saw its acknowledgement.

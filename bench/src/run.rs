@@ -64,8 +64,8 @@ async fn measure(server: &str, options: &Options, members: &[String], urls: [&st
 
     let cqrs_pool = MySqlPoolOptions::new().max_connections(pool_size).connect(cqrs_url).await?;
     cqrs_baseline::prepare(&cqrs_pool).await?;
-    let terms = StoreTerms { open: true, policy: policy(), policy_version: 1 };
-    let cqrs = Arc::new(cqrs_baseline::framework(cqrs_pool.clone(), members, &cafe(), terms));
+    let terms = StoreTerms { open: true, policy: policy()?, policy_version: 1 };
+    let cqrs = Arc::new(cqrs_baseline::framework(cqrs_pool.clone(), members, &cafe()?, terms)?);
     let mut b = Vec::new();
     for &concurrency in &options.concurrency {
         let framework = cqrs.clone();
@@ -74,7 +74,7 @@ async fn measure(server: &str, options: &Options, members: &[String], urls: [&st
                 let framework = framework.clone();
                 async move {
                     let id = format!("t{w}-{}", i % WALLETS_PER_WORKER);
-                    let command = earn(&id, &format!("b{concurrency}-{w}-{i}"));
+                    let command = earn(&id, &format!("b{concurrency}-{w}-{i}"))?;
                     cqrs_baseline::execute(&framework, &id, command).await
                 }
             })
@@ -94,7 +94,7 @@ async fn measure(server: &str, options: &Options, members: &[String], urls: [&st
                 let store = contender.clone();
                 async move {
                     let id = format!("t{w}-{}", i % WALLETS_PER_WORKER);
-                    let command = earn(&id, &format!("c{concurrency}-{w}-{i}"));
+                    let command = earn(&id, &format!("c{concurrency}-{w}-{i}"))?;
                     store.execute::<Wallet>(&id, command, CommandContext::default()).await?;
                     Ok(())
                 }
@@ -130,19 +130,21 @@ async fn measure(server: &str, options: &Options, members: &[String], urls: [&st
         cqrs_baseline::seed_history(&cqrs_pool, &id, history).await?;
         let seeding = Instant::now();
         for i in 0..history.saturating_sub(1) {
-            store.execute::<Wallet>(&id, earn(&id, &format!("seed{history}-{i}")), CommandContext::default()).await?;
+            store.execute::<Wallet>(&id, earn(&id, &format!("seed{history}-{i}"))?, CommandContext::default()).await?;
         }
         let seeded = seeding.elapsed();
 
         let b = latencies(50, |i| {
             let (cqrs, id) = (cqrs.clone(), id.clone());
-            async move { cqrs_baseline::execute(&cqrs, &id, earn(&id, &format!("lb{history}-{i}"))).await }
+            async move { cqrs_baseline::execute(&cqrs, &id, earn(&id, &format!("lb{history}-{i}"))?).await }
         })
         .await?;
         let c = latencies(500, |i| {
             let (store, id) = (store.clone(), id.clone());
             async move {
-                store.execute::<Wallet>(&id, earn(&id, &format!("lc{history}-{i}")), CommandContext::default()).await?;
+                store
+                    .execute::<Wallet>(&id, earn(&id, &format!("lc{history}-{i}"))?, CommandContext::default())
+                    .await?;
                 Ok(())
             }
         })

@@ -70,7 +70,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
                 for i in 0..per_writer {
                     let who = &members[(w * 31 + i as usize) % members.len()];
                     store
-                        .execute::<domain::Wallet>(who, earn(who, &format!("s{w}-{i}")), CommandContext::default())
+                        .execute::<domain::Wallet>(who, earn(who, &format!("s{w}-{i}"))?, CommandContext::default())
                         .await?;
                 }
                 anyhow::Ok(())

@@ -182,7 +182,7 @@ impl<P: Projection> InlineProjection for Inline<P> {
         }
         let mut script = Script::new();
         checkpoint::advance_in(&mut script, P::NAME, &Names::LIVE, (settled, written_at), last, now).ok()?;
-        P::writes(&mut state, &Names::LIVE).ok()??.script(&mut script).ok()?;
+        P::writes(&mut state, &Names::LIVE).ok()?.script(&mut script).ok()?;
         *locked(&self.pending) =
             Some(Pending { at: last, written_at: now, rows: state, onto_kept: written_at.is_some() });
         Some((Projected::Written, script))

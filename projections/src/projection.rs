@@ -103,19 +103,17 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one decoded event to the rows in memory.
     fn apply(state: &mut Self::State, event: &RecordedEvent, decoded: &Self::Event) -> Result<(), ProjectionError>;
 
+    /// The statements that write the changed rows, to run one by one
+    /// ([`Projection::save`]) or in a script; the changes are then forgotten.
+    fn writes(state: &mut Self::State, names: &Names) -> Result<Writes, DbErr>;
+
     /// Writes the changed rows.
     fn save(
         state: &mut Self::State,
         txn: &DatabaseTransaction,
         names: &Names,
-    ) -> impl Future<Output = Result<(), DbErr>> + Send;
-
-    /// What [`Projection::save`] runs, as statements (for a script): the
-    /// changes are then forgotten as after `save`. `None`: the projection
-    /// only saves statement by statement (the default).
-    fn writes(state: &mut Self::State, names: &Names) -> Result<Option<Writes>, DbErr> {
-        let _ = (state, names);
-        Ok(None)
+    ) -> impl Future<Output = Result<(), DbErr>> + Send {
+        async move { Self::writes(state, names)?.run(txn).await }
     }
 
     /// Every stored row.

@@ -217,22 +217,8 @@ impl<K: Ord + Clone, M> Rows<K, M> {
         }
     }
 
-    /// Writes what changed to `table` and forgets the changes.
-    pub(crate) async fn save<E>(
-        &mut self,
-        conn: &impl ConnectionTrait,
-        table: &str,
-        key_values: impl Fn(&K) -> Vec<Value>,
-    ) -> Result<(), DbErr>
-    where
-        E: EntityTrait<Model = M>,
-        M: ModelTrait<Entity = E>,
-    {
-        self.writes::<E>(table, key_values)?.run(conn).await
-    }
-
     /// The statements that write what changed to `table`; the changes are
-    /// forgotten (as after [`Rows::save`]).
+    /// then forgotten.
     pub(crate) fn writes<E>(&mut self, table: &str, key_values: impl Fn(&K) -> Vec<Value>) -> Result<Writes, DbErr>
     where
         E: EntityTrait<Model = M>,

@@ -8,7 +8,7 @@ use super::{decode_as, ids_of, key1, key2};
 use crate::entities::{members, social_accounts};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
-use crate::table::{self, Difference, Rows, diff};
+use crate::table::{self, Difference, Rows, Writes, diff};
 
 /// The members projection.
 pub struct Members;
@@ -86,9 +86,11 @@ impl Projection for Members {
         Ok(())
     }
 
-    async fn save(state: &mut MembersState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
-        state.members.save::<members::Entity>(txn, &names.table("members"), |id| key1(id)).await?;
-        state.accounts.save::<social_accounts::Entity>(txn, &names.table("social_accounts"), |(m, p)| key2(m, p)).await
+    fn writes(state: &mut MembersState, names: &Names) -> Result<Writes, DbErr> {
+        let members = state.members.writes::<members::Entity>(&names.table("members"), |id| key1(id))?;
+        let accounts =
+            state.accounts.writes::<social_accounts::Entity>(&names.table("social_accounts"), |(m, p)| key2(m, p))?;
+        Ok(members.then(accounts))
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<MembersState, DbErr> {

@@ -161,12 +161,8 @@ impl Projection for Posts {
         Ok(())
     }
 
-    async fn save(state: &mut PostsState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
-        post_writes(state, names)?.run(txn).await
-    }
-
-    fn writes(state: &mut PostsState, names: &Names) -> Result<Option<Writes>, DbErr> {
-        post_writes(state, names).map(Some)
+    fn writes(state: &mut PostsState, names: &Names) -> Result<Writes, DbErr> {
+        post_writes(state, names)
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<PostsState, DbErr> {

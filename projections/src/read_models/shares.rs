@@ -11,7 +11,7 @@ use super::{decode_as, key1, key2};
 use crate::entities::{share_recipients, shares};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
-use crate::table::{self, Difference, Rows, diff};
+use crate::table::{self, Difference, Rows, Writes, diff};
 
 /// The shares projection.
 pub struct Shares;
@@ -141,12 +141,12 @@ impl Projection for Shares {
         Ok(())
     }
 
-    async fn save(state: &mut SharesState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
-        state.shares.save::<shares::Entity>(txn, &names.table("shares"), |s| key1(s)).await?;
-        state
+    fn writes(state: &mut SharesState, names: &Names) -> Result<Writes, DbErr> {
+        let shares = state.shares.writes::<shares::Entity>(&names.table("shares"), |s| key1(s))?;
+        let recipients = state
             .recipients
-            .save::<share_recipients::Entity>(txn, &names.table("share_recipients"), |(s, m)| key2(s, m))
-            .await
+            .writes::<share_recipients::Entity>(&names.table("share_recipients"), |(s, m)| key2(s, m))?;
+        Ok(shares.then(recipients))
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<SharesState, DbErr> {

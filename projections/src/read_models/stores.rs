@@ -9,7 +9,7 @@ use super::{decode_as, ids_of, key1};
 use crate::entities::stores;
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
-use crate::table::{self, Difference, Rows, diff};
+use crate::table::{self, Difference, Rows, Writes, diff};
 
 /// The stores projection.
 pub struct Stores;
@@ -80,8 +80,8 @@ impl Projection for Stores {
         Ok(())
     }
 
-    async fn save(state: &mut StoresState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
-        state.stores.save::<stores::Entity>(txn, &names.table("stores"), |id| key1(id)).await
+    fn writes(state: &mut StoresState, names: &Names) -> Result<Writes, DbErr> {
+        state.stores.writes::<stores::Entity>(&names.table("stores"), |id| key1(id))
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<StoresState, DbErr> {

@@ -179,12 +179,8 @@ impl Projection for Wallets {
         Ok(())
     }
 
-    async fn save(state: &mut WalletsState, txn: &DatabaseTransaction, names: &Names) -> Result<(), DbErr> {
-        wallet_writes(state, names)?.run(txn).await
-    }
-
-    fn writes(state: &mut WalletsState, names: &Names) -> Result<Option<Writes>, DbErr> {
-        wallet_writes(state, names).map(Some)
+    fn writes(state: &mut WalletsState, names: &Names) -> Result<Writes, DbErr> {
+        wallet_writes(state, names)
     }
 
     async fn dump(db: &DatabaseTransaction, names: &Names) -> Result<WalletsState, DbErr> {

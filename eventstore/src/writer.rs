@@ -611,6 +611,16 @@ fn build_script(
     projections: Projections<'_>,
     (head_was, head): (u64, u64),
 ) -> Option<(Script, Vec<Projected>)> {
+    // The projections first: the one most likely to say no.
+    let mut projected = Vec::with_capacity(projections.inline.len());
+    let mut written = Vec::with_capacity(projections.inline.len());
+    if !recorded.is_empty() {
+        for projection in projections.inline {
+            let (done, statements) = projection.script(recorded)?;
+            projected.push(done);
+            written.push(statements);
+        }
+    }
     let mut script = Script::new();
     // The head moves from where it was guessed to be, or the script fails:
     // the positions written in below are then someone else's.
@@ -623,13 +633,8 @@ fn build_script(
     for insert in layout.inserts(batch, crate::clock::now_us()).ok()? {
         script.push(&insert).ok()?;
     }
-    let mut projected = Vec::with_capacity(projections.inline.len());
-    if !recorded.is_empty() {
-        for projection in projections.inline {
-            let (done, statements) = projection.script(recorded)?;
-            script.append(statements).ok()?;
-            projected.push(done);
-        }
+    for statements in written {
+        script.append(statements).ok()?;
     }
     Some((script, projected))
 }

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::api_server::ServerProcess;
 use crate::graphql_http::GraphqlHttp;
-use crate::measure::{histogram_totals, mean_between, ms, percentiles, series_total, throughput_and_latency};
+use crate::measure::{GroupCommits, histogram_totals, mean_between, ms, percentiles, throughput_and_latency};
 use crate::pointstream::{earn, register};
 use crate::run::Scratch;
 use crate::subscribers::Subscribers;
@@ -263,39 +263,6 @@ async fn earn_over_http(
     let [command, wait] = [0, 1].map(|i| mean_between(before[i], after[i]));
     let commits = GroupCommits::between(&before_text, &after_text);
     Ok((over_http, (command, wait), commits))
-}
-
-/// The server's group commits between two readings of its metrics.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GroupCommits {
-    /// Appended as one script.
-    pub scripts: f64,
-    /// Appended statement by statement.
-    pub statements: f64,
-    /// Scripts rolled back (their batches then went statement by statement).
-    pub rolled_back: f64,
-}
-
-impl GroupCommits {
-    pub fn between(before: &str, after: &str) -> Self {
-        let delta = |name: &str, label: &str| {
-            series_total(after, name, label).unwrap_or(0.0) - series_total(before, name, label).unwrap_or(0.0)
-        };
-        let commits = eventstore::writer::GROUP_COMMITS;
-        GroupCommits {
-            scripts: delta(commits, "path=\"script\""),
-            statements: delta(commits, "path=\"statements\""),
-            rolled_back: delta(eventstore::writer::SCRIPTS_ROLLED_BACK, ""),
-        }
-    }
-
-    /// "N as one script, M statement by statement (K scripts rolled back)".
-    pub fn describe(&self) -> String {
-        format!(
-            "{:.0} as one script, {:.0} statement by statement ({:.0} scripts rolled back)",
-            self.scripts, self.statements, self.rolled_back
-        )
-    }
 }
 
 /// `EventStore::execute` of earns on `store` for `duration`, caller `w`

@@ -116,3 +116,36 @@ pub fn mean_between(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Op
     let ((sum0, count0), (sum1, count1)) = (before.unwrap_or_default(), after?);
     (count1 > count0).then(|| Duration::from_secs_f64((sum1 - sum0) / (count1 - count0)))
 }
+
+/// The server's group commits between two readings of its metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupCommits {
+    /// Appended as one script.
+    pub scripts: f64,
+    /// Appended statement by statement.
+    pub statements: f64,
+    /// Scripts rolled back (their batches then went statement by statement).
+    pub rolled_back: f64,
+}
+
+impl GroupCommits {
+    pub fn between(before: &str, after: &str) -> Self {
+        let delta = |name: &str, label: &str| {
+            series_total(after, name, label).unwrap_or(0.0) - series_total(before, name, label).unwrap_or(0.0)
+        };
+        let commits = eventstore::writer::GROUP_COMMITS;
+        GroupCommits {
+            scripts: delta(commits, "path=\"script\""),
+            statements: delta(commits, "path=\"statements\""),
+            rolled_back: delta(eventstore::writer::SCRIPTS_ROLLED_BACK, ""),
+        }
+    }
+
+    /// "N as one script, M statement by statement (K scripts rolled back)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.0} as one script, {:.0} statement by statement ({:.0} scripts rolled back)",
+            self.scripts, self.statements, self.rolled_back
+        )
+    }
+}

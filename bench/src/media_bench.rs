@@ -244,7 +244,7 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     let metrics = http.get(&metrics_url).send().await?.error_for_status()?.text().await?;
     let puts = |from: &str| histogram_totals(&metrics, "pointstream_photo_put_seconds", from).map_or(0.0, |(_, n)| n);
     let put_counts = (puts("from=\"arrival\""), puts("from=\"file\""));
-    let commits = crate::api_bench::GroupCommits::between("", &metrics);
+    let commits = crate::measure::GroupCommits::between("", &metrics);
     let server = Arc::into_inner(server).context("the server handle is still shared")?;
     server.stop().await?;
 

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::api_server::ServerProcess;
 use crate::graphql_http::GraphqlHttp;
-use crate::measure::{GroupCommits, histogram_totals, mean_between, ms, percentiles, throughput_and_latency};
+use crate::measure::{GroupCommits, histogram_totals, mean_between, ms, percentiles, throughput_and_latency, warm_up};
 use crate::pointstream::{earn, register};
 use crate::run::Scratch;
 use crate::subscribers::Subscribers;
@@ -98,7 +98,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let concurrency = options.concurrency.max(1);
     let per_worker = (options.members / concurrency).max(1);
     // Worker w cycles through members w, w + concurrency, ...: no two workers share a wallet.
-    let member_of = move |w: usize, i: u64| format!("m{:05}", w + concurrency * (i as usize % per_worker));
+    let earners = Earners { concurrency, per_worker };
     let mut members: Vec<String> = (0..concurrency * per_worker).map(|k| format!("m{k:05}")).collect();
     members.push(FOLLOWED.to_string());
 
@@ -114,7 +114,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let duration = Duration::from_secs(options.seconds);
 
     // (c) the event store's own rate, in this process, before the servers start.
-    let direct_before = execute_earns(&store, concurrency, duration, member_of, "d").await?;
+    let direct_before = execute_earns(&store, earners, duration, "d").await?;
 
     let secret = uuid::Uuid::new_v4().simple().to_string();
     let staff = token(&secret, Role::Staff, None, Some("cafe"))?;
@@ -127,7 +127,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
 
         // (d) earnPoints over HTTP, one keep-alive connection per client.
         let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
-        let (over_http, inside, commits) = earn_over_http(&clients, &staff, duration, member_of, "h").await?;
+        let (over_http, inside, commits) = earn_over_http(&clients, &staff, earners, duration, "h").await?;
 
         let workers = clients.clone();
         let ceiling = throughput_and_latency(concurrency, duration, move |w, _| {
@@ -153,7 +153,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let measured = async {
         caught_up(&store).await?;
         let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
-        earn_over_http(&clients, &staff, duration, member_of, "n").await
+        earn_over_http(&clients, &staff, earners, duration, "n").await
     }
     .await;
     let stopped = server.stop().await;
@@ -164,7 +164,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     // servers' appends made the first one's aggregates stale): the machine
     // drifts, and d/c is taken against the mean of the two.
     let fresh = EventStore::open(url, config.clone()).await?;
-    let direct_after = execute_earns(&fresh, concurrency, duration, member_of, "e").await?;
+    let direct_after = execute_earns(&fresh, earners, duration, "e").await?;
     let direct = (direct_before.0 + direct_after.0) / 2.0;
 
     println!("## API benchmark (MySQL, one run)");
@@ -172,8 +172,8 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     println!(
         "Server: `bench api-server`, a process of its own wired as `pointstream serve` (every projector and \
          the share distribution running), on 127.0.0.1. {concurrency} clients, each on its own keep-alive \
-         HTTP/1.1 connection, earning for {} members ({per_worker} each, no wallet shared); {} s per figure; \
-         both event stores with a pool of {} connections.",
+         HTTP/1.1 connection, earning for {} members ({per_worker} each, no wallet shared); {} s per figure, each after one \
+         unmeasured earn per member (a steady state: aggregates cached, balances kept); both event stores with a pool of {} connections.",
         concurrency * per_worker,
         options.seconds,
         config.max_connections
@@ -226,15 +226,36 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `earnPoints` over HTTP for `duration`, client `w` earning for
-/// `member_of(w, i)` under purchase refs starting with `prefix`: the rate and
-/// latency, and the server's mean times of the command and of the wait for
-/// the wallets read model meanwhile.
+/// Who earns: client `w`'s `i`th earn is for `member(w, i)`, cycling through
+/// `per_worker` members of its own (no wallet shared between clients).
+#[derive(Debug, Clone, Copy)]
+struct Earners {
+    concurrency: usize,
+    per_worker: usize,
+}
+
+impl Earners {
+    fn member(self, w: usize, i: u64) -> String {
+        format!("m{:05}", w + self.concurrency * (i as usize % self.per_worker))
+    }
+
+    /// Earns before a measurement: one for each member, so that it measures
+    /// a steady state (the aggregates cached, the server keeping the balances
+    /// it writes) rather than a process's first touch of each wallet.
+    fn warm_up_rounds(self) -> u64 {
+        self.per_worker as u64
+    }
+}
+
+/// `earnPoints` over HTTP for `duration` after a warm-up, client `w`'s
+/// `i`th for `earners.member(w, i)` under purchase ref `{prefix}{w}-{i}`: the
+/// rate and latency, and the server's mean times of the command and of the
+/// wait for the wallets read model meanwhile.
 async fn earn_over_http(
     clients: &Arc<Vec<Mutex<GraphqlHttp>>>,
     staff: &str,
+    earners: Earners,
     duration: Duration,
-    member_of: impl Fn(usize, u64) -> String + Clone + Send + Sync + 'static,
     prefix: &'static str,
 ) -> anyhow::Result<((f64, Duration, Duration), (Option<Duration>, Option<Duration>), GroupCommits)> {
     // The command and the read-your-writes wait, as the server times them.
@@ -244,20 +265,21 @@ async fn earn_over_http(
             histogram_totals(metrics, "pointstream_read_wait_seconds", "projection=\"wallets\""),
         ]
     };
-    let before_text = clients[0].lock().await.get("/metrics").await?;
-    let before = inside(&before_text);
-    let workers = clients.clone();
-    let staff_token = staff.to_string();
-    let over_http = throughput_and_latency(clients.len(), duration, move |w, i| {
-        let (clients, staff) = (workers.clone(), staff_token.clone());
-        let request = earn_request(&member_of(w, i), &format!("{prefix}{w}-{i}"));
+    let (workers, staff) = (clients.clone(), staff.to_string());
+    let op = Arc::new(move |w: usize, i: u64| {
+        let (clients, staff) = (workers.clone(), staff.clone());
+        let request = earn_request(&earners.member(w, i), &format!("{prefix}{w}-{i}"));
         async move {
             let data = clients[w].lock().await.post(Some(&staff), &request).await?;
             earned_position(&data)?;
             Ok(())
         }
-    })
-    .await?;
+    });
+    let rounds = earners.warm_up_rounds();
+    warm_up(clients.len(), rounds, &op).await?;
+    let before_text = clients[0].lock().await.get("/metrics").await?;
+    let before = inside(&before_text);
+    let over_http = throughput_and_latency(clients.len(), duration, move |w, i| op(w, rounds + i)).await?;
     let after_text = clients[0].lock().await.get("/metrics").await?;
     let after = inside(&after_text);
     let [command, wait] = [0, 1].map(|i| mean_between(before[i], after[i]));
@@ -265,25 +287,27 @@ async fn earn_over_http(
     Ok((over_http, (command, wait), commits))
 }
 
-/// `EventStore::execute` of earns on `store` for `duration`, caller `w`
-/// earning for `member_of(w, i)` under purchase refs starting with `prefix`.
+/// `EventStore::execute` of earns on `store` for `duration` after a warm-up,
+/// caller `w`'s `i`th for `earners.member(w, i)` under purchase ref
+/// `{prefix}{w}-{i}`.
 async fn execute_earns(
     store: &EventStore,
-    concurrency: usize,
+    earners: Earners,
     duration: Duration,
-    member_of: impl Fn(usize, u64) -> String + Clone + Send + Sync + 'static,
     prefix: &'static str,
 ) -> anyhow::Result<(f64, Duration, Duration)> {
     let store = store.clone();
-    throughput_and_latency(concurrency, duration, move |w, i| {
+    let op = Arc::new(move |w: usize, i: u64| {
         let store = store.clone();
-        let id = member_of(w, i);
+        let id = earners.member(w, i);
         async move {
             store.execute::<Wallet>(&id, earn(&id, &format!("{prefix}{w}-{i}"))?, CommandContext::default()).await?;
             Ok(())
         }
-    })
-    .await
+    });
+    let rounds = earners.warm_up_rounds();
+    warm_up(earners.concurrency, rounds, &op).await?;
+    throughput_and_latency(earners.concurrency, duration, move |w, i| op(w, rounds + i)).await
 }
 
 /// Waits until every projection has applied the whole log.

@@ -62,6 +62,32 @@ where
     Ok((rate, p50, p99))
 }
 
+/// Calls `op(worker, i)` for i = 0..`rounds` on each of `concurrency`
+/// workers, unmeasured: what runs before a measurement of a steady state
+/// (caches filled, a server's memory of the rows it writes), which then
+/// goes on from i = `rounds`.
+pub async fn warm_up<F, Fut>(concurrency: usize, rounds: u64, op: &Arc<F>) -> anyhow::Result<()>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for i in 0..rounds {
+                    op(worker, i).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(())
+}
+
 /// Median and 99th percentile of `samples`.
 pub fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort_unstable();

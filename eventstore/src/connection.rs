@@ -65,6 +65,37 @@ pub fn padded_chunks<T>(items: &[T], max: usize) -> Vec<Vec<&T>> {
         .collect()
 }
 
+/// How multi-row statements are cut into statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shapes {
+    /// Sent as prepared statements: a few fixed lengths ([`statement_chunks`],
+    /// [`padded_chunks`]), which stay in the statement cache.
+    Prepared,
+    /// Written into a [`crate::Script`], which is never prepared: any length,
+    /// as few statements as `max` rows allow, and no row repeated (a repeated
+    /// row of an upsert is one more duplicate-key update for the server).
+    Script,
+}
+
+impl Shapes {
+    /// `items` cut for statements that must not repeat one (inserts).
+    pub fn chunks<T>(self, items: &[T], max: usize) -> Vec<&[T]> {
+        match self {
+            Shapes::Prepared => statement_chunks(items, max),
+            Shapes::Script => items.chunks(max.max(1)).collect(),
+        }
+    }
+
+    /// `items` cut for statements where a repeated item is harmless (upserts,
+    /// deletes by key): prepared ones padded as [`padded_chunks`] does.
+    pub fn padded<T>(self, items: &[T], max: usize) -> Vec<Vec<&T>> {
+        match self {
+            Shapes::Prepared => padded_chunks(items, max),
+            Shapes::Script => items.chunks(max.max(1)).map(|chunk| chunk.iter().collect()).collect(),
+        }
+    }
+}
+
 /// Prepared statements each of the group commit's own MySQL connections
 /// keeps: it runs the log's inserts and every inline projection's statements.
 const WRITER_STATEMENT_CACHE: usize = 1024;
@@ -144,7 +175,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), EventStoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{padded_chunks, statement_chunks};
+    use super::{Shapes, padded_chunks, statement_chunks};
 
     #[test]
     fn statement_chunks_are_powers_of_two_then_a_short_rest_covering_everything_in_order() {
@@ -174,5 +205,17 @@ mod tests {
         assert_eq!(covered, items);
         assert!(padded_chunks::<u32>(&[], 256).is_empty());
         assert_eq!(padded_chunks(&[1, 2, 3], 256), vec![vec![&1, &2, &3, &3]]);
+    }
+
+    #[test]
+    fn a_script_cuts_rows_only_at_the_limit_and_repeats_none() {
+        let items: Vec<u32> = (0..1_003).collect();
+        let sizes: Vec<usize> = Shapes::Script.chunks(&items, 256).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![256, 256, 256, 235]);
+        assert_eq!(Shapes::Script.chunks(&items, 256).concat(), items);
+        assert_eq!(Shapes::Script.padded(&[1, 2, 3], 256), vec![vec![&1, &2, &3]]);
+        assert_eq!(Shapes::Prepared.padded(&[1, 2, 3], 256), padded_chunks(&[1, 2, 3], 256));
+        assert_eq!(Shapes::Prepared.chunks(&items, 256), statement_chunks(&items, 256));
+        assert!(Shapes::Script.padded::<u32>(&[], 256).is_empty());
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use migrations::tables::{Claims, CommandLog, Events, Snapshots};
 
-use crate::connection::statement_chunks;
+use crate::connection::Shapes;
 use crate::inline::{Inline, Projected};
 use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
@@ -99,7 +99,7 @@ pub(crate) enum AppendError {
 
 /// Limits of one group commit.
 const MAX_REQUESTS_PER_BATCH: usize = 256;
-/// Most rows in one INSERT (a power of two, see [`statement_chunks`]).
+/// Most rows in one INSERT (a power of two, see [`Shapes`]).
 const ROWS_PER_INSERT: usize = 256;
 
 /// Where appends go: the database, the inline projections written in the
@@ -437,7 +437,7 @@ impl<'a> Layout<'a> {
 
     /// The inserts of the events, command-log rows, claims and snapshots of
     /// `batch` (laid out here), in statements of a few fixed sizes.
-    fn inserts(&self, batch: &[AppendRequest], now_us: i64) -> Result<Vec<InsertStatement>, DbErr> {
+    fn inserts(&self, batch: &[AppendRequest], now_us: i64, shapes: Shapes) -> Result<Vec<InsertStatement>, DbErr> {
         let mut statements = Vec::new();
         let mut events = Query::insert();
         events.into_table(Events::Table).columns(EVENT_COLUMNS);
@@ -459,7 +459,7 @@ impl<'a> Layout<'a> {
                 ]
             })
             .collect();
-        chunked(&mut statements, &events, rows)?;
+        chunked(&mut statements, &events, rows, shapes)?;
 
         let mut commands = Query::insert();
         commands.into_table(CommandLog::Table).columns([
@@ -484,7 +484,7 @@ impl<'a> Layout<'a> {
                 ]);
             }
         }
-        chunked(&mut statements, &commands, rows)?;
+        chunked(&mut statements, &commands, rows, shapes)?;
 
         let mut claims = Query::insert();
         claims.into_table(Claims::Table).columns([
@@ -504,7 +504,7 @@ impl<'a> Layout<'a> {
                 ]);
             }
         }
-        chunked(&mut statements, &claims, rows)?;
+        chunked(&mut statements, &claims, rows, shapes)?;
 
         let mut snapshots = Query::insert();
         snapshots
@@ -535,7 +535,7 @@ impl<'a> Layout<'a> {
                 ]);
             }
         }
-        chunked(&mut statements, &snapshots, rows)?;
+        chunked(&mut statements, &snapshots, rows, shapes)?;
         Ok(statements)
     }
 }
@@ -552,7 +552,7 @@ async fn commit(
     let txn = projections.begin(db).await?;
     let head = reserve(&txn, count).await?;
     let layout = Layout::new(batch, head + 1 - count);
-    for insert in layout.inserts(batch, crate::clock::now_us())? {
+    for insert in layout.inserts(batch, crate::clock::now_us(), Shapes::Prepared)? {
         txn.execute(&insert).await?;
     }
     let recorded = layout.recorded();
@@ -630,7 +630,7 @@ fn build_script(
             &[(head_was as i64).into(), (head as i64).into()],
         )
         .ok()?;
-    for insert in layout.inserts(batch, crate::clock::now_us()).ok()? {
+    for insert in layout.inserts(batch, crate::clock::now_us(), Shapes::Script).ok()? {
         script.push(&insert).ok()?;
     }
     for statements in written {
@@ -660,13 +660,14 @@ async fn finish(
 }
 
 /// Adds to `statements` inserts of `rows` with the table, columns and
-/// conflict clause of `template`, in statements of a few fixed sizes.
+/// conflict clause of `template`, cut as `shapes` says.
 fn chunked(
     statements: &mut Vec<InsertStatement>,
     template: &InsertStatement,
     rows: Vec<Vec<Expr>>,
+    shapes: Shapes,
 ) -> Result<(), DbErr> {
-    for chunk in statement_chunks(&rows, ROWS_PER_INSERT) {
+    for chunk in shapes.chunks(&rows, ROWS_PER_INSERT) {
         let mut insert = template.clone();
         for row in chunk {
             insert.values(row.iter().cloned()).map_err(|e| DbErr::Custom(format!("cannot build an insert: {e}")))?;

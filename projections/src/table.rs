@@ -4,14 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventstore::{Script, Unscriptable, padded_chunks};
+use eventstore::{Script, Shapes, Unscriptable, padded_chunks};
 use sea_orm::sea_query::{Alias, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Order, Query};
 use sea_orm::{
     ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, Value,
 };
 use serde::Serialize;
 
-/// Most rows per statement (a power of two: see `eventstore::padded_chunks`).
+/// Most rows per statement (a power of two: see `eventstore::Shapes`).
 const ROWS_PER_STATEMENT: usize = 512;
 
 fn primary_columns<E: EntityTrait>() -> Vec<E::Column> {
@@ -66,24 +66,75 @@ where
     conn.query_all(&select).await?.iter().map(|row| E::Model::from_query_result(row, "")).collect()
 }
 
-/// Statements that write rows: run them one by one, or put them in a script.
+/// Rows to write: run as statements one by one, or put in a script. The
+/// statements are cut when run or scripted, each way as it is best sent
+/// ([`Shapes`]).
 #[derive(Debug, Default)]
 pub struct Writes(Vec<Write>);
 
 #[derive(Debug)]
 enum Write {
+    /// Rows (values in `columns` order) to insert, replacing any with the same primary key.
+    Upsert { table: String, columns: Vec<&'static str>, primary: Vec<&'static str>, rows: Vec<Vec<Value>> },
+    /// Primary keys of rows to delete.
+    Delete { table: String, primary: Vec<&'static str>, keys: Vec<Vec<Value>> },
+}
+
+/// One statement of a [`Write`].
+enum Statement {
     Upsert(InsertStatement),
     Delete(DeleteStatement),
+}
+
+impl Write {
+    fn statements(&self, shapes: Shapes) -> Result<Vec<Statement>, DbErr> {
+        let names = |names: &[&'static str]| names.iter().map(|name| Alias::new(*name)).collect::<Vec<_>>();
+        match self {
+            Write::Upsert { table, columns, primary, rows } => {
+                let others: Vec<&'static str> =
+                    columns.iter().copied().filter(|column| !primary.contains(column)).collect();
+                // A row repeated to pad a prepared statement is written twice with the same values.
+                shapes
+                    .padded(rows, ROWS_PER_STATEMENT)
+                    .into_iter()
+                    .map(|chunk| {
+                        let mut insert = Query::insert();
+                        insert
+                            .into_table(Alias::new(table))
+                            .columns(names(columns))
+                            .on_conflict(OnConflict::columns(names(primary)).update_columns(names(&others)).to_owned());
+                        for row in chunk {
+                            insert
+                                .values(row.iter().cloned().map(Expr::val))
+                                .map_err(|e| DbErr::Custom(format!("cannot build an insert into {table}: {e}")))?;
+                        }
+                        Ok(Statement::Upsert(insert))
+                    })
+                    .collect()
+            }
+            Write::Delete { table, primary, keys } => Ok(shapes
+                .padded(keys, ROWS_PER_STATEMENT)
+                .into_iter()
+                .map(|chunk| {
+                    let condition = Expr::tuple(primary.iter().map(|column| Expr::col(Alias::new(*column))))
+                        .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))));
+                    Statement::Delete(Query::delete().from_table(Alias::new(table)).and_where(condition).to_owned())
+                })
+                .collect()),
+        }
+    }
 }
 
 impl Writes {
     /// Runs every statement on `conn`, in order.
     pub(crate) async fn run(&self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
         for write in &self.0 {
-            match write {
-                Write::Upsert(insert) => conn.execute(insert).await?,
-                Write::Delete(delete) => conn.execute(delete).await?,
-            };
+            for statement in write.statements(Shapes::Prepared)? {
+                match statement {
+                    Statement::Upsert(insert) => conn.execute(&insert).await?,
+                    Statement::Delete(delete) => conn.execute(&delete).await?,
+                };
+            }
         }
         Ok(())
     }
@@ -91,9 +142,12 @@ impl Writes {
     /// Appends every statement to `script`, in order.
     pub(crate) fn script(&self, script: &mut Script) -> Result<(), Unscriptable> {
         for write in &self.0 {
-            match write {
-                Write::Upsert(insert) => script.push(insert)?,
-                Write::Delete(delete) => script.push(delete)?,
+            let statements = write.statements(Shapes::Script).map_err(|e| Unscriptable(e.to_string()))?;
+            for statement in statements {
+                match statement {
+                    Statement::Upsert(insert) => script.push(&insert)?,
+                    Statement::Delete(delete) => script.push(&delete)?,
+                }
             }
         }
         Ok(())
@@ -106,41 +160,35 @@ impl Writes {
     }
 
     /// Inserts `models` into `table`, replacing the rows with the same primary key.
-    fn upsert<E>(&mut self, table: &str, models: &[&E::Model]) -> Result<(), DbErr>
+    fn upsert<E>(&mut self, table: &str, models: &[&E::Model])
     where
         E: EntityTrait,
     {
-        let primary = primary_columns::<E>();
-        let columns: Vec<E::Column> = E::Column::iter().collect();
-        let primary_names: Vec<&str> = primary.iter().map(|c| c.as_str()).collect();
-        let others: Vec<E::Column> = columns.iter().copied().filter(|c| !primary_names.contains(&c.as_str())).collect();
-        // A row repeated to pad the statement is written twice with the same values.
-        for chunk in padded_chunks(models, ROWS_PER_STATEMENT) {
-            let mut insert = Query::insert();
-            insert.into_table(Alias::new(table)).columns(columns.iter().copied()).on_conflict(
-                OnConflict::columns(primary.iter().copied()).update_columns(others.iter().copied()).to_owned(),
-            );
-            for model in chunk {
-                insert
-                    .values(columns.iter().map(|c| Expr::val(model.get(*c))))
-                    .map_err(|e| DbErr::Custom(format!("cannot build an insert into {table}: {e}")))?;
-            }
-            self.0.push(Write::Upsert(insert));
+        if models.is_empty() {
+            return;
         }
-        Ok(())
+        let columns: Vec<E::Column> = E::Column::iter().collect();
+        self.0.push(Write::Upsert {
+            table: table.to_string(),
+            columns: columns.iter().map(|column| column.as_str()).collect(),
+            primary: primary_columns::<E>().iter().map(|column| column.as_str()).collect(),
+            rows: models.iter().map(|model| columns.iter().map(|column| model.get(*column)).collect()).collect(),
+        });
     }
 
     /// Deletes the rows of `table` with the primary keys `keys`.
-    fn delete<E>(&mut self, table: &str, keys: &[Vec<Value>])
+    fn delete<E>(&mut self, table: &str, keys: Vec<Vec<Value>>)
     where
         E: EntityTrait,
     {
-        let primary = primary_columns::<E>();
-        for chunk in padded_chunks(keys, ROWS_PER_STATEMENT) {
-            let condition = Expr::tuple(primary.iter().map(|c| Expr::col(*c)))
-                .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))));
-            self.0.push(Write::Delete(Query::delete().from_table(Alias::new(table)).and_where(condition).to_owned()));
+        if keys.is_empty() {
+            return;
         }
+        self.0.push(Write::Delete {
+            table: table.to_string(),
+            primary: primary_columns::<E>().iter().map(|column| column.as_str()).collect(),
+            keys,
+        });
     }
 }
 
@@ -226,9 +274,8 @@ impl<K: Ord + Clone, M> Rows<K, M> {
     {
         let mut writes = Writes::default();
         let changed: Vec<&M> = self.changed.iter().filter_map(|k| self.rows.get(k)).collect();
-        writes.upsert::<E>(table, &changed)?;
-        let removed: Vec<Vec<Value>> = self.removed.iter().map(&key_values).collect();
-        writes.delete::<E>(table, &removed);
+        writes.upsert::<E>(table, &changed);
+        writes.delete::<E>(table, self.removed.iter().map(&key_values).collect());
         self.changed.clear();
         self.removed.clear();
         Ok(writes)
@@ -272,4 +319,65 @@ where
             found: as_json(found.rows.get(key)),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::sea_query::MysqlQueryBuilder;
+
+    use super::*;
+    use crate::entities::balances;
+
+    fn balance(member: &str, points: i64) -> balances::Model {
+        balances::Model {
+            member_id: member.to_string(),
+            store_id: "cafe".to_string(),
+            balance: points,
+            earned: points,
+            redeemed: 0,
+            shared_out: 0,
+            received: 0,
+            refunded: 0,
+            adjusted: 0,
+            expired: 0,
+            last_position: 7,
+        }
+    }
+
+    /// Three changed rows and one removed, as `Rows::writes` gives them.
+    fn writes() -> Writes {
+        let key = |m: &balances::Model| (m.member_id.clone(), m.store_id.clone());
+        let mut rows = Rows::loaded([("dan", 1)].map(|(m, p)| (key(&balance(m, p)), balance(m, p))));
+        for (member, points) in [("ann", 100), ("bob", 200), ("cyd", 300)] {
+            rows.put(key(&balance(member, points)), balance(member, points));
+        }
+        rows.remove(&("dan".to_string(), "cafe".to_string()));
+        rows.writes::<balances::Entity>("balances", |(m, s)| vec![m.as_str().into(), s.as_str().into()])
+            .expect("rows make statements")
+    }
+
+    #[test]
+    fn a_script_writes_each_changed_row_once() {
+        let mut script = Script::new();
+        writes().script(&mut script).expect("a balance has literals");
+        let sql = script.sql();
+        assert_eq!(script.len(), 2, "one upsert and one delete: {sql}");
+        let upsert = sql.split(';').next().unwrap_or_default();
+        assert_eq!(upsert.matches("X'63616665'").count(), 3, "the store, once a row: {upsert}");
+        for points in [100, 200, 300] {
+            assert_eq!(upsert.matches(&format!(", {points}, {points}, ")).count(), 1, "{upsert}");
+        }
+        assert!(sql.contains("DELETE FROM `balances`"), "{sql}");
+    }
+
+    #[test]
+    fn prepared_statements_are_padded_to_a_few_shapes() {
+        let statements: Vec<Statement> =
+            writes().0.iter().flat_map(|write| write.statements(Shapes::Prepared).expect("statements")).collect();
+        let Some(Statement::Upsert(upsert)) = statements.first() else { panic!("the upsert comes first") };
+        let (sql, values) = upsert.build(MysqlQueryBuilder);
+        // Four rows of eleven columns: the third row repeated.
+        assert_eq!(values.0.len(), 4 * 11, "{sql}");
+        assert!(matches!(statements.get(1), Some(Statement::Delete(_))));
+    }
 }

@@ -4,7 +4,9 @@
 //! run; and the server's memory while 32 clients upload 10 MiB photos at once.
 //!
 //! The S3 server is `POINTSTREAM_TEST_S3_ENDPOINT` when set, else an s3s-fs
-//! (as `scripts/test` installs it) started on a free port for the run.
+//! (as `scripts/test` installs it) started on a free port for the run, its
+//! objects kept under `--s3-data` (memory by default: an S3 service does not
+//! write to the database's disk).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -44,6 +46,11 @@ pub struct Options {
     /// As `pointstream serve --append-scripts`, for every event store of the run.
     #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
     pub append_scripts: bool,
+    /// Where the run's own s3s-fs keeps its objects. By default memory
+    /// (`/dev/shm`), as an S3 service's disks are not the database's: on the
+    /// database's disk, the photos' writes hold up every commit's flush.
+    #[arg(long, default_value = "/dev/shm")]
+    pub s3_data: std::path::PathBuf,
 }
 
 const MIB: usize = 1 << 20;
@@ -66,7 +73,8 @@ struct S3Server {
 }
 
 impl S3Server {
-    async fn start() -> anyhow::Result<S3Server> {
+    /// The configured one, or an s3s-fs keeping its objects under `data`.
+    async fn start(data: &std::path::Path) -> anyhow::Result<S3Server> {
         if let Ok(endpoint) = std::env::var("POINTSTREAM_TEST_S3_ENDPOINT") {
             return Ok(S3Server { endpoint, child: None, dir: None });
         }
@@ -78,8 +86,8 @@ impl S3Server {
              (cargo install s3s-fs@0.14.1 --features binary --locked --root ~/.cache/pointstream/s3s)"
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = media::scratch::scratch_dir();
-        std::fs::create_dir_all(&dir)?;
+        let dir = data.join(format!("pointstream-bench-s3-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {} for s3s-fs", dir.display()))?;
         // SAFETY: set before any other thread reads the environment's AWS variables.
         unsafe {
             std::env::set_var("AWS_ACCESS_KEY_ID", "pointstream-bench");
@@ -139,7 +147,7 @@ pub async fn run(mysql: &str, options: &Options) -> anyhow::Result<()> {
 }
 
 async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
-    let s3 = S3Server::start().await?;
+    let s3 = S3Server::start(&options.s3_data).await?;
     let bucket = format!("pointstream-bench-{}", uuid::Uuid::new_v4().simple());
     let config = S3Config {
         bucket: bucket.clone(),
@@ -249,7 +257,11 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     server.stop().await?;
 
     let mib = |bytes: u64| bytes as f64 / MIB as f64;
-    println!("## media (1 MiB photos, {} s per figure; S3: s3s-fs at {})", options.seconds, s3.endpoint);
+    let server = match &s3.dir {
+        Some(dir) => format!("s3s-fs at {}, its objects under {}", s3.endpoint, dir.display()),
+        None => format!("{} (`POINTSTREAM_TEST_S3_ENDPOINT`)", s3.endpoint),
+    };
+    println!("## media (1 MiB photos, {} s per figure; S3: {server})", options.seconds);
     println!();
     println!("(a) aws-sdk-s3 PutObject, direct; (b) GraphQL createPost with the same bytes as its photo");
     println!();

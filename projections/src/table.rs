@@ -327,21 +327,10 @@ mod tests {
 
     use super::*;
     use crate::entities::balances;
+    use crate::read_models::wallets::empty_balance;
 
     fn balance(member: &str, points: i64) -> balances::Model {
-        balances::Model {
-            member_id: member.to_string(),
-            store_id: "cafe".to_string(),
-            balance: points,
-            earned: points,
-            redeemed: 0,
-            shared_out: 0,
-            received: 0,
-            refunded: 0,
-            adjusted: 0,
-            expired: 0,
-            last_position: 7,
-        }
+        balances::Model { balance: points, earned: points, last_position: 7, ..empty_balance(member, "cafe") }
     }
 
     /// Three changed rows and one removed, as `Rows::writes` gives them.

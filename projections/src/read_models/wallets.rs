@@ -28,7 +28,8 @@ pub struct WalletsState {
 /// Most balance rows a projection written inline keeps in memory between batches.
 const KEPT_BALANCES: usize = 100_000;
 
-fn empty_balance(member: &str, store: &str) -> balances::Model {
+/// A balance with nothing on it yet.
+pub(crate) fn empty_balance(member: &str, store: &str) -> balances::Model {
     balances::Model {
         member_id: member.to_string(),
         store_id: store.to_string(),

@@ -49,7 +49,7 @@ pub mod writer;
 
 pub use chain::{ChainBreak, ChainReport};
 pub use clock::now_us;
-pub use connection::{DEFAULT_DATABASE_URL, Shapes, connect, migrate, padded_chunks, statement_chunks};
+pub use connection::{DEFAULT_DATABASE_URL, Shapes, connect, migrate, padded_chunks};
 pub use directory::StoreDirectory;
 pub use error::{CommandError, EventAddress, EventStoreError};
 pub use execute::{CommandContext, Model};

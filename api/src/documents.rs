@@ -18,7 +18,7 @@ use async_graphql::{ServerResult, Variables};
 use lru::LruCache;
 
 /// How many documents are kept.
-const KEPT: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
+const KEPT: NonZeroUsize = NonZeroUsize::MIN.saturating_add(255);
 /// Longer query texts are parsed every time: a client sending large unique
 /// documents must not make the cache grow beyond `KEPT` small ones.
 const MAX_KEPT_QUERY_BYTES: usize = 4 << 10;

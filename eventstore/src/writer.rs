@@ -436,7 +436,7 @@ impl<'a> Layout<'a> {
     }
 
     /// The inserts of the events, command-log rows, claims and snapshots of
-    /// `batch` (laid out here), in statements of a few fixed sizes.
+    /// `batch` (laid out here), cut into statements as `shapes` says.
     fn inserts(&self, batch: &[AppendRequest], now_us: i64, shapes: Shapes) -> Result<Vec<InsertStatement>, DbErr> {
         let mut statements = Vec::new();
         let mut events = Query::insert();

@@ -257,11 +257,11 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     server.stop().await?;
 
     let mib = |bytes: u64| bytes as f64 / MIB as f64;
-    let server = match &s3.dir {
+    let s3_server = match &s3.dir {
         Some(dir) => format!("s3s-fs at {}, its objects under {}", s3.endpoint, dir.display()),
         None => format!("{} (`POINTSTREAM_TEST_S3_ENDPOINT`)", s3.endpoint),
     };
-    println!("## media (1 MiB photos, {} s per figure; S3: {server})", options.seconds);
+    println!("## media (1 MiB photos, {} s per figure; S3: {s3_server})", options.seconds);
     println!();
     println!("(a) aws-sdk-s3 PutObject, direct; (b) GraphQL createPost with the same bytes as its photo");
     println!();

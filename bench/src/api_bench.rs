@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::api_server::ServerProcess;
+use crate::cpu::{Meter, PerOp};
 use crate::graphql_http::GraphqlHttp;
 use crate::measure::{GroupCommits, histogram_totals, mean_between, ms, percentiles, throughput_and_latency, warm_up};
 use crate::pointstream::{earn, register};
@@ -114,7 +115,8 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let duration = Duration::from_secs(options.seconds);
 
     // (c) the event store's own rate, in this process, before the servers start.
-    let direct_before = execute_earns(&store, earners, duration, "d").await?;
+    let alone = Meter::new(None);
+    let (direct_before, direct_before_cpu) = execute_earns(&store, earners, duration, "d", alone).await?;
 
     let secret = uuid::Uuid::new_v4().simple().to_string();
     let staff = token(&secret, Role::Staff, None, Some("cafe"))?;
@@ -127,7 +129,9 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
 
         // (d) earnPoints over HTTP, one keep-alive connection per client.
         let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
-        let (over_http, inside, commits) = earn_over_http(&clients, &staff, earners, duration, "h").await?;
+        let meter = Meter::new(Some(server.pid()?));
+        let (over_http, inside, commits, over_http_cpu) =
+            earn_over_http(&clients, &staff, earners, duration, "h", meter).await?;
 
         let workers = clients.clone();
         let ceiling = throughput_and_latency(concurrency, duration, move |w, _| {
@@ -139,11 +143,11 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
             }
         })
         .await?;
-        anyhow::Ok((fan_out, over_http, inside, commits, ceiling))
+        anyhow::Ok((fan_out, over_http, inside, commits, ceiling, over_http_cpu))
     }
     .await;
     let stopped = server.stop().await;
-    let (fan_out, over_http, (command, wait), commits, ceiling) = measured?;
+    let (fan_out, over_http, (command, wait), commits, ceiling, over_http_cpu) = measured?;
     stopped?;
 
     // (d') the same, on a server that writes no projection inline: each
@@ -153,18 +157,18 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let measured = async {
         caught_up(&store).await?;
         let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
-        earn_over_http(&clients, &staff, earners, duration, "n").await
+        earn_over_http(&clients, &staff, earners, duration, "n", Meter::new(Some(server.pid()?))).await
     }
     .await;
     let stopped = server.stop().await;
-    let (after_commit, (after_commit_command, after_commit_wait), after_commit_commits) = measured?;
+    let (after_commit, (after_commit_command, after_commit_wait), after_commit_commits, after_commit_cpu) = measured?;
     stopped?;
 
     // (c) again once the servers are gone, in a fresh event store (the
     // servers' appends made the first one's aggregates stale): the machine
     // drifts, and d/c is taken against the mean of the two.
     let fresh = EventStore::open(url, config.clone()).await?;
-    let direct_after = execute_earns(&fresh, earners, duration, "e").await?;
+    let (direct_after, direct_after_cpu) = execute_earns(&fresh, earners, duration, "e", alone).await?;
     let direct = (direct_before.0 + direct_after.0) / 2.0;
 
     println!("## API benchmark (MySQL, one run)");
@@ -222,6 +226,32 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
         }
     }
     println!();
+    println!(
+        "CPU time per operation ({} cores; `/proc`): this process (the clients, and for (c) the event store), \
+         the server process, MariaDB, and the machine's idle time:",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!();
+    println!("| | this process | server | MariaDB | idle | all busy |");
+    println!("|---|---|---|---|---|---|");
+    let cpu_rows = [
+        ("(c) before the servers", direct_before_cpu),
+        ("(d)", over_http_cpu),
+        ("(d')", after_commit_cpu),
+        ("(c) after them", direct_after_cpu),
+    ];
+    let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
+    for (name, cpu) in cpu_rows {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            us(cpu.clients),
+            us(cpu.server),
+            us(cpu.database),
+            us(cpu.idle),
+            us(cpu.clients + cpu.server + cpu.database)
+        );
+    }
+    println!();
     fan_out.print(options);
     Ok(())
 }
@@ -257,7 +287,8 @@ async fn earn_over_http(
     earners: Earners,
     duration: Duration,
     prefix: &'static str,
-) -> anyhow::Result<((f64, Duration, Duration), (Option<Duration>, Option<Duration>), GroupCommits)> {
+    meter: Meter,
+) -> anyhow::Result<((f64, Duration, Duration), (Option<Duration>, Option<Duration>), GroupCommits, PerOp)> {
     // The command and the read-your-writes wait, as the server times them.
     let inside = |metrics: &str| {
         [
@@ -279,12 +310,13 @@ async fn earn_over_http(
     warm_up(clients.len(), rounds, &op).await?;
     let before_text = clients[0].lock().await.get("/metrics").await?;
     let before = inside(&before_text);
-    let over_http = throughput_and_latency(clients.len(), duration, move |w, i| op(w, rounds + i)).await?;
+    let (over_http, cpu) =
+        meter.around(throughput_and_latency(clients.len(), duration, move |w, i| op(w, rounds + i))).await?;
     let after_text = clients[0].lock().await.get("/metrics").await?;
     let after = inside(&after_text);
     let [command, wait] = [0, 1].map(|i| mean_between(before[i], after[i]));
     let commits = GroupCommits::between(&before_text, &after_text);
-    Ok((over_http, (command, wait), commits))
+    Ok((over_http, (command, wait), commits, cpu))
 }
 
 /// `EventStore::execute` of earns on `store` for `duration` after a warm-up,
@@ -295,7 +327,8 @@ async fn execute_earns(
     earners: Earners,
     duration: Duration,
     prefix: &'static str,
-) -> anyhow::Result<(f64, Duration, Duration)> {
+    meter: Meter,
+) -> anyhow::Result<((f64, Duration, Duration), PerOp)> {
     let store = store.clone();
     let op = Arc::new(move |w: usize, i: u64| {
         let store = store.clone();
@@ -307,7 +340,7 @@ async fn execute_earns(
     });
     let rounds = earners.warm_up_rounds();
     warm_up(earners.concurrency, rounds, &op).await?;
-    throughput_and_latency(earners.concurrency, duration, move |w, i| op(w, rounds + i)).await
+    meter.around(throughput_and_latency(earners.concurrency, duration, move |w, i| op(w, rounds + i))).await
 }
 
 /// Waits until every projection has applied the whole log.

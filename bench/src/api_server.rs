@@ -139,7 +139,7 @@ impl ServerProcess {
 
     /// The server's resident memory (`VmRSS`), in bytes.
     pub fn resident_bytes(&self) -> anyhow::Result<u64> {
-        let pid = self.child.id().context("the server process has exited")?;
+        let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .with_context(|| format!("cannot read /proc/{pid}/status"))?;
         let kib = status
@@ -150,25 +150,19 @@ impl ServerProcess {
         Ok(kib * 1024)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the server process has exited")
+    }
+
     /// CPU time the server has used so far (user and system, all threads).
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let pid = self.child.id().context("the server process has exited")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
-        // After the command name (in parentheses, possibly with spaces) come
-        // the state (field 3), ..., utime (14) and stime (15), in clock ticks:
-        // USER_HZ, 100 a second on Linux whatever the kernel's own tick.
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-        let ticks = |index: usize| fields.get(index).and_then(|v| v.parse::<u64>().ok());
-        let total =
-            ticks(11).zip(ticks(12)).map(|(user, system)| user + system).context("no CPU times in /proc/<pid>/stat")?;
-        Ok(Duration::from_millis(total * 10))
+        crate::cpu::process_time(self.pid()?)
     }
 
     /// Files (sockets included) the server has open.
     pub fn open_files(&self) -> anyhow::Result<usize> {
-        let pid = self.child.id().context("the server process has exited")?;
+        let pid = self.pid()?;
         let entries =
             std::fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("cannot list /proc/{pid}/fd"))?;
         Ok(entries.count())

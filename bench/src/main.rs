@@ -10,6 +10,7 @@
 
 mod api_bench;
 mod api_server;
+mod cpu;
 mod cqrs_baseline;
 mod graphql_http;
 mod measure;

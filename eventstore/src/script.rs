@@ -14,7 +14,7 @@
 use std::fmt::Write;
 
 use sea_orm::sea_query::{MysqlQueryBuilder, QueryStatementWriter, Value};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, RuntimeErr, sqlx};
 
 /// A script longer than this is not built: the statements go one by one
 /// (a quarter of the smallest default `max_allowed_packet`, MySQL 5.7's 4 MiB).
@@ -88,13 +88,50 @@ impl Script {
         &self.sql
     }
 
-    /// Runs every statement in `txn`, in one round trip; the first error stops it.
-    pub async fn run(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
-        if self.is_empty() {
-            return Ok(());
+    /// Runs the script as a transaction of its own in one round trip:
+    /// `BEGIN`, every statement, `COMMIT`, on one connection of `db` (a MySQL
+    /// pool), READ COMMITTED if `read_committed` (else the session's level).
+    /// The first failing statement stops the script before `COMMIT`, and the
+    /// transaction is rolled back on the same connection. An error: nothing
+    /// was sent (no connection could be had).
+    pub async fn commit(&self, db: &DatabaseConnection, read_committed: bool) -> Result<Ran, DbErr> {
+        let pool = match db.get_database_backend() {
+            DbBackend::MySql => db.get_mysql_connection_pool(),
+            other => return Err(DbErr::Custom(format!("a script runs on MySQL only, not {other:?}"))),
+        };
+        let mut connection = pool.acquire().await.map_err(|err| DbErr::Conn(RuntimeErr::SqlxError(err.into())))?;
+        let isolation = if read_committed { "SET TRANSACTION ISOLATION LEVEL READ COMMITTED;" } else { "" };
+        let mut text = String::with_capacity(isolation.len() + self.sql.len() + 16);
+        text.push_str(isolation);
+        text.push_str("BEGIN;");
+        text.push_str(&self.sql);
+        text.push_str("COMMIT");
+        let failed = match sqlx::Executor::execute(&mut *connection, sqlx::AssertSqlSafe(text)).await {
+            Ok(_) => return Ok(Ran::Committed),
+            Err(err) => DbErr::Exec(RuntimeErr::SqlxError(err.into())),
+        };
+        match sqlx::Executor::execute(&mut *connection, "ROLLBACK").await {
+            Ok(_) => Ok(Ran::RolledBack(failed)),
+            Err(_) => {
+                // The connection may still hold the transaction, or have
+                // committed it: it goes, and the caller finds out which.
+                connection.close_on_drop();
+                Ok(Ran::InDoubt(failed))
+            }
         }
-        txn.execute_unprepared(&self.sql).await.map(|_| ())
     }
+}
+
+/// How a script run as a transaction of its own ([`Script::commit`]) ended.
+#[derive(Debug)]
+pub enum Ran {
+    /// Every statement ran, and the transaction committed.
+    Committed,
+    /// A statement failed (the error): the transaction was rolled back, nothing is written.
+    RolledBack(DbErr),
+    /// The connection failed (the error) with the outcome unknown: the
+    /// transaction may have committed, or may be rolled back by the server.
+    InDoubt(DbErr),
 }
 
 /// `value` if `condition` holds, else NULL: assigned to a `NOT NULL` column
@@ -189,6 +226,8 @@ fn hex_literal(out: &mut String, bytes: &[u8]) -> std::fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::ScratchDatabase;
+    use sea_orm::Statement;
     use sea_orm::sea_query::{Alias, Query};
 
     #[test]
@@ -221,5 +260,58 @@ mod tests {
         let huge = "x".repeat(MAX_SCRIPT_BYTES);
         assert!(script.push_sql("SELECT ?", &[huge.into()]).is_err());
         assert_eq!((script.sql(), script.len()), (before.as_str(), 1));
+    }
+    /// Rows of table `t` as another connection sees them.
+    async fn committed_rows(db: &DatabaseConnection) -> i64 {
+        use sea_orm::ConnectionTrait;
+        let row = db.query_one_raw(Statement::from_string(DbBackend::MySql, "SELECT COUNT(*) AS n FROM t")).await;
+        row.expect("counts").expect("a row").try_get::<i64>("", "n").expect("a count")
+    }
+
+    #[tokio::test]
+    async fn a_script_commits_whole_or_rolls_back_on_its_own_connection() {
+        use sea_orm::ConnectionTrait;
+        let Some(scratch) = ScratchDatabase::mysql().await.unwrap_or_else(|e| panic!("{e}")) else { return };
+        let db = crate::connection::connect_writer(&scratch.url, 2).await.expect("connects");
+        db.execute_unprepared("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB").await.expect("creates");
+
+        // A statement fails after another wrote: nothing stays, on any of
+        // the pool's connections, even once later transactions commit.
+        for attempt in 0..4 {
+            let mut failing = Script::new();
+            failing.push_sql("INSERT INTO t (id) VALUES (?)", &[(100 + attempt).into()]).expect("scriptable");
+            failing.push_sql("INSERT INTO t (id) VALUES (?), (?)", &[1.into(), 1.into()]).expect("scriptable");
+            assert!(matches!(failing.commit(&db, true).await.expect("sent"), Ran::RolledBack(_)));
+        }
+        let mut good = Script::new();
+        good.push_sql("INSERT INTO t (id) VALUES (?)", &[1.into()]).expect("scriptable");
+        for _ in 0..2 {
+            // The second time the key is taken: rolled back, and the first stays.
+            let ran = good.commit(&db, false).await.expect("sent");
+            assert_eq!(committed_rows(&db).await, 1, "after {ran:?}");
+        }
+
+        // The connection dies mid-script: the outcome is in doubt, and the
+        // server rolled back what had not committed.
+        let mut killed = Script::new();
+        killed.push_sql("INSERT INTO t (id) VALUES (?)", &[2.into()]).expect("scriptable");
+        killed.push_sql("KILL CONNECTION_ID()", &[]).expect("scriptable");
+        assert!(matches!(killed.commit(&db, true).await.expect("sent"), Ran::InDoubt(_)));
+        assert_eq!(committed_rows(&db).await, 1);
+        // Or after its work committed: in doubt too, and stored.
+        let mut late = Script::new();
+        late.push_sql("INSERT INTO t (id) VALUES (?)", &[3.into()]).expect("scriptable");
+        late.push_sql("COMMIT", &[]).expect("scriptable");
+        late.push_sql("KILL CONNECTION_ID()", &[]).expect("scriptable");
+        assert!(matches!(late.commit(&db, true).await.expect("sent"), Ran::InDoubt(_)));
+        assert_eq!(committed_rows(&db).await, 2);
+
+        // The killed connections left the pool: the next scripts run.
+        for id in [4, 5, 6] {
+            let mut next = Script::new();
+            next.push_sql("INSERT INTO t (id) VALUES (?)", &[id.into()]).expect("scriptable");
+            assert!(matches!(next.commit(&db, true).await.expect("sent"), Ran::Committed));
+        }
+        assert_eq!(committed_rows(&db).await, 5);
     }
 }

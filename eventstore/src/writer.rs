@@ -9,7 +9,7 @@
 //! commands into one transaction amortises the lock and the commit's fsync.
 //!
 //! On MySQL a batch goes as one [`Script`] when it can: BEGIN, every statement
-//! in one round trip, COMMIT ([`commit_scripted`]). The script guesses the
+//! and COMMIT in one round trip ([`commit_scripted`]). The script guesses the
 //! head (where this process's last append left it) and each inline
 //! projection's checkpoint; a wrong guess fails it, and the batch is then
 //! appended statement by statement ([`commit`]), which reads what it must.
@@ -35,7 +35,7 @@ use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
 use crate::recent::RecentEvents;
 use crate::record::RecordedEvent;
-use crate::script::{Script, fails_unless};
+use crate::script::{Ran, Script, fails_unless};
 
 /// Counter of group commits, by `path`: `script` (one round trip for every
 /// statement) or `statements` (one round trip each).
@@ -240,6 +240,13 @@ struct Projections<'a> {
 }
 
 impl Projections<'_> {
+    /// The isolation level an append transaction asks for: READ COMMITTED
+    /// with inline projections on MySQL, unless the connection runs it already.
+    fn isolation(&self, db: &DatabaseConnection) -> Option<IsolationLevel> {
+        (!self.inline.is_empty() && !self.read_committed && db.get_database_backend() == DbBackend::MySql)
+            .then_some(IsolationLevel::ReadCommitted)
+    }
+
     /// Opens the append transaction. With inline projections on MySQL it
     /// runs READ COMMITTED: each projection reads its rows after locking its
     /// checkpoint, and a snapshot fixed by an earlier read could predate it.
@@ -249,9 +256,7 @@ impl Projections<'_> {
     /// broke while idle (the server restarted, say) fails here and is dropped.
     /// Every connection of the pool, and then a new one, get their turn.
     async fn begin(&self, db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-        let isolation =
-            (!self.inline.is_empty() && !self.read_committed && db.get_database_backend() == DbBackend::MySql)
-                .then_some(IsolationLevel::ReadCommitted);
+        let isolation = self.isolation(db);
         let mut attempt = 0;
         loop {
             match db.begin_with_config(isolation, None).await {
@@ -567,13 +572,15 @@ async fn commit(
     Ok(layout.outcomes)
 }
 
-/// [`commit`] in three round trips: BEGIN, one [`Script`] of every
-/// statement, COMMIT. It guesses that the log's head is still `head_was`,
-/// where this process's last append left it, and asks every inline
-/// projection for its statements without reading (see
+/// [`commit`] in one round trip: a [`Script`] of BEGIN, every statement
+/// and COMMIT. It guesses that the log's head is still `head_was`, where
+/// this process's last append left it, and asks every inline projection for
+/// its statements without reading (see
 /// [`crate::inline::InlineProjection::script`]). `Ok(None)`: a projection
 /// cannot, a guess was wrong (the script failed and was rolled back) or the
-/// batch is too large for a script; nothing is written, [`commit`] it.
+/// batch is too large for a script; nothing is written, [`commit`] it. When
+/// the connection fails with the outcome unknown, the log says whether the
+/// batch landed (its first event, byte for byte).
 async fn commit_scripted(
     db: &DatabaseConnection,
     batch: &[AppendRequest],
@@ -589,14 +596,26 @@ async fn commit_scripted(
         return Ok(None);
     };
 
-    let txn = projections.begin(db).await?;
-    if let Err(err) = script.run(&txn).await {
-        tracing::debug!(%err, "the scripted append did not apply; appending statement by statement");
-        txn.rollback().await?;
-        metrics::counter!(SCRIPTS_ROLLED_BACK).increment(1);
-        return Ok(None);
+    let noting = recent.noting().await;
+    match script.commit(db, projections.isolation(db).is_some()).await? {
+        Ran::Committed => {}
+        Ran::RolledBack(err) => {
+            tracing::debug!(%err, "the scripted append did not apply; appending statement by statement");
+            metrics::counter!(SCRIPTS_ROLLED_BACK).increment(1);
+            return Ok(None);
+        }
+        Ran::InDoubt(err) => {
+            tracing::warn!(%err, "the scripted append's connection failed; asking the log whether it landed");
+            let landed = match batch.first() {
+                Some(first) => already_stored(db, first).await?.is_some(),
+                None => false,
+            };
+            if !landed {
+                return Ok(None);
+            }
+        }
     }
-    finish(txn, recorded, projections.inline, projected, recent, (head_was, head)).await?;
+    noted(noting, recorded, projections.inline, projected, recent, (head_was, head));
     metrics::counter!(GROUP_COMMITS, "path" => "script").increment(1);
     Ok(Some(layout.outcomes))
 }
@@ -647,16 +666,29 @@ async fn finish(
     inline: &[Arc<Inline>],
     projected: Vec<Projected>,
     recent: &RecentEvents,
-    (before, head): (u64, u64),
+    range: (u64, u64),
 ) -> Result<(), DbErr> {
     let noting = recent.noting().await;
     txn.commit().await?;
+    noted(noting, recorded, inline, projected, recent, range);
+    Ok(())
+}
+
+/// Tells `recent` (whose `noting` guard was taken before the commit) and the
+/// inline projections that `recorded` (positions `(before, head]`) committed.
+fn noted(
+    noting: tokio::sync::MutexGuard<'_, ()>,
+    recorded: Vec<RecordedEvent>,
+    inline: &[Arc<Inline>],
+    projected: Vec<Projected>,
+    recent: &RecentEvents,
+    (before, head): (u64, u64),
+) {
     recent.committed(recorded);
     drop(noting);
     for (projection, projected) in inline.iter().zip(projected) {
         projection.committed(before, head, projected);
     }
-    Ok(())
 }
 
 /// Adds to `statements` inserts of `rows` with the table, columns and

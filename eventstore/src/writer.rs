@@ -597,27 +597,32 @@ async fn commit_scripted(
     };
 
     let noting = recent.noting().await;
-    match script.commit(db, projections.isolation(db).is_some()).await? {
-        Ran::Committed => {}
-        Ran::RolledBack(err) => {
-            tracing::debug!(%err, "the scripted append did not apply; appending statement by statement");
-            metrics::counter!(SCRIPTS_ROLLED_BACK).increment(1);
-            return Ok(None);
-        }
-        Ran::InDoubt(err) => {
-            tracing::warn!(%err, "the scripted append's connection failed; asking the log whether it landed");
-            let landed = match batch.first() {
-                Some(first) => already_stored(db, first).await?.is_some(),
-                None => false,
-            };
-            if !landed {
-                return Ok(None);
-            }
-        }
+    let ran = script.commit(db, projections.isolation(db).is_some()).await?;
+    if !landed(db, batch, ran).await? {
+        return Ok(None);
     }
     noted(noting, recorded, projections.inline, projected, recent, (head_was, head));
     metrics::counter!(GROUP_COMMITS, "path" => "script").increment(1);
     Ok(Some(layout.outcomes))
+}
+
+/// Whether `batch`, run as a script that ended as `ran`, is in the log: at
+/// once when it committed or was rolled back; in doubt, if its first event
+/// is stored byte for byte (as after a lost COMMIT acknowledgement).
+async fn landed(db: &DatabaseConnection, batch: &[AppendRequest], ran: Ran) -> Result<bool, DbErr> {
+    match ran {
+        Ran::Committed => Ok(true),
+        Ran::RolledBack(err) => {
+            tracing::debug!(%err, "the scripted append did not apply; appending statement by statement");
+            metrics::counter!(SCRIPTS_ROLLED_BACK).increment(1);
+            Ok(false)
+        }
+        Ran::InDoubt(err) => {
+            tracing::warn!(%err, "the scripted append's connection failed; asking the log whether it landed");
+            let Some(first) = batch.first() else { return Ok(false) };
+            Ok(already_stored(db, first).await?.is_some())
+        }
+    }
 }
 
 /// The script of [`commit_scripted`] and what each inline projection will
@@ -749,6 +754,29 @@ mod tests {
         // Other content at the same place is a genuine conflict.
         let (other, _answer) = request("h2");
         assert!(matches!(commit_one(&db, &other, NONE, &recent).await, Err(AppendError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn a_script_in_doubt_counts_as_landed_only_if_its_first_event_is_stored() {
+        let scratch = ScratchDatabase::sqlite();
+        let db = crate::connect(&scratch.url, 2).await.expect("connects");
+        crate::migrate(&db).await.expect("migrates");
+        let recent = RecentEvents::new(16);
+        let (stored, _answer) = request("h1");
+        commit(&db, std::slice::from_ref(&stored), NONE, &recent).await.expect("lands");
+        let lost = || Ran::InDoubt(DbErr::Custom("connection reset".into()));
+
+        assert!(landed(&db, std::slice::from_ref(&stored), lost()).await.expect("reads"));
+        // Not stored, or other content at its place (another writer's): not landed.
+        let (mut missing, _answer) = request("h1");
+        missing.events[0].aggregate_id = "elsewhere".into();
+        assert!(!landed(&db, std::slice::from_ref(&missing), lost()).await.expect("reads"));
+        let (other, _answer) = request("h2");
+        assert!(!landed(&db, std::slice::from_ref(&other), lost()).await.expect("reads"));
+        // Outcomes the server reported are taken as they are.
+        assert!(landed(&db, std::slice::from_ref(&missing), Ran::Committed).await.expect("no read"));
+        let failed = Ran::RolledBack(DbErr::Custom("a guess was wrong".into()));
+        assert!(!landed(&db, std::slice::from_ref(&stored), failed).await.expect("no read"));
     }
 
     #[tokio::test]

@@ -116,6 +116,22 @@ struct Draft<'a> {
 }
 
 /// The events the social worker acts on.
+/// How long the embedded worker lets events accumulate after a batch with
+/// nothing to publish, as projectors do (`ProjectorConfig::coalesce_irrelevant`).
+const COALESCE_IRRELEVANT: Duration = Duration::from_millis(20);
+
+/// What one batch of the embedded worker did ([`SocialWorker::local_step`]).
+struct LocalStep {
+    /// Where the checkpoint stands now; `None` if another process moved it.
+    at: Option<u64>,
+    /// Whether the batch was as long as a batch may be (more may be waiting).
+    full: bool,
+    /// Events read.
+    events: usize,
+    /// Whether any of them was to publish.
+    relevant: bool,
+}
+
 fn publishes(event_type: &str) -> bool {
     matches!(event_type, "PostCreated" | "PhotoAdded")
 }
@@ -350,22 +366,49 @@ impl SocialWorker {
     }
 
     /// Reads the next batch after `at` and posts what it holds.
-    async fn local_batch(&self, at: u64) -> Result<Vec<RecordedEvent>, WorkerError> {
+    /// One batch of the embedded worker from `at` (read from
+    /// `social_checkpoint` when `None`): publishes its posts and photos, then
+    /// moves the checkpoint past it. Where it stands now, whether the batch was
+    /// full, and whether it held anything to publish; `None` for where it
+    /// stands if another process moved the checkpoint meanwhile.
+    async fn local_step(&self, at: Option<u64>) -> Result<LocalStep, WorkerError> {
+        let db = self.store.db();
+        let at = match at {
+            Some(at) => at,
+            None => checkpoint::read(db, "social", &Names::LIVE).await.map_err(eventstore::EventStoreError::from)?,
+        };
         let events = self.store.read_from(at, self.config.batch).await?;
+        let mut relevant = false;
         for event in events.iter().filter(|e| e.aggregate_type == "Post" && publishes(&e.event_type)) {
+            relevant = true;
             self.post_everywhere(event, None, 0).await?;
         }
-        Ok(events)
+        let last = events.last().map_or(at, |e| e.position);
+        let moved = last == at
+            || checkpoint::advance(db, "social", &Names::LIVE, at, last, eventstore::now_us())
+                .await
+                .map_err(eventstore::EventStoreError::from)?;
+        Ok(LocalStep {
+            at: moved.then_some(last),
+            full: events.len() as u64 >= self.config.batch,
+            events: events.len(),
+            relevant,
+        })
     }
 
     /// Embedded mode, without Redis: follows the log from its own checkpoint
     /// (`social_checkpoint`) until `shutdown` turns true. Exhausted attempts
-    /// are recorded and logged; there is no dead-letter stream.
+    /// are recorded and logged; there is no dead-letter stream. A failure
+    /// (the database away, a network's client erring) is logged and the batch
+    /// tried again shortly: the worker stops only when told to.
     pub async fn run_local(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
         let db = self.store.db();
         // One embedded worker at a time per database, as one projector per projection.
         let lease = projections::lease::Lease::new("worker:social:embedded", Duration::from_secs(10));
         let mut renewed: Option<tokio::time::Instant> = None;
+        // Where the checkpoint stands while this worker holds the lease and
+        // nothing failed: read once, not before every batch.
+        let mut known: Option<u64> = None;
         while !*shutdown.borrow() {
             if renewed.is_none_or(|at| at.elapsed() >= lease.renew_every()) {
                 let held = lease.acquire(db).await.unwrap_or_else(|error| {
@@ -373,7 +416,7 @@ impl SocialWorker {
                     false
                 });
                 if !held {
-                    renewed = None;
+                    (renewed, known) = (None, None);
                     tokio::select! {
                         _ = tokio::time::sleep(lease.renew_every()) => {}
                         _ = shutdown.changed() => {}
@@ -382,27 +425,31 @@ impl SocialWorker {
                 }
                 renewed = Some(tokio::time::Instant::now());
             }
-            let at = checkpoint::read(db, "social", &Names::LIVE).await.map_err(eventstore::EventStoreError::from)?;
-            let events = match self.local_batch(at).await {
-                Ok(events) => events,
+            let step = match self.local_step(known).await {
+                Ok(step) => step,
                 Err(error) => {
-                    // The database is away: try the same batch again shortly.
+                    // The same batch again shortly, from the stored checkpoint.
                     tracing::error!(%error, "embedded social worker failed a batch; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    known = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => {}
+                    }
                     continue;
                 }
             };
-            let last = events.last().map_or(at, |e| e.position);
-            if last > at {
-                // Should another worker have moved it meanwhile, it is re-read next time.
-                let now = eventstore::now_us();
-                checkpoint::advance(db, "social", &Names::LIVE, at, last, now)
-                    .await
-                    .map_err(eventstore::EventStoreError::from)?;
-            }
-            if (events.len() as u64) < self.config.batch {
+            known = step.at;
+            if step.events > 0 && !step.relevant {
+                // Nothing to publish (a wallet's events): let more accumulate
+                // rather than move the checkpoint at every commit.
                 tokio::select! {
-                    _ = self.store.wait_for(last, Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(COALESCE_IRRELEVANT) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            if let (false, Some(at)) = (step.full, known) {
+                tokio::select! {
+                    _ = self.store.wait_for(at, Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => {}
                 }
             }

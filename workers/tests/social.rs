@@ -232,32 +232,86 @@ async fn a_429_waits_for_retry_after_and_a_refusal_ends_in_the_dead_letters_unti
     task.await.expect("stops").expect("ran cleanly");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_publish() {
+/// A worker without Redis whose networks only log, as `pointstream serve` runs it.
+fn embedded_logging_worker(store: &EventStore) -> SocialWorker {
     use workers::providers::LoggingNetwork;
-    let Some(db) = scratch(Backend::Sqlite).await else { return };
-    let store = open(&db, quiet()).await;
-    let vault = TokenVault::from_hex(KEY).expect("a key");
-    world_with_a_post(&store, &vault).await;
     let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
     networks.insert(Provider::Facebook, Arc::new(LoggingNetwork { name: "facebook" }));
     networks.insert(Provider::Twitter, Arc::new(LoggingNetwork { name: "twitter" }));
-    let worker = SocialWorker::new(
+    SocialWorker::new(
         store.clone(),
         None,
         None,
         media::scratch::scratch_fs("http://127.0.0.1"),
         networks,
         SocialConfig::new("t", "embedded"),
-    );
-    let (stop, task) = start_embedded(worker);
-    eventually("both networks published", || async {
-        statuses(&store).await.values().all(|s| matches!(s, SocialStatus::Published { .. }))
-    })
-    .await;
+    )
+}
+
+/// Whether post `id` is published on every network it targets.
+async fn published(store: &EventStore, id: &str) -> bool {
+    let post = store.load::<Post>(id).await.expect("loads");
+    let social = post.state.social();
+    !social.is_empty() && social.values().all(|s| matches!(s, SocialStatus::Published { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_publish() {
+    let Some(db) = scratch(Backend::Sqlite).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    world_with_a_post(&store, &vault).await;
+    let (stop, task) = start_embedded(embedded_logging_worker(&store));
+    eventually("both networks published", || published(&store, "p1")).await;
     assert!(
         matches!(&statuses(&store).await[&Provider::Twitter], SocialStatus::Published { external_id, .. } if external_id.as_str() == "logged-p1")
     );
+    stop.send_replace(true);
+    task.await.expect("stops").expect("ran cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_worker_outlives_a_database_failure_and_publishes_what_came_meanwhile() {
+    use sea_orm::ConnectionTrait;
+    let Some(db) = scratch(Backend::Sqlite).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    world_with_a_post(&store, &vault).await;
+    let (stop, task) = start_embedded(embedded_logging_worker(&store));
+    eventually("p1 published", || published(&store, "p1")).await;
+
+    // The worker's checkpoint table goes away: moving it past the next post fails.
+    store
+        .db()
+        .execute_unprepared("ALTER TABLE social_checkpoint RENAME TO social_checkpoint_away")
+        .await
+        .expect("renames");
+    let post = |id: &str| PostCommand::Create {
+        post: PostId::parse(id).expect("id"),
+        author: MemberId::parse("ann").expect("id"),
+        store: StoreId::parse("cafe").expect("id"),
+        body: PostBody::parse("Fresh croissants").expect("body"),
+        photos: Vec::new(),
+        providers: vec![Provider::Facebook, Provider::Twitter],
+    };
+    store.execute::<Post>("p2", post("p2"), CommandContext::default()).await.expect("posts");
+    eventually("p2 published before its checkpoint could move", || published(&store, "p2")).await;
+    // Two retries' time (500 ms each) with the table still away.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(!task.is_finished(), "the worker stopped on a database failure: {:?}", task.await);
+
+    store
+        .db()
+        .execute_unprepared("ALTER TABLE social_checkpoint_away RENAME TO social_checkpoint")
+        .await
+        .expect("renames");
+    store.execute::<Post>("p3", post("p3"), CommandContext::default()).await.expect("posts");
+    eventually("p3 published once the table is back", || published(&store, "p3")).await;
+    let head = store.read_head().await.expect("a head");
+    eventually("the checkpoint past p3", || async {
+        projections::checkpoint::read(store.db(), "social", &projections::Names::LIVE).await.expect("reads") >= head
+    })
+    .await;
     stop.send_replace(true);
     task.await.expect("stops").expect("ran cleanly");
 }

@@ -365,7 +365,6 @@ impl SocialWorker {
         Ok((author, body, providers, before + 1))
     }
 
-    /// Reads the next batch after `at` and posts what it holds.
     /// One batch of the embedded worker from `at` (read from
     /// `social_checkpoint` when `None`): publishes its posts and photos, then
     /// moves the checkpoint past it. Where it stands now, whether the batch was

@@ -7,8 +7,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-/// Clock ticks per second in `/proc` (USER_HZ: 100 on Linux whatever the kernel's own tick).
-const TICK: Duration = Duration::from_millis(10);
+/// Milliseconds per clock tick in `/proc` (USER_HZ: 100 a second on Linux
+/// whatever the kernel's own tick).
+const TICK_MS: u64 = 10;
+
+/// `ticks` clock ticks as a duration.
+fn ticks(ticks: u64) -> Duration {
+    Duration::from_millis(ticks.saturating_mul(TICK_MS))
+}
+
+/// Field `index` of `fields` as a count of ticks; `None` if missing or not a number.
+fn tick_field(fields: &[&str], index: usize) -> Option<u64> {
+    fields.get(index).and_then(|v| v.parse::<u64>().ok())
+}
 
 /// CPU time (user and system, all threads) process `pid` has used so far.
 pub fn process_time(pid: u32) -> anyhow::Result<Duration> {
@@ -18,22 +29,25 @@ pub fn process_time(pid: u32) -> anyhow::Result<Duration> {
     // state (field 3), ..., utime (14) and stime (15).
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |index: usize| fields.get(index).and_then(|v| v.parse::<u32>().ok());
-    let (user, system) = ticks(11).zip(ticks(12)).context("no CPU times in /proc/<pid>/stat")?;
-    Ok(TICK * (user + system))
+    let (user, system) =
+        tick_field(&fields, 11).zip(tick_field(&fields, 12)).context("no CPU times in /proc/<pid>/stat")?;
+    Ok(ticks(user + system))
 }
 
 /// The machine's idle time so far, summed over its CPUs (`/proc/stat`: idle and iowait).
 fn idle_time() -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
-    let fields: Vec<u32> = stat
+    // Every field keeps its place: a value that does not parse fails the
+    // reading rather than shift the ones after it. Summed over the CPUs,
+    // idle ticks pass 2^32 within months of uptime: counted in u64.
+    let fields: Vec<&str> = stat
         .lines()
         .next()
         .and_then(|line| line.strip_prefix("cpu "))
-        .map(|rest| rest.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .map(|rest| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let (idle, iowait) = fields.get(3).zip(fields.get(4)).context("no idle time in /proc/stat")?;
-    Ok(TICK * (idle + iowait))
+    let (idle, iowait) = tick_field(&fields, 3).zip(tick_field(&fields, 4)).context("no idle time in /proc/stat")?;
+    Ok(ticks(idle + iowait))
 }
 
 /// The pid of the process named `name` (as in `/proc/<pid>/comm`), if one runs here.
@@ -110,5 +124,25 @@ impl Reading {
             database: per(self.database, after.database),
             idle: per(self.idle, after.idle),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_counts_past_u32_read_in_place() {
+        let line = "8000000000 0 3 5000000000 7";
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(tick_field(&fields, 0), Some(8_000_000_000));
+        assert_eq!(tick_field(&fields, 3).map(ticks), Some(Duration::from_millis(50_000_000_000)));
+        assert_eq!(tick_field(&fields, 5), None);
+    }
+
+    #[test]
+    fn this_process_and_the_machine_have_cpu_and_idle_times() {
+        assert!(process_time(std::process::id()).is_ok());
+        assert!(idle_time().is_ok());
     }
 }

@@ -255,14 +255,28 @@ async fn published(store: &EventStore, id: &str) -> bool {
     !social.is_empty() && social.values().all(|s| matches!(s, SocialStatus::Published { .. }))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_publish() {
-    let Some(db) = scratch(Backend::Sqlite).await else { return };
+/// An embedded worker (logging networks) started on a scratch SQLite store
+/// holding Ann's post `p1`, once `p1` is published everywhere.
+struct Embedded {
+    _db: eventstore::scratch::ScratchDatabase,
+    store: EventStore,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+}
+
+async fn embedded_with_p1_published() -> Option<Embedded> {
+    let db = scratch(Backend::Sqlite).await?;
     let store = open(&db, quiet()).await;
     let vault = TokenVault::from_hex(KEY).expect("a key");
     world_with_a_post(&store, &vault).await;
     let (stop, task) = start_embedded(embedded_logging_worker(&store));
-    eventually("both networks published", || published(&store, "p1")).await;
+    eventually("both networks published p1", || published(&store, "p1")).await;
+    Some(Embedded { _db: db, store, stop, task })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_publish() {
+    let Some(Embedded { _db, store, stop, task }) = embedded_with_p1_published().await else { return };
     assert!(
         matches!(&statuses(&store).await[&Provider::Twitter], SocialStatus::Published { external_id, .. } if external_id.as_str() == "logged-p1")
     );
@@ -273,12 +287,7 @@ async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_worker_outlives_a_database_failure_and_publishes_what_came_meanwhile() {
     use sea_orm::ConnectionTrait;
-    let Some(db) = scratch(Backend::Sqlite).await else { return };
-    let store = open(&db, quiet()).await;
-    let vault = TokenVault::from_hex(KEY).expect("a key");
-    world_with_a_post(&store, &vault).await;
-    let (stop, task) = start_embedded(embedded_logging_worker(&store));
-    eventually("p1 published", || published(&store, "p1")).await;
+    let Some(Embedded { _db, store, stop, task }) = embedded_with_p1_published().await else { return };
 
     // The worker's checkpoint table goes away: moving it past the next post fails.
     store

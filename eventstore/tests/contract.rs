@@ -614,15 +614,8 @@ async fn on_mysql_appends_with_inline_projections_read_committed_data() {
     }
 }
 
-/// The group commit's connections are not pinged before each append. When
-/// the server drops them while idle (killed here, as a restart would), the
-/// next append still lands: its BEGIN fails before anything is sent and is
-/// tried on another connection, then on a new one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_mysql_an_append_after_the_writers_connections_were_killed_lands() {
-    let Some(db) = scratch(Backend::Mysql).await else { return };
-    let store = open(&db, quiet()).await;
-    world(&store, &["ann", "bob"]).await;
+/// Kills every connection the server has open to `db`, as a restart would.
+async fn kill_connections(db: &eventstore::scratch::ScratchDatabase) {
     let name = db.url.rsplit('/').next().expect("a database name").to_string();
     let admin = eventstore::connect(&eventstore::scratch::mysql_server_url(), 1).await.expect("connects");
     let list = format!("SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = '{name}'");
@@ -632,7 +625,48 @@ async fn on_mysql_an_append_after_the_writers_connections_were_killed_lands() {
         let id: i64 = row.try_get("", "id").expect("an id");
         admin.execute_unprepared(&format!("KILL {id}")).await.expect("kills");
     }
+}
+
+/// The group commit's connections are not pinged before each append. When
+/// the server drops them while idle (killed here, as a restart would), the
+/// next append still lands: its BEGIN fails before anything is sent and is
+/// tried on another connection, then on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mysql_an_append_after_the_writers_connections_were_killed_lands() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    kill_connections(&db).await;
     let outcome = store.execute::<Wallet>("bob", earn("bob", "r1", 1_000), CommandContext::default()).await;
     assert!(outcome.is_ok(), "the append lands on a new connection: {outcome:?}");
     assert_eq!(store.load::<Wallet>("bob").await.expect("loads").state.balance(&cafe()), 100);
+}
+
+/// sqlx pings a pooled connection before handing it out (a round trip
+/// before each read, kept for this): connections the server dropped (killed
+/// here, as a restart would) are replaced, and no read fails on one, not
+/// even right after the last use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mysql_reads_after_the_pools_connections_were_killed_succeed() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    bob_earns(&store, 1, 1).await;
+    // Several connections in the pool, all of them idle.
+    let reads: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = store.db().clone();
+            tokio::spawn(async move { pool.execute_unprepared("DO SLEEP(0.05)").await })
+        })
+        .collect();
+    for read in reads {
+        read.await.expect("joins").expect("reads");
+    }
+    kill_connections(&db).await;
+    for n in 0..8 {
+        let read = store.db().execute_unprepared("DO 1").await;
+        assert!(read.is_ok(), "read {n} after the kill: {read:?}");
+    }
+    let outcome = store.execute::<Wallet>("bob", earn("bob", "r-after", 1_000), CommandContext::default()).await;
+    assert!(outcome.is_ok(), "the append lands: {outcome:?}");
 }

@@ -22,6 +22,10 @@ mod run;
 mod streams_bench;
 mod subscribers;
 
+/// The allocator of the `pointstream` binary, for every side of every figure.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// pointstream benchmarks.

@@ -57,5 +57,5 @@ pub use inline::{InlineBatch, InlineProjection, Projected, ScriptBatch};
 pub use log::LogFilter;
 pub use outcome::CommandOutcome;
 pub use record::{Metadata, RecordedEvent};
-pub use script::{Ran, Script, Unscriptable};
+pub use script::{InsertInto, Ran, Script, Unscriptable};
 pub use store::{EventStore, EventStoreConfig, Loaded};

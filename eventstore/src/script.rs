@@ -13,7 +13,9 @@
 
 use std::fmt::Write;
 
-use sea_orm::sea_query::{MysqlQueryBuilder, QueryStatementWriter, Value};
+use sea_orm::sea_query::{
+    Alias, Expr, InsertStatement, MysqlQueryBuilder, OnConflict, Query, QueryStatementWriter, Value,
+};
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, RuntimeErr, sqlx};
 
 /// A script longer than this is not built: the statements go one by one
@@ -50,6 +52,24 @@ impl Script {
     pub fn push_sql(&mut self, sql: &str, values: &[Value]) -> Result<(), Unscriptable> {
         let start = self.sql.len();
         let written = write_statement(&mut self.sql, sql, values);
+        self.close(start, written)
+    }
+
+    /// Appends `insert` of `rows` (values in its columns' order), as
+    /// [`Script::push`] of [`InsertInto::statement`] would, without building
+    /// the statement first. No rows: nothing is appended.
+    pub fn push_insert<R: AsRef<[Value]>>(&mut self, insert: &InsertInto, rows: &[R]) -> Result<(), Unscriptable> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let start = self.sql.len();
+        let written = insert.write(&mut self.sql, rows);
+        self.close(start, written)
+    }
+
+    /// Ends the statement written from `start` on, or takes it back if it
+    /// could not be written or makes the script too long.
+    fn close(&mut self, start: usize, written: Result<(), Unscriptable>) -> Result<(), Unscriptable> {
         if let Err(unscriptable) = written {
             self.sql.truncate(start);
             return Err(unscriptable);
@@ -120,6 +140,105 @@ impl Script {
             }
         }
     }
+}
+
+/// A multi-row `INSERT` (an upsert if it names columns to update): the
+/// group commit writes one per table and batch, straight into its script.
+#[derive(Debug, Clone)]
+pub struct InsertInto {
+    table: String,
+    columns: Vec<String>,
+    key: Vec<String>,
+    update: Vec<String>,
+}
+
+impl InsertInto {
+    /// An insert into `table`; each row holds a value for each of `columns`, in order.
+    pub fn new(table: impl Into<String>, columns: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let columns = columns.into_iter().map(Into::into).collect();
+        Self { table: table.into(), columns, key: Vec::new(), update: Vec::new() }
+    }
+
+    /// The same, where a row whose `key` (its primary key's columns) exists
+    /// already updates `columns` of it instead (MySQL's `ON DUPLICATE KEY
+    /// UPDATE`, which names no key; `ON CONFLICT` elsewhere).
+    pub fn updating(
+        mut self,
+        key: impl IntoIterator<Item = impl Into<String>>,
+        columns: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.key = key.into_iter().map(Into::into).collect();
+        self.update = columns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The insert of `rows` as a sea-query statement (to run prepared).
+    pub fn statement<R: AsRef<[Value]>>(&self, rows: &[R]) -> Result<InsertStatement, Unscriptable> {
+        let names = |names: &[String]| names.iter().map(|name| Alias::new(name.as_str())).collect::<Vec<_>>();
+        let mut insert = Query::insert();
+        insert.into_table(Alias::new(self.table.as_str())).columns(names(&self.columns));
+        if !self.update.is_empty() {
+            insert.on_conflict(OnConflict::columns(names(&self.key)).update_columns(names(&self.update)).to_owned());
+        }
+        for row in rows {
+            insert
+                .values(row.as_ref().iter().cloned().map(Expr::val))
+                .map_err(|e| Unscriptable(format!("cannot build an insert into {}: {e}", self.table)))?;
+        }
+        Ok(insert)
+    }
+
+    fn write<R: AsRef<[Value]>>(&self, out: &mut String, rows: &[R]) -> Result<(), Unscriptable> {
+        out.push_str("INSERT INTO ");
+        identifier(out, &self.table);
+        out.push_str(" (");
+        for (i, column) in self.columns.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            identifier(out, column);
+        }
+        out.push_str(") VALUES ");
+        for (i, row) in rows.iter().enumerate() {
+            let row = row.as_ref();
+            if row.len() != self.columns.len() {
+                return Err(Unscriptable(format!(
+                    "{} values for the {} columns of {}",
+                    row.len(),
+                    self.columns.len(),
+                    self.table
+                )));
+            }
+            out.push_str(if i > 0 { ", (" } else { "(" });
+            for (j, value) in row.iter().enumerate() {
+                if j > 0 {
+                    out.push_str(", ");
+                }
+                literal(out, value)?;
+            }
+            out.push(')');
+        }
+        for (i, column) in self.update.iter().enumerate() {
+            out.push_str(if i > 0 { ", " } else { " ON DUPLICATE KEY UPDATE " });
+            identifier(out, column);
+            out.push_str(" = VALUES(");
+            identifier(out, column);
+            out.push(')');
+        }
+        Ok(())
+    }
+}
+
+/// `name` quoted as a MySQL identifier.
+fn identifier(out: &mut String, name: &str) {
+    out.push('`');
+    for c in name.chars() {
+        if c == '`' {
+            out.push('`');
+        }
+        out.push(c);
+    }
+    out.push('`');
 }
 
 /// How a script run as a transaction of its own ([`Script::commit`]) ended.
@@ -247,6 +366,31 @@ mod tests {
              UPDATE `t?` SET a = 7 WHERE b = 'x?';"
         );
         assert_eq!(script.len(), 2);
+    }
+
+    #[test]
+    fn an_insert_written_straight_in_is_the_statement_built_and_written_in() {
+        let rows: Vec<Vec<Value>> = vec![
+            vec![1i64.into(), "it's ?".into(), Option::<String>::None.into()],
+            vec![(-2i32).into(), "".into(), vec![0u8, 96].into()],
+        ];
+        for insert in
+            [InsertInto::new("t`x", ["a", "b", "c"]), InsertInto::new("t", ["a", "b", "c"]).updating(["a"], ["b", "c"])]
+        {
+            let (mut straight, mut built) = (Script::new(), Script::new());
+            straight.push_insert(&insert, &rows).expect("scriptable");
+            built.push(&insert.statement(&rows).expect("builds")).expect("scriptable");
+            assert_eq!(straight.sql(), built.sql());
+            assert_eq!(straight.len(), 1);
+        }
+        let mut script = Script::new();
+        script.push_insert(&InsertInto::new("t", ["a"]), &[] as &[Vec<Value>]).expect("nothing to write");
+        assert!(script.is_empty() && script.sql().is_empty());
+        assert!(script.push_insert(&InsertInto::new("t", ["a", "b"]), &rows).is_err(), "three values for two columns");
+        assert!(
+            script.push_insert(&InsertInto::new("t", ["a", "b", "c"]), &[vec![Value::Float(Some(1.5)); 3]]).is_err()
+        );
+        assert!(script.is_empty() && script.sql().is_empty(), "a statement that cannot be written leaves nothing");
     }
 
     #[test]

@@ -18,9 +18,9 @@
 //! took a sequence, a claim or a command id), each request of the batch is
 //! retried alone so that every command gets its own verdict.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
-use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query, Value};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, SqlErr, Statement,
     TransactionTrait,
@@ -35,7 +35,7 @@ use crate::log::EVENT_COLUMNS;
 use crate::outcome::CommandOutcome;
 use crate::recent::RecentEvents;
 use crate::record::RecordedEvent;
-use crate::script::{Ran, Script, fails_unless};
+use crate::script::{InsertInto, Ran, Script, Unscriptable, fails_unless};
 
 /// Counter of group commits, by `path`: `script` (one round trip for every
 /// statement) or `statements` (one round trip each).
@@ -440,13 +440,11 @@ impl<'a> Layout<'a> {
             .collect()
     }
 
-    /// The inserts of the events, command-log rows, claims and snapshots of
-    /// `batch` (laid out here), cut into statements as `shapes` says.
-    fn inserts(&self, batch: &[AppendRequest], now_us: i64, shapes: Shapes) -> Result<Vec<InsertStatement>, DbErr> {
-        let mut statements = Vec::new();
-        let mut events = Query::insert();
-        events.into_table(Events::Table).columns(EVENT_COLUMNS);
-        let rows = self
+    /// The rows of the events, command-log rows, claims and snapshots of
+    /// `batch` (laid out here), each with the insert it goes in.
+    fn rows(&self, batch: &[AppendRequest], now_us: i64) -> Result<[TableRows; 4], DbErr> {
+        let tables = &*TABLES;
+        let events = self
             .events
             .iter()
             .map(|(position, e)| {
@@ -464,22 +462,11 @@ impl<'a> Layout<'a> {
                 ]
             })
             .collect();
-        chunked(&mut statements, &events, rows, shapes)?;
-
-        let mut commands = Query::insert();
-        commands.into_table(CommandLog::Table).columns([
-            CommandLog::CommandId,
-            CommandLog::Fingerprint,
-            CommandLog::AggregateType,
-            CommandLog::AggregateId,
-            CommandLog::Outcome,
-            CommandLog::RecordedAtUs,
-        ]);
-        let mut rows = Vec::new();
+        let (mut commands, mut claims, mut snapshots) = (Vec::new(), Vec::new(), Vec::new());
         for (request, outcome) in batch.iter().zip(&self.outcomes) {
             if let Some(command) = &request.command {
                 let json = serde_json::to_string(outcome).map_err(|e| DbErr::Custom(e.to_string()))?;
-                rows.push(vec![
+                commands.push(vec![
                     command.command_id.as_str().into(),
                     command.fingerprint.as_str().into(),
                     outcome.aggregate_type.as_str().into(),
@@ -488,49 +475,16 @@ impl<'a> Layout<'a> {
                     now_us.into(),
                 ]);
             }
-        }
-        chunked(&mut statements, &commands, rows, shapes)?;
-
-        let mut claims = Query::insert();
-        claims.into_table(Claims::Table).columns([
-            Claims::Kind,
-            Claims::ClaimKey,
-            Claims::AggregateType,
-            Claims::AggregateId,
-        ]);
-        let mut rows = Vec::new();
-        for (request, outcome) in batch.iter().zip(&self.outcomes) {
             for claim in &request.claims {
-                rows.push(vec![
+                claims.push(vec![
                     claim.kind.into(),
                     claim.key.as_str().into(),
                     outcome.aggregate_type.as_str().into(),
                     outcome.aggregate_id.as_str().into(),
                 ]);
             }
-        }
-        chunked(&mut statements, &claims, rows, shapes)?;
-
-        let mut snapshots = Query::insert();
-        snapshots
-            .into_table(Snapshots::Table)
-            .columns([
-                Snapshots::AggregateType,
-                Snapshots::AggregateId,
-                Snapshots::Sequence,
-                Snapshots::State,
-                Snapshots::Hash,
-                Snapshots::TakenAtUs,
-            ])
-            .on_conflict(
-                OnConflict::columns([Snapshots::AggregateType, Snapshots::AggregateId])
-                    .update_columns([Snapshots::Sequence, Snapshots::State, Snapshots::Hash, Snapshots::TakenAtUs])
-                    .to_owned(),
-            );
-        let mut rows = Vec::new();
-        for (request, outcome) in batch.iter().zip(&self.outcomes) {
             if let Some(snapshot) = &request.snapshot {
-                rows.push(vec![
+                snapshots.push(vec![
                     outcome.aggregate_type.as_str().into(),
                     outcome.aggregate_id.as_str().into(),
                     (snapshot.sequence as i64).into(),
@@ -540,10 +494,74 @@ impl<'a> Layout<'a> {
                 ]);
             }
         }
-        chunked(&mut statements, &snapshots, rows, shapes)?;
+        Ok([
+            (&tables.events, events),
+            (&tables.commands, commands),
+            (&tables.claims, claims),
+            (&tables.snapshots, snapshots),
+        ])
+    }
+
+    /// The inserts of [`Layout::rows`] as statements to run prepared.
+    fn inserts(&self, batch: &[AppendRequest], now_us: i64) -> Result<Vec<InsertStatement>, DbErr> {
+        let mut statements = Vec::new();
+        for (insert, rows) in self.rows(batch, now_us)? {
+            for chunk in Shapes::Prepared.chunks(&rows, ROWS_PER_INSERT) {
+                statements.push(insert.statement(chunk).map_err(|e| DbErr::Custom(e.to_string()))?);
+            }
+        }
         Ok(statements)
     }
+
+    /// The inserts of [`Layout::rows`], written into `script`.
+    fn script(&self, batch: &[AppendRequest], now_us: i64, script: &mut Script) -> Result<(), Unscriptable> {
+        for (insert, rows) in self.rows(batch, now_us).map_err(|e| Unscriptable(e.to_string()))? {
+            for chunk in Shapes::Script.chunks(&rows, ROWS_PER_INSERT) {
+                script.push_insert(insert, chunk)?;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Rows to insert with the insert they go in.
+type TableRows = (&'static InsertInto, Vec<Vec<Value>>);
+
+/// The tables an append inserts into.
+struct Tables {
+    events: InsertInto,
+    commands: InsertInto,
+    claims: InsertInto,
+    snapshots: InsertInto,
+}
+
+static TABLES: LazyLock<Tables> = LazyLock::new(|| {
+    // Through `dyn Iden`, whose methods need no import (its `to_string` would clash with `ToString`'s).
+    let name = |iden: &dyn sea_orm::sea_query::Iden| iden.to_string();
+    let names = |idens: &[&dyn sea_orm::sea_query::Iden]| idens.iter().map(|iden| name(*iden)).collect::<Vec<_>>();
+    let snapshot_key = names(&[&Snapshots::AggregateType, &Snapshots::AggregateId]);
+    let snapshot_data = names(&[&Snapshots::Sequence, &Snapshots::State, &Snapshots::Hash, &Snapshots::TakenAtUs]);
+    Tables {
+        events: InsertInto::new(name(&Events::Table), EVENT_COLUMNS.iter().map(|column| name(column))),
+        commands: InsertInto::new(
+            name(&CommandLog::Table),
+            names(&[
+                &CommandLog::CommandId,
+                &CommandLog::Fingerprint,
+                &CommandLog::AggregateType,
+                &CommandLog::AggregateId,
+                &CommandLog::Outcome,
+                &CommandLog::RecordedAtUs,
+            ]),
+        ),
+        claims: InsertInto::new(
+            name(&Claims::Table),
+            names(&[&Claims::Kind, &Claims::ClaimKey, &Claims::AggregateType, &Claims::AggregateId]),
+        ),
+        snapshots: InsertInto::new(name(&Snapshots::Table), [snapshot_key.clone(), snapshot_data.clone()].concat())
+            .updating(snapshot_key, snapshot_data),
+    }
+});
 
 /// Appends every request of `batch` in one transaction, with the inline
 /// projections' rows, and notes its events in `recent`; its outcomes.
@@ -557,7 +575,7 @@ async fn commit(
     let txn = projections.begin(db).await?;
     let head = reserve(&txn, count).await?;
     let layout = Layout::new(batch, head + 1 - count);
-    for insert in layout.inserts(batch, crate::clock::now_us(), Shapes::Prepared)? {
+    for insert in layout.inserts(batch, crate::clock::now_us())? {
         txn.execute(&insert).await?;
     }
     let recorded = layout.recorded();
@@ -654,9 +672,7 @@ fn build_script(
             &[(head_was as i64).into(), (head as i64).into()],
         )
         .ok()?;
-    for insert in layout.inserts(batch, crate::clock::now_us(), Shapes::Script).ok()? {
-        script.push(&insert).ok()?;
-    }
+    layout.script(batch, crate::clock::now_us(), &mut script).ok()?;
     for statements in written {
         script.append(statements).ok()?;
     }
@@ -694,24 +710,6 @@ fn noted(
     for (projection, projected) in inline.iter().zip(projected) {
         projection.committed(before, head, projected);
     }
-}
-
-/// Adds to `statements` inserts of `rows` with the table, columns and
-/// conflict clause of `template`, cut as `shapes` says.
-fn chunked(
-    statements: &mut Vec<InsertStatement>,
-    template: &InsertStatement,
-    rows: Vec<Vec<Expr>>,
-    shapes: Shapes,
-) -> Result<(), DbErr> {
-    for chunk in shapes.chunks(&rows, ROWS_PER_INSERT) {
-        let mut insert = template.clone();
-        for row in chunk {
-            insert.values(row.iter().cloned()).map_err(|e| DbErr::Custom(format!("cannot build an insert: {e}")))?;
-        }
-        statements.push(insert);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventstore::{Script, Shapes, Unscriptable, padded_chunks};
-use sea_orm::sea_query::{Alias, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Order, Query};
+use eventstore::{InsertInto, Script, Shapes, Unscriptable, padded_chunks};
+use sea_orm::sea_query::{Alias, DeleteStatement, Expr, ExprTrait, InsertStatement, Order, Query};
 use sea_orm::{
     ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, Value,
 };
@@ -87,28 +87,22 @@ enum Statement {
 }
 
 impl Write {
+    /// An upsert's insert.
+    fn insert(table: &str, columns: &[&'static str], primary: &[&'static str]) -> InsertInto {
+        let others = columns.iter().copied().filter(|column| !primary.contains(column));
+        InsertInto::new(table, columns.iter().copied()).updating(primary.iter().copied(), others)
+    }
+
     fn statements(&self, shapes: Shapes) -> Result<Vec<Statement>, DbErr> {
-        let names = |names: &[&'static str]| names.iter().map(|name| Alias::new(*name)).collect::<Vec<_>>();
         match self {
             Write::Upsert { table, columns, primary, rows } => {
-                let others: Vec<&'static str> =
-                    columns.iter().copied().filter(|column| !primary.contains(column)).collect();
+                let insert = Write::insert(table, columns, primary);
                 // A row repeated to pad a prepared statement is written twice with the same values.
                 shapes
                     .padded(rows, ROWS_PER_STATEMENT)
                     .into_iter()
                     .map(|chunk| {
-                        let mut insert = Query::insert();
-                        insert
-                            .into_table(Alias::new(table))
-                            .columns(names(columns))
-                            .on_conflict(OnConflict::columns(names(primary)).update_columns(names(&others)).to_owned());
-                        for row in chunk {
-                            insert
-                                .values(row.iter().cloned().map(Expr::val))
-                                .map_err(|e| DbErr::Custom(format!("cannot build an insert into {table}: {e}")))?;
-                        }
-                        Ok(Statement::Upsert(insert))
+                        insert.statement(&chunk).map(Statement::Upsert).map_err(|e| DbErr::Custom(e.to_string()))
                     })
                     .collect()
             }
@@ -142,6 +136,14 @@ impl Writes {
     /// Appends every statement to `script`, in order.
     pub(crate) fn script(&self, script: &mut Script) -> Result<(), Unscriptable> {
         for write in &self.0 {
+            if let Write::Upsert { table, columns, primary, rows } = write {
+                // Written straight in: building the statement first cost more than writing it.
+                let insert = Write::insert(table, columns, primary);
+                for chunk in Shapes::Script.chunks(rows, ROWS_PER_STATEMENT) {
+                    script.push_insert(&insert, chunk)?;
+                }
+                continue;
+            }
             let statements = write.statements(Shapes::Script).map_err(|e| Unscriptable(e.to_string()))?;
             for statement in statements {
                 match statement {

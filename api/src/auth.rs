@@ -5,7 +5,11 @@
 //! * `admin`: everything;
 //! * `auditor`: read-only access to the log and audits.
 
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 /// A caller's role.
@@ -82,8 +86,62 @@ pub fn verify(secret: &[u8], token: &str) -> Result<Claims, AuthError> {
 
 /// The claims of an `Authorization: Bearer <token>` header value.
 pub fn from_header(secret: &[u8], header: &str) -> Result<Claims, AuthError> {
-    let token = header.strip_prefix("Bearer ").ok_or(AuthError::Malformed)?;
-    verify(secret, token.trim())
+    verify(secret, bearer(header)?)
+}
+
+fn bearer(header: &str) -> Result<&str, AuthError> {
+    Ok(header.strip_prefix("Bearer ").ok_or(AuthError::Malformed)?.trim())
+}
+
+/// Tokens a [`Verifier`] remembers.
+const VERIFIED_TOKENS: usize = 10_000;
+
+/// [`verify`] with one secret, remembering the tokens it accepted: a client
+/// sends the same token with every request, and checking its signature
+/// again each time costs more than looking it up. A remembered token is
+/// still refused once it expires.
+pub struct Verifier {
+    secret: Vec<u8>,
+    accepted: Mutex<LruCache<String, Claims>>,
+}
+
+impl Verifier {
+    /// Verifies tokens signed with `secret`.
+    pub fn new(secret: Vec<u8>) -> Self {
+        let capacity = NonZeroUsize::new(VERIFIED_TOKENS).unwrap_or(NonZeroUsize::MIN);
+        Self { secret, accepted: Mutex::new(LruCache::new(capacity)) }
+    }
+
+    /// As [`verify`].
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify_at(token, now_seconds())
+    }
+
+    /// As [`verify`], a remembered token judged at `now` (seconds since the epoch).
+    fn verify_at(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
+        let remembered = self.accepted().get(token).cloned();
+        if let Some(claims) = remembered {
+            // As `verify`: good up to and including its expiry second.
+            return if claims.exp < now { Err(AuthError::Expired) } else { Ok(claims) };
+        }
+        let claims = verify(&self.secret, token)?;
+        self.accepted().put(token.to_string(), claims.clone());
+        Ok(claims)
+    }
+
+    /// As [`from_header`].
+    pub fn from_header(&self, header: &str) -> Result<Claims, AuthError> {
+        self.verify(bearer(header)?)
+    }
+
+    fn accepted(&self) -> std::sync::MutexGuard<'_, LruCache<String, Claims>> {
+        self.accepted.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Seconds since the Unix epoch, as token expiries count them.
+fn now_seconds() -> u64 {
+    jsonwebtoken::get_current_timestamp()
 }
 
 #[cfg(test)]
@@ -113,5 +171,27 @@ mod tests {
         assert_eq!(from_header(SECRET, &token), Err(AuthError::Malformed), "no Bearer prefix");
         let staff = mint(SECRET, &Claims { store: None, ..claims(Role::Staff) }).expect("mints");
         assert_eq!(verify(SECRET, &staff), Err(AuthError::Incomplete("store")));
+    }
+
+    #[test]
+    fn a_verifier_remembers_only_good_tokens_and_still_refuses_them_once_expired() {
+        let verifier = Verifier::new(SECRET.to_vec());
+        let now = now_seconds();
+        let good = mint(SECRET, &Claims { exp: now + 100, ..claims(Role::Member) }).expect("mints");
+        let expected = Claims { exp: now + 100, ..claims(Role::Member) };
+        for _ in 0..2 {
+            assert_eq!(verifier.verify(&good), Ok(expected.clone()));
+            assert_eq!(verifier.from_header(&format!("Bearer {good}")), Ok(expected.clone()));
+        }
+        assert_eq!(verifier.verify_at(&good, now + 100), Ok(expected), "good through its expiry second");
+        assert_eq!(verifier.verify_at(&good, now + 101), Err(AuthError::Expired));
+
+        // Refused tokens are refused every time, and another key's verifier knows nothing of this one's.
+        let forged = mint(b"other secret", &claims(Role::Admin)).expect("mints");
+        for _ in 0..2 {
+            assert_eq!(verifier.verify(&forged), Err(AuthError::BadSignature));
+        }
+        assert_eq!(Verifier::new(b"other secret".to_vec()).verify(&good), Err(AuthError::BadSignature));
+        assert_eq!(verifier.from_header(&good), Err(AuthError::Malformed), "no Bearer prefix");
     }
 }

@@ -28,7 +28,7 @@ use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots, Limits, Loader
 pub struct Http {
     schema: ApiSchema,
     state: ApiState,
-    secret: Arc<Vec<u8>>,
+    tokens: Arc<auth::Verifier>,
     uploads: UploadMemory,
 }
 
@@ -39,11 +39,11 @@ async fn graphiql() -> Html<String> {
 
 /// Who opened a WebSocket: the token in `connection_init`'s payload, as
 /// `{"Authorization": "Bearer ..."}` or `{"token": "..."}`.
-fn ws_caller(secret: &[u8], payload: &serde_json::Value) -> Caller {
+fn ws_caller(tokens: &auth::Verifier, payload: &serde_json::Value) -> Caller {
     let header = ["Authorization", "authorization"].iter().find_map(|key| payload.get(*key).and_then(|v| v.as_str()));
     let result = match (header, payload.get("token").and_then(|v| v.as_str())) {
-        (Some(header), _) => auth::from_header(secret, header),
-        (None, Some(token)) => auth::verify(secret, token),
+        (Some(header), _) => tokens.from_header(header),
+        (None, Some(token)) => tokens.verify(token),
         (None, None) => return Caller::Anonymous,
     };
     match result {
@@ -53,8 +53,8 @@ fn ws_caller(secret: &[u8], payload: &serde_json::Value) -> Caller {
 }
 
 #[handler]
-async fn graphql_ws(http: Data<&Http>, protocol: GraphQLProtocol, websocket: WebSocket) -> impl IntoResponse {
-    let (schema, secret) = (http.schema.clone(), http.secret.clone());
+async fn graphql_ws(http: Data<&Arc<Http>>, protocol: GraphQLProtocol, websocket: WebSocket) -> impl IntoResponse {
+    let (schema, tokens) = (http.schema.clone(), http.tokens.clone());
     // Small buffers: a subscriber mostly listens, and 10,000 of them must fit.
     let config = WebSocketConfig::default()
         .read_buffer_size(4 << 10)
@@ -65,7 +65,7 @@ async fn graphql_ws(http: Data<&Http>, protocol: GraphQLProtocol, websocket: Web
         GraphQLWebSocket::new(stream, schema, protocol)
             .on_connection_init(move |payload| async move {
                 let mut data = async_graphql::Data::default();
-                data.insert(ws_caller(&secret, &payload));
+                data.insert(ws_caller(&tokens, &payload));
                 data.insert(ConnectionSlots::default());
                 Ok(data)
             })
@@ -142,11 +142,11 @@ async fn read_request(
 }
 
 #[handler]
-async fn graphql(http: Data<&Http>, headers: &HeaderMap, body: Body) -> poem::Response {
+async fn graphql(http: Data<&Arc<Http>>, headers: &HeaderMap, body: Body) -> poem::Response {
     let started = std::time::Instant::now();
     let caller = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         None => Caller::Anonymous,
-        Some(value) => match auth::from_header(&http.secret, value) {
+        Some(value) => match http.tokens.from_header(value) {
             Ok(claims) => Caller::Authenticated(claims),
             Err(reason) => Caller::Refused(reason),
         },
@@ -178,7 +178,7 @@ struct Signed {
 /// A photo of the filesystem store, if the URL's signature holds and it has
 /// not expired (403 otherwise). With S3, photo URLs point at S3 instead.
 #[handler]
-async fn photo(http: Data<&Http>, Path(key): Path<String>, signed: Option<Query<Signed>>) -> poem::Response {
+async fn photo(http: Data<&Arc<Http>>, Path(key): Path<String>, signed: Option<Query<Signed>>) -> poem::Response {
     let media::MediaStore::Fs(store) = &http.state.media else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -199,7 +199,7 @@ async fn photo(http: Data<&Http>, Path(key): Path<String>, signed: Option<Query<
 }
 
 #[handler]
-fn prometheus(http: Data<&Http>) -> poem::Response {
+fn prometheus(http: Data<&Arc<Http>>) -> poem::Response {
     poem::Response::builder()
         .content_type("text/plain; version=0.0.4")
         .body(crate::telemetry::render(&http.state.projectors))
@@ -211,7 +211,7 @@ fn healthz() -> &'static str {
 }
 
 #[handler]
-async fn readyz(http: Data<&Http>) -> poem::Response {
+async fn readyz(http: Data<&Arc<Http>>) -> poem::Response {
     let db = http.state.store.db();
     if let Err(err) = db.execute_unprepared("SELECT 1").await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: database: {err}")).into_response();
@@ -237,7 +237,9 @@ async fn readyz(http: Data<&Http>) -> poem::Response {
 pub fn app(schema: ApiSchema, state: ApiState, secret: Vec<u8>) -> impl Endpoint {
     crate::telemetry::handle();
     let uploads = UploadMemory::new(&state.limits);
-    let http = Http { schema, state, secret: Arc::new(secret), uploads };
+    let tokens = Arc::new(auth::Verifier::new(secret));
+    // Shared, not cloned into each request: the state holds many handles.
+    let http = Arc::new(Http { schema, state, tokens, uploads });
     Route::new()
         .at("/graphql", get(graphiql).post(graphql))
         .at("/media/*key", get(photo))

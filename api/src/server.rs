@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::auth;
 use crate::errors::code_of;
 use crate::multipart::UploadMemory;
-use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots, Limits, Loaders};
+use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots, Limits, RequestLoaders};
 
 /// What the HTTP layer needs besides the schema.
 #[derive(Clone)]
@@ -157,7 +157,7 @@ async fn graphql(http: Data<&Arc<Http>>, headers: &HeaderMap, body: Body) -> poe
         Ok(request) => request,
         Err(refusal) => return refusal,
     };
-    let loaders = Loaders::new(http.state.store.db(), true);
+    let loaders = RequestLoaders::new(http.state.store.db());
     let response = http.schema.execute(request.data(caller).data(loaders)).await;
     metrics::counter!("pointstream_graphql_requests_total").increment(1);
     metrics::histogram!("pointstream_graphql_request_seconds").record(started.elapsed().as_secs_f64());

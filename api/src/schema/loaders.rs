@@ -2,7 +2,8 @@
 //! with their authors, stores, photos and social status costs one query per
 //! table, not one per post.
 //!
-//! Each HTTP request gets its own loaders with a cache, which pages prime
+//! Each HTTP request gets its own loaders with a cache (built when a field
+//! first asks for them), which pages prime
 //! with one `load_many` per table for the relations the query selects; the
 //! fields then read from the cache. Batching by timing alone (the loader
 //! waits 1 ms for keys) would split a page into several batches whenever
@@ -10,7 +11,7 @@
 //! loaders for requests without their own (WebSocket operations).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use eventstore::EventStore;
@@ -131,6 +132,25 @@ impl BalanceReads {
         let (reply, answer) = oneshot::channel();
         self.requests.send((member.to_string(), store.to_string(), reply)).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
+    }
+}
+
+/// One HTTP request's own caching loaders, built when a field first asks for
+/// them: most requests (mutations, for one) never do.
+pub struct RequestLoaders {
+    db: DatabaseConnection,
+    built: OnceLock<Loaders>,
+}
+
+impl RequestLoaders {
+    /// Loaders to read through `db`, once needed.
+    pub fn new(db: &DatabaseConnection) -> Self {
+        Self { db: db.clone(), built: OnceLock::new() }
+    }
+
+    /// The loaders, built on the first call.
+    pub fn get(&self) -> &Loaders {
+        self.built.get_or_init(|| Loaders::new(&self.db, true))
     }
 }
 

@@ -26,7 +26,7 @@ use crate::checkpoints::Checkpoints;
 use crate::errors::ErrorCodes;
 pub(crate) use crate::errors::coded;
 use crate::tail::Tails;
-pub use loaders::{BalanceReads, Loaders};
+pub use loaders::{BalanceReads, Loaders, RequestLoaders};
 
 /// The schema type.
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -172,9 +172,12 @@ fn points_of(raw: i64) -> Result<Points> {
     Points::new(raw).map_err(bad_input)
 }
 
-/// The shared loaders.
+/// The request's own loaders when it has them (HTTP), else the shared ones.
 fn loaders<'a>(ctx: &Context<'a>) -> Result<&'a Loaders> {
-    ctx.data::<Loaders>()
+    match ctx.data_opt::<RequestLoaders>() {
+        Some(own) => Ok(own.get()),
+        None => ctx.data::<Loaders>(),
+    }
 }
 
 /// A page size: `first` (20 when absent), between 1 and the page limit.

@@ -93,12 +93,26 @@ impl Write {
         InsertInto::new(table, columns.iter().copied()).updating(primary.iter().copied(), others)
     }
 
-    fn statements(&self, shapes: Shapes) -> Result<Vec<Statement>, DbErr> {
+    /// The deletes of the rows of `table` with the primary keys `keys`, cut as `shapes` says.
+    fn deletes(table: &str, primary: &[&'static str], keys: &[Vec<Value>], shapes: Shapes) -> Vec<DeleteStatement> {
+        shapes
+            .padded(keys, ROWS_PER_STATEMENT)
+            .into_iter()
+            .map(|chunk| {
+                let condition = Expr::tuple(primary.iter().map(|column| Expr::col(Alias::new(*column))))
+                    .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))));
+                Query::delete().from_table(Alias::new(table)).and_where(condition).to_owned()
+            })
+            .collect()
+    }
+
+    /// The statements to run prepared.
+    fn statements(&self) -> Result<Vec<Statement>, DbErr> {
         match self {
             Write::Upsert { table, columns, primary, rows } => {
                 let insert = Write::insert(table, columns, primary);
                 // A row repeated to pad a prepared statement is written twice with the same values.
-                shapes
+                Shapes::Prepared
                     .padded(rows, ROWS_PER_STATEMENT)
                     .into_iter()
                     .map(|chunk| {
@@ -106,15 +120,9 @@ impl Write {
                     })
                     .collect()
             }
-            Write::Delete { table, primary, keys } => Ok(shapes
-                .padded(keys, ROWS_PER_STATEMENT)
-                .into_iter()
-                .map(|chunk| {
-                    let condition = Expr::tuple(primary.iter().map(|column| Expr::col(Alias::new(*column))))
-                        .is_in(chunk.iter().map(|key| Expr::tuple(key.iter().cloned().map(Expr::val))));
-                    Statement::Delete(Query::delete().from_table(Alias::new(table)).and_where(condition).to_owned())
-                })
-                .collect()),
+            Write::Delete { table, primary, keys } => {
+                Ok(Write::deletes(table, primary, keys, Shapes::Prepared).into_iter().map(Statement::Delete).collect())
+            }
         }
     }
 }
@@ -123,7 +131,7 @@ impl Writes {
     /// Runs every statement on `conn`, in order.
     pub(crate) async fn run(&self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
         for write in &self.0 {
-            for statement in write.statements(Shapes::Prepared)? {
+            for statement in write.statements()? {
                 match statement {
                     Statement::Upsert(insert) => conn.execute(&insert).await?,
                     Statement::Delete(delete) => conn.execute(&delete).await?,
@@ -133,22 +141,21 @@ impl Writes {
         Ok(())
     }
 
-    /// Appends every statement to `script`, in order.
+    /// Appends every statement to `script`, in order: upserts written
+    /// straight in (building a statement first cost more than writing it).
     pub(crate) fn script(&self, script: &mut Script) -> Result<(), Unscriptable> {
         for write in &self.0 {
-            if let Write::Upsert { table, columns, primary, rows } = write {
-                // Written straight in: building the statement first cost more than writing it.
-                let insert = Write::insert(table, columns, primary);
-                for chunk in Shapes::Script.chunks(rows, ROWS_PER_STATEMENT) {
-                    script.push_insert(&insert, chunk)?;
+            match write {
+                Write::Upsert { table, columns, primary, rows } => {
+                    let insert = Write::insert(table, columns, primary);
+                    for chunk in Shapes::Script.chunks(rows, ROWS_PER_STATEMENT) {
+                        script.push_insert(&insert, chunk)?;
+                    }
                 }
-                continue;
-            }
-            let statements = write.statements(Shapes::Script).map_err(|e| Unscriptable(e.to_string()))?;
-            for statement in statements {
-                match statement {
-                    Statement::Upsert(insert) => script.push(&insert)?,
-                    Statement::Delete(delete) => script.push(&delete)?,
+                Write::Delete { table, primary, keys } => {
+                    for delete in Write::deletes(table, primary, keys, Shapes::Script) {
+                        script.push(&delete)?;
+                    }
                 }
             }
         }
@@ -364,7 +371,7 @@ mod tests {
     #[test]
     fn prepared_statements_are_padded_to_a_few_shapes() {
         let statements: Vec<Statement> =
-            writes().0.iter().flat_map(|write| write.statements(Shapes::Prepared).expect("statements")).collect();
+            writes().0.iter().flat_map(|write| write.statements().expect("statements")).collect();
         let Some(Statement::Upsert(upsert)) = statements.first() else { panic!("the upsert comes first") };
         let (sql, values) = upsert.build(MysqlQueryBuilder);
         // Four rows of eleven columns: the third row repeated.

@@ -84,11 +84,7 @@ pub fn verify(secret: &[u8], token: &str) -> Result<Claims, AuthError> {
     }
 }
 
-/// The claims of an `Authorization: Bearer <token>` header value.
-pub fn from_header(secret: &[u8], header: &str) -> Result<Claims, AuthError> {
-    verify(secret, bearer(header)?)
-}
-
+/// The token of an `Authorization: Bearer <token>` header value.
 fn bearer(header: &str) -> Result<&str, AuthError> {
     Ok(header.strip_prefix("Bearer ").ok_or(AuthError::Malformed)?.trim())
 }
@@ -129,7 +125,7 @@ impl Verifier {
         Ok(claims)
     }
 
-    /// As [`from_header`].
+    /// The claims of an `Authorization: Bearer <token>` header value.
     pub fn from_header(&self, header: &str) -> Result<Claims, AuthError> {
         self.verify(bearer(header)?)
     }
@@ -158,7 +154,8 @@ mod tests {
     fn a_minted_token_verifies() {
         let token = mint(SECRET, &claims(Role::Member)).expect("mints");
         assert_eq!(verify(SECRET, &token), Ok(claims(Role::Member)));
-        assert_eq!(from_header(SECRET, &format!("Bearer {token}")), Ok(claims(Role::Member)));
+        let verifier = Verifier::new(SECRET.to_vec());
+        assert_eq!(verifier.from_header(&format!("Bearer {token}")), Ok(claims(Role::Member)));
     }
 
     #[test]
@@ -168,7 +165,7 @@ mod tests {
         let expired = mint(SECRET, &Claims { exp: 1, ..claims(Role::Member) }).expect("mints");
         assert_eq!(verify(SECRET, &expired), Err(AuthError::Expired));
         assert_eq!(verify(SECRET, "not.a.jwt"), Err(AuthError::Malformed));
-        assert_eq!(from_header(SECRET, &token), Err(AuthError::Malformed), "no Bearer prefix");
+        assert_eq!(Verifier::new(SECRET.to_vec()).from_header(&token), Err(AuthError::Malformed), "no Bearer prefix");
         let staff = mint(SECRET, &Claims { store: None, ..claims(Role::Staff) }).expect("mints");
         assert_eq!(verify(SECRET, &staff), Err(AuthError::Incomplete("store")));
     }

@@ -1,7 +1,8 @@
 //! Photo uploads: 1 MiB photos through the GraphQL endpoint (multipart
 //! `createPost`, checked, hashed and stored in S3 by the server) next to
 //! aws-sdk-s3 `PutObject` of the same bytes to the same S3 server in the same
-//! run; and the server's memory while 32 clients upload 10 MiB photos at once.
+//! run; and the server's memory while 32 clients upload 5 MiB, then 10 MiB
+//! photos at once (streamed uploads: the peak must not follow the size).
 //!
 //! The S3 server is `POINTSTREAM_TEST_S3_ENDPOINT` when set, else an s3s-fs
 //! (as `scripts/test` installs it) started on a free port for the run, its
@@ -34,9 +35,13 @@ pub struct Options {
     /// Concurrency levels for the throughput figures.
     #[arg(long, value_delimiter = ',', default_value = "2,8,32")]
     pub concurrency: Vec<usize>,
-    /// Concurrent 10 MiB uploads for the memory figure.
+    /// Concurrent uploads for the memory figure.
     #[arg(long, default_value_t = 32)]
     pub memory_concurrency: usize,
+    /// Photo sizes (MiB, at most the server's 10 MiB limit) for the memory
+    /// figure, uploaded in this order by one server.
+    #[arg(long, value_delimiter = ',', default_value = "5,10")]
+    pub memory_mib: Vec<usize>,
     /// As `pointstream serve --upload-memory-bytes` (0: every upload to a temporary file).
     #[arg(long, default_value_t = api::Limits::default().upload_memory_bytes)]
     pub upload_memory_bytes: usize,
@@ -142,6 +147,46 @@ async fn upload(http: &reqwest::Client, url: &str, token: &str, id: &str, photo:
     Ok(())
 }
 
+/// The server's peak resident memory while `concurrency` clients each
+/// upload one photo of `mib` MiB at once (posts `{tag}-{i}`).
+async fn peak_memory(
+    server: &Arc<ServerProcess>,
+    http: &reqwest::Client,
+    url: &Arc<String>,
+    token: &Arc<String>,
+    concurrency: usize,
+    mib: usize,
+    tag: &str,
+) -> anyhow::Result<u64> {
+    let photo = photo_of(mib * MIB);
+    let peak = Arc::new(AtomicU64::new(server.resident_bytes()?));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (server, peak, sampling) = (server.clone(), peak.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Ok(now) = server.resident_bytes() {
+                    peak.fetch_max(now, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let uploads: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let (http, url, token, photo) = (http.clone(), url.clone(), token.clone(), photo.clone());
+            let id = format!("{tag}-{i}");
+            tokio::spawn(async move { upload(&http, &url, &token, &id, photo).await })
+        })
+        .collect();
+    for task in uploads {
+        task.await??;
+    }
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await?;
+    Ok(peak.load(Ordering::Relaxed))
+}
+
 pub async fn run(mysql: &str, options: &Options) -> anyhow::Result<()> {
     Scratch::around(mysql, "media", |url| async move { measure(&url, options).await }).await
 }
@@ -187,33 +232,13 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
     let duration = Duration::from_secs(options.seconds);
 
     // Memory first, while the server's memory is that of a fresh process.
-    let big = photo_of(10 * MIB);
     let before = server.resident_bytes()?;
-    let peak = Arc::new(AtomicU64::new(before));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (server, peak, sampling) = (server.clone(), peak.clone(), sampling.clone());
-        tokio::spawn(async move {
-            while sampling.load(Ordering::Relaxed) {
-                if let Ok(now) = server.resident_bytes() {
-                    peak.fetch_max(now, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
-    let uploads: Vec<_> = (0..options.memory_concurrency)
-        .map(|i| {
-            let (http, url, token, big) = (http.clone(), url.clone(), token.clone(), big.clone());
-            tokio::spawn(async move { upload(&http, &url, &token, &format!("big-{i}"), big).await })
-        })
-        .collect();
-    for task in uploads {
-        task.await??;
+    let mut peaks = Vec::with_capacity(options.memory_mib.len());
+    for (round, &mib) in options.memory_mib.iter().enumerate() {
+        let tag = format!("big-{round}");
+        let peak = peak_memory(&server, &http, &url, &token, options.memory_concurrency, mib, &tag).await?;
+        peaks.push((mib, peak));
     }
-    sampling.store(false, Ordering::Relaxed);
-    sampler.await?;
-    let peak = peak.load(Ordering::Relaxed);
 
     let photo = photo_of(MIB);
     let metrics_url = format!("http://{}/metrics", server.address);
@@ -327,15 +352,22 @@ async fn measure(database_url: &str, options: &Options) -> anyhow::Result<()> {
         println!("| {concurrency} | {} | {} | {cpu} |", ms(r.direct.1), means.cells());
     }
     println!();
-    let total = options.memory_concurrency as f64 * 10.0;
     println!(
-        "Server memory (VmRSS) during {} concurrent 10 MiB uploads: {:.1} MiB before, {:.1} MiB at the peak: \
-         {:.1} MiB more, against {total:.0} MiB of uploads in flight.",
+        "Server memory (VmRSS) during {} concurrent uploads, one size after the other: {:.1} MiB before;",
         options.memory_concurrency,
         mib(before),
-        mib(peak),
-        mib(peak.saturating_sub(before)),
     );
+    println!();
+    println!("| photo size | uploads in flight | peak | more than before |");
+    println!("|---|---|---|---|");
+    for (size, peak) in peaks {
+        println!(
+            "| {size} MiB | {} MiB | {:.1} MiB | {:.1} MiB |",
+            options.memory_concurrency * size,
+            mib(peak),
+            mib(peak.saturating_sub(before)),
+        );
+    }
     Ok(())
 }
 

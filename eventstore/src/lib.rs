@@ -54,7 +54,7 @@ pub use directory::StoreDirectory;
 pub use error::{CommandError, EventAddress, EventStoreError};
 pub use execute::{CommandContext, Model};
 pub use inline::{InlineBatch, InlineProjection, Projected, ScriptBatch};
-pub use log::LogFilter;
+pub use log::{LogFilter, head as read_head};
 pub use outcome::CommandOutcome;
 pub use record::{Metadata, RecordedEvent};
 pub use script::{InsertInto, Ran, Script, Unscriptable};

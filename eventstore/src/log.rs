@@ -36,8 +36,9 @@ pub(crate) fn event_from_row(row: &QueryResult) -> Result<RecordedEvent, DbErr> 
     })
 }
 
-/// The highest committed position (0 for an empty log).
-pub(crate) async fn head(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+/// The highest committed position (0 for an empty log), as `db` holds it
+/// now: for a process that only watches the log, without an [`crate::EventStore`].
+pub async fn head(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     let row = db
         .query_one(
             Query::select().column(LogHead::Position).from(LogHead::Table).and_where(Expr::col(LogHead::Id).eq(1)),

@@ -44,6 +44,7 @@ pub mod record;
 pub mod scratch;
 pub mod script;
 mod store;
+mod tagged;
 pub mod upcast;
 pub mod writer;
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{EventAddress, EventStoreError};
+use crate::tagged::Tagged;
 use crate::upcast;
 
 /// Who did what, why and from where: stored with every event.
@@ -80,14 +81,20 @@ impl RecordedEvent {
             .map_err(|reason| self.malformed(reason))
     }
 
-    /// The domain event, upcast to the current version.
+    /// The domain event, upcast to the current version. At its current
+    /// version (no upcaster applies) it is read straight from the payload's
+    /// text; an older one goes through [`payload_json`](Self::payload_json).
     pub fn decode<A: Aggregate>(&self) -> Result<A::Event, EventStoreError> {
-        let payload = self.payload_json()?;
-        let tagged = match payload {
-            Value::Null => Value::String(self.event_type.clone()),
-            other => Value::Object([(self.event_type.clone(), other)].into_iter().collect()),
+        let decoded = if upcast::applies(&self.aggregate_type, &self.event_type, self.event_version) {
+            let tagged = match self.payload_json()? {
+                Value::Null => Value::String(self.event_type.clone()),
+                other => Value::Object([(self.event_type.clone(), other)].into_iter().collect()),
+            };
+            serde_json::from_value(tagged)
+        } else {
+            A::Event::deserialize(Tagged { variant: &self.event_type, content: &self.payload })
         };
-        serde_json::from_value(tagged).map_err(|e| {
+        decoded.map_err(|e| {
             let reason = e.to_string();
             if reason.starts_with("unknown variant") {
                 EventStoreError::UnknownEventType {

@@ -29,6 +29,14 @@ fn points_earned_v1_to_v2(payload: Value) -> Result<Value, String> {
     Ok(Value::Object(map))
 }
 
+/// Whether a payload of `version` is older than its event type's current
+/// shape: some upcaster starts from it.
+pub fn applies(aggregate_type: &str, event_type: &str, version: u32) -> bool {
+    UPCASTERS
+        .iter()
+        .any(|u| u.aggregate_type == aggregate_type && u.event_type == event_type && u.from_version == version)
+}
+
 /// Brings a stored payload to the current version of its event type.
 pub fn upcast(aggregate_type: &str, event_type: &str, version: u32, mut payload: Value) -> Result<Value, String> {
     let mut version = version;

@@ -29,21 +29,23 @@ fn points_earned_v1_to_v2(payload: Value) -> Result<Value, String> {
     Ok(Value::Object(map))
 }
 
+/// The upcaster that starts from `version` of this event type, if any.
+fn step_from(aggregate_type: &str, event_type: &str, version: u32) -> Option<&'static Upcaster> {
+    UPCASTERS
+        .iter()
+        .find(|u| u.aggregate_type == aggregate_type && u.event_type == event_type && u.from_version == version)
+}
+
 /// Whether a payload of `version` is older than its event type's current
 /// shape: some upcaster starts from it.
 pub fn applies(aggregate_type: &str, event_type: &str, version: u32) -> bool {
-    UPCASTERS
-        .iter()
-        .any(|u| u.aggregate_type == aggregate_type && u.event_type == event_type && u.from_version == version)
+    step_from(aggregate_type, event_type, version).is_some()
 }
 
 /// Brings a stored payload to the current version of its event type.
 pub fn upcast(aggregate_type: &str, event_type: &str, version: u32, mut payload: Value) -> Result<Value, String> {
     let mut version = version;
-    while let Some(upcaster) = UPCASTERS
-        .iter()
-        .find(|u| u.aggregate_type == aggregate_type && u.event_type == event_type && u.from_version == version)
-    {
+    while let Some(upcaster) = step_from(aggregate_type, event_type, version) {
         payload = (upcaster.step)(payload)?;
         version += 1;
     }
@@ -62,6 +64,14 @@ mod tests {
             v2,
             serde_json::json!({"store": "s", "purchase_ref": "r", "amount_paid": 1000, "points": 50, "policy_version": 1})
         );
+    }
+
+    #[test]
+    fn only_older_versions_need_upcasting() {
+        assert!(applies("Wallet", "PointsEarned", 1));
+        assert!(!applies("Wallet", "PointsEarned", 2));
+        assert!(!applies("Wallet", "PointsRedeemed", 1));
+        assert!(!applies("Store", "PointsEarned", 1));
     }
 
     #[test]

@@ -93,7 +93,7 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         posts: usize,
     },
-    /// 1 MiB photo uploads through GraphQL against direct aws-sdk-s3 PutObject, and server memory under 10 MiB uploads.
+    /// 1 MiB photo uploads through GraphQL against direct aws-sdk-s3 PutObject, and server memory under 5 and 10 MiB uploads.
     Media {
         /// MySQL server to run on (a scratch database is created and dropped).
         #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]

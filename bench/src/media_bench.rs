@@ -2,7 +2,9 @@
 //! `createPost`, checked, hashed and stored in S3 by the server) next to
 //! aws-sdk-s3 `PutObject` of the same bytes to the same S3 server in the same
 //! run; and the server's memory while 32 clients upload 5 MiB, then 10 MiB
-//! photos at once (uploads stream: the peak should not follow the size).
+//! photos at once (a server that held whole uploads would need what is in
+//! flight; a streaming one holds a few buffers per upload, and the
+//! allocator's retained memory lifts later rounds whatever their size).
 //!
 //! The S3 server is `POINTSTREAM_TEST_S3_ENDPOINT` when set, else an s3s-fs
 //! (as `scripts/test` installs it) started on a free port for the run, its

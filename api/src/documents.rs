@@ -143,10 +143,19 @@ struct ForRequest {
 struct RequestState {
     /// The request's operation name, as it came.
     operation: Option<String>,
-    /// A kept validation of the same document, operation and shape.
-    validated: Option<ValidationResult>,
-    /// Where a successful validation is to be kept: the query text and shape.
-    to_keep: Option<(String, Shape)>,
+    validation: Validation,
+}
+
+/// What the kept documents say of a request's validation.
+#[derive(Default)]
+enum Validation {
+    /// Nothing: the document is not kept, or its shape is too long.
+    #[default]
+    Unknown,
+    /// The same document, operation and shape passed it before.
+    Kept(ValidationResult),
+    /// Not validated yet: a success is to be kept under this query text and shape.
+    ToKeep { query: String, shape: Shape },
 }
 
 impl ForRequest {
@@ -199,8 +208,11 @@ impl Extension for ForRequest {
             }
         };
         if let Some(mut state) = self.state() {
-            state.validated = validated;
-            state.to_keep = shape.filter(|_| validated.is_none()).map(|shape| (query.to_string(), shape));
+            state.validation = match (validated, shape) {
+                (Some(validated), _) => Validation::Kept(validated),
+                (None, Some(shape)) => Validation::ToKeep { query: query.to_string(), shape },
+                (None, None) => Validation::Unknown,
+            };
         }
         Ok(document)
     }
@@ -210,13 +222,12 @@ impl Extension for ForRequest {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        let (validated, to_keep) =
-            self.state().map(|mut state| (state.validated.take(), state.to_keep.take())).unwrap_or_default();
-        if let Some(validated) = validated {
+        let validation = self.state().map(|mut state| std::mem::take(&mut state.validation)).unwrap_or_default();
+        if let Validation::Kept(validated) = validation {
             return Ok(validated);
         }
         let result = next.run(ctx).await?;
-        if let Some((query, shape)) = to_keep
+        if let Validation::ToKeep { query, shape } = validation
             && let Some(mut kept) = self.documents.kept()
             && let Some(kept) = kept.get_mut(&query)
             && kept.validated.len() < SHAPES_PER_DOCUMENT

@@ -12,14 +12,16 @@ use api::auth::{Claims, Role, mint};
 use domain::Wallet;
 use eventstore::{CommandContext, EventStore, EventStoreConfig};
 use projections::{Names, checkpoint};
-use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::api_server::ServerProcess;
-use crate::cpu::{Meter, PerOp};
+use crate::cpu::Meter;
 use crate::graphql_http::GraphqlHttp;
-use crate::measure::{GroupCommits, histogram_totals, mean_between, ms, percentiles, throughput_and_latency, warm_up};
+use crate::measure::{
+    Contender, GroupCommits, Interleaved, Op, histogram_totals, interleave, mean_between, ms, percentiles,
+    throughput_and_latency, warm_up,
+};
 use crate::pointstream::{earn, register};
 use crate::run::Scratch;
 use crate::subscribers::Subscribers;
@@ -65,7 +67,26 @@ pub fn raise_open_files_limit() -> anyhow::Result<u64> {
 }
 
 pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
-    Scratch::around(server, "api", |url| async move { measure(&url, options).await }).await
+    let mut scratches = Vec::new();
+    let mut result = Ok(());
+    for label in ["api_c", "api_d", "api_dn"] {
+        match Scratch::create(server, label).await {
+            Ok(scratch) => scratches.push(scratch),
+            Err(err) => result = Err(err),
+        }
+    }
+    if let (Ok(()), [direct, inline, after_commit]) = (&result, &scratches[..]) {
+        let urls = Databases {
+            direct: direct.url.clone(),
+            inline: inline.url.clone(),
+            after_commit: after_commit.url.clone(),
+        };
+        result = Box::pin(measure(&urls, options)).await;
+    }
+    for scratch in scratches {
+        scratch.drop_database().await?;
+    }
+    result
 }
 
 fn token(secret: &str, role: Role, member: Option<&str>, store: Option<&str>) -> anyhow::Result<String> {
@@ -88,7 +109,21 @@ fn earned_position(data: &Value) -> anyhow::Result<u64> {
     data["earnPoints"]["position"].as_u64().with_context(|| format!("earnPoints answered without a position: {data}"))
 }
 
-async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
+/// The run's databases, one per figure: no event store follows the log
+/// another one appends to.
+struct Databases {
+    /// (c): the event store in this process.
+    direct: String,
+    /// (d): the server that writes its read models inline.
+    inline: String,
+    /// (d'): the server that writes them after commit.
+    after_commit: String,
+}
+
+/// Each throughput figure is measured in turns of this long.
+const SLICE: Duration = Duration::from_secs(1);
+
+async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
     let files = raise_open_files_limit()?;
     // Each process (clients here, server there) holds one socket per subscriber.
     let subscribers = options.subscribers.min(files.saturating_sub(SPARE_FILES) as usize);
@@ -104,42 +139,68 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let mut members: Vec<String> = (0..concurrency * per_worker).map(|k| format!("m{k:05}")).collect();
     members.push(FOLLOWED.to_string());
 
-    // One pool size for both event stores (the benchmark's and the server's),
+    // One pool size for every event store (the benchmark's and the servers'),
     // as the eventstore mode sizes it, so that the ratio is the API's cost.
     let config = EventStoreConfig {
         max_connections: concurrency as u32 + 4,
         append_scripts: options.append_scripts,
         ..EventStoreConfig::default()
     };
-    let store = EventStore::open(url, config.clone()).await?;
+    let store = EventStore::open(&urls.direct, config.clone()).await?;
     register(&store, &members).await?;
-    let duration = Duration::from_secs(options.seconds);
-
-    // (c) the event store's own rate, in this process, before the servers start.
-    let alone = Meter::new(None);
-    let (direct_before, direct_before_cpu) = execute_earns(&store, earners, duration, "d", alone).await?;
-    // The servers are measured alone: this event store, which follows the
-    // log (reading what they append), is closed first.
-    drop(store);
-    let db = eventstore::connect(url, 2).await?;
+    for url in [&urls.inline, &urls.after_commit] {
+        register(&EventStore::open(url, config.clone()).await?, &members).await?;
+    }
 
     let secret = uuid::Uuid::new_v4().simple().to_string();
     let staff = token(&secret, Role::Staff, None, Some("cafe"))?;
     let follower = token(&secret, Role::Member, Some(FOLLOWED), None)?;
-    let server = ServerProcess::spawn(url, &secret, &config).await?;
+    let inline = ServerProcess::spawn(&urls.inline, &secret, &config).await?;
+    let extra = ["--inline-projections".to_string(), "none".to_string()];
+    let after_commit = ServerProcess::spawn_with(&urls.after_commit, &secret, &config, &extra).await?;
     let measured = async {
-        caught_up(&db).await?;
+        for url in [&urls.inline, &urls.after_commit] {
+            caught_up(url).await?;
+        }
         // Fan-out first, while the server's memory is that of a fresh process.
-        let fan_out = fan_out(&server, &staff, &follower, (subscribers, files), options).await?;
+        let fan_out = fan_out(&inline, &staff, &follower, (subscribers, files), options).await?;
 
-        // (d) earnPoints over HTTP, one keep-alive connection per client.
-        let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
-        let meter = Meter::new(Some(server.pid()?));
-        let (over_http, inside, commits, over_http_cpu) =
-            earn_over_http(&clients, &staff, earners, duration, "h", meter).await?;
+        // (c), (d) and (d') in turns, each with its own 32 callers; the
+        // clients over HTTP each on a keep-alive connection of their own.
+        let rounds = earners.warm_up_rounds();
+        let to_inline = Arc::new(connect_clients(&inline.address, concurrency).await?);
+        let to_after_commit = Arc::new(connect_clients(&after_commit.address, concurrency).await?);
+        let contenders = [
+            Contender { op: execute_op(&store, earners, "d"), concurrency, meter: Meter::new(None), from: rounds },
+            Contender {
+                op: earn_op(&to_inline, &staff, earners, "h"),
+                concurrency,
+                meter: Meter::new(Some(inline.pid()?)),
+                from: rounds,
+            },
+            Contender {
+                op: earn_op(&to_after_commit, &staff, earners, "n"),
+                concurrency,
+                meter: Meter::new(Some(after_commit.pid()?)),
+                from: rounds,
+            },
+        ];
+        for contender in &contenders {
+            warm_up(concurrency, rounds, &contender.op).await?;
+        }
+        let servers = [&to_inline, &to_after_commit];
+        let mut before = Vec::new();
+        for clients in servers {
+            before.push(clients[0].lock().await.get("/metrics").await?);
+        }
+        let figures = interleave(&contenders, options.seconds.max(1) as usize, SLICE).await?;
+        let mut inside = Vec::new();
+        for (clients, before) in servers.into_iter().zip(before) {
+            inside.push(Inside::between(&before, &clients[0].lock().await.get("/metrics").await?));
+        }
 
-        let workers = clients.clone();
-        let ceiling = throughput_and_latency(concurrency, duration, move |w, _| {
+        let workers = to_inline.clone();
+        let ceiling = throughput_and_latency(concurrency, Duration::from_secs(options.seconds), move |w, _| {
             let clients = workers.clone();
             async move {
                 let data = clients[w].lock().await.post(None, &json!({ "query": "{ __typename }" })).await?;
@@ -148,44 +209,29 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
             }
         })
         .await?;
-        anyhow::Ok((fan_out, over_http, inside, commits, ceiling, over_http_cpu))
+        anyhow::Ok((fan_out, figures, inside, ceiling))
     }
     .await;
-    let stopped = server.stop().await;
-    let (fan_out, over_http, (command, wait), commits, ceiling, over_http_cpu) = measured?;
-    stopped?;
-
-    // (d') the same, on a server that writes no projection inline: each
-    // mutation waits for the wallets projector's commit instead.
-    let extra = ["--inline-projections".to_string(), "none".to_string()];
-    let server = ServerProcess::spawn_with(url, &secret, &config, &extra).await?;
-    let measured = async {
-        caught_up(&db).await?;
-        let clients = Arc::new(connect_clients(&server.address, concurrency).await?);
-        earn_over_http(&clients, &staff, earners, duration, "n", Meter::new(Some(server.pid()?))).await
-    }
-    .await;
-    let stopped = server.stop().await;
-    let (after_commit, (after_commit_command, after_commit_wait), after_commit_commits, after_commit_cpu) = measured?;
-    stopped?;
-
-    // (c) again once the servers are gone, in a fresh event store (the
-    // servers' appends made the first one's aggregates stale): the machine
-    // drifts, and d/c is taken against the mean of the two.
-    let fresh = EventStore::open(url, config.clone()).await?;
-    let (direct_after, direct_after_cpu) = execute_earns(&fresh, earners, duration, "e", alone).await?;
-    let direct = (direct_before.0 + direct_after.0) / 2.0;
+    let stopped = [inline.stop().await, after_commit.stop().await];
+    let (fan_out, figures, inside, ceiling) = measured?;
+    stopped.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    let [direct, over_http, after_commit] = <[Interleaved; 3]>::try_from(figures)
+        .map_err(|figures| anyhow::anyhow!("{} figures measured, not 3", figures.len()))?;
 
     println!("## API benchmark (MySQL, one run)");
     println!();
     println!(
-        "Server: `bench api-server`, a process of its own wired as `pointstream serve` (every projector and \
-         the share distribution running), on 127.0.0.1. {concurrency} clients, each on its own keep-alive \
-         HTTP/1.1 connection, earning for {} members ({per_worker} each, no wallet shared); {} s per figure, each after one \
-         unmeasured earn per member (a steady state: aggregates cached, balances kept); both event stores with a pool of {} connections.",
+        "Servers: `bench api-server`, processes of their own wired as `pointstream serve` (every projector and \
+         the share distribution running), on 127.0.0.1, each on a database of its own. {concurrency} callers per \
+         figure, over HTTP each on its own keep-alive HTTP/1.1 connection, earning for {} members ({per_worker} \
+         each, no wallet shared), after one unmeasured earn per member (a steady state: aggregates cached, \
+         balances kept); every event store with a pool of {} connections. (c), (d) and (d') are measured in \
+         turns of {} s, {} turns each, in the order c d d' then d' d c and so on: on a machine whose speed \
+         drifts, all three run in the same stretches of time.",
         concurrency * per_worker,
-        options.seconds,
-        config.max_connections
+        config.max_connections,
+        SLICE.as_secs(),
+        direct.slices.len()
     );
     println!();
     println!("(c) pointstream EventStore::execute of the earn command, in process (the eventstore mode's (c))");
@@ -200,25 +246,35 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     println!();
     println!("| at concurrency {concurrency} | per second | latency p50 / p99 |");
     println!("|---|---|---|");
-    let row = |name: &str, (rate, p50, p99): (f64, Duration, Duration)| {
-        println!("| {name} | {rate:.0} | {} / {} |", ms(p50), ms(p99));
+    let row = |name: &str, figure: &Interleaved| {
+        println!("| {name} | {:.0} | {} / {} |", figure.rate, ms(figure.p50), ms(figure.p99));
     };
-    row("(c) EventStore::execute (commands), before the servers", direct_before);
-    row("(c) the same, after them", direct_after);
-    row("(d) `earnPoints` over HTTP (mutations)", over_http);
-    row("(d') the same, every projection after commit", after_commit);
-    row("`{ __typename }` over HTTP (the server's ceiling)", ceiling);
-    println!();
+    row("(c) EventStore::execute (commands)", &direct);
+    row("(d) `earnPoints` over HTTP (mutations)", &over_http);
+    row("(d') the same, every projection after commit", &after_commit);
     println!(
-        "d/c = {:.2} (target ≥ 0.5; c the mean of the two (c) rows, {direct:.0}/s); d'/c = {:.2}; d/ceiling = {:.2}",
-        over_http.0 / direct,
-        after_commit.0 / direct,
-        over_http.0 / ceiling.0
+        "| `{{ __typename }}` over HTTP (the server's ceiling) | {:.0} | {} / {} |",
+        ceiling.0,
+        ms(ceiling.1),
+        ms(ceiling.2)
     );
-    let runs =
-        [("(d)", command, wait, commits), ("(d')", after_commit_command, after_commit_wait, after_commit_commits)];
-    for (name, command, wait, commits) in runs {
-        if let Some((command, wait)) = command.zip(wait) {
+    println!();
+    let turns: Vec<String> = over_http
+        .slices
+        .iter()
+        .zip(&direct.slices)
+        .map(|(d, c)| format!("{:.2}", d / c.max(f64::MIN_POSITIVE)))
+        .collect();
+    println!(
+        "d/c = {:.2} (target ≥ 0.5); d'/c = {:.2}; d/ceiling = {:.2}. d/c turn by turn (each (d) turn against \
+         the (c) turn of the same round): {}",
+        over_http.rate / direct.rate,
+        after_commit.rate / direct.rate,
+        over_http.rate / ceiling.0,
+        turns.join(", ")
+    );
+    for (name, inside) in [("(d)", &inside[0]), ("(d')", &inside[1])] {
+        if let Some((command, wait)) = inside.command.zip(inside.wait) {
             println!();
             println!(
                 "Inside the server, per {name} mutation on average: the command (`pointstream_command_seconds`) \
@@ -226,27 +282,22 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
                  latency is HTTP, GraphQL and the balance read. Group commits meanwhile: {}.",
                 ms(command),
                 ms(wait),
-                commits.describe()
+                inside.commits.describe()
             );
         }
     }
     println!();
     println!(
-        "CPU time per operation ({} cores; `/proc`): this process (the clients, and for (c) the event store), \
-         the server process, MariaDB, and the machine's idle time:",
+        "CPU time per operation ({} cores; `/proc`): this process (the callers: for (c) the event store, for (d) \
+         and (d') the HTTP clients), the figure's server process, MariaDB, and the machine's idle time:",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!();
     println!("| | this process | server | MariaDB | idle | all busy |");
     println!("|---|---|---|---|---|---|");
-    let cpu_rows = [
-        ("(c) before the servers", direct_before_cpu),
-        ("(d)", over_http_cpu),
-        ("(d')", after_commit_cpu),
-        ("(c) after them", direct_after_cpu),
-    ];
     let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
-    for (name, cpu) in cpu_rows {
+    for (name, figure) in [("(c)", &direct), ("(d)", &over_http), ("(d')", &after_commit)] {
+        let cpu = figure.cpu;
         println!(
             "| {name} | {} | {} | {} | {} | {} |",
             us(cpu.clients),
@@ -282,82 +333,69 @@ impl Earners {
     }
 }
 
-/// `earnPoints` over HTTP for `duration` after a warm-up, client `w`'s
-/// `i`th for `earners.member(w, i)` under purchase ref `{prefix}{w}-{i}`: the
-/// rate and latency, and the server's mean times of the command and of the
-/// wait for the wallets read model meanwhile.
-async fn earn_over_http(
-    clients: &Arc<Vec<Mutex<GraphqlHttp>>>,
-    staff: &str,
-    earners: Earners,
-    duration: Duration,
-    prefix: &'static str,
-    meter: Meter,
-) -> anyhow::Result<((f64, Duration, Duration), (Option<Duration>, Option<Duration>), GroupCommits, PerOp)> {
-    // The command and the read-your-writes wait, as the server times them.
-    let inside = |metrics: &str| {
-        [
-            histogram_totals(metrics, "pointstream_command_seconds", "command=\"earn\""),
-            histogram_totals(metrics, "pointstream_read_wait_seconds", "projection=\"wallets\""),
-        ]
-    };
-    let (workers, staff) = (clients.clone(), staff.to_string());
-    let op = Arc::new(move |w: usize, i: u64| {
-        let (clients, staff) = (workers.clone(), staff.clone());
+/// What a server's metrics say of the mutations between two readings: the
+/// mean time of the command and of the wait for the wallets read model, and
+/// its group commits.
+struct Inside {
+    command: Option<Duration>,
+    wait: Option<Duration>,
+    commits: GroupCommits,
+}
+
+impl Inside {
+    fn between(before: &str, after: &str) -> Self {
+        let mean = |name: &str, label: &str| {
+            mean_between(histogram_totals(before, name, label), histogram_totals(after, name, label))
+        };
+        Inside {
+            command: mean("pointstream_command_seconds", "command=\"earn\""),
+            wait: mean("pointstream_read_wait_seconds", "projection=\"wallets\""),
+            commits: GroupCommits::between(before, after),
+        }
+    }
+}
+
+/// `earnPoints` over HTTP: client `w`'s `i`th for `earners.member(w, i)`
+/// under purchase ref `{prefix}{w}-{i}`.
+fn earn_op(clients: &Arc<Vec<Mutex<GraphqlHttp>>>, staff: &str, earners: Earners, prefix: &'static str) -> Op {
+    let (clients, staff) = (clients.clone(), Arc::<str>::from(staff));
+    Arc::new(move |w, i| {
+        let (clients, staff) = (clients.clone(), staff.clone());
         let request = earn_request(&earners.member(w, i), &format!("{prefix}{w}-{i}"));
-        async move {
+        Box::pin(async move {
             let data = clients[w].lock().await.post(Some(&staff), &request).await?;
             earned_position(&data)?;
             Ok(())
-        }
-    });
-    let rounds = earners.warm_up_rounds();
-    warm_up(clients.len(), rounds, &op).await?;
-    let before_text = clients[0].lock().await.get("/metrics").await?;
-    let before = inside(&before_text);
-    let (over_http, cpu) =
-        meter.around(throughput_and_latency(clients.len(), duration, move |w, i| op(w, rounds + i))).await?;
-    let after_text = clients[0].lock().await.get("/metrics").await?;
-    let after = inside(&after_text);
-    let [command, wait] = [0, 1].map(|i| mean_between(before[i], after[i]));
-    let commits = GroupCommits::between(&before_text, &after_text);
-    Ok((over_http, (command, wait), commits, cpu))
+        })
+    })
 }
 
-/// `EventStore::execute` of earns on `store` for `duration` after a warm-up,
-/// caller `w`'s `i`th for `earners.member(w, i)` under purchase ref
-/// `{prefix}{w}-{i}`.
-async fn execute_earns(
-    store: &EventStore,
-    earners: Earners,
-    duration: Duration,
-    prefix: &'static str,
-    meter: Meter,
-) -> anyhow::Result<((f64, Duration, Duration), PerOp)> {
+/// `EventStore::execute` of earns on `store`: caller `w`'s `i`th for
+/// `earners.member(w, i)` under purchase ref `{prefix}{w}-{i}`.
+fn execute_op(store: &EventStore, earners: Earners, prefix: &'static str) -> Op {
     let store = store.clone();
-    let op = Arc::new(move |w: usize, i: u64| {
+    Arc::new(move |w, i| {
         let store = store.clone();
-        let id = earners.member(w, i);
-        async move {
-            store.execute::<Wallet>(&id, earn(&id, &format!("{prefix}{w}-{i}"))?, CommandContext::default()).await?;
+        let (id, purchase) = (earners.member(w, i), format!("{prefix}{w}-{i}"));
+        Box::pin(async move {
+            store.execute::<Wallet>(&id, earn(&id, &purchase)?, CommandContext::default()).await?;
             Ok(())
-        }
-    });
-    let rounds = earners.warm_up_rounds();
-    warm_up(earners.concurrency, rounds, &op).await?;
-    meter.around(throughput_and_latency(earners.concurrency, duration, move |w, i| op(w, rounds + i))).await
+        })
+    })
 }
 
-/// Waits until every projection has applied the whole log.
-async fn caught_up(db: &DatabaseConnection) -> anyhow::Result<()> {
-    let head = eventstore::read_head(db).await?;
+/// Waits until every projection has applied the whole log of the database at `url`.
+async fn caught_up(url: &str) -> anyhow::Result<()> {
+    let db = eventstore::connect(url, 2).await?;
+    let head = eventstore::read_head(&db).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     for name in projections::PROJECTIONS {
-        while checkpoint::read(db, name, &Names::LIVE).await? < head {
+        while checkpoint::read(&db, name, &Names::LIVE).await? < head {
             anyhow::ensure!(Instant::now() < deadline, "the {name} projection did not catch up with {head} in 120 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    db.close().await?;
     Ok(())
 }
 

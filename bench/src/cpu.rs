@@ -2,8 +2,7 @@
 //! server process, the database server, and the machine's idle time, read
 //! from `/proc` before and after it.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -68,16 +67,16 @@ pub struct Meter {
 
 /// A reading of every [`Meter`] process's CPU time and of the machine's idle time.
 #[derive(Debug, Clone, Copy)]
-struct Reading {
+pub struct Reading {
     clients: Duration,
     server: Duration,
     database: Duration,
     idle: Duration,
 }
 
-/// CPU time per operation between two readings.
-#[derive(Debug, Clone, Copy)]
-pub struct PerOp {
+/// CPU time spent between two readings, or per operation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
     pub clients: Duration,
     pub server: Duration,
     pub database: Duration,
@@ -91,19 +90,8 @@ impl Meter {
         Self { server, database: find_process("mariadbd").or_else(|| find_process("mysqld")) }
     }
 
-    /// Runs `measurement`, which answers with its rate (operations per
-    /// second) first, and splits the CPU time meanwhile per operation.
-    pub async fn around<T>(
-        &self,
-        measurement: impl Future<Output = anyhow::Result<(f64, T, T)>>,
-    ) -> anyhow::Result<((f64, T, T), PerOp)> {
-        let (before, started) = (self.read()?, Instant::now());
-        let measured = measurement.await?;
-        let operations = measured.0 * started.elapsed().as_secs_f64();
-        Ok((measured, before.per_op(&self.read()?, operations)))
-    }
-
-    fn read(&self) -> anyhow::Result<Reading> {
+    /// Every process's CPU time and the machine's idle time so far.
+    pub fn read(&self) -> anyhow::Result<Reading> {
         let of = |pid: Option<u32>| pid.map_or(Ok(Duration::ZERO), process_time);
         Ok(Reading {
             clients: process_time(std::process::id())?,
@@ -115,14 +103,34 @@ impl Meter {
 }
 
 impl Reading {
-    /// CPU time per operation from `self` to `after`, over `operations` operations.
-    fn per_op(&self, after: &Reading, operations: f64) -> PerOp {
-        let per = |from: Duration, to: Duration| to.saturating_sub(from).div_f64(operations.max(1.0));
-        PerOp {
-            clients: per(self.clients, after.clients),
-            server: per(self.server, after.server),
-            database: per(self.database, after.database),
-            idle: per(self.idle, after.idle),
+    /// The CPU time spent from `self` to `after`.
+    pub fn until(&self, after: &Reading) -> CpuTime {
+        CpuTime {
+            clients: after.clients.saturating_sub(self.clients),
+            server: after.server.saturating_sub(self.server),
+            database: after.database.saturating_sub(self.database),
+            idle: after.idle.saturating_sub(self.idle),
+        }
+    }
+}
+
+impl CpuTime {
+    /// Adds the time of `other`.
+    pub fn add(&mut self, other: &CpuTime) {
+        self.clients += other.clients;
+        self.server += other.server;
+        self.database += other.database;
+        self.idle += other.idle;
+    }
+
+    /// This time spread over `operations` operations.
+    pub fn per(&self, operations: f64) -> CpuTime {
+        let per = |time: Duration| time.div_f64(operations.max(1.0));
+        CpuTime {
+            clients: per(self.clients),
+            server: per(self.server),
+            database: per(self.database),
+            idle: per(self.idle),
         }
     }
 }

@@ -1,8 +1,12 @@
 //! Timing helpers: closed-loop throughput and latency percentiles.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+
+use crate::cpu::{CpuTime, Meter};
 
 /// Runs `concurrency` workers, each calling `op(worker, i)` for i = 0, 1, ...
 /// until `duration` has passed; returns completed operations per second.
@@ -11,27 +15,7 @@ where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
-    let op = Arc::new(op);
-    let started = Instant::now();
-    let deadline = started + duration;
-    let workers: Vec<_> = (0..concurrency)
-        .map(|worker| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut done = 0u64;
-                while Instant::now() < deadline {
-                    op(worker, done).await?;
-                    done += 1;
-                }
-                anyhow::Ok(done)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for worker in workers {
-        total += worker.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok(closed_loop(concurrency, duration, op, false).await?.rate())
 }
 
 /// [`throughput`], with the median and 99th percentile latency of one operation.
@@ -44,22 +28,144 @@ where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
-    let samples: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let (op, recorded) = (Arc::new(op), samples.clone());
-    let rate = throughput(concurrency, duration, move |worker, i| {
-        let (op, samples) = (op.clone(), recorded.clone());
-        async move {
-            let started = Instant::now();
-            op(worker, i).await?;
-            samples.lock().unwrap_or_else(PoisonError::into_inner).push(started.elapsed());
-            Ok(())
+    closed_loop(concurrency, duration, op, true).await?.summary()
+}
+
+/// What workers in a closed loop did: operations per worker, the time they
+/// took, and (if timed) each operation's latency.
+#[derive(Debug, Default)]
+pub struct Loop {
+    per_worker: Vec<u64>,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Loop {
+    pub fn operations(&self) -> u64 {
+        self.per_worker.iter().sum()
+    }
+
+    /// Operations per second.
+    pub fn rate(&self) -> f64 {
+        self.operations() as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    /// Adds `other`, run after `self` by the same workers.
+    fn extend(&mut self, other: Loop) {
+        self.per_worker.resize(self.per_worker.len().max(other.per_worker.len()), 0);
+        for (done, more) in self.per_worker.iter_mut().zip(other.per_worker) {
+            *done += more;
         }
-    })
-    .await?;
-    let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(PoisonError::into_inner));
-    anyhow::ensure!(!samples.is_empty(), "no operation completed in {duration:?}");
-    let (p50, p99) = percentiles(samples);
-    Ok((rate, p50, p99))
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+    }
+
+    /// The rate, the median and the 99th percentile latency.
+    pub fn summary(self) -> anyhow::Result<(f64, Duration, Duration)> {
+        anyhow::ensure!(!self.latencies.is_empty(), "no operation completed in {:?}", self.elapsed);
+        let rate = self.rate();
+        let (p50, p99) = percentiles(self.latencies);
+        Ok((rate, p50, p99))
+    }
+}
+
+/// Runs `concurrency` workers, each calling `op(worker, i)` for i = 0, 1, ...
+/// until `duration` has passed, timing each call if `timed`.
+async fn closed_loop<F, Fut>(concurrency: usize, duration: Duration, op: F, timed: bool) -> anyhow::Result<Loop>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let (mut done, mut latencies) = (0u64, Vec::new());
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    op(worker, done).await?;
+                    if timed {
+                        latencies.push(started.elapsed());
+                    }
+                    done += 1;
+                }
+                anyhow::Ok((done, latencies))
+            })
+        })
+        .collect();
+    let mut measured = Loop::default();
+    for worker in workers {
+        let (done, latencies) = worker.await??;
+        measured.per_worker.push(done);
+        measured.latencies.extend(latencies);
+    }
+    measured.elapsed = started.elapsed();
+    Ok(measured)
+}
+
+/// One operation of an [`interleave`]d measurement: `op(worker, i)`.
+pub type Op = Arc<dyn Fn(usize, u64) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+/// What [`interleave`] measures, each with its own workers and processes.
+pub struct Contender {
+    pub op: Op,
+    pub concurrency: usize,
+    pub meter: Meter,
+    /// The first `i` of each worker (the operations before it warmed up).
+    pub from: u64,
+}
+
+/// One contender's figures over all its slices.
+pub struct Interleaved {
+    pub rate: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    /// CPU time per operation.
+    pub cpu: CpuTime,
+    /// The rate in each slice, in order.
+    pub slices: Vec<f64>,
+}
+
+/// Measures `contenders` in turns of `slice` each, `slices` turns apiece,
+/// in the order 1..n, then n..1, then 1..n again: on a machine whose speed
+/// drifts, every contender runs in the same stretches of time, so ratios of
+/// their figures compare like with like. Worker `w` of a contender goes on
+/// numbering its operations from where its last slice stopped.
+pub async fn interleave(contenders: &[Contender], slices: usize, slice: Duration) -> anyhow::Result<Vec<Interleaved>> {
+    let mut loops: Vec<Loop> = contenders.iter().map(|_| Loop::default()).collect();
+    let mut cpu = vec![CpuTime::default(); contenders.len()];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(slices); contenders.len()];
+    for turn in 0..slices {
+        let mut order: Vec<usize> = (0..contenders.len()).collect();
+        if turn % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            let contender = &contenders[k];
+            let from: Vec<u64> = (0..contender.concurrency)
+                .map(|w| contender.from + loops[k].per_worker.get(w).copied().unwrap_or(0))
+                .collect();
+            let op = contender.op.clone();
+            let before = contender.meter.read()?;
+            let measured = closed_loop(contender.concurrency, slice, move |w, i| op(w, from[w] + i), true).await?;
+            cpu[k].add(&before.until(&contender.meter.read()?));
+            rates[k].push(measured.rate());
+            loops[k].extend(measured);
+        }
+    }
+    loops
+        .into_iter()
+        .zip(cpu)
+        .zip(rates)
+        .map(|((measured, cpu), slices)| {
+            let operations = measured.operations() as f64;
+            let (rate, p50, p99) = measured.summary()?;
+            Ok(Interleaved { rate, p50, p99, cpu: cpu.per(operations), slices })
+        })
+        .collect()
 }
 
 /// Calls `op(worker, i)` for i = 0..`rounds` on each of `concurrency`
@@ -68,7 +174,7 @@ where
 /// goes on from i = `rounds`.
 pub async fn warm_up<F, Fut>(concurrency: usize, rounds: u64, op: &Arc<F>) -> anyhow::Result<()>
 where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, u64) -> Fut + Send + Sync + ?Sized + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
     let workers: Vec<_> = (0..concurrency)
@@ -173,5 +279,53 @@ impl GroupCommits {
             "{:.0} as one script, {:.0} statement by statement ({:.0} scripts rolled back)",
             self.scripts, self.statements, self.rolled_back
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn contenders_take_turns_and_go_on_numbering_where_they_stopped() {
+        let calls: Arc<Mutex<Vec<(usize, usize, u64)>>> = Arc::default();
+        let contender = |k: usize| {
+            let calls = calls.clone();
+            let op: Op = Arc::new(move |w, i| {
+                let calls = calls.clone();
+                Box::pin(async move {
+                    calls.lock().unwrap().push((k, w, i));
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    Ok(())
+                })
+            });
+            Contender { op, concurrency: 2, meter: Meter::new(None), from: 100 }
+        };
+        let figures =
+            interleave(&[contender(0), contender(1), contender(2)], 4, Duration::from_millis(30)).await.unwrap();
+        let calls = calls.lock().unwrap().clone();
+
+        // Turns in the order 0 1 2, 2 1 0, 0 1 2, 2 1 0.
+        let mut turns: Vec<usize> = calls.iter().map(|&(k, _, _)| k).collect();
+        turns.dedup();
+        assert_eq!(turns, [0, 1, 2, 1, 0, 1, 2, 1, 0], "consecutive turns of one contender run together");
+        // Each worker of each contender numbers its calls 100, 101, ... across its turns.
+        for k in 0..3 {
+            for w in 0..2 {
+                let numbers: Vec<u64> = calls.iter().filter(|c| c.0 == k && c.1 == w).map(|c| c.2).collect();
+                assert_eq!(numbers, (100..100 + numbers.len() as u64).collect::<Vec<_>>(), "contender {k}, worker {w}");
+            }
+        }
+        for (k, figure) in figures.iter().enumerate() {
+            let done = calls.iter().filter(|c| c.0 == k).count() as f64;
+            assert_eq!(figure.slices.len(), 4);
+            // Four turns of 30 ms: the rate is over their time, not over the whole run's.
+            assert!(
+                figure.rate > done / 0.2 && figure.rate < done / 0.1,
+                "contender {k}: {}/s for {done} calls",
+                figure.rate
+            );
+        }
     }
 }

@@ -23,6 +23,7 @@ use crate::measure::{
     throughput_and_latency, warm_up,
 };
 use crate::pointstream::{earn, register};
+use crate::raw_http::RawHttp;
 use crate::run::Scratch;
 use crate::subscribers::Subscribers;
 
@@ -165,46 +166,45 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
         // Fan-out first, while the server's memory is that of a fresh process.
         let fan_out = fan_out(&inline, &staff, &follower, (subscribers, files), options).await?;
 
-        // (c), (d) and (d') in turns, each with its own 32 callers; the
-        // clients over HTTP each on a keep-alive connection of their own.
+        // (c), (d), (d) over hyper and (d') in turns, each with its own 32
+        // callers; the clients over HTTP each on a keep-alive connection of their own.
         let rounds = earners.warm_up_rounds();
-        let to_inline = Arc::new(connect_clients(&inline.address, concurrency).await?);
-        let to_after_commit = Arc::new(connect_clients(&after_commit.address, concurrency).await?);
+        let to_inline = Arc::new(connect_raw(&inline.address, concurrency).await?);
+        let to_inline_by_hyper = Arc::new(connect_clients(&inline.address, concurrency).await?);
+        let to_after_commit = Arc::new(connect_raw(&after_commit.address, concurrency).await?);
+        let contender =
+            |op: Op, server: Option<u32>| Contender { op, concurrency, meter: Meter::new(server), from: rounds };
         let contenders = [
-            Contender { op: execute_op(&store, earners, "d"), concurrency, meter: Meter::new(None), from: rounds },
-            Contender {
-                op: earn_op(&to_inline, &staff, earners, "h"),
-                concurrency,
-                meter: Meter::new(Some(inline.pid()?)),
-                from: rounds,
-            },
-            Contender {
-                op: earn_op(&to_after_commit, &staff, earners, "n"),
-                concurrency,
-                meter: Meter::new(Some(after_commit.pid()?)),
-                from: rounds,
-            },
+            contender(execute_op(&store, earners, "d"), None),
+            contender(earn_op(&to_inline, &staff, earners, "h"), Some(inline.pid()?)),
+            contender(earn_by_hyper_op(&to_inline_by_hyper, &staff, earners, "k"), Some(inline.pid()?)),
+            contender(earn_op(&to_after_commit, &staff, earners, "n"), Some(after_commit.pid()?)),
         ];
         for contender in &contenders {
             warm_up(concurrency, rounds, &contender.op).await?;
         }
-        let servers = [&to_inline, &to_after_commit];
+        let mut metrics = Vec::new();
+        for server in [&inline, &after_commit] {
+            metrics.push(GraphqlHttp::connect(&server.address).await?);
+        }
         let mut before = Vec::new();
-        for clients in servers {
-            before.push(clients[0].lock().await.get("/metrics").await?);
+        for server in &mut metrics {
+            before.push(server.get("/metrics").await?);
         }
         let figures = interleave(&contenders, options.seconds.max(1) as usize, SLICE).await?;
         let mut inside = Vec::new();
-        for (clients, before) in servers.into_iter().zip(before) {
-            inside.push(Inside::between(&before, &clients[0].lock().await.get("/metrics").await?));
+        for (server, before) in metrics.iter_mut().zip(before) {
+            inside.push(Inside::between(&before, &server.get("/metrics").await?));
         }
 
         let workers = to_inline.clone();
         let ceiling = throughput_and_latency(concurrency, Duration::from_secs(options.seconds), move |w, _| {
             let clients = workers.clone();
             async move {
-                let data = clients[w].lock().await.post(None, &json!({ "query": "{ __typename }" })).await?;
-                anyhow::ensure!(data["__typename"].is_string(), "unexpected answer to {{ __typename }}: {data}");
+                let mut client = clients[w].lock().await;
+                let answer = client.post(None, br#"{"query":"{ __typename }"}"#).await?;
+                let answer: Answer<Typename> = serde_json::from_slice(answer)?;
+                anyhow::ensure!(answer.succeeded().is_some(), "unexpected answer to {{ __typename }}");
                 Ok(())
             }
         })
@@ -215,8 +215,8 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
     let stopped = [inline.stop().await, after_commit.stop().await];
     let (fan_out, figures, inside, ceiling) = measured?;
     stopped.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-    let [direct, over_http, after_commit] = <[Interleaved; 3]>::try_from(figures)
-        .map_err(|figures| anyhow::anyhow!("{} figures measured, not 3", figures.len()))?;
+    let [direct, over_http, by_hyper, after_commit] = <[Interleaved; 4]>::try_from(figures)
+        .map_err(|figures| anyhow::anyhow!("{} figures measured, not 4", figures.len()))?;
 
     println!("## API benchmark (MySQL, one run)");
     println!();
@@ -225,9 +225,11 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
          the share distribution running), on 127.0.0.1, each on a database of its own. {concurrency} callers per \
          figure, over HTTP each on its own keep-alive HTTP/1.1 connection, earning for {} members ({per_worker} \
          each, no wallet shared), after one unmeasured earn per member (a steady state: aggregates cached, \
-         balances kept); every event store with a pool of {} connections. (c), (d) and (d') are measured in \
-         turns of {} s, {} turns each, in the order c d d' then d' d c and so on: on a machine whose speed \
-         drifts, all three run in the same stretches of time.",
+         balances kept); every event store with a pool of {} connections. The figures are measured in turns of {} \
+         s, {} turns each, in the order c d d(hyper) d' then d' d(hyper) d c and so on: on a machine whose \
+         speed drifts, all of them run in the same stretches of time. The clients over HTTP are the load \
+         generator's own (`raw_http.rs`: one write per request, the answer parsed in place), except for \
+         d(hyper), the same as (d) over hyper's client.",
         concurrency * per_worker,
         config.max_connections,
         SLICE.as_secs(),
@@ -251,6 +253,7 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
     };
     row("(c) EventStore::execute (commands)", &direct);
     row("(d) `earnPoints` over HTTP (mutations)", &over_http);
+    row("(d) the same over hyper's client", &by_hyper);
     row("(d') the same, every projection after commit", &after_commit);
     println!(
         "| `{{ __typename }}` over HTTP (the server's ceiling) | {:.0} | {} / {} |",
@@ -266,14 +269,15 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
         .map(|(d, c)| format!("{:.2}", d / c.max(f64::MIN_POSITIVE)))
         .collect();
     println!(
-        "d/c = {:.2} (target ≥ 0.5); d'/c = {:.2}; d/ceiling = {:.2}. d/c turn by turn (each (d) turn against \
-         the (c) turn of the same round): {}",
+        "d/c = {:.2} (target ≥ 0.5); over hyper's client {:.2}; d'/c = {:.2}; d/ceiling = {:.2}. d/c turn by \
+         turn (each (d) turn against the (c) turn of the same round): {}",
         over_http.rate / direct.rate,
+        by_hyper.rate / direct.rate,
         after_commit.rate / direct.rate,
         over_http.rate / ceiling.0,
         turns.join(", ")
     );
-    for (name, inside) in [("(d)", &inside[0]), ("(d')", &inside[1])] {
+    for (name, inside) in [("(d) (either client)", &inside[0]), ("(d')", &inside[1])] {
         if let Some((command, wait)) = inside.command.zip(inside.wait) {
             println!();
             println!(
@@ -296,7 +300,8 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
     println!("| | this process | server | MariaDB | idle | all busy |");
     println!("|---|---|---|---|---|---|");
     let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
-    for (name, figure) in [("(c)", &direct), ("(d)", &over_http), ("(d')", &after_commit)] {
+    let figures = [("(c)", &direct), ("(d)", &over_http), ("(d) over hyper", &by_hyper), ("(d')", &after_commit)];
+    for (name, figure) in figures {
         let cpu = figure.cpu;
         println!(
             "| {name} | {} | {} | {} | {} | {} |",
@@ -356,8 +361,28 @@ impl Inside {
 }
 
 /// `earnPoints` over HTTP: client `w`'s `i`th for `earners.member(w, i)`
-/// under purchase ref `{prefix}{w}-{i}`.
-fn earn_op(clients: &Arc<Vec<Mutex<GraphqlHttp>>>, staff: &str, earners: Earners, prefix: &'static str) -> Op {
+/// under purchase ref `{prefix}{w}-{i}`; an answer without its position
+/// and balance, or with errors, fails it.
+fn earn_op(clients: &Arc<Vec<Mutex<RawHttp>>>, staff: &str, earners: Earners, prefix: &'static str) -> Op {
+    let (clients, staff) = (clients.clone(), Arc::<str>::from(staff));
+    Arc::new(move |w, i| {
+        let (clients, staff) = (clients.clone(), staff.clone());
+        let (member, purchase) = (earners.member(w, i), format!("{prefix}{w}-{i}"));
+        Box::pin(async move {
+            let body =
+                serde_json::to_vec(&Request { query: EARN, variables: EarnVariables { m: &member, r: &purchase } })?;
+            let mut client = clients[w].lock().await;
+            let answer = client.post(Some(&staff), &body).await?;
+            let parsed: Answer<Earned> = serde_json::from_slice(answer)
+                .with_context(|| format!("earnPoints answered {}", String::from_utf8_lossy(answer)))?;
+            anyhow::ensure!(parsed.succeeded().is_some(), "earnPoints failed: {}", String::from_utf8_lossy(answer));
+            Ok(())
+        })
+    })
+}
+
+/// [`earn_op`] over hyper's client, the answer read into a `serde_json::Value`.
+fn earn_by_hyper_op(clients: &Arc<Vec<Mutex<GraphqlHttp>>>, staff: &str, earners: Earners, prefix: &'static str) -> Op {
     let (clients, staff) = (clients.clone(), Arc::<str>::from(staff));
     Arc::new(move |w, i| {
         let (clients, staff) = (clients.clone(), staff.clone());
@@ -368,6 +393,62 @@ fn earn_op(clients: &Arc<Vec<Mutex<GraphqlHttp>>>, staff: &str, earners: Earners
             Ok(())
         })
     })
+}
+
+/// A GraphQL request's body.
+#[derive(serde::Serialize)]
+struct Request<V> {
+    query: &'static str,
+    variables: V,
+}
+
+#[derive(serde::Serialize)]
+struct EarnVariables<'a> {
+    m: &'a str,
+    r: &'a str,
+}
+
+/// A GraphQL answer: its data, unless it has errors.
+#[derive(serde::Deserialize)]
+struct Answer<T> {
+    data: Option<T>,
+    errors: Option<serde::de::IgnoredAny>,
+}
+
+impl<T> Answer<T> {
+    fn succeeded(&self) -> Option<&T> {
+        self.data.as_ref().filter(|_| self.errors.is_none())
+    }
+}
+
+/// What [`EARN`] asks for.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Earned {
+    #[allow(dead_code, reason = "read to check that the answer has it")]
+    earn_points: EarnedPoints,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code, reason = "read to check that the answer has them")]
+struct EarnedPoints {
+    position: u64,
+    balance: EarnedBalance,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code, reason = "read to check that the answer has it")]
+struct EarnedBalance {
+    balance: i64,
+}
+
+/// The answer to `{ __typename }`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Typename {
+    #[serde(rename = "__typename")]
+    #[allow(dead_code, reason = "read to check that the answer has it")]
+    typename: String,
 }
 
 /// `EventStore::execute` of earns on `store`: caller `w`'s `i`th for
@@ -397,6 +478,14 @@ async fn caught_up(url: &str) -> anyhow::Result<()> {
     }
     db.close().await?;
     Ok(())
+}
+
+async fn connect_raw(address: &str, count: usize) -> anyhow::Result<Vec<Mutex<RawHttp>>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(Mutex::new(RawHttp::connect(address).await?));
+    }
+    Ok(clients)
 }
 
 async fn connect_clients(address: &str, count: usize) -> anyhow::Result<Vec<Mutex<GraphqlHttp>>> {

@@ -17,6 +17,7 @@ mod measure;
 mod media_bench;
 mod pointstream;
 mod projection_bench;
+mod raw_http;
 mod raw_inserts;
 mod run;
 mod streams_bench;

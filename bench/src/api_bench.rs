@@ -68,26 +68,10 @@ pub fn raise_open_files_limit() -> anyhow::Result<u64> {
 }
 
 pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
-    let mut scratches = Vec::new();
-    let mut result = Ok(());
-    for label in ["api_c", "api_d", "api_dn"] {
-        match Scratch::create(server, label).await {
-            Ok(scratch) => scratches.push(scratch),
-            Err(err) => result = Err(err),
-        }
-    }
-    if let (Ok(()), [direct, inline, after_commit]) = (&result, &scratches[..]) {
-        let urls = Databases {
-            direct: direct.url.clone(),
-            inline: inline.url.clone(),
-            after_commit: after_commit.url.clone(),
-        };
-        result = Box::pin(measure(&urls, options)).await;
-    }
-    for scratch in scratches {
-        scratch.drop_database().await?;
-    }
-    result
+    Scratch::around_all(server, ["api_c", "api_d", "api_dn"], |[direct, inline, after_commit]| async move {
+        Box::pin(measure(&Databases { direct, inline, after_commit }, options)).await
+    })
+    .await
 }
 
 fn token(secret: &str, role: Role, member: Option<&str>, store: Option<&str>) -> anyhow::Result<String> {
@@ -169,9 +153,9 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
         // (c), (d), (d) over hyper and (d') in turns, each with its own 32
         // callers; the clients over HTTP each on a keep-alive connection of their own.
         let rounds = earners.warm_up_rounds();
-        let to_inline = Arc::new(connect_raw(&inline.address, concurrency).await?);
-        let to_inline_by_hyper = Arc::new(connect_clients(&inline.address, concurrency).await?);
-        let to_after_commit = Arc::new(connect_raw(&after_commit.address, concurrency).await?);
+        let to_inline = connect_all(concurrency, || RawHttp::connect(&inline.address)).await?;
+        let to_inline_by_hyper = connect_all(concurrency, || GraphqlHttp::connect(&inline.address)).await?;
+        let to_after_commit = connect_all(concurrency, || RawHttp::connect(&after_commit.address)).await?;
         let contender =
             |op: Op, server: Option<u32>| Contender { op, concurrency, meter: Meter::new(server), from: rounds };
         let contenders = [
@@ -444,7 +428,6 @@ struct EarnedBalance {
 
 /// The answer to `{ __typename }`.
 #[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct Typename {
     #[serde(rename = "__typename")]
     #[allow(dead_code, reason = "read to check that the answer has it")]
@@ -480,20 +463,16 @@ async fn caught_up(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect_raw(address: &str, count: usize) -> anyhow::Result<Vec<Mutex<RawHttp>>> {
+/// `count` clients, each on a connection of its own that `connect` opens.
+async fn connect_all<C, Fut>(count: usize, connect: impl Fn() -> Fut) -> anyhow::Result<Arc<Vec<Mutex<C>>>>
+where
+    Fut: std::future::Future<Output = anyhow::Result<C>>,
+{
     let mut clients = Vec::with_capacity(count);
     for _ in 0..count {
-        clients.push(Mutex::new(RawHttp::connect(address).await?));
+        clients.push(Mutex::new(connect().await?));
     }
-    Ok(clients)
-}
-
-async fn connect_clients(address: &str, count: usize) -> anyhow::Result<Vec<Mutex<GraphqlHttp>>> {
-    let mut clients = Vec::with_capacity(count);
-    for _ in 0..count {
-        clients.push(Mutex::new(GraphqlHttp::connect(address).await?));
-    }
-    Ok(clients)
+    Ok(Arc::new(clients))
 }
 
 /// What the fan-out measured.

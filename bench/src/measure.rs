@@ -34,19 +34,19 @@ where
 /// What workers in a closed loop did: operations per worker, the time they
 /// took, and (if timed) each operation's latency.
 #[derive(Debug, Default)]
-pub struct Loop {
+struct Loop {
     per_worker: Vec<u64>,
     elapsed: Duration,
     latencies: Vec<Duration>,
 }
 
 impl Loop {
-    pub fn operations(&self) -> u64 {
+    fn operations(&self) -> u64 {
         self.per_worker.iter().sum()
     }
 
     /// Operations per second.
-    pub fn rate(&self) -> f64 {
+    fn rate(&self) -> f64 {
         self.operations() as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 
@@ -61,7 +61,7 @@ impl Loop {
     }
 
     /// The rate, the median and the 99th percentile latency.
-    pub fn summary(self) -> anyhow::Result<(f64, Duration, Duration)> {
+    fn summary(self) -> anyhow::Result<(f64, Duration, Duration)> {
         anyhow::ensure!(!self.latencies.is_empty(), "no operation completed in {:?}", self.elapsed);
         let rate = self.rate();
         let (p50, p99) = percentiles(self.latencies);
@@ -135,35 +135,38 @@ pub struct Interleaved {
 /// their figures compare like with like. Worker `w` of a contender goes on
 /// numbering its operations from where its last slice stopped.
 pub async fn interleave(contenders: &[Contender], slices: usize, slice: Duration) -> anyhow::Result<Vec<Interleaved>> {
-    let mut loops: Vec<Loop> = contenders.iter().map(|_| Loop::default()).collect();
-    let mut cpu = vec![CpuTime::default(); contenders.len()];
-    let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(slices); contenders.len()];
+    /// One contender's turns so far.
+    #[derive(Default)]
+    struct Turns {
+        done: Loop,
+        cpu: CpuTime,
+        rates: Vec<f64>,
+    }
+    let mut turns: Vec<Turns> = contenders.iter().map(|_| Turns::default()).collect();
     for turn in 0..slices {
         let mut order: Vec<usize> = (0..contenders.len()).collect();
         if turn % 2 == 1 {
             order.reverse();
         }
         for k in order {
-            let contender = &contenders[k];
+            let (contender, turns) = (&contenders[k], &mut turns[k]);
             let from: Vec<u64> = (0..contender.concurrency)
-                .map(|w| contender.from + loops[k].per_worker.get(w).copied().unwrap_or(0))
+                .map(|w| contender.from + turns.done.per_worker.get(w).copied().unwrap_or(0))
                 .collect();
             let op = contender.op.clone();
             let before = contender.meter.read()?;
             let measured = closed_loop(contender.concurrency, slice, move |w, i| op(w, from[w] + i), true).await?;
-            cpu[k].add(&before.until(&contender.meter.read()?));
-            rates[k].push(measured.rate());
-            loops[k].extend(measured);
+            turns.cpu.add(&before.until(&contender.meter.read()?));
+            turns.rates.push(measured.rate());
+            turns.done.extend(measured);
         }
     }
-    loops
+    turns
         .into_iter()
-        .zip(cpu)
-        .zip(rates)
-        .map(|((measured, cpu), slices)| {
-            let operations = measured.operations() as f64;
-            let (rate, p50, p99) = measured.summary()?;
-            Ok(Interleaved { rate, p50, p99, cpu: cpu.per(operations), slices })
+        .map(|Turns { done, cpu, rates }| {
+            let operations = done.operations() as f64;
+            let (rate, p50, p99) = done.summary()?;
+            Ok(Interleaved { rate, p50, p99, cpu: cpu.per(operations), slices: rates })
         })
         .collect()
 }

@@ -30,14 +30,10 @@ pub async fn eventstore(server: &str, options: &Options) -> anyhow::Result<()> {
         (0..max_concurrency).flat_map(|w| (0..WALLETS_PER_WORKER).map(move |k| format!("t{w}-{k}"))).collect();
     members.extend(options.history.iter().map(|h| format!("h{h}")));
 
-    let raw_db = Scratch::create(server, "raw").await?;
-    let cqrs_db = Scratch::create(server, "cqrs").await?;
-    let ps_db = Scratch::create(server, "ps").await?;
-    let result = measure(server, options, &members, [&raw_db.url, &cqrs_db.url, &ps_db.url]).await;
-    for db in [raw_db, cqrs_db, ps_db] {
-        db.drop_database().await?;
-    }
-    result
+    Scratch::around_all(server, ["raw", "cqrs", "ps"], |urls| async move {
+        measure(server, options, &members, urls.each_ref().map(String::as_str)).await
+    })
+    .await
 }
 
 async fn measure(server: &str, options: &Options, members: &[String], urls: [&str; 3]) -> anyhow::Result<()> {
@@ -228,9 +224,38 @@ impl Scratch {
     where
         Fut: std::future::Future<Output = anyhow::Result<T>>,
     {
-        let scratch = Scratch::create(server, label).await?;
-        let result = measure(scratch.url.clone()).await;
-        scratch.drop_database().await?;
+        Self::around_all(server, [label], |[url]| measure(url)).await
+    }
+
+    /// Runs `measure` on a scratch database per label (their URLs in the
+    /// labels' order); every database created is dropped afterwards,
+    /// whatever `measure` returns, and none is left if one cannot be created.
+    pub(crate) async fn around_all<const N: usize, T, Fut>(
+        server: &str,
+        labels: [&str; N],
+        measure: impl FnOnce([String; N]) -> Fut,
+    ) -> anyhow::Result<T>
+    where
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let mut scratches = Vec::with_capacity(N);
+        let mut created = Ok(());
+        for label in labels {
+            match Scratch::create(server, label).await {
+                Ok(scratch) => scratches.push(scratch),
+                Err(err) => {
+                    created = Err(err);
+                    break;
+                }
+            }
+        }
+        let result = match created {
+            Ok(()) => measure(std::array::from_fn(|i| scratches[i].url.clone())).await,
+            Err(err) => Err(err),
+        };
+        for scratch in scratches {
+            scratch.drop_database().await?;
+        }
         result
     }
 }

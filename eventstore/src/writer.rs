@@ -251,21 +251,32 @@ impl Projections<'_> {
     /// runs READ COMMITTED: each projection reads its rows after locking its
     /// checkpoint, and a snapshot fixed by an earlier read could predate it.
     ///
-    /// Nothing is sent before BEGIN, so a BEGIN that fails is tried again: the
-    /// group commit's connections are not pinged before use, and one that
-    /// broke while idle (the server restarted, say) fails here and is dropped.
-    /// Every connection of the pool, and then a new one, get their turn.
+    /// Nothing is sent before BEGIN, so a BEGIN that fails is tried again
+    /// (see [`on_a_live_connection`]).
     async fn begin(&self, db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
         let isolation = self.isolation(db);
-        let mut attempt = 0;
-        loop {
-            match db.begin_with_config(isolation, None).await {
-                Err(err) if attempt < WRITER_CONNECTIONS => {
-                    tracing::warn!(%err, "BEGIN failed; trying another connection");
-                    attempt += 1;
-                }
-                begun => return begun,
+        on_a_live_connection("BEGIN", || db.begin_with_config(isolation, None)).await
+    }
+}
+
+/// Runs `attempt`, a first round trip that changes nothing unless it
+/// succeeds, until it succeeds or every connection of the group commit's
+/// pool, and then a new one, had its turn. Those connections are not pinged
+/// before use: one that broke while idle (the server restarted, say), or
+/// together with the one an append just lost, fails its first round trip,
+/// and the pool drops it when it comes back.
+async fn on_a_live_connection<T, Fut>(what: &str, attempt: impl Fn() -> Fut) -> Result<T, DbErr>
+where
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    let mut failed = 0;
+    loop {
+        match attempt().await {
+            Err(err) if failed < WRITER_CONNECTIONS => {
+                tracing::warn!(%err, "{what} failed; trying another connection");
+                failed += 1;
             }
+            done => return done,
         }
     }
 }
@@ -298,7 +309,9 @@ async fn already_stored(db: &DatabaseConnection, request: &AppendRequest) -> Res
         .and_where(Expr::col(Events::AggregateId).eq(first.aggregate_id.as_str()))
         .and_where(Expr::col(Events::Sequence).eq(first.sequence as i64))
         .to_owned();
-    let Some(row) = db.query_one(&select).await? else { return Ok(None) };
+    // Asked after a connection failed: the pool's others may have failed with it.
+    let found = on_a_live_connection("asking the log for an append in doubt", || db.query_one(&select)).await?;
+    let Some(row) = found else { return Ok(None) };
     let hash: String = row.try_get("", "hash")?;
     if hash != first.hash {
         return Ok(None);
@@ -775,6 +788,39 @@ mod tests {
         assert!(landed(&db, std::slice::from_ref(&missing), Ran::Committed).await.expect("no read"));
         let failed = Ran::RolledBack(DbErr::Custom("a guess was wrong".into()));
         assert!(!landed(&db, std::slice::from_ref(&stored), failed).await.expect("no read"));
+    }
+
+    /// An append in doubt is asked about on the group commit's other
+    /// connections, which may have broken with the one it lost (a server
+    /// restart breaks them all): each broken one fails and is dropped, and
+    /// the question is asked again until a live connection answers.
+    #[tokio::test]
+    async fn an_append_in_doubt_is_looked_up_past_broken_connections() {
+        let Some(scratch) = ScratchDatabase::mysql().await.unwrap_or_else(|e| panic!("{e}")) else { return };
+        let db = crate::connection::connect_writer(&scratch.url, WRITER_CONNECTIONS).await.expect("connects");
+        crate::migrate(&db).await.expect("migrates");
+        let recent = RecentEvents::new(16);
+        let (stored, _answer) = request("h1");
+        commit(&db, std::slice::from_ref(&stored), NONE, &recent).await.expect("lands");
+
+        // Every connection of the pool open and idle, then broken.
+        let pool = db.get_mysql_connection_pool();
+        let (a, b) = tokio::join!(pool.acquire(), pool.acquire());
+        drop((a.expect("a connection"), b.expect("another")));
+        assert_eq!(pool.size(), WRITER_CONNECTIONS);
+        let admin = crate::connect(&crate::scratch::mysql_server_url(), 1).await.expect("connects");
+        let name = scratch.url.rsplit('/').next().expect("a database name");
+        let list = format!("SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = '{name}'");
+        let ids = admin.query_all_raw(Statement::from_string(DbBackend::MySql, list)).await.expect("lists");
+        assert_eq!(ids.len(), WRITER_CONNECTIONS as usize, "the pool's connections are open");
+        for row in ids {
+            let id: i64 = row.try_get("", "id").expect("an id");
+            admin.execute_unprepared(&format!("KILL {id}")).await.expect("kills");
+        }
+
+        let lost = Ran::InDoubt(DbErr::Custom("connection reset".into()));
+        let found = landed(&db, std::slice::from_ref(&stored), lost).await;
+        assert!(matches!(found, Ok(true)), "the log is asked on a live connection: {found:?}");
     }
 
     #[tokio::test]

@@ -253,9 +253,18 @@ impl Scratch {
             Ok(()) => measure(std::array::from_fn(|i| scratches[i].url.clone())).await,
             Err(err) => Err(err),
         };
+        // Every database gets its DROP, even after one fails; the measurement's
+        // own error comes first.
+        let mut dropped = Ok(());
         for scratch in scratches {
-            scratch.drop_database().await?;
+            let name = scratch.name.clone();
+            if let Err(err) = scratch.drop_database().await {
+                eprintln!("the scratch database {name} is left behind: {err:#}");
+                dropped = dropped.and(Err(err));
+            }
         }
-        result
+        let value = result?;
+        dropped?;
+        Ok(value)
     }
 }

@@ -84,6 +84,18 @@ struct Cli {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "POINTSTREAM_MAX_BODY_BYTES", default_value_t = 1 << 20, global = true)]
     max_body_bytes: usize,
+    /// Whether the API answers introspection (`__schema`, `__type`): turn it
+    /// off in production if the schema is not to be public.
+    #[arg(long, env = "POINTSTREAM_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    introspection: bool,
+    /// Browser origins allowed to call the API, comma-separated
+    /// (`https://app.example.com,https://admin.example.com`, or `loopback`).
+    /// Unset: loopback origins when listening on loopback, none otherwise.
+    #[arg(long, env = "POINTSTREAM_CORS_ORIGINS", global = true)]
+    cors_origins: Option<String>,
+    /// How long a WebSocket may take to send `connection_init`, in milliseconds.
+    #[arg(long, env = "POINTSTREAM_WS_INIT_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    ws_init_timeout_ms: u64,
     /// How often (ms) this process looks for events other processes committed;
     /// with Redis it also wakes as soon as the events stream grows.
     #[arg(long, env = "POINTSTREAM_FOLLOW_INTERVAL_MS", default_value_t = 100, global = true)]
@@ -345,7 +357,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     let needs_redis = |what: &str| anyhow::anyhow!("`pointstream {what}` needs --redis-url (or REDIS_URL)");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let origins = api::cors::AllowedOrigins::parse(cli.cors_origins.as_deref(), listens_on_loopback(&cli.listen))
+                .map_err(|e| anyhow::anyhow!("--cors-origins: {e}"))?;
             let api = Api {
+                origins,
+                ws_init_timeout: Duration::from_millis(cli.ws_init_timeout_ms.max(1)),
                 listen: cli.listen.clone(),
                 secret,
                 dev_secret: cli.jwt_secret.is_none(),
@@ -361,6 +377,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     upload_memory_bytes: cli.upload_memory_bytes,
                     upload_memory_total: cli.upload_memory_total,
                     stream_uploads: cli.stream_uploads,
+                    introspection: cli.introspection,
                 },
                 tokens: vault,
                 media,
@@ -442,6 +459,10 @@ async fn main() -> anyhow::Result<ExitCode> {
 
 /// How `serve` runs the API.
 struct Api {
+    /// Browser origins allowed to call the API.
+    origins: api::cors::AllowedOrigins,
+    /// How long a WebSocket may take to send `connection_init`.
+    ws_init_timeout: Duration,
     listen: String,
     secret: Vec<u8>,
     dev_secret: bool,
@@ -453,6 +474,12 @@ struct Api {
     /// store point at the bound address.
     api_url: Option<String>,
     photo_url_ttl: Duration,
+}
+
+/// Whether `listen` (`host:port`) is a loopback address only.
+fn listens_on_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The photo store: S3 when a bucket is configured, else the directory.
@@ -618,20 +645,33 @@ async fn serve(
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
             let listen = api.listen.clone();
-            let (secret, api_url) = (api.secret.clone(), api.api_url);
+            // Only a server on the development secret hands its token to GraphiQL.
+            let dev_token =
+                if api.dev_secret { Some(token(&api.secret, "admin", None, None, 24)?) } else { None };
+            let http = api::server::HttpConfig {
+                secret: api.secret.clone(),
+                origins: api.origins,
+                playground: api::graphiql::Playground { dev_token: dev_token.clone(), introspection: api.limits.introspection },
+                ws_init_timeout: api.ws_init_timeout,
+            };
+            let api_url = api.api_url;
             let app = move |address: &str| {
                 if let (MediaStore::Fs(store), None) = (&state.media, &api_url) {
                     state.media = MediaStore::Fs(store.serving_at(format!("http://{address}")));
                 }
-                api::server::app(api::build(state.clone()), state, secret)
+                api::server::app(api::build(state.clone()), state, http)
             };
             let (address, server) = api::server::bind(listen.clone(), app, signal)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             println!("pointstream is listening: GraphiQL at http://{address}/graphql");
-            if api.dev_secret {
+            if let Some(dev_token) = dev_token {
                 tracing::warn!("no POINTSTREAM_JWT_SECRET: tokens are signed with the development secret");
-                println!("development admin token: {}", token(&api.secret, "admin", None, None, 24)?);
+                println!("development admin token: {dev_token}");
+                println!("  (GraphiQL's Headers tab has it already)");
+            }
+            if store.head() == 0 {
+                println!("the database is empty: `pointstream demo` loads stores, members, purchases and posts to try");
             }
             Some(tokio::spawn(server))
         }

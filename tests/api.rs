@@ -373,7 +373,7 @@ fn operations() -> Vec<Operation> {
             writes: false,
         },
         Operation {
-            document: "{ balanceAt(member: \"ann\", store: \"cafe\", atUs: 0) }",
+            document: "{ balanceAt(member: \"ann\", store: \"cafe\", at: \"1970-01-01T00:00:00Z\") }",
             variables: none,
             allowed: |c| matches!(c, Ann | CafeStaff | Admin | Auditor),
             writes: false,
@@ -654,7 +654,7 @@ async fn a_linked_access_token_is_sealed_and_never_comes_back() {
             .to_string(),
         app.graphql(
             Some(&admin),
-            "{ member(id: \"ann\") { socialAccounts { provider externalId linkedAtUs } } }",
+            "{ member(id: \"ann\") { socialAccounts { provider externalId linkedAt } } }",
             json!({}),
         )
         .to_string(),

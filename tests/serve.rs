@@ -12,8 +12,8 @@ fn serve_answers_graphql_graphiql_and_health_on_sqlite() {
 
     assert_eq!(app.get("/healthz"), (200, "ok".to_string()));
     assert_eq!(app.get("/readyz").0, 200);
-    let (status, graphiql) = app.get("/graphql");
-    assert!(status == 200 && graphiql.contains("graphiql"), "GraphiQL is served");
+    let (status, graphiql) = app.http("GET", "/graphql", &[("Accept", "text/html")], b"");
+    assert!(status == 200 && graphiql.contains("graphiql"), "GraphiQL is served to a browser");
     let (status, metrics) = app.get("/metrics");
     assert!(status == 200 && metrics.contains("pointstream_projection_lag_events"), "{metrics}");
 

@@ -135,8 +135,13 @@ impl Verifier {
     }
 }
 
+/// Whether `claims` are past their expiry (good up to and including their expiry second).
+pub fn expired(claims: &Claims) -> bool {
+    claims.exp < now_seconds()
+}
+
 /// Seconds since the Unix epoch, as token expiries count them.
-fn now_seconds() -> u64 {
+pub fn now_seconds() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 

@@ -42,7 +42,59 @@ const MAX_SHAPE_BYTES: usize = 1 << 10;
 /// A parsed document and the validations it passed.
 struct Kept {
     document: ExecutableDocument,
+    /// Whether it is within the limits [`Reach`] checks, and if not, why.
+    within: Result<(), String>,
     validated: HashMap<Shape, ValidationResult>,
+}
+
+/// Deepest nesting of selection sets (fragments counted) a document may
+/// have: every later walk over it recurses this deep.
+pub const MAX_NESTING: usize = 32;
+
+/// The limits checked on a document's structure before any validation
+/// walks it (see [`crate::depth`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Reach {
+    /// Deepest selection outside introspection.
+    pub max_depth: usize,
+    /// Most fields once fragments are expanded: every field costs at least
+    /// one unit of complexity, so a document over the complexity limit here
+    /// is refused before the complexity walk expands it.
+    pub max_expanded_fields: u64,
+    /// Whether introspection (`__schema`, `__type`) is answered.
+    pub introspection: bool,
+}
+
+impl Reach {
+    /// `Ok`, or why `document` is refused.
+    pub fn check(&self, document: &ExecutableDocument) -> Result<(), String> {
+        let measure = crate::depth::measure(document);
+        if measure.expanded_fields > self.max_expanded_fields {
+            return Err("Query is too complex.".into());
+        }
+        if measure.nesting > MAX_NESTING {
+            return Err(format!("The recursion depth of the query cannot be greater than `{MAX_NESTING}`"));
+        }
+        if measure.depth > self.max_depth {
+            return Err("Query is nested too deep.".into());
+        }
+        if !self.introspection && measure.introspection_depth > 0 {
+            return Err("Introspection is turned off on this server.".into());
+        }
+        if measure.introspection_depth > crate::depth::MAX_INTROSPECTION_DEPTH
+            || measure.introspection_lists > crate::depth::MAX_INTROSPECTION_LISTS
+        {
+            return Err("Introspection query is nested too deep.".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for Reach {
+    fn default() -> Self {
+        let limits = crate::Limits::default();
+        Reach { max_depth: limits.max_depth, max_expanded_fields: limits.max_complexity as u64, introspection: true }
+    }
 }
 
 /// What validation sees of a request besides its document: the operation it
@@ -107,15 +159,21 @@ fn value_shape(out: &mut String, ty: &Type, value: Option<&Value>) {
 #[derive(Clone)]
 pub struct Documents {
     kept: Arc<Mutex<LruCache<String, Kept>>>,
+    reach: Reach,
 }
 
 impl Default for Documents {
     fn default() -> Self {
-        Documents { kept: Arc::new(Mutex::new(LruCache::new(KEPT))) }
+        Documents::new(Reach::default())
     }
 }
 
 impl Documents {
+    /// Keeps documents, each checked against `reach` once.
+    pub fn new(reach: Reach) -> Self {
+        Documents { kept: Arc::new(Mutex::new(LruCache::new(KEPT))), reach }
+    }
+
     fn kept(&self) -> Option<MutexGuard<'_, LruCache<String, Kept>>> {
         self.kept.lock().ok()
     }
@@ -164,6 +222,11 @@ impl ForRequest {
     }
 }
 
+/// Parses `query`, as async-graphql would.
+fn parse(query: &str) -> ServerResult<ExecutableDocument> {
+    async_graphql::parser::parse_query(query).map_err(ServerError::from)
+}
+
 #[async_trait::async_trait]
 impl Extension for ForRequest {
     async fn prepare_request(
@@ -181,28 +244,43 @@ impl Extension for ForRequest {
 
     async fn parse_query(
         &self,
-        ctx: &ExtensionContext<'_>,
+        _ctx: &ExtensionContext<'_>,
         query: &str,
         variables: &Variables,
-        next: NextParseQuery<'_>,
+        _next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        // The document is parsed here, not by `next`: async-graphql's own
+        // check after parsing walks every fragment at every spread, which a
+        // document whose fragments each spread the next twice turns into
+        // exponential work. `Reach::check` measures the same, linearly.
         if query.len() > MAX_KEPT_QUERY_BYTES {
-            return next.run(ctx, query, variables).await;
+            let document = parse(query)?;
+            self.documents.reach.check(&document).map_err(|message| ServerError::new(message, None))?;
+            return Ok(document);
         }
         let operation = self.state().and_then(|mut state| state.operation.take());
         let found = self.documents.kept().and_then(|mut kept| {
             let kept = kept.get(query)?;
+            if let Err(refused) = &kept.within {
+                return Some(Err(refused.clone()));
+            }
             let shape = Shape::of(operation.clone(), &kept.document, variables);
             let validated = shape.as_ref().and_then(|shape| kept.validated.get(shape).copied());
-            Some((kept.document.clone(), shape, validated))
+            Some(Ok((kept.document.clone(), shape, validated)))
         });
         let (document, shape, validated) = match found {
-            Some(found) => found,
+            Some(Ok(found)) => found,
+            Some(Err(refused)) => return Err(ServerError::new(refused, None)),
             None => {
-                let document = next.run(ctx, query, variables).await?;
+                let document = parse(query)?;
+                let within = self.documents.reach.check(&document);
                 if let Some(mut kept) = self.documents.kept() {
-                    kept.put(query.to_string(), Kept { document: document.clone(), validated: HashMap::new() });
+                    kept.put(
+                        query.to_string(),
+                        Kept { document: document.clone(), within: within.clone(), validated: HashMap::new() },
+                    );
                 }
+                within.map_err(|message| ServerError::new(message, None))?;
                 let shape = Shape::of(operation, &document, variables);
                 (document, shape, None)
             }

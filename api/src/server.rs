@@ -1,60 +1,74 @@
 //! HTTP: `POST /graphql` (JSON, or GraphQL multipart requests with
-//! uploads), GraphiQL on `GET /graphql`, subscriptions on `/graphql/ws`
-//! (`graphql-transport-ws` and legacy `graphql-ws`), `/media/{key}` (photos of
-//! the filesystem store, behind signed URLs), `/healthz`, `/readyz`,
-//! `/metrics`.
+//! uploads) and `GET /graphql` for queries, as GraphQL over HTTP defines them
+//! (see [`crate::transport`]); GraphiQL on `GET /graphql` for a browser
+//! (assets under `/graphiql/`, see [`crate::graphiql`]); subscriptions on
+//! `/graphql/ws` (see [`crate::websocket`]); `/media/{key}` (photos of the
+//! filesystem store, behind signed URLs), `/healthz`, `/readyz`, `/metrics`;
+//! every route behind [`crate::cors`].
 
 use std::sync::Arc;
 
-use async_graphql::ParseRequestError;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions};
-use async_graphql_poem::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use std::time::Duration;
+
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql_poem::GraphQLProtocol;
 use fred::prelude::ClientLike;
-use poem::http::{HeaderMap, StatusCode, header};
+use poem::http::{HeaderMap, Method, StatusCode, header};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::websocket::{WebSocket, WebSocketConfig};
-use poem::web::{Data, Html, Path, Query};
-use poem::{Body, Endpoint, EndpointExt, IntoResponse, Route, Server, get, handler};
+use poem::web::{Data, Path, Query};
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Route, Server, get, handler};
 use sea_orm::ConnectionTrait;
 use serde::Deserialize;
 
 use crate::auth;
+use crate::cors::{AllowedOrigins, Cors};
 use crate::errors::code_of;
+use crate::graphiql::Playground;
 use crate::multipart::UploadMemory;
-use crate::schema::{ApiSchema, ApiState, Caller, ConnectionSlots, Limits, RequestLoaders};
+use crate::schema::{ApiSchema, ApiState, Caller, Limits, RequestLoaders};
+use crate::transport::{MediaType, OverGet, PersistedQueries, Progress};
+
+/// How the HTTP layer is set up, besides the schema and its state.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The secret bearer tokens are signed with.
+    pub secret: Vec<u8>,
+    /// Which browser origins may call the API.
+    pub origins: AllowedOrigins,
+    /// What the GraphiQL page is told.
+    pub playground: Playground,
+    /// How long a WebSocket may wait before its `connection_init`.
+    pub ws_init_timeout: Duration,
+}
+
+impl HttpConfig {
+    /// Tokens signed with `secret`; loopback origins; GraphiQL with
+    /// introspection and no token; 10 s for a WebSocket's `connection_init`.
+    pub fn new(secret: Vec<u8>) -> Self {
+        HttpConfig {
+            secret,
+            origins: AllowedOrigins::Loopback,
+            playground: Playground { dev_token: None, introspection: true },
+            ws_init_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// What the HTTP layer needs besides the schema.
-#[derive(Clone)]
 pub struct Http {
     schema: ApiSchema,
     state: ApiState,
     tokens: Arc<auth::Verifier>,
     uploads: UploadMemory,
-}
-
-#[handler]
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
-}
-
-/// Who opened a WebSocket: the token in `connection_init`'s payload, as
-/// `{"Authorization": "Bearer ..."}` or `{"token": "..."}`.
-fn ws_caller(tokens: &auth::Verifier, payload: &serde_json::Value) -> Caller {
-    let header = ["Authorization", "authorization"].iter().find_map(|key| payload.get(*key).and_then(|v| v.as_str()));
-    let result = match (header, payload.get("token").and_then(|v| v.as_str())) {
-        (Some(header), _) => tokens.from_header(header),
-        (None, Some(token)) => tokens.verify(token),
-        (None, None) => return Caller::Anonymous,
-    };
-    match result {
-        Ok(claims) => Caller::Authenticated(claims),
-        Err(reason) => Caller::Refused(reason),
-    }
+    persisted: PersistedQueries,
+    playground: Playground,
+    ws_init_timeout: Duration,
 }
 
 #[handler]
 async fn graphql_ws(http: Data<&Arc<Http>>, protocol: GraphQLProtocol, websocket: WebSocket) -> impl IntoResponse {
-    let (schema, tokens) = (http.schema.clone(), http.tokens.clone());
+    let (schema, tokens, init_timeout) = (http.schema.clone(), http.tokens.clone(), http.ws_init_timeout);
     // Small buffers: a subscriber mostly listens, and 10,000 of them must fit.
     let config = WebSocketConfig::default()
         .read_buffer_size(4 << 10)
@@ -62,24 +76,21 @@ async fn graphql_ws(http: Data<&Arc<Http>>, protocol: GraphQLProtocol, websocket
         .max_message_size(Some(http.state.limits.max_body_bytes))
         .max_frame_size(Some(http.state.limits.max_body_bytes));
     websocket.protocols(ALL_WEBSOCKET_PROTOCOLS).config(config).on_upgrade(move |stream| {
-        GraphQLWebSocket::new(stream, schema, protocol)
-            .on_connection_init(move |payload| async move {
-                let mut data = async_graphql::Data::default();
-                data.insert(ws_caller(&tokens, &payload));
-                data.insert(ConnectionSlots::default());
-                Ok(data)
-            })
-            .serve()
+        crate::websocket::serve(stream, schema, protocol.0, tokens, init_timeout)
     })
 }
 
-/// A request refused before it reached the schema: `BAD_USER_INPUT` in the
-/// GraphQL error shape, with an HTTP status that says why.
+/// A request refused before it reached the schema: an error with `code` in
+/// the GraphQL error shape, with an HTTP status that says why.
+fn refused_with(status: StatusCode, code: &'static str, message: impl Into<String>) -> poem::Response {
+    metrics::counter!("pointstream_graphql_errors_total", "code" => code).increment(1);
+    let body = serde_json::json!({ "errors": [{ "message": message.into(), "extensions": { "code": code } }] });
+    poem::Response::builder().status(status).content_type(MediaType::Json.content_type()).body(body.to_string())
+}
+
+/// A request refused before it reached the schema: `BAD_USER_INPUT`.
 fn refused(status: StatusCode, message: impl Into<String>) -> poem::Response {
-    metrics::counter!("pointstream_graphql_errors_total", "code" => "BAD_USER_INPUT").increment(1);
-    let body =
-        serde_json::json!({ "errors": [{ "message": message.into(), "extensions": { "code": "BAD_USER_INPUT" } }] });
-    poem::Response::builder().status(status).content_type("application/json").body(body.to_string())
+    refused_with(status, "BAD_USER_INPUT", message)
 }
 
 /// Reads a GraphQL request within the limits: a JSON body up to
@@ -101,8 +112,6 @@ async fn read_request(
     let too_large = |limit: u64| {
         refused(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over the limit of {limit} bytes"))
     };
-    let not_graphql =
-        |err: ParseRequestError| refused(StatusCode::BAD_REQUEST, format!("not a GraphQL request: {err}"));
     if content_type.as_deref().is_some_and(|t| t.starts_with("multipart/")) {
         let limit = crate::multipart::max_body(limits);
         if declared.is_some_and(|length| length > limit) {
@@ -134,22 +143,125 @@ async fn read_request(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large(limit));
     }
+    let json = content_type.as_deref().is_none_or(|t| {
+        let essence = t.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("application/graphql+json")
+    });
+    if !json {
+        return Err(refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a GraphQL request is application/json (or multipart/form-data with uploads)",
+        ));
+    }
     let bytes = body.into_bytes_limit(limits.max_body_bytes).await.map_err(|_| too_large(limit))?;
-    async_graphql::http::receive_batch_body(content_type, bytes.as_ref(), MultipartOptions::default())
-        .await
-        .and_then(|batch| batch.into_single())
-        .map_err(not_graphql)
+    if bytes.is_empty() {
+        return Err(refused(StatusCode::BAD_REQUEST, "the request has no body"));
+    }
+    crate::transport::from_json(&bytes).map_err(|message| refused(StatusCode::BAD_REQUEST, message))
+}
+
+/// The media type a request asks for.
+fn media_type(headers: &HeaderMap) -> MediaType {
+    MediaType::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
+}
+
+/// The caller a request's `Authorization` header names. A refused token is
+/// the request's answer, whatever it asks: `UNAUTHENTICATED`, with 401 under
+/// `application/graphql-response+json` (200 under `application/json`, as
+/// every GraphQL error there).
+fn caller_of(http: &Http, headers: &HeaderMap) -> Result<Caller, poem::Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
+    match value.to_str().map_err(|_| auth::AuthError::Malformed).and_then(|value| http.tokens.from_header(value)) {
+        Ok(claims) => Ok(Caller::Authenticated(claims)),
+        Err(reason) => {
+            let media_type = media_type(headers);
+            if media_type == MediaType::Json {
+                return Err(refused_with(StatusCode::OK, "UNAUTHENTICATED", reason.to_string()));
+            }
+            let mut response = refused_with(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", reason.to_string());
+            set_content_type(&mut response, media_type);
+            let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
+            if let Ok(challenge) = challenge.parse() {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            Err(response)
+        }
+    }
+}
+
+fn set_content_type(response: &mut poem::Response, media_type: MediaType) {
+    response.headers_mut().insert(header::CONTENT_TYPE, poem::http::HeaderValue::from_static(media_type.content_type()));
+}
+
+/// Runs a request read from POST or GET and answers it in the media type
+/// the client asked for, with the status that says how far it got.
+async fn answer(
+    http: &Http,
+    headers: &HeaderMap,
+    caller: Caller,
+    mut request: async_graphql::Request,
+    over_get: bool,
+    started: std::time::Instant,
+) -> poem::Response {
+    let media_type = media_type(headers);
+    if let Err(err) = http.persisted.resolve(&mut request) {
+        // Not found is part of the protocol (the client sends the query
+        // next), answered with 200 as Apollo's clients expect.
+        let status = if err.code() == "PERSISTED_QUERY_NOT_FOUND" { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+        let mut response = refused_with(status, err.code(), err.to_string());
+        set_content_type(&mut response, media_type);
+        return response;
+    }
+    let progress = Arc::new(Progress::default());
+    let loaders = RequestLoaders::new(http.state.store.db());
+    let mut request = request.data(caller).data(loaders).data(progress.clone());
+    if over_get {
+        request = request.data(OverGet);
+    }
+    let response = http.schema.execute(request).await;
+    metrics::counter!("pointstream_graphql_requests_total").increment(1);
+    metrics::histogram!("pointstream_graphql_request_seconds").record(started.elapsed().as_secs_f64());
+    for error in &response.errors {
+        let code = code_of(error.extensions.as_ref()).unwrap_or("GRAPHQL_VALIDATION").to_string();
+        metrics::counter!("pointstream_graphql_errors_total", "code" => code).increment(1);
+    }
+    let (status, body) = if progress.refused_over_get() {
+        (StatusCode::METHOD_NOT_ALLOWED, serde_json::to_vec(&Errors { errors: &response.errors }))
+    } else if !progress.executed() && media_type == MediaType::GraphqlResponse {
+        // Nothing ran: no `data` at all, and a status that says the request was bad.
+        (StatusCode::BAD_REQUEST, serde_json::to_vec(&Errors { errors: &response.errors }))
+    } else {
+        (StatusCode::OK, serde_json::to_vec(&response))
+    };
+    let Ok(body) = body else {
+        return refused_with(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error");
+    };
+    let mut builder = poem::Response::builder()
+        .status(status)
+        .content_type(media_type.content_type())
+        .header(header::VARY, "Accept, Authorization");
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        builder = builder.header(header::ALLOW, "POST");
+    }
+    if over_get {
+        // Answers depend on who asks; a shared cache keeps none of them.
+        builder = builder.header(header::CACHE_CONTROL, "private, no-store");
+    }
+    builder.body(body)
+}
+
+/// An answer with errors only, as GraphQL over HTTP wants it when nothing ran.
+#[derive(serde::Serialize)]
+struct Errors<'a> {
+    errors: &'a [async_graphql::ServerError],
 }
 
 #[handler]
-async fn graphql(http: Data<&Arc<Http>>, headers: &HeaderMap, body: Body) -> poem::Response {
+async fn graphql_post(http: Data<&Arc<Http>>, headers: &HeaderMap, body: Body) -> poem::Response {
     let started = std::time::Instant::now();
-    let caller = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        None => Caller::Anonymous,
-        Some(value) => match http.tokens.from_header(value) {
-            Ok(claims) => Caller::Authenticated(claims),
-            Err(reason) => Caller::Refused(reason),
-        },
+    let caller = match caller_of(&http, headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
     };
     // Only a caller who may upload at all has a photo put into S3 as it arrives.
     let media = matches!(caller, Caller::Authenticated(_)).then_some(&http.state.media);
@@ -157,15 +269,47 @@ async fn graphql(http: Data<&Arc<Http>>, headers: &HeaderMap, body: Body) -> poe
         Ok(request) => request,
         Err(refusal) => return refusal,
     };
-    let loaders = RequestLoaders::new(http.state.store.db());
-    let response = http.schema.execute(request.data(caller).data(loaders)).await;
-    metrics::counter!("pointstream_graphql_requests_total").increment(1);
-    metrics::histogram!("pointstream_graphql_request_seconds").record(started.elapsed().as_secs_f64());
-    for error in &response.errors {
-        let code = code_of(error.extensions.as_ref()).unwrap_or("GRAPHQL_VALIDATION").to_string();
-        metrics::counter!("pointstream_graphql_errors_total", "code" => code).increment(1);
+    answer(&http, headers, caller, request, false, started).await
+}
+
+/// Whether a GET is a browser opening the page rather than a client asking
+/// a query: it accepts HTML and carries no GraphQL parameters.
+fn opens_the_page(headers: &HeaderMap, query: &str) -> bool {
+    let accepts_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|range| range.trim().starts_with("text/html")));
+    let asks = query.split('&').any(|pair| pair.starts_with("query=") || pair.starts_with("extensions="));
+    accepts_html && !asks
+}
+
+#[handler]
+async fn graphql_get(http: Data<&Arc<Http>>, request: &Request) -> poem::Response {
+    let started = std::time::Instant::now();
+    let headers = request.headers();
+    let query = request.uri().query().unwrap_or_default();
+    if opens_the_page(headers, query) {
+        return crate::graphiql::page(&http.playground);
     }
-    GraphQLResponse::from(response).into_response()
+    if query.len() > http.state.limits.max_body_bytes {
+        return refused(StatusCode::URI_TOO_LONG, "the query string is over the request size limit");
+    }
+    let caller = match caller_of(&http, headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    let graphql = match crate::transport::from_query_string(query) {
+        Ok(graphql) => graphql,
+        Err(message) => return refused(StatusCode::BAD_REQUEST, message),
+    };
+    answer(&http, headers, caller, graphql, true, started).await
+}
+
+#[handler]
+fn graphql_other(method: Method) -> poem::Response {
+    let mut response = refused(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not a GraphQL request method"));
+    response.headers_mut().insert(header::ALLOW, poem::http::HeaderValue::from_static("GET, POST"));
+    response
 }
 
 /// The query of a signed photo URL.
@@ -234,20 +378,34 @@ async fn readyz(http: Data<&Arc<Http>>) -> poem::Response {
 }
 
 /// The application: every route.
-pub fn app(schema: ApiSchema, state: ApiState, secret: Vec<u8>) -> impl Endpoint {
+pub fn app(schema: ApiSchema, state: ApiState, config: HttpConfig) -> impl Endpoint {
     crate::telemetry::handle();
     let uploads = UploadMemory::new(&state.limits);
-    let tokens = Arc::new(auth::Verifier::new(secret));
+    let tokens = Arc::new(auth::Verifier::new(config.secret));
+    let playground = Playground { introspection: state.limits.introspection, ..config.playground };
     // Shared, not cloned into each request: the state holds many handles.
-    let http = Arc::new(Http { schema, state, tokens, uploads });
+    let http = Arc::new(Http {
+        schema,
+        state,
+        tokens,
+        uploads,
+        persisted: PersistedQueries::default(),
+        playground,
+        ws_init_timeout: config.ws_init_timeout,
+    });
     Route::new()
-        .at("/graphql", get(graphiql).post(graphql))
+        .at(
+            "/graphql",
+            get(graphql_get).post(graphql_post).put(graphql_other).delete(graphql_other).patch(graphql_other),
+        )
+        .at("/graphiql/:file", get(crate::graphiql::asset))
         .at("/media/*key", get(photo))
         .at("/graphql/ws", get(graphql_ws))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(prometheus))
         .data(http)
+        .with(Cors::new(config.origins))
 }
 
 /// Binds `addr` (port 0: any free port), builds the endpoint with the bound

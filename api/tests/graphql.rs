@@ -83,7 +83,7 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         photo_url_ttl: Duration::from_secs(900),
         projectors: running.statuses.clone(),
     };
-    let client = TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec()));
+    let client = TestClient::new(api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec())));
 
     let staff = token(Role::Staff, None, Some("cafe"));
     let vars = |amount: i64, key: &str| json!({ "m": "bob", "s": "cafe", "r": "till-1", "a": amount, "k": key });
@@ -196,7 +196,7 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
     let entries = graphql(
         &client,
         Some(&bob),
-        "{ ledger(member: \"bob\", first: 100) { edges { node { kind shareId recordedAtUs } } } }",
+        "{ ledger(member: \"bob\", first: 100) { edges { node { kind shareId recordedAt } } } }",
         json!({}),
     )
     .await;
@@ -222,11 +222,13 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
     let stranger =
         graphql(&client, Some(&token(Role::Member, Some("cat"), None)), share_query, json!({ "id": share_id })).await;
     assert_eq!(code(&stranger), "FORBIDDEN");
-    let before_share = share_entry["recordedAtUs"].as_i64().expect("a time") - 1;
+    let recorded = share_entry["recordedAt"].as_str().expect("an RFC 3339 time");
+    let recorded = chrono::DateTime::parse_from_rfc3339(recorded).expect("an RFC 3339 time");
+    let before_share = (recorded - chrono::Duration::microseconds(1)).to_rfc3339();
     let then = graphql(
         &client,
         Some(&bob),
-        "query($t: Int!) { balanceAt(member: \"bob\", store: \"cafe\", atUs: $t) }",
+        "query($t: DateTime!) { balanceAt(member: \"bob\", store: \"cafe\", at: $t) }",
         json!({ "t": before_share }),
     )
     .await;
@@ -245,7 +247,7 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         photo_url_ttl: Duration::from_secs(900),
         projectors: Vec::new(),
     };
-    let strict = TestClient::new(api::server::app(build(tight.clone()), tight, SECRET.to_vec()));
+    let strict = TestClient::new(api::server::app(build(tight.clone()), tight, api::server::HttpConfig::new(SECRET.to_vec())));
     let deep =
         graphql(&strict, Some(&bob), "{ ledger(member: \"bob\", first: 2) { edges { node { kind } } } }", json!({}))
             .await;
@@ -342,7 +344,7 @@ async fn a_feed_page_costs_the_same_few_queries_at_any_size(backend: Backend) {
         photo_url_ttl: Duration::from_secs(900),
         projectors: Vec::new(),
     };
-    let client = TestClient::new(api::server::app(build(state.clone()), state, SECRET.to_vec()));
+    let client = TestClient::new(api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec())));
     let reader = token(Role::Member, Some("author1"), None);
     let feed = "query($first: Int!) { feed(first: $first) { edges { node { id author { handle } store { name } \
                 photos { key social { status } } social { provider status } } } } }";

@@ -86,7 +86,7 @@ async fn post_social_status_follows_each_providers_outcome() {
         // polls their checkpoints as it does when they run elsewhere.
         projectors: Vec::new(),
     };
-    let app = api::server::app(build(state.clone()), state, SECRET.to_vec());
+    let app = api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec()));
     let mut stopped = shutdown.clone();
     let (address, server) = api::server::bind("127.0.0.1:0".to_string(), |_| app, async move {
         let _ = stopped.wait_for(|s| *s).await;

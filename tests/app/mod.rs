@@ -29,6 +29,8 @@ pub struct App {
     pub url: String,
     /// Where its log (stderr) goes.
     pub log: std::path::PathBuf,
+    /// What it printed on stdout after its first line.
+    printed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl std::ops::Deref for App {
@@ -50,8 +52,7 @@ impl App {
     pub fn spawn(db: ScratchDatabase, args: &[&str]) -> App {
         let url = db.url.clone();
         let (app, lines) = Self::start_on(Some(db), &url, args, Some(SECRET), "warn");
-        // Keep reading stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        app.keep_reading(lines);
         app
     }
 
@@ -59,8 +60,7 @@ impl App {
     pub fn spawn_verbose(db: ScratchDatabase, args: &[&str]) -> App {
         let url = db.url.clone();
         let (app, lines) = Self::start_on(Some(db), &url, args, Some(SECRET), "debug");
-        // Keep reading stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        app.keep_reading(lines);
         app
     }
 
@@ -70,14 +70,14 @@ impl App {
         let (app, mut lines) = Self::start(db, &[], None);
         let line = lines.next().expect("a token line").expect("a line");
         let token = line.strip_prefix("development admin token: ").expect("a development token").to_string();
-        std::thread::spawn(move || lines.for_each(drop));
+        app.keep_reading(lines);
         (app, token)
     }
 
     /// A second server on `other`'s database, as another instance of the service.
     pub fn spawn_beside(other: &App, args: &[&str]) -> App {
         let (app, lines) = Self::start_on(None, &other.url, args, Some(SECRET), "warn");
-        std::thread::spawn(move || lines.for_each(drop));
+        app.keep_reading(lines);
         app
     }
 
@@ -121,13 +121,64 @@ impl App {
             .and_then(|rest| rest.strip_suffix("/graphql"))
             .unwrap_or_else(|| panic!("the banner names the GraphiQL URL: {banner}"))
             .to_string();
-        (App { child, client: Client { address }, db, url: url.to_string(), log }, lines)
+        let printed = Default::default();
+        (App { child, client: Client { address }, db, url: url.to_string(), log, printed }, lines)
+    }
+
+    /// Keeps reading stdout, so the server never blocks on a full pipe, and
+    /// keeps what it printed.
+    fn keep_reading(&self, lines: std::io::Lines<BufReader<std::process::ChildStdout>>) {
+        let printed = self.printed.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                printed.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+    }
+
+    /// The lines the server printed after its first, once `done` accepts
+    /// them or 5 s have passed.
+    pub fn printed_until(&self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let printed = self.printed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if done(&printed) || Instant::now() > deadline {
+                return printed;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// An HTTP response: status, headers (names in lower case) and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
     }
 }
 
 impl Client {
     /// One HTTP/1.1 exchange: the status code and the body.
     pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        let reply = self.exchange(method, path, headers, body);
+        (reply.status, reply.body)
+    }
+
+    /// One HTTP/1.1 exchange, with the response's headers.
+    pub fn exchange(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         let mut stream = TcpStream::connect(&self.address).expect("the server accepts connections");
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
         let mut request = format!(
@@ -199,11 +250,17 @@ impl Client {
         }
     }
 
-    /// A WebSocket on `/graphql/ws` in `protocol`, past `connection_init` with `bearer`.
-    pub async fn socket(&self, protocol: &str, bearer: &str) -> Socket {
+    /// A WebSocket on `/graphql/ws` in `protocol`, before any message.
+    pub async fn raw_socket(&self, protocol: &str) -> Socket {
         let mut request = format!("ws://{}/graphql/ws", self.address).into_client_request().expect("a request");
         request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().expect("a header"));
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the WebSocket opens");
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("the WebSocket opens");
+        socket
+    }
+
+    /// A WebSocket on `/graphql/ws` in `protocol`, past `connection_init` with `bearer`.
+    pub async fn socket(&self, protocol: &str, bearer: &str) -> Socket {
+        let mut socket = self.raw_socket(protocol).await;
         let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {bearer}") } });
         socket.send(Message::text(init.to_string())).await.expect("sends");
         assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
@@ -331,6 +388,12 @@ pub fn foreign_token() -> String {
     sign(b"some other secret", Role::Admin, None, None, 4_000_000_000)
 }
 
+/// A token for `role` that expires `seconds` from now.
+pub fn token_expiring_in(role: Role, member: Option<&str>, store: Option<&str>, seconds: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+    sign(SECRET.as_bytes(), role, member, store, now + seconds)
+}
+
 fn sign(secret: &[u8], role: Role, member: Option<&str>, store: Option<&str>, exp: u64) -> String {
     let claims =
         Claims { sub: "e2e".into(), role, member: member.map(str::to_string), store: store.map(str::to_string), exp };
@@ -342,11 +405,17 @@ pub fn code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"].as_str().unwrap_or("none")
 }
 
-/// Status and body of a raw HTTP/1.1 response (`Content-Length` or chunked).
-fn parse_response(raw: &[u8]) -> (u16, String) {
+/// Status, headers and body of a raw HTTP/1.1 response (`Content-Length` or chunked).
+fn parse_response(raw: &[u8]) -> Reply {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
     let mut body = &raw[split + 4..];
     let mut decoded = Vec::new();
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
@@ -362,7 +431,7 @@ fn parse_response(raw: &[u8]) -> (u16, String) {
     } else {
         decoded.extend_from_slice(body);
     }
-    (status, String::from_utf8_lossy(&decoded).to_string())
+    Reply { status, headers, body: String::from_utf8_lossy(&decoded).to_string() }
 }
 
 /// The sum of the samples of `name` in Prometheus text `metrics` whose labels

@@ -7,6 +7,7 @@ pub mod loaders;
 pub mod mutation;
 pub mod objects;
 pub mod query;
+pub mod scalars;
 pub mod subscription;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub use self::query::QueryRoot;
 pub use self::subscription::{ConnectionSlots, SubscriptionRoot};
 use crate::auth::{AuthError, Claims};
 use crate::checkpoints::Checkpoints;
+use crate::documents::Reach;
 use crate::errors::ErrorCodes;
 pub(crate) use crate::errors::coded;
 use crate::tail::Tails;
@@ -82,6 +84,8 @@ pub struct Limits {
     /// Whether a request's only photo goes on to S3 while it arrives, when
     /// the request declares its length (see [`crate::multipart`]).
     pub stream_uploads: bool,
+    /// Whether the schema answers introspection (`__schema`, `__type`).
+    pub introspection: bool,
 }
 
 impl Default for Limits {
@@ -97,6 +101,7 @@ impl Default for Limits {
             upload_memory_bytes: 2 << 20,
             upload_memory_total: 64 << 20,
             stream_uploads: true,
+            introspection: true,
         }
     }
 }
@@ -116,22 +121,30 @@ pub enum Caller {
 pub fn build(state: ApiState) -> ApiSchema {
     let limits = state.limits;
     let checkpoints = Checkpoints::new(state.store.clone(), &state.projectors);
-    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
+    let reach = Reach {
+        max_depth: limits.max_depth,
+        max_expanded_fields: limits.max_complexity as u64,
+        introspection: limits.introspection,
+    };
+    let builder = Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .data(Loaders::new(state.store.db(), false))
         .data(BalanceReads::new(&state.store))
         .data(Tails::new(state.store.clone(), checkpoints.clone()))
         .data(checkpoints)
         .data(state)
         .extension(ErrorCodes)
-        .extension(crate::documents::Documents::default())
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .finish()
+        .extension(crate::transport::Transport)
+        .extension(crate::documents::Documents::new(reach))
+        // The depth limit is checked by `Documents` (introspection apart), before validation.
+        .limit_complexity(limits.max_complexity);
+    if limits.introspection { builder.finish() } else { builder.disable_introspection().finish() }
 }
 
 /// The schema's SDL, as `pointstream schema` prints it and `schema.graphql` holds it.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot).finish().sdl()
+    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
+        .finish()
+        .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }
 
 fn state<'a>(ctx: &Context<'a>) -> Result<&'a ApiState> {
@@ -141,6 +154,11 @@ fn state<'a>(ctx: &Context<'a>) -> Result<&'a ApiState> {
 /// The caller's claims, or `UNAUTHENTICATED`.
 fn claims<'a>(ctx: &Context<'a>) -> Result<&'a Claims> {
     match ctx.data_opt::<Caller>() {
+        // A WebSocket outlives the moment its token was checked: every
+        // operation checks the expiry again.
+        Some(Caller::Authenticated(claims)) if crate::auth::expired(claims) => {
+            Err(coded("UNAUTHENTICATED", crate::auth::AuthError::Expired.to_string()))
+        }
         Some(Caller::Authenticated(claims)) => Ok(claims),
         Some(Caller::Refused(reason)) => Err(coded("UNAUTHENTICATED", reason.to_string())),
         _ => Err(coded("UNAUTHENTICATED", "a bearer token is required")),

@@ -9,6 +9,7 @@ use projections::entities::{
 };
 use sea_orm::EntityTrait;
 
+use super::scalars::{DateTime, Long};
 use super::{claims, forbidden, internal, loaders};
 use crate::auth::Role;
 
@@ -24,7 +25,7 @@ pub struct Store {
     /// Most points one purchase earns.
     cap: Option<i64>,
     /// Smallest purchase that earns.
-    min_purchase: i64,
+    min_purchase: Long,
     policy_version: i64,
 }
 
@@ -37,7 +38,7 @@ impl From<stores::Model> for Store {
             open: s.open,
             rate_basis_points: s.rate_basis_points,
             cap: s.cap,
-            min_purchase: s.min_purchase,
+            min_purchase: s.min_purchase.into(),
             policy_version: s.policy_version,
         }
     }
@@ -48,14 +49,14 @@ impl From<stores::Model> for Store {
 pub struct Balance {
     member_id: String,
     store_id: String,
-    balance: i64,
-    earned: i64,
-    redeemed: i64,
-    shared_out: i64,
-    received: i64,
-    refunded: i64,
-    adjusted: i64,
-    expired: i64,
+    balance: Long,
+    earned: Long,
+    redeemed: Long,
+    shared_out: Long,
+    received: Long,
+    refunded: Long,
+    adjusted: Long,
+    expired: Long,
 }
 
 impl From<balances::Model> for Balance {
@@ -63,14 +64,14 @@ impl From<balances::Model> for Balance {
         Balance {
             member_id: b.member_id,
             store_id: b.store_id,
-            balance: b.balance,
-            earned: b.earned,
-            redeemed: b.redeemed,
-            shared_out: b.shared_out,
-            received: b.received,
-            refunded: b.refunded,
-            adjusted: b.adjusted,
-            expired: b.expired,
+            balance: b.balance.into(),
+            earned: b.earned.into(),
+            redeemed: b.redeemed.into(),
+            shared_out: b.shared_out.into(),
+            received: b.received.into(),
+            refunded: b.refunded.into(),
+            adjusted: b.adjusted.into(),
+            expired: b.expired.into(),
         }
     }
 }
@@ -83,8 +84,8 @@ pub struct Member {
     handle: String,
     display_name: String,
     active: bool,
-    /// When they registered, microseconds since the Unix epoch.
-    registered_at_us: i64,
+    /// When they registered.
+    registered_at: DateTime,
 }
 
 impl From<members::Model> for Member {
@@ -94,7 +95,7 @@ impl From<members::Model> for Member {
             handle: m.handle,
             display_name: m.display_name,
             active: m.active,
-            registered_at_us: m.registered_at_us,
+            registered_at: DateTime::from_micros(m.registered_at_us),
         }
     }
 }
@@ -122,12 +123,13 @@ impl Member {
 pub struct SocialAccount {
     provider: String,
     external_id: String,
-    linked_at_us: i64,
+    /// When it was linked.
+    linked_at: DateTime,
 }
 
 impl From<social_accounts::Model> for SocialAccount {
     fn from(a: social_accounts::Model) -> Self {
-        SocialAccount { provider: a.provider, external_id: a.external_id, linked_at_us: a.linked_at_us }
+        SocialAccount { provider: a.provider, external_id: a.external_id, linked_at: DateTime::from_micros(a.linked_at_us) }
     }
 }
 
@@ -135,37 +137,37 @@ impl From<social_accounts::Model> for SocialAccount {
 #[derive(SimpleObject, Clone)]
 pub struct LedgerEntry {
     /// Global position of the event.
-    pub(crate) position: i64,
+    pub(crate) position: Long,
     member_id: String,
     pub(crate) store_id: String,
     /// earn, share, receive, refund, redeem, adjust or expire.
     kind: String,
     delta: i64,
-    balance_after: i64,
+    balance_after: Long,
     purchase_ref: Option<String>,
-    amount_paid: Option<i64>,
+    amount_paid: Option<Long>,
     counterparty_id: Option<String>,
     share_id: Option<String>,
     reason: Option<String>,
-    /// When it was recorded, microseconds since the Unix epoch.
-    recorded_at_us: i64,
+    /// When it was recorded.
+    recorded_at: DateTime,
 }
 
 impl From<ledger::Model> for LedgerEntry {
     fn from(l: ledger::Model) -> Self {
         LedgerEntry {
-            position: l.position,
+            position: l.position.into(),
             member_id: l.member_id,
             store_id: l.store_id,
             kind: l.kind,
             delta: l.delta,
-            balance_after: l.balance_after,
+            balance_after: l.balance_after.into(),
             purchase_ref: l.purchase_ref,
-            amount_paid: l.amount_paid,
+            amount_paid: l.amount_paid.map(Long),
             counterparty_id: l.counterparty_id,
             share_id: l.share_id,
             reason: l.reason,
-            recorded_at_us: l.recorded_at_us,
+            recorded_at: DateTime::from_micros(l.recorded_at_us),
         }
     }
 }
@@ -176,7 +178,7 @@ pub struct Share {
     pub(crate) id: String,
     pub(crate) sender_id: String,
     pub(crate) store_id: String,
-    pub(crate) total: i64,
+    pub(crate) total: Long,
     pub(crate) message: String,
     /// pending until every part is received or refunded, then settled.
     pub(crate) status: String,
@@ -212,10 +214,10 @@ pub struct Post {
     pub(crate) store_id: String,
     body: String,
     pub(crate) deleted: bool,
-    /// When it was written, microseconds since the Unix epoch.
-    created_at_us: i64,
+    /// When it was written.
+    created_at: DateTime,
     /// Global position of the event that wrote it (its cursor in feeds).
-    pub(crate) position: i64,
+    pub(crate) position: Long,
 }
 
 impl From<posts::Model> for Post {
@@ -226,8 +228,8 @@ impl From<posts::Model> for Post {
             store_id: p.store_id,
             body: p.body,
             deleted: p.deleted,
-            created_at_us: p.created_at_us,
-            position: p.position,
+            created_at: DateTime::from_micros(p.created_at_us),
+            position: p.position.into(),
         }
     }
 }
@@ -327,7 +329,8 @@ pub struct SocialStatus {
     /// Why the last attempt failed.
     reason: Option<String>,
     attempts: i64,
-    updated_at_us: i64,
+    /// When it last changed.
+    updated_at: DateTime,
 }
 
 impl From<post_social::Model> for SocialStatus {
@@ -341,7 +344,7 @@ impl From<post_social::Model> for SocialStatus {
             url: s.url,
             reason: s.reason,
             attempts: s.attempts,
-            updated_at_us: s.updated_at_us,
+            updated_at: DateTime::from_micros(s.updated_at_us),
         }
     }
 }
@@ -357,7 +360,7 @@ impl From<post_photo_social::Model> for SocialStatus {
             url: s.url,
             reason: s.reason,
             attempts: s.attempts,
-            updated_at_us: s.updated_at_us,
+            updated_at: DateTime::from_micros(s.updated_at_us),
         }
     }
 }
@@ -366,19 +369,19 @@ impl From<post_photo_social::Model> for SocialStatus {
 #[derive(SimpleObject, Clone)]
 pub struct LogEvent {
     /// Global position: dense from 1, in commit order.
-    position: i64,
+    position: Long,
     aggregate_type: String,
     aggregate_id: String,
     /// Position in its stream, from 1.
-    sequence: i64,
+    sequence: Long,
     event_type: String,
     event_version: i64,
     /// The payload as stored.
     payload: Json<serde_json::Value>,
     /// Who caused it, with which command and role.
     metadata: Json<serde_json::Value>,
-    /// When it was recorded, microseconds since the Unix epoch.
-    recorded_at_us: i64,
+    /// When it was recorded.
+    recorded_at: DateTime,
     /// SHA-256 chain hash (hex).
     hash: String,
 }
@@ -388,15 +391,15 @@ impl From<&RecordedEvent> for LogEvent {
         // Stored payloads are JSON the store wrote; text that is not stays visible as a string.
         let json = |text: &str| serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.into()));
         LogEvent {
-            position: e.position as i64,
+            position: e.position.into(),
             aggregate_type: e.aggregate_type.clone(),
             aggregate_id: e.aggregate_id.clone(),
-            sequence: e.sequence as i64,
+            sequence: e.sequence.into(),
             event_type: e.event_type.clone(),
             event_version: i64::from(e.event_version),
             payload: Json(json(&e.payload)),
             metadata: Json(json(&e.metadata)),
-            recorded_at_us: e.recorded_at_us,
+            recorded_at: DateTime::from_micros(e.recorded_at_us),
             hash: e.hash.clone(),
         }
     }
@@ -408,9 +411,9 @@ pub struct AuditReport {
     /// True when nothing is wrong.
     pub(crate) clean: bool,
     /// Events whose chain hash was recomputed.
-    pub(crate) events_checked: i64,
+    pub(crate) events_checked: Long,
     /// Streams checked.
-    pub(crate) streams_checked: i64,
+    pub(crate) streams_checked: Long,
     /// Each projection and the position it was compared at.
     pub(crate) projections: Vec<ProjectionAudit>,
     /// Every problem found, one line each.
@@ -422,9 +425,9 @@ pub struct AuditReport {
 pub struct ProjectionAudit {
     pub(crate) name: String,
     /// The position its tables were compared at.
-    pub(crate) checkpoint: i64,
+    pub(crate) checkpoint: Long,
     /// Rows that differ from the replay.
-    pub(crate) differences: i64,
+    pub(crate) differences: Long,
 }
 
 /// A social network.
@@ -460,7 +463,7 @@ pub struct EarnPolicyInput {
     /// Most points one purchase earns; none for no cap.
     pub(crate) cap: Option<i64>,
     /// Smallest purchase that earns.
-    pub(crate) min_purchase: i64,
+    pub(crate) min_purchase: Long,
 }
 
 /// A wallet mutation's result: its last event's position and the balance
@@ -468,7 +471,7 @@ pub struct EarnPolicyInput {
 #[derive(SimpleObject)]
 pub struct WalletResult {
     /// Global position of the command's last event.
-    pub(crate) position: i64,
+    pub(crate) position: Long,
     /// True when the idempotency key had been seen: nothing new was written.
     pub(crate) replayed: bool,
     /// The balance at the store, read after the projection reached `position`.
@@ -479,7 +482,7 @@ pub struct WalletResult {
 #[derive(SimpleObject)]
 pub struct MemberResult {
     /// Global position of the command's last event.
-    pub(crate) position: i64,
+    pub(crate) position: Long,
     /// True when the idempotency key had been seen: nothing new was written.
     pub(crate) replayed: bool,
     /// The member, read after the members read model reached `position`.
@@ -490,7 +493,7 @@ pub struct MemberResult {
 #[derive(SimpleObject)]
 pub struct StoreResult {
     /// Global position of the command's last event.
-    pub(crate) position: i64,
+    pub(crate) position: Long,
     /// True when the idempotency key had been seen: nothing new was written.
     pub(crate) replayed: bool,
     /// The store, read after the stores read model reached `position`.
@@ -502,7 +505,7 @@ pub struct StoreResult {
 #[graphql(complex)]
 pub struct PostResult {
     /// Global position of the command's last event.
-    pub(crate) position: i64,
+    pub(crate) position: Long,
     /// True when the idempotency key had been seen: nothing new was written.
     pub(crate) replayed: bool,
     /// The post the command was about.

@@ -10,6 +10,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use super::objects::{
     AuditReport, Balance, LedgerEntry, LogEvent, Me, Member, Post, ProjectionAudit, Share, ShareRecipient, Store,
 };
+use super::scalars::{DateTime, Long};
 use super::{claims, coded, forbidden, internal, loaders, page_size, permit, state};
 use crate::auth::Role;
 
@@ -45,7 +46,7 @@ fn connection<T: async_graphql::OutputType>(
     connection
 }
 
-#[Object]
+#[Object(name = "Query")]
 impl QueryRoot {
     /// Every store (public).
     async fn stores(&self, ctx: &Context<'_>) -> Result<Vec<Store>> {
@@ -101,16 +102,16 @@ impl QueryRoot {
         Ok(rows.into_iter().map(Balance::from).collect())
     }
 
-    /// A member's balance at a store as it was at `atUs` (microseconds since
-    /// the epoch), from the ledger. Same access as `balances`.
-    async fn balance_at(&self, ctx: &Context<'_>, member: String, store: String, at_us: i64) -> Result<i64> {
+    /// A member's balance at a store as it was at the instant `at`, from the
+    /// ledger. Same access as `balances`.
+    async fn balance_at(&self, ctx: &Context<'_>, member: String, store: String, at: DateTime) -> Result<Long> {
         let claims = claims(ctx)?;
         permit(match claims.role {
             Role::Admin | Role::Auditor => true,
             Role::Member => claims.member.as_deref() == Some(member.as_str()),
             Role::Staff => claims.store.as_deref() == Some(store.as_str()),
         })?;
-        queries::balance_at(state(ctx)?.store.db(), &member, &store, at_us).await.map_err(internal)
+        queries::balance_at(state(ctx)?.store.db(), &member, &store, at.micros).await.map(Long).map_err(internal)
     }
 
     /// A member's ledger, newest first, as a Relay connection (`first` at
@@ -163,7 +164,7 @@ impl QueryRoot {
             id: row.share_id,
             sender_id: row.sender_id,
             store_id: row.store_id,
-            total: row.total,
+            total: row.total.into(),
             message: row.message,
             status: row.status,
             recipients: parts
@@ -242,10 +243,10 @@ impl QueryRoot {
     }
 
     /// The position of the last event in the log (auditors and admins).
-    async fn log_head(&self, ctx: &Context<'_>) -> Result<i64> {
+    async fn log_head(&self, ctx: &Context<'_>) -> Result<Long> {
         let claims = claims(ctx)?;
         permit(matches!(claims.role, Role::Admin | Role::Auditor))?;
-        Ok(state(ctx)?.store.read_head().await.map_err(internal)? as i64)
+        Ok(state(ctx)?.store.read_head().await.map_err(internal)?.into())
     }
 
     /// The audit (auditors and admins): every hash chain recomputed, and
@@ -257,16 +258,16 @@ impl QueryRoot {
         let report = projections::audit(&state(ctx)?.store).await.map_err(internal)?;
         Ok(AuditReport {
             clean: report.is_clean(),
-            events_checked: report.chain.events as i64,
-            streams_checked: report.chain.streams as i64,
+            events_checked: Long(report.chain.events as i64),
+            streams_checked: Long(report.chain.streams as i64),
             problems: report.problems(),
             projections: report
                 .projections
                 .iter()
                 .map(|p| ProjectionAudit {
                     name: p.name.to_string(),
-                    checkpoint: p.checkpoint as i64,
-                    differences: (p.differences.len() + p.unreadable.len()) as i64,
+                    checkpoint: p.checkpoint.into(),
+                    differences: Long((p.differences.len() + p.unreadable.len()) as i64),
                 })
                 .collect(),
         })

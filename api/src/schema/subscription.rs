@@ -13,6 +13,7 @@ use projections::entities::{post_photo_social, post_social, posts};
 use sea_orm::EntityTrait;
 
 use super::objects::{LedgerEntry, LogEvent, SocialStatus};
+use super::scalars::Long;
 use super::{claims, coded, internal, permit, state};
 use crate::auth::Role;
 use crate::checkpoints::Checkpoints;
@@ -66,7 +67,7 @@ fn follow<S: Source, T: Send + 'static>(
 /// Subscriptions.
 pub struct SubscriptionRoot;
 
-#[Subscription]
+#[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// Every movement of a member's points from now on, once the wallets read
     /// model has it (the member themself, admins, auditors).
@@ -162,11 +163,11 @@ impl SubscriptionRoot {
     async fn event_log(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default)] after: i64,
+        #[graphql(default)] after: Long,
     ) -> Result<impl Stream<Item = LogEvent>> {
         let claims = claims(ctx)?;
         permit(matches!(claims.role, Role::Admin | Role::Auditor))?;
-        let after = u64::try_from(after).map_err(|_| coded("BAD_USER_INPUT", "after must not be negative"))?;
+        let after = u64::try_from(after.0).map_err(|_| coded("BAD_USER_INPUT", "after must not be negative"))?;
         let slot = slot(ctx)?;
         let cursor = tails(ctx)?.log(Some(after), |_| true).await.map_err(internal)?;
         Ok(follow(cursor, slot, |event| LogEvent::from(event.as_ref())))

@@ -35,7 +35,7 @@ async fn member_command(
             .await?;
     let row = members::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
     Ok(MemberResult {
-        position: outcome.last_position as i64,
+        position: outcome.last_position.into(),
         replayed: outcome.replayed,
         member: written(row, "member")?.into(),
     })
@@ -55,7 +55,7 @@ async fn store_command(
             .await?;
     let row = stores::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
     Ok(StoreResult {
-        position: outcome.last_position as i64,
+        position: outcome.last_position.into(),
         replayed: outcome.replayed,
         store: written(row, "store")?.into(),
     })
@@ -95,7 +95,7 @@ fn policy(input: EarnPolicyInput) -> Result<EarnPolicy> {
         None => None,
     };
     let min_purchase =
-        u64::try_from(input.min_purchase).map_err(|_| coded("BAD_USER_INPUT", "minPurchase must not be negative"))?;
+        u64::try_from(input.min_purchase.0).map_err(|_| coded("BAD_USER_INPUT", "minPurchase must not be negative"))?;
     EarnPolicy::new(rate, cap, min_purchase).map_err(bad_input)
 }
 

@@ -20,6 +20,7 @@ use crate::errors::command_error;
 
 /// Mutations: one command each.
 #[derive(async_graphql::MergedObject, Default)]
+#[graphql(name = "Mutation")]
 pub struct MutationRoot(
     wallet::EarnMutations,
     wallet::SpendMutations,

@@ -140,7 +140,7 @@ async fn post_command(
 }
 
 fn answer(id: &str, outcome: &CommandOutcome) -> PostResult {
-    PostResult { position: outcome.last_position as i64, replayed: outcome.replayed, post_id: id.to_string() }
+    PostResult { position: outcome.last_position.into(), replayed: outcome.replayed, post_id: id.to_string() }
 }
 
 /// Runs a command that records `photos`, and removes them again unless it

@@ -7,6 +7,7 @@ use domain::{SharePart, Wallet, WalletCommand};
 use super::{Run, new_id, run, written};
 use crate::auth::{Claims, Role};
 use crate::schema::objects::{SharePartInput, WalletResult};
+use crate::schema::scalars::Long;
 use crate::schema::{BalanceReads, bad_input, claims, coded, internal, permit, points_of};
 
 /// Earning.
@@ -41,7 +42,7 @@ async fn wallet_command(
     let reads = ctx.data::<BalanceReads>()?;
     let row = reads.get(member, &store, outcome.last_position).await.map_err(internal)?;
     Ok(WalletResult {
-        position: outcome.last_position as i64,
+        position: outcome.last_position.into(),
         replayed: outcome.replayed,
         balance: written(row, "balance")?.into(),
     })
@@ -57,7 +58,7 @@ impl EarnMutations {
         member: String,
         store: String,
         purchase_ref: String,
-        amount: i64,
+        amount: Long,
         idempotency_key: Option<String>,
     ) -> Result<WalletResult> {
         let claims = claims(ctx)?;
@@ -66,7 +67,7 @@ impl EarnMutations {
             Role::Staff => claims.store.as_deref() == Some(store.as_str()),
             Role::Member | Role::Auditor => false,
         })?;
-        let amount = u64::try_from(amount).map_err(|_| coded("BAD_USER_INPUT", "amount must be positive"))?;
+        let amount = u64::try_from(amount.0).map_err(|_| coded("BAD_USER_INPUT", "amount must be positive"))?;
         let command = WalletCommand::Earn {
             member: MemberId::parse(member.as_str()).map_err(bad_input)?,
             store: StoreId::parse(store.as_str()).map_err(bad_input)?,

@@ -217,7 +217,8 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
-    /// Load demo stores, members, purchases, a share, a redemption and a post (idempotent).
+    /// Load the demo data: stores, members, purchases, shares, redemptions and
+    /// posts with photos, the photos into the photo store (idempotent; see docs/demo.md).
     Demo,
     /// Rebuild read models from position 0 into shadow tables, then swap them in.
     Replay {
@@ -357,8 +358,9 @@ async fn main() -> anyhow::Result<ExitCode> {
     let needs_redis = |what: &str| anyhow::anyhow!("`pointstream {what}` needs --redis-url (or REDIS_URL)");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let origins = api::cors::AllowedOrigins::parse(cli.cors_origins.as_deref(), listens_on_loopback(&cli.listen))
-                .map_err(|e| anyhow::anyhow!("--cors-origins: {e}"))?;
+            let origins =
+                api::cors::AllowedOrigins::parse(cli.cors_origins.as_deref(), listens_on_loopback(&cli.listen))
+                    .map_err(|e| anyhow::anyhow!("--cors-origins: {e}"))?;
             let api = Api {
                 origins,
                 ws_init_timeout: Duration::from_millis(cli.ws_init_timeout_ms.max(1)),
@@ -436,8 +438,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
-            demo::load(&store).await?;
-            println!("demo data loaded: stores cafe and bakery; members ann, bob, cat, dan (try `pointstream serve`)");
+            let summary = demo::load(&store, &media).await?;
+            println!("demo data loaded: {summary} (try `pointstream serve`)");
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema | Command::Token { .. } => Ok(ExitCode::SUCCESS),
@@ -646,12 +648,14 @@ async fn serve(
             };
             let listen = api.listen.clone();
             // Only a server on the development secret hands its token to GraphiQL.
-            let dev_token =
-                if api.dev_secret { Some(token(&api.secret, "admin", None, None, 24)?) } else { None };
+            let dev_token = if api.dev_secret { Some(token(&api.secret, "admin", None, None, 24)?) } else { None };
             let http = api::server::HttpConfig {
                 secret: api.secret.clone(),
                 origins: api.origins,
-                playground: api::graphiql::Playground { dev_token: dev_token.clone(), introspection: api.limits.introspection },
+                playground: api::graphiql::Playground {
+                    dev_token: dev_token.clone(),
+                    introspection: api.limits.introspection,
+                },
                 ws_init_timeout: api.ws_init_timeout,
             };
             let api_url = api.api_url;

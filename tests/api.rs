@@ -426,7 +426,13 @@ fn operations() -> Vec<Operation> {
             allowed: |c| matches!(c, Admin | Auditor),
             writes: false,
         },
-        Operation { document: "{ stores { id } }", variables: none, allowed: |_| true, writes: false },
+        // Public, but a token that is sent must be valid.
+        Operation {
+            document: "{ stores { id } }",
+            variables: none,
+            allowed: |c| !matches!(c, Caller::Expired | Caller::ForeignSignature),
+            writes: false,
+        },
     ]
 }
 

@@ -130,7 +130,8 @@ fn a_persisted_query_is_sent_by_its_hash_once_the_server_knows_it() {
     assert_eq!(unknown.status, 200);
     assert_eq!(code(&unknown.json()), "PERSISTED_QUERY_NOT_FOUND", "{unknown:?}");
     assert_eq!(unknown.json()["errors"][0]["message"], "PersistedQueryNotFound");
-    let wrong = json!({ "query": "{ __typename }", "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } });
+    let wrong =
+        json!({ "query": "{ __typename }", "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } });
     assert_eq!(app.post_json(None, &wrong.to_string()).0, 400, "a query must match its hash");
     let full = json!({ "query": query, "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } });
     assert_eq!(app.post_json(None, &full.to_string()), (200, r#"{"data":{"stores":[]}}"#.to_string()));
@@ -284,7 +285,11 @@ async fn a_websocket_is_closed_when_its_token_expires_and_nothing_runs_on_it_aft
         json!({}),
     );
     assert_eq!(code(&answer), "UNAUTHENTICATED", "{answer}");
-    let events = app.graphql(Some(&admin), "{ events(first: 100, eventType: \"PointsAdjusted\") { edges { node { position } } } }", json!({}));
+    let events = app.graphql(
+        Some(&admin),
+        "{ events(first: 100, eventType: \"PointsAdjusted\") { edges { node { position } } } }",
+        json!({}),
+    );
     assert_eq!(events["data"]["events"]["edges"], json!([]), "{events}");
 }
 

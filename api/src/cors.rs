@@ -46,7 +46,9 @@ impl AllowedOrigins {
                 && !origin.ends_with('/')
                 && origin.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
             if !valid {
-                return Err(format!("{origin:?} is not an origin (scheme://host[:port], e.g. https://app.example.com)"));
+                return Err(format!(
+                    "{origin:?} is not an origin (scheme://host[:port], e.g. https://app.example.com)"
+                ));
             }
             origins.push(origin.to_ascii_lowercase());
         }
@@ -70,7 +72,8 @@ impl AllowedOrigins {
 
 /// An origin's authority as its host (an IPv6 address in brackets) and its port, if any.
 fn split_host_port(authority: &str) -> (&str, Option<&str>) {
-    let host_end = if authority.starts_with('[') { authority.find(']').map_or(authority.len(), |end| end + 1) } else { 0 };
+    let host_end =
+        if authority.starts_with('[') { authority.find(']').map_or(authority.len(), |end| end + 1) } else { 0 };
     match authority[host_end..].rfind(':') {
         Some(colon) => (&authority[..host_end + colon], Some(&authority[host_end + colon + 1..])),
         None => (authority, None),
@@ -231,7 +234,8 @@ mod tests {
     #[tokio::test]
     async fn the_apis_own_pages_pass_whatever_is_allowed() {
         let client = TestClient::new(hello.with(Cors::new(AllowedOrigins::Nothing)));
-        let own = client.post("/").header("host", "api.example.com").header("origin", "https://api.example.com").send().await;
+        let own =
+            client.post("/").header("host", "api.example.com").header("origin", "https://api.example.com").send().await;
         own.assert_status_is_ok();
     }
 }

@@ -52,7 +52,10 @@ impl Measure {
 
 /// Introspection fields whose value is a list of objects.
 fn is_introspection_list(name: &str) -> bool {
-    matches!(name, "types" | "directives" | "fields" | "interfaces" | "possibleTypes" | "enumValues" | "inputFields" | "args")
+    matches!(
+        name,
+        "types" | "directives" | "fields" | "interfaces" | "possibleTypes" | "enumValues" | "inputFields" | "args"
+    )
 }
 
 /// Measures every operation of `document` (the largest of each figure).

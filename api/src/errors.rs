@@ -27,7 +27,10 @@ pub fn command_error(error: CommandError) -> Error {
             coded(code, reason.to_string())
         }
         CommandError::Conflict { .. } => coded("CONFLICT", error.to_string()),
-        CommandError::IdempotencyKeyReused { .. } => coded("IDEMPOTENCY_KEY_REUSED", error.to_string()),
+        // The stored key is scoped to the caller; the client knows its own key.
+        CommandError::IdempotencyKeyReused { .. } => {
+            coded("IDEMPOTENCY_KEY_REUSED", "this idempotency key was already used for a different command")
+        }
         CommandError::Store(inner) => {
             tracing::error!(error = %inner, "command failed in the store");
             coded("INTERNAL", "internal error")

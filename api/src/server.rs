@@ -75,9 +75,10 @@ async fn graphql_ws(http: Data<&Arc<Http>>, protocol: GraphQLProtocol, websocket
         .write_buffer_size(0)
         .max_message_size(Some(http.state.limits.max_body_bytes))
         .max_frame_size(Some(http.state.limits.max_body_bytes));
-    websocket.protocols(ALL_WEBSOCKET_PROTOCOLS).config(config).on_upgrade(move |stream| {
-        crate::websocket::serve(stream, schema, protocol.0, tokens, init_timeout)
-    })
+    websocket
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .config(config)
+        .on_upgrade(move |stream| crate::websocket::serve(stream, schema, protocol.0, tokens, init_timeout))
 }
 
 /// A request refused before it reached the schema: an error with `code` in
@@ -165,32 +166,34 @@ fn media_type(headers: &HeaderMap) -> MediaType {
     MediaType::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
 }
 
-/// The caller a request's `Authorization` header names. A refused token is
-/// the request's answer, whatever it asks: `UNAUTHENTICATED`, with 401 under
-/// `application/graphql-response+json` (200 under `application/json`, as
-/// every GraphQL error there).
-fn caller_of(http: &Http, headers: &HeaderMap) -> Result<Caller, poem::Response> {
+/// The caller a request's `Authorization` header names, or why its token is refused.
+fn caller_of(http: &Http, headers: &HeaderMap) -> Result<Caller, auth::AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
-    match value.to_str().map_err(|_| auth::AuthError::Malformed).and_then(|value| http.tokens.from_header(value)) {
-        Ok(claims) => Ok(Caller::Authenticated(claims)),
-        Err(reason) => {
-            let media_type = media_type(headers);
-            if media_type == MediaType::Json {
-                return Err(refused_with(StatusCode::OK, "UNAUTHENTICATED", reason.to_string()));
-            }
-            let mut response = refused_with(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", reason.to_string());
-            set_content_type(&mut response, media_type);
-            let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
-            if let Ok(challenge) = challenge.parse() {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
-            }
-            Err(response)
-        }
+    let value = value.to_str().map_err(|_| auth::AuthError::Malformed)?;
+    http.tokens.from_header(value).map(Caller::Authenticated)
+}
+
+/// The answer to a request whose token is refused, whatever it asks:
+/// `UNAUTHENTICATED`, with 401 under `application/graphql-response+json`
+/// (200 under `application/json`, as every GraphQL error there).
+fn unauthenticated(headers: &HeaderMap, reason: auth::AuthError) -> poem::Response {
+    let media_type = media_type(headers);
+    if media_type == MediaType::Json {
+        return refused_with(StatusCode::OK, "UNAUTHENTICATED", reason.to_string());
     }
+    let mut response = refused_with(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", reason.to_string());
+    set_content_type(&mut response, media_type);
+    let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
+    if let Ok(challenge) = challenge.parse() {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
 }
 
 fn set_content_type(response: &mut poem::Response, media_type: MediaType) {
-    response.headers_mut().insert(header::CONTENT_TYPE, poem::http::HeaderValue::from_static(media_type.content_type()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, poem::http::HeaderValue::from_static(media_type.content_type()));
 }
 
 /// Runs a request read from POST or GET and answers it in the media type
@@ -261,7 +264,7 @@ async fn graphql_post(http: Data<&Arc<Http>>, headers: &HeaderMap, body: Body) -
     let started = std::time::Instant::now();
     let caller = match caller_of(&http, headers) {
         Ok(caller) => caller,
-        Err(refusal) => return refusal,
+        Err(reason) => return unauthenticated(headers, reason),
     };
     // Only a caller who may upload at all has a photo put into S3 as it arrives.
     let media = matches!(caller, Caller::Authenticated(_)).then_some(&http.state.media);
@@ -296,7 +299,7 @@ async fn graphql_get(http: Data<&Arc<Http>>, request: &Request) -> poem::Respons
     }
     let caller = match caller_of(&http, headers) {
         Ok(caller) => caller,
-        Err(refusal) => return refusal,
+        Err(reason) => return unauthenticated(headers, reason),
     };
     let graphql = match crate::transport::from_query_string(query) {
         Ok(graphql) => graphql,

@@ -48,7 +48,8 @@ impl MediaType {
         let asks = accept.into_iter().flat_map(|accept| accept.split(',')).any(|range| {
             let mut parts = range.split(';');
             let media = parts.next().unwrap_or_default().trim();
-            let refused = parts.any(|p| matches!(p.trim().replace(' ', "").as_str(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            let refused =
+                parts.any(|p| matches!(p.trim().replace(' ', "").as_str(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
             media.eq_ignore_ascii_case("application/graphql-response+json") && !refused
         });
         if asks { MediaType::GraphqlResponse } else { MediaType::Json }
@@ -187,8 +188,7 @@ impl Parameters {
 
 /// A request from a JSON body; why not, for a 400.
 pub fn from_json(body: &[u8]) -> Result<async_graphql::Request, String> {
-    let parameters: Parameters =
-        serde_json::from_slice(body).map_err(|err| format!("not a GraphQL request: {err}"))?;
+    let parameters: Parameters = serde_json::from_slice(body).map_err(|err| format!("not a GraphQL request: {err}"))?;
     parameters.into_request()
 }
 
@@ -327,7 +327,9 @@ mod tests {
 
     #[test]
     fn parameters_of_the_wrong_type_are_refused_and_nulls_are_absent() {
-        assert!(from_json(br#"{"query": "{ a }", "variables": null, "operationName": null, "extensions": null}"#).is_ok());
+        assert!(
+            from_json(br#"{"query": "{ a }", "variables": null, "operationName": null, "extensions": null}"#).is_ok()
+        );
         for body in [
             r#"{"query": 0}"#,
             r#"{"query": {"obj": "ect"}}"#,
@@ -344,9 +346,10 @@ mod tests {
 
     #[test]
     fn a_query_string_carries_json_variables() {
-        let request =
-            from_query_string("query=query%20Q(%24n%3A%20Int)%20%7B%20a%20%7D&variables=%7B%22n%22%3A1%7D&operationName=Q")
-                .unwrap();
+        let request = from_query_string(
+            "query=query%20Q(%24n%3A%20Int)%20%7B%20a%20%7D&variables=%7B%22n%22%3A1%7D&operationName=Q",
+        )
+        .unwrap();
         assert_eq!(request.operation_name.as_deref(), Some("Q"));
         assert_eq!(request.variables.get("n"), Some(&async_graphql::Value::from(1)));
         assert!(from_query_string("query=%7Ba%7D&variables=nope").is_err());

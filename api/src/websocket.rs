@@ -73,11 +73,9 @@ pub async fn serve(
     init_timeout: Duration,
 ) {
     let (mut sink, source) = socket.split();
-    let source = source
-        .take_while(|message| futures_util::future::ready(message.is_ok()))
-        .filter_map(|message| {
-            futures_util::future::ready(message.ok().filter(|m| m.is_text() || m.is_binary()).map(Message::into_bytes))
-        });
+    let source = source.take_while(|message| futures_util::future::ready(message.is_ok())).filter_map(|message| {
+        futures_util::future::ready(message.ok().filter(|m| m.is_text() || m.is_binary()).map(Message::into_bytes))
+    });
     let auth = Arc::new(Mutex::new(Auth::Pending));
     let on_init = {
         let auth = auth.clone();

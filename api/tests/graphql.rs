@@ -83,7 +83,8 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         photo_url_ttl: Duration::from_secs(900),
         projectors: running.statuses.clone(),
     };
-    let client = TestClient::new(api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec())));
+    let client =
+        TestClient::new(api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec())));
 
     let staff = token(Role::Staff, None, Some("cafe"));
     let vars = |amount: i64, key: &str| json!({ "m": "bob", "s": "cafe", "r": "till-1", "a": amount, "k": key });
@@ -247,7 +248,8 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
         photo_url_ttl: Duration::from_secs(900),
         projectors: Vec::new(),
     };
-    let strict = TestClient::new(api::server::app(build(tight.clone()), tight, api::server::HttpConfig::new(SECRET.to_vec())));
+    let strict =
+        TestClient::new(api::server::app(build(tight.clone()), tight, api::server::HttpConfig::new(SECRET.to_vec())));
     let deep =
         graphql(&strict, Some(&bob), "{ ledger(member: \"bob\", first: 2) { edges { node { kind } } } }", json!({}))
             .await;
@@ -344,7 +346,8 @@ async fn a_feed_page_costs_the_same_few_queries_at_any_size(backend: Backend) {
         photo_url_ttl: Duration::from_secs(900),
         projectors: Vec::new(),
     };
-    let client = TestClient::new(api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec())));
+    let client =
+        TestClient::new(api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec())));
     let reader = token(Role::Member, Some("author1"), None);
     let feed = "query($first: Int!) { feed(first: $first) { edges { node { id author { handle } store { name } \
                 photos { key social { status } } social { provider status } } } } }";

@@ -14,6 +14,7 @@ mod m20261125_000004_api_indexes;
 mod m20261126_000005_social_tokens;
 mod m20261201_000006_photo_sizes;
 mod m20261201_000007_photo_social;
+mod m20261206_000008_scoped_command_ids;
 
 /// Table and column names, for building queries with sea-query.
 pub mod tables {
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_social_tokens::Migration),
             Box::new(m20261201_000006_photo_sizes::Migration),
             Box::new(m20261201_000007_photo_social::Migration),
+            Box::new(m20261206_000008_scoped_command_ids::Migration),
         ]
     }
 }

@@ -129,7 +129,11 @@ pub struct SocialAccount {
 
 impl From<social_accounts::Model> for SocialAccount {
     fn from(a: social_accounts::Model) -> Self {
-        SocialAccount { provider: a.provider, external_id: a.external_id, linked_at: DateTime::from_micros(a.linked_at_us) }
+        SocialAccount {
+            provider: a.provider,
+            external_id: a.external_id,
+            linked_at: DateTime::from_micros(a.linked_at_us),
+        }
     }
 }
 

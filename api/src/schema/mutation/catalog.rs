@@ -113,7 +113,10 @@ impl MemberMutations {
         idempotency_key: Option<String>,
     ) -> Result<MemberResult> {
         let claims = claims(ctx)?;
-        let id = id.unwrap_or_else(|| new_id("member", idempotency_key.as_deref()));
+        let id = match id {
+            Some(id) => id,
+            None => new_id(claims, "member", idempotency_key.as_deref())?,
+        };
         self_or_admin(claims, &id)?;
         let command = MemberCommand::Register {
             member: MemberId::parse(id.as_str()).map_err(bad_input)?,

@@ -48,7 +48,7 @@ struct Run<'a, A: Model> {
 async fn run<A: Model>(ctx: &Context<'_>, claims: &Claims, run: Run<'_, A>) -> Result<CommandOutcome> {
     let state = state(ctx)?;
     let context = CommandContext {
-        command_id: run.idempotency_key,
+        command_id: scoped_key(claims, run.idempotency_key)?,
         actor: Some(claims.sub.clone()),
         role: Some(format!("{:?}", claims.role).to_lowercase()),
         fresh_id: run.fresh_id,
@@ -84,16 +84,37 @@ async fn wait_for_projection(
     })
 }
 
+/// The longest idempotency key a client may send, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// A client's idempotency key, checked (1 to 255 printable ASCII
+/// characters) and scoped to the caller, as payment APIs scope theirs: the
+/// command log keys it by a digest of the token's subject, so one caller's
+/// key never meets another's (neither its outcome nor the knowledge that it
+/// exists crosses over).
+fn scoped_key(claims: &Claims, key: Option<String>) -> Result<Option<String>> {
+    let Some(key) = key else { return Ok(None) };
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(coded(
+            "BAD_USER_INPUT",
+            format!("idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters"),
+        ));
+    }
+    let scope = hex::encode(&Sha256::digest(claims.sub.as_bytes())[..16]);
+    Ok(Some(format!("{scope}/{key}")))
+}
+
 /// The id of something a mutation creates when the client names none: derived
-/// from the idempotency key (so a retry names the same thing), else fresh.
-fn new_id(scope: &str, idempotency_key: Option<&str>) -> String {
-    match idempotency_key {
+/// from the caller's scoped idempotency key (so a retry names the same
+/// thing, and another caller's same key another), else fresh.
+fn new_id(claims: &Claims, scope: &str, idempotency_key: Option<&str>) -> Result<String> {
+    Ok(match scoped_key(claims, idempotency_key.map(str::to_string))?.as_deref() {
         Some(key) => {
             let digest = Sha256::digest(format!("{scope}\0{key}").as_bytes());
             format!("k{}", &hex::encode(digest)[..40])
         }
         None => uuid::Uuid::now_v7().simple().to_string(),
-    }
+    })
 }
 
 /// The row a mutation answers with, which its projection has just written.

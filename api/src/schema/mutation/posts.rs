@@ -191,7 +191,10 @@ impl PostMutations {
     ) -> Result<PostResult> {
         let claims = claims(ctx)?;
         permit_author(claims, &author)?;
-        let id = id.unwrap_or_else(|| new_id(&author, idempotency_key.as_deref()));
+        let id = match id {
+            Some(id) => id,
+            None => new_id(claims, &author, idempotency_key.as_deref())?,
+        };
         let mut providers: Vec<_> = providers.into_iter().map(Into::into).collect();
         providers.sort();
         providers.dedup();

@@ -128,7 +128,10 @@ impl SpendMutations {
             Role::Staff | Role::Auditor => false,
         })?;
         // Without an explicit id, a retry with the same key must name the same share.
-        let share = share_id.unwrap_or_else(|| new_id(&from, idempotency_key.as_deref()));
+        let share = match share_id {
+            Some(share) => share,
+            None => new_id(claims, &from, idempotency_key.as_deref())?,
+        };
         let parts = recipients
             .into_iter()
             .map(|part| {

@@ -38,6 +38,11 @@ pub struct Measure {
     /// Fields once every fragment spread is replaced by its fragment
     /// (saturating): what a walk over the expanded document visits.
     pub expanded_fields: u64,
+    /// `auditReport` fields once fragments are expanded: each is a full
+    /// replay of the log.
+    pub audit_reports: u64,
+    /// The longest string literal among the arguments, in characters.
+    pub longest_string: usize,
 }
 
 impl Measure {
@@ -47,6 +52,8 @@ impl Measure {
         self.introspection_lists = self.introspection_lists.max(other.introspection_lists);
         self.nesting = self.nesting.max(other.nesting);
         self.expanded_fields = self.expanded_fields.saturating_add(other.expanded_fields);
+        self.audit_reports = self.audit_reports.saturating_add(other.audit_reports);
+        self.longest_string = self.longest_string.max(other.longest_string);
     }
 }
 
@@ -56,6 +63,16 @@ fn is_introspection_list(name: &str) -> bool {
         name,
         "types" | "directives" | "fields" | "interfaces" | "possibleTypes" | "enumValues" | "inputFields" | "args"
     )
+}
+
+/// The longest string in `value`, in characters (lists and objects searched).
+pub fn longest_string(value: &async_graphql::Value) -> usize {
+    match value {
+        async_graphql::Value::String(s) => s.chars().count(),
+        async_graphql::Value::List(items) => items.iter().map(longest_string).max().unwrap_or(0),
+        async_graphql::Value::Object(fields) => fields.values().map(longest_string).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Measures every operation of `document` (the largest of each figure).
@@ -84,7 +101,13 @@ impl<'a> Walk<'a> {
                     let field = &field.node;
                     let name = field.name.node.as_str();
                     let enters = !inside && (name == "__schema" || name == "__type");
-                    let inner = self.set(&field.selection_set, inside || enters);
+                    let mut inner = self.set(&field.selection_set, inside || enters);
+                    for (_, value) in &field.arguments {
+                        // Variables stand as null: their values are measured where they come in.
+                        let literal = value.node.clone().into_const_with(|_| Ok::<_, ()>(async_graphql::Value::Null));
+                        let longest = literal.as_ref().map_or(0, longest_string);
+                        inner.longest_string = inner.longest_string.max(longest);
+                    }
                     let nesting = inner.nesting + 1;
                     if inside || enters {
                         Measure {
@@ -94,12 +117,14 @@ impl<'a> Walk<'a> {
                                 + usize::from(inside && is_introspection_list(name)),
                             nesting,
                             expanded_fields: inner.expanded_fields.saturating_add(1),
+                            ..inner
                         }
                     } else {
                         Measure {
                             depth: inner.depth + 1,
                             nesting,
                             expanded_fields: inner.expanded_fields.saturating_add(1),
+                            audit_reports: inner.audit_reports.saturating_add(u64::from(name == "auditReport")),
                             ..inner
                         }
                     }
@@ -177,6 +202,18 @@ mod tests {
         assert_eq!(m.depth, 2);
         // 2^40 copies of two fields: beyond any limit, found without visiting them.
         assert_eq!(m.expanded_fields, 2u64 << 40);
+    }
+
+    #[test]
+    fn audit_reports_are_counted_through_aliases_and_fragments() {
+        let m = of("{ a: auditReport { clean } ...F ...F } fragment F on Query { b: auditReport { clean } }");
+        assert_eq!(m.audit_reports, 3);
+    }
+
+    #[test]
+    fn the_longest_string_argument_is_found_in_lists_and_objects() {
+        let m = of(r#"{ a(x: "abc", y: [{ z: "abcdef" }]) { b(w: $v) } }"#);
+        assert_eq!(m.longest_string, 6);
     }
 
     #[test]

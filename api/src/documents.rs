@@ -51,6 +51,20 @@ struct Kept {
 /// have: every later walk over it recurses this deep.
 pub const MAX_NESTING: usize = 32;
 
+/// The longest string a client may send as an argument or a variable, in
+/// characters: the longest text pointstream keeps (a post's body). Fields
+/// with their own, shorter limits check those too (see `docs/api.md`).
+pub const MAX_STRING_CHARS: usize = 5_000;
+
+/// `Ok` if no string in `variables` is longer than [`MAX_STRING_CHARS`].
+fn check_variables(variables: &Variables) -> Result<(), ServerError> {
+    let longest = variables.values().map(crate::depth::longest_string).max().unwrap_or(0);
+    if longest > MAX_STRING_CHARS {
+        return Err(ServerError::new(format!("A variable holds a string over {MAX_STRING_CHARS} characters."), None));
+    }
+    Ok(())
+}
+
 /// The limits checked on a document's structure before any validation
 /// walks it (see [`crate::depth`]).
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +85,12 @@ impl Reach {
         let measure = crate::depth::measure(document);
         if measure.expanded_fields > self.max_expanded_fields {
             return Err("Query is too complex.".into());
+        }
+        if measure.longest_string > MAX_STRING_CHARS {
+            return Err(format!("An argument holds a string over {MAX_STRING_CHARS} characters."));
+        }
+        if measure.audit_reports > 1 {
+            return Err("At most one auditReport per request: each is a full replay of the log.".into());
         }
         if measure.nesting > MAX_NESTING {
             return Err(format!("The recursion depth of the query cannot be greater than `{MAX_NESTING}`"));
@@ -253,6 +273,7 @@ impl Extension for ForRequest {
         // check after parsing walks every fragment at every spread, which a
         // document whose fragments each spread the next twice turns into
         // exponential work. `Reach::check` measures the same, linearly.
+        check_variables(variables)?;
         if query.len() > MAX_KEPT_QUERY_BYTES {
             let document = parse(query)?;
             self.documents.reach.check(&document).map_err(|message| ServerError::new(message, None))?;

@@ -48,24 +48,84 @@ fn check_text(field: &'static str, raw: &str, min: usize, max: usize) -> Result<
     if raw.chars().any(|c| c.is_control() && c != '\n') {
         return Err(ValueError::new(field, "must not contain control characters"));
     }
+
     if min > 0 && raw.trim().is_empty() {
         return Err(ValueError::new(field, "must not be blank"));
     }
     Ok(())
 }
 
-/// Declares a string newtype whose `parse` applies `$check`.
+/// Characters that change how text around them is shown without being seen
+/// themselves: the bidirectional embeddings, overrides and isolates
+/// (U+202A–U+202E, U+2066–U+2069, which can make a name read as another),
+/// directional marks, zero-width spaces and word joiners, the byte-order
+/// mark, soft hyphens and the interlinear annotation marks. The zero-width
+/// joiner and non-joiner (U+200C, U+200D) stay allowed: emoji sequences and
+/// several scripts need them.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
+/// Refuses text with an [invisible formatting character](is_invisible_format).
+fn check_visible(field: &'static str, raw: &str) -> Result<(), ValueError> {
+    match raw.chars().find(|c| is_invisible_format(*c)) {
+        Some(c) => Err(ValueError::new(
+            field,
+            format!("must not contain invisible formatting characters (found U+{:04X})", u32::from(c)),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Declares a string newtype whose `parse` applies `$check`; a text value
+/// (`text`) also refuses invisible formatting characters when it is parsed,
+/// but not when it is read back from a stored event, which may predate the rule.
 macro_rules! string_value {
+    ($(#[$doc:meta])* $name:ident, $field:literal, text |$raw:ident| $check:expr) => {
+        string_value!(@type $(#[$doc])* $name, |$raw| $check);
+
+        impl $name {
+            /// Checks `raw` as new input (invisible formatting characters
+            /// refused) and wraps it.
+            pub fn parse(raw: impl Into<String>) -> Result<Self, ValueError> {
+                let raw: String = raw.into();
+                check_visible($field, &raw)?;
+                Self::read(raw)
+            }
+        }
+    };
     ($(#[$doc:meta])* $name:ident, $field:literal, |$raw:ident| $check:expr) => {
+        string_value!(@type $(#[$doc])* $name, |$raw| $check);
+
+        impl $name {
+            /// Checks `raw` and wraps it.
+            pub fn parse(raw: impl Into<String>) -> Result<Self, ValueError> {
+                Self::read(raw.into())
+            }
+        }
+    };
+    (@type $(#[$doc:meta])* $name:ident, |$raw:ident| $check:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
-            /// Checks `raw` and wraps it.
-            pub fn parse(raw: impl Into<String>) -> Result<Self, ValueError> {
-                let $raw: String = raw.into();
+            /// Checks `raw` as stored values are checked when read back.
+            fn read($raw: String) -> Result<Self, ValueError> {
                 $check?;
                 Ok(Self($raw))
             }
@@ -79,7 +139,7 @@ macro_rules! string_value {
         impl TryFrom<String> for $name {
             type Error = ValueError;
             fn try_from(raw: String) -> Result<Self, ValueError> {
-                Self::parse(raw)
+                Self::read(raw)
             }
         }
 
@@ -131,27 +191,27 @@ string_value!(
 );
 string_value!(
     /// The name a member shows to others.
-    DisplayName, "display name", |raw| check_text("display name", &raw, 1, 80)
+    DisplayName, "display name", text |raw| check_text("display name", &raw, 1, 80)
 );
 string_value!(
     /// A store's name.
-    StoreName, "store name", |raw| check_text("store name", &raw, 1, 120)
+    StoreName, "store name", text |raw| check_text("store name", &raw, 1, 120)
 );
 string_value!(
     /// A post's text.
-    PostBody, "post body", |raw| check_text("post body", &raw, 1, 5000)
+    PostBody, "post body", text |raw| check_text("post body", &raw, 1, 5000)
 );
 string_value!(
     /// The note that goes with a share; may be empty.
-    ShareMessage, "message", |raw| check_text("message", &raw, 0, 280)
+    ShareMessage, "message", text |raw| check_text("message", &raw, 0, 280)
 );
 string_value!(
     /// Why an admin adjusted a balance, or what a redemption was for.
-    Reason, "reason", |raw| check_text("reason", &raw, 1, 500)
+    Reason, "reason", text |raw| check_text("reason", &raw, 1, 500)
 );
 string_value!(
     /// An id or URL handed back by a social provider.
-    ExternalRef, "external reference", |raw| check_text("external reference", &raw, 1, 500)
+    ExternalRef, "external reference", text |raw| check_text("external reference", &raw, 1, 500)
 );
 string_value!(
     /// The storage key of an uploaded photo.
@@ -387,6 +447,19 @@ impl fmt::Display for Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_text_refuses_invisible_formatting_but_stored_text_is_still_read() {
+        for spoof in ["ann\u{202E}nimda", "a\u{2066}b", "zero\u{200B}width", "\u{FEFF}bom"] {
+            assert!(DisplayName::parse(spoof).is_err(), "{spoof:?}");
+            assert!(PostBody::parse(spoof).is_err(), "{spoof:?}");
+            let stored: DisplayName = serde_json::from_value(serde_json::json!(spoof)).expect("read back as stored");
+            assert_eq!(stored.as_str(), spoof);
+        }
+        // Joiners are part of emoji sequences and several scripts.
+        assert!(PostBody::parse("family \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}").is_ok());
+        assert!(DisplayName::parse("\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0647}\u{0645}").is_ok());
+    }
 
     #[test]
     fn points_refuse_zero_negative_and_huge() {

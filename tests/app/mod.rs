@@ -101,6 +101,9 @@ impl App {
         let log_file = std::fs::File::create(&log).expect("a log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_pointstream"));
         command.args(["serve", "--listen", "127.0.0.1:0"]).args(args).env("DATABASE_URL", url);
+        // Load and fault tests send far more than a caller's default rate;
+        // the rate limit's own test sets one with `--rate-limit-per-minute`.
+        command.env("POINTSTREAM_RATE_LIMIT_PER_MINUTE", "0");
         // Photos in a directory of the test's own unless `args` say otherwise.
         command.env("POINTSTREAM_MEDIA_DIR", media::scratch::scratch_dir());
         match secret {
@@ -373,9 +376,10 @@ pub fn setup(app: &App, members: &[&str], stores: &[(&str, &str)]) {
     }
 }
 
-/// A token for `role`, bound to `member` or `store`, valid for years.
+/// A token for `role`, bound to `member` or `store`, valid for an hour
+/// (well within the server's maximum token lifetime).
 pub fn token(role: Role, member: Option<&str>, store: Option<&str>) -> String {
-    sign(SECRET.as_bytes(), role, member, store, 4_000_000_000)
+    sign(SECRET.as_bytes(), role, member, store, in_an_hour())
 }
 
 /// An admin token that expired long ago.
@@ -385,13 +389,31 @@ pub fn expired_token() -> String {
 
 /// An admin token signed with another secret.
 pub fn foreign_token() -> String {
-    sign(b"some other secret", Role::Admin, None, None, 4_000_000_000)
+    sign(b"some other secret", Role::Admin, None, None, in_an_hour())
+}
+
+/// A token of `subject`'s for `role`, bound to `member` or `store`.
+pub fn token_of(subject: &str, role: Role, member: Option<&str>, store: Option<&str>) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+    let claims = Claims {
+        sub: subject.into(),
+        role,
+        member: member.map(str::to_string),
+        store: store.map(str::to_string),
+        exp: now + 3_600,
+    };
+    mint(SECRET.as_bytes(), &claims).expect("mints")
 }
 
 /// A token for `role` that expires `seconds` from now.
 pub fn token_expiring_in(role: Role, member: Option<&str>, store: Option<&str>, seconds: u64) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
     sign(SECRET.as_bytes(), role, member, store, now + seconds)
+}
+
+/// An hour from now, in seconds since the epoch.
+fn in_an_hour() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs() + 3_600
 }
 
 fn sign(secret: &[u8], role: Role, member: Option<&str>, store: Option<&str>, exp: u64) -> String {

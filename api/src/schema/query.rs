@@ -30,8 +30,17 @@ fn position_cursor(after: Option<String>) -> Result<Option<i64>> {
 
 /// A page costs what one row costs, times the rows asked for.
 fn page_complexity(first: Option<i32>, child_complexity: usize) -> usize {
-    usize::try_from(first.unwrap_or(20)).unwrap_or(0).max(1).saturating_mul(child_complexity)
+    let rows = usize::try_from(first.unwrap_or(20)).unwrap_or(0).max(1);
+    PAGE_QUERY_COST.saturating_add(rows.saturating_mul(child_complexity))
 }
+
+/// What a page costs besides its rows: one indexed range query.
+const PAGE_QUERY_COST: usize = 10;
+/// `balanceAt`: a ledger lookup by time.
+const BALANCE_AT_COST: usize = 20;
+/// `auditReport`: a replay of the whole log, compared with every read model
+/// (and at most one per request, see `documents::Reach`).
+const AUDIT_REPORT_COST: usize = 1_000;
 
 /// A page of rows ordered by position, one extra fetched to know whether more follow.
 fn connection<T: async_graphql::OutputType>(
@@ -104,6 +113,7 @@ impl QueryRoot {
 
     /// A member's balance at a store as it was at the instant `at`, from the
     /// ledger. Same access as `balances`.
+    #[graphql(complexity = "BALANCE_AT_COST")]
     async fn balance_at(&self, ctx: &Context<'_>, member: String, store: String, at: DateTime) -> Result<Long> {
         let claims = claims(ctx)?;
         permit(match claims.role {
@@ -252,6 +262,7 @@ impl QueryRoot {
     /// The audit (auditors and admins): every hash chain recomputed, and
     /// every read model compared row by row with a replay of the log. Reads
     /// the whole log: expect seconds on a large one.
+    #[graphql(complexity = "AUDIT_REPORT_COST + child_complexity")]
     async fn audit_report(&self, ctx: &Context<'_>) -> Result<AuditReport> {
         let claims = claims(ctx)?;
         permit(matches!(claims.role, Role::Admin | Role::Auditor))?;

@@ -226,7 +226,9 @@ async fn every_subscription_refuses_other_members_and_stores_and_serves_the_allo
     let deli = token(Role::Staff, None, Some("deli"));
     let admin = token(Role::Admin, None, None);
     let auditor = token(Role::Auditor, None, None);
-    let cases: [(&str, Vec<(&str, &String)>, Vec<&String>); 3] = [
+    // Each subscription, who is refused it (and with what), and who is served.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a String)>, Vec<&'a String>);
+    let cases: [Case; 3] = [
         (
             "subscription { walletUpdates(member: \"ann\") { delta } }",
             vec![("FORBIDDEN", &bob), ("FORBIDDEN", &cafe), ("FORBIDDEN", &deli)],
@@ -281,4 +283,39 @@ async fn every_subscription_refuses_other_members_and_stores_and_serves_the_allo
         assert_eq!(message["type"], "next", "{message}");
         assert!(message["payload"]["data"]["postSocialStatus"]["provider"].is_string(), "{message}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mutation_past_its_deadline_is_told_its_outcome_is_unknown_and_its_retry_is_safe() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let Some(db) = ScratchDatabase::mysql().await.unwrap_or_else(|e| panic!("{e}")) else { return };
+    let app = App::spawn(db, &["--mutation-deadline-ms", "500"]);
+    setup(&app, &["ann"], &[("cafe", "ann")]);
+    // Another connection holds the log head's row lock: every append waits.
+    let blocker = sea_orm::Database::connect(&app.url).await.expect("connects");
+    let lock = blocker.begin().await.expect("begins");
+    lock.execute_unprepared("UPDATE log_head SET position = position").await.expect("locks the log head");
+    let staff = token(Role::Staff, None, Some("cafe"));
+    let earn = "mutation { earnPoints(member: \"ann\", store: \"cafe\", purchaseRef: \"r-late\", amount: 5000, \
+                idempotencyKey: \"late-1\") { position replayed } }";
+    let client = app.client.clone();
+    let bearer = staff.clone();
+    let late = tokio::task::spawn_blocking(move || client.graphql(Some(&bearer), earn, json!({})))
+        .await
+        .expect("the request ends");
+    assert_eq!(code(&late), "OUTCOME_UNKNOWN", "{late}");
+    assert!(late["errors"][0]["message"].as_str().is_some_and(|m| m.contains("idempotencyKey")), "{late}");
+    lock.rollback().await.expect("releases the lock");
+    // The retry with the same key answers with the one outcome, whether the
+    // first attempt landed after all or not.
+    let retry = app.graphql(Some(&staff), earn, json!({}));
+    assert!(retry["data"]["earnPoints"]["position"].as_i64().is_some(), "{retry}");
+    let again = app.graphql(Some(&staff), earn, json!({}));
+    assert_eq!(again["data"]["earnPoints"]["replayed"], true, "{again}");
+    let events = app.graphql(
+        Some(&token(Role::Admin, None, None)),
+        "{ events(first: 100, eventType: \"PointsEarned\") { edges { node { position } } } }",
+        json!({}),
+    );
+    assert_eq!(events["data"]["events"]["edges"].as_array().map(Vec::len), Some(1), "recorded once: {events}");
 }

@@ -5,8 +5,13 @@
 //! checkpoint: a restarted relay continues after the newest entry and can
 //! neither skip nor repeat an event. If Redis comes back empty (it keeps
 //! nothing on disk), the relay fills the stream again from the start of the
-//! log, still once each, in order. Entries are written in pipelined batches
-//! and the stream is trimmed to about `max_len` entries (`MAXLEN ~`).
+//! log, still once each, in order. Each batch is one server-side script that
+//! appends only if the stream still ends where the batch was read for, and
+//! the stream is trimmed to about `max_len` entries (`MAXLEN ~`). The check
+//! runs in Redis, at the moment of the append, so no reconnect can reorder
+//! it: a batch read against a stream that has since restarted empty (the
+//! client replays queued commands to the new server) writes nothing, and the
+//! next batch starts again from the stream's real end.
 //!
 //! One relay is active across processes (a lease in the database); another
 //! takes over when its holder dies. Should two ever overlap, each writes a
@@ -17,7 +22,6 @@ use std::time::Duration;
 
 use eventstore::{EventStore, RecordedEvent};
 use fred::prelude::*;
-use fred::types::streams::XCap;
 use projections::lease::Lease;
 use tokio::sync::watch;
 
@@ -82,27 +86,59 @@ pub fn fields(event: &RecordedEvent) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Appends a batch to the stream `KEYS[1]` only if its newest entry is
+/// still `ARGV[1]` (empty: the stream is empty or missing); `ARGV[2]` is the
+/// approximate length to trim to, then each entry is its id, its number of
+/// fields and the fields. Answers how many entries it added, or -1 (adding
+/// none) when the stream ends elsewhere.
+const CONDITIONAL_APPEND: &str = r#"
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local ends_at = ''
+if #newest > 0 then ends_at = newest[1][1] end
+if ends_at ~= ARGV[1] then return -1 end
+local i = 3
+local added = 0
+while i <= #ARGV do
+  local fields = tonumber(ARGV[i + 1])
+  local command = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[i]}
+  for j = i + 2, i + 1 + 2 * fields do command[#command + 1] = ARGV[j] end
+  redis.call(unpack(command))
+  added = added + 1
+  i = i + 2 + 2 * fields
+end
+return added
+"#;
+
 /// Copies the next batch of events after the stream's newest entry; returns
-/// the position the stream then ends at and how many entries were added.
+/// the position the stream then ends at and how many entries were added (0,
+/// and the position read, when the stream moved meanwhile: another relay
+/// wrote, or Redis restarted empty; the next step reads it again).
 pub async fn step(store: &EventStore, redis: &Client, config: &RelayConfig) -> Result<(u64, u64), WorkerError> {
     let after = relayed(redis, &config.stream).await?;
     let events = store.read_from(after, config.batch).await?;
     let Some(last) = events.last().map(|e| e.position) else { return Ok((after, 0)) };
-    let pipeline = redis.pipeline();
+    let ends_at = if after == 0 { String::new() } else { format!("{after}-0") };
+    let mut args: Vec<String> = Vec::with_capacity(2 + events.len() * 20);
+    args.push(ends_at);
+    args.push(config.max_len.to_string());
     for event in &events {
-        let cap = XCap::try_from(("MAXLEN", "~", config.max_len))?;
-        let () = pipeline.xadd(&config.stream, false, cap, format!("{}-0", event.position), fields(event)).await?;
-    }
-    let mut added = 0;
-    for result in pipeline.try_all::<Value>().await {
-        match result {
-            Ok(_) => added += 1,
-            // Another relay wrote this id first: the entry is there.
-            Err(error) if error.details().contains("equal or smaller") => {}
-            Err(error) => return Err(error.into()),
+        let fields = fields(event);
+        args.push(format!("{}-0", event.position));
+        args.push(fields.len().to_string());
+        for (name, value) in fields {
+            args.push(name.to_string());
+            args.push(value);
         }
     }
-    Ok((last, added))
+    let added: i64 = redis.eval(CONDITIONAL_APPEND, vec![config.stream.clone()], args).await?;
+    match u64::try_from(added) {
+        Ok(added) => Ok((last, added)),
+        Err(_) => {
+            tracing::warn!(stream = %config.stream, read_at = after, "the stream moved while a batch was read; reading it again");
+            metrics::counter!("pointstream_relay_batches_moved_total").increment(1);
+            Ok((after, 0))
+        }
+    }
 }
 
 /// Runs the relay until `shutdown` turns true: takes the lease (or waits for

@@ -95,3 +95,62 @@ async fn the_stream_holds_every_event_once_in_order_across_relay_and_redis_resta
     second.await.expect("stops").expect("ran cleanly");
     drop(server);
 }
+
+/// Redis killed at random points while the relay writes and restarted empty,
+/// round after round: a batch read against the old stream must not land on
+/// the new one (which would leave the start of the log out for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarting_empty_mid_batch_never_leaves_a_gap() {
+    const ROUNDS: usize = 20;
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann", "bob"]).await;
+    earns(&store, 0, 2_000).await;
+    let mut server = RedisServer::start();
+    let config = RelayConfig { batch: 256, ..RelayConfig::new("rounds") };
+    let (stop, shutdown) = watch::channel(false);
+    let relay = tokio::spawn({
+        let (store, config, shutdown, url) = (store.clone(), config.clone(), shutdown.clone(), server.url());
+        async move {
+            let redis = workers::redis::connect(&url).await.expect("connects");
+            relay::run(store, redis, config, shutdown).await
+        }
+    });
+    let writer = tokio::spawn({
+        let store = store.clone();
+        async move { earns(&store, 2_000, 2_000 + ROUNDS * 40).await }
+    });
+    let redis = workers::redis::connect(&server.url()).await.expect("connects");
+    let mut moved_under_the_relay = 0;
+    for round in 0..ROUNDS {
+        // Wait until the relay is writing (the stream grows), then kill Redis
+        // a few milliseconds later, somewhere inside a batch.
+        let before = relay::relayed(&redis, &config.stream).await.unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while relay::relayed(&redis, &config.stream).await.unwrap_or(0) == before {
+            assert!(Instant::now() < deadline, "round {round}: the relay does not write");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis((round % 5) as u64)).await;
+        let port = server.kill();
+        server = RedisServer::start_on(port);
+        if relay::relayed(&redis, &config.stream).await.unwrap_or(0) > 0 {
+            moved_under_the_relay += 1;
+        }
+    }
+    writer.await.expect("the writer finished");
+    let head = store.read_head().await.expect("head");
+    wait_until_relayed(&redis, &config.stream, head).await;
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis.xrange(&config.stream, "-", "+", None).await.expect("the stream reads");
+    let ids: Vec<u64> = entries.iter().map(|(id, _)| relay::position_of(id).expect("a relayed id")).collect();
+    assert_eq!(
+        ids.len() as u64,
+        head,
+        "every event once ({moved_under_the_relay} rounds saw writes right after the restart)"
+    );
+    assert_eq!(ids, (1..=head).collect::<Vec<_>>(), "in position order, from the start of the log");
+    stop.send_replace(true);
+    relay.await.expect("stops").expect("ran cleanly");
+    drop(server);
+}

@@ -86,6 +86,9 @@ pub struct Limits {
     pub stream_uploads: bool,
     /// Whether the schema answers introspection (`__schema`, `__type`).
     pub introspection: bool,
+    /// How long a mutation's command may take before the client is told
+    /// its outcome is unknown (`OUTCOME_UNKNOWN`).
+    pub mutation_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -102,6 +105,7 @@ impl Default for Limits {
             upload_memory_total: 64 << 20,
             stream_uploads: true,
             introspection: true,
+            mutation_deadline: Duration::from_secs(10),
         }
     }
 }

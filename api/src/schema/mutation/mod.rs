@@ -55,7 +55,21 @@ async fn run<A: Model>(ctx: &Context<'_>, claims: &Claims, run: Run<'_, A>) -> R
         ..CommandContext::default()
     };
     let started = Instant::now();
-    let outcome = state.store.execute::<A>(run.id, run.command, context).await.map_err(command_error)?;
+    let deadline = state.limits.mutation_deadline;
+    let outcome = match tokio::time::timeout(deadline, state.store.execute::<A>(run.id, run.command, context)).await {
+        Ok(outcome) => outcome.map_err(command_error)?,
+        Err(_) => {
+            metrics::counter!("pointstream_mutation_deadlines_total", "command" => run.kind).increment(1);
+            return Err(coded(
+                "OUTCOME_UNKNOWN",
+                format!(
+                    "the command did not finish within {} ms: it may or may not be recorded; retrying it with the \
+                     same idempotencyKey is safe (a recorded command answers with its first outcome)",
+                    deadline.as_millis()
+                ),
+            ));
+        }
+    };
     metrics::histogram!("pointstream_command_seconds", "command" => run.kind).record(started.elapsed().as_secs_f64());
     let checkpoints = ctx.data::<Checkpoints>()?;
     wait_for_projection(checkpoints, state.read_timeout, run.projection, outcome.last_position).await?;

@@ -264,7 +264,7 @@ impl Extension for ForRequest {
 
     async fn parse_query(
         &self,
-        _ctx: &ExtensionContext<'_>,
+        ctx: &ExtensionContext<'_>,
         query: &str,
         variables: &Variables,
         _next: NextParseQuery<'_>,
@@ -274,12 +274,47 @@ impl Extension for ForRequest {
         // document whose fragments each spread the next twice turns into
         // exponential work. `Reach::check` measures the same, linearly.
         check_variables(variables)?;
+        let operation = self.state().and_then(|mut state| state.operation.take());
+        let document = self.document(query, variables, operation.clone())?;
+        crate::transport::check_over_get(ctx, &document, operation.as_deref())?;
+        Ok(document)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let validation = self.state().map(|mut state| std::mem::take(&mut state.validation)).unwrap_or_default();
+        if let Validation::Kept(validated) = validation {
+            return Ok(validated);
+        }
+        let result = next.run(ctx).await?;
+        if let Validation::ToKeep { query, shape } = validation
+            && let Some(mut kept) = self.documents.kept()
+            && let Some(kept) = kept.get_mut(&query)
+            && kept.validated.len() < SHAPES_PER_DOCUMENT
+        {
+            kept.validated.insert(shape, result);
+        }
+        Ok(result)
+    }
+}
+
+impl ForRequest {
+    /// `query`'s document, kept or parsed, within the limits; notes what is
+    /// known of its validation for `operation` and `variables`.
+    fn document(
+        &self,
+        query: &str,
+        variables: &Variables,
+        operation: Option<String>,
+    ) -> ServerResult<ExecutableDocument> {
         if query.len() > MAX_KEPT_QUERY_BYTES {
             let document = parse(query)?;
             self.documents.reach.check(&document).map_err(|message| ServerError::new(message, None))?;
             return Ok(document);
         }
-        let operation = self.state().and_then(|mut state| state.operation.take());
         let found = self.documents.kept().and_then(|mut kept| {
             let kept = kept.get(query)?;
             if let Err(refused) = &kept.within {
@@ -314,26 +349,6 @@ impl Extension for ForRequest {
             };
         }
         Ok(document)
-    }
-
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let validation = self.state().map(|mut state| std::mem::take(&mut state.validation)).unwrap_or_default();
-        if let Validation::Kept(validated) = validation {
-            return Ok(validated);
-        }
-        let result = next.run(ctx).await?;
-        if let Validation::ToKeep { query, shape } = validation
-            && let Some(mut kept) = self.documents.kept()
-            && let Some(kept) = kept.get_mut(&query)
-            && kept.validated.len() < SHAPES_PER_DOCUMENT
-        {
-            kept.validated.insert(shape, result);
-        }
-        Ok(result)
     }
 }
 

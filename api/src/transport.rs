@@ -20,9 +20,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
-};
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute};
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{ServerError, ServerResult, Variables};
 use lru::LruCache;
@@ -88,19 +86,15 @@ impl Progress {
 #[derive(Debug, Clone, Copy)]
 pub struct OverGet;
 
-/// The schema extension that records a request's [`Progress`] and keeps GET
-/// to queries.
+/// The schema extension that records a request's [`Progress`]; GET is kept
+/// to queries by [`check_over_get`], which `documents` calls once it has
+/// the document.
 pub struct Transport;
 
 impl ExtensionFactory for Transport {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(TransportRequest { operation: Mutex::new(None) })
+        Arc::new(Transport)
     }
-}
-
-struct TransportRequest {
-    /// The operation the request selects, as it came.
-    operation: Mutex<Option<String>>,
 }
 
 /// The kind of the operation `name` selects in `document` (the only one when
@@ -114,40 +108,26 @@ fn selected_kind(document: &ExecutableDocument, name: Option<&str>) -> Option<Op
     .map(|(_, operation)| operation.node.ty)
 }
 
+/// Refuses a request that came over GET ([`OverGet`]) and selects a
+/// mutation or subscription, recording it in its [`Progress`] (405).
+pub(crate) fn check_over_get(
+    ctx: &ExtensionContext<'_>,
+    document: &ExecutableDocument,
+    operation: Option<&str>,
+) -> ServerResult<()> {
+    if ctx.data_opt::<OverGet>().is_none()
+        || selected_kind(document, operation).is_none_or(|kind| kind == OperationType::Query)
+    {
+        return Ok(());
+    }
+    if let Some(progress) = ctx.data_opt::<Arc<Progress>>() {
+        progress.refused_over_get.store(true, Ordering::Relaxed);
+    }
+    Err(ServerError::new("GET runs queries only: send mutations with POST", None))
+}
+
 #[async_trait::async_trait]
-impl Extension for TransportRequest {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: async_graphql::Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<async_graphql::Request> {
-        if let Ok(mut operation) = self.operation.lock() {
-            operation.clone_from(&request.operation_name);
-        }
-        next.run(ctx, request).await
-    }
-
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        if ctx.data_opt::<OverGet>().is_some() {
-            let operation = self.operation.lock().ok().and_then(|operation| operation.clone());
-            if selected_kind(&document, operation.as_deref()).is_some_and(|kind| kind != OperationType::Query) {
-                if let Some(progress) = ctx.data_opt::<Arc<Progress>>() {
-                    progress.refused_over_get.store(true, Ordering::Relaxed);
-                }
-                return Err(ServerError::new("GET runs queries only: send mutations with POST", None));
-            }
-        }
-        Ok(document)
-    }
-
+impl Extension for Transport {
     async fn execute(
         &self,
         ctx: &ExtensionContext<'_>,

@@ -41,6 +41,14 @@ async fn wait_until_relayed(redis: &Client, stream: &str, head: u64) {
     }
 }
 
+/// The stream's entry ids, as positions: every event once, in position order,
+/// must read `1..=head`.
+async fn stream_positions(redis: &Client, stream: &str) -> Vec<(u64, Vec<(String, String)>)> {
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis.xrange(stream, "-", "+", None).await.expect("the stream reads");
+    entries.into_iter().map(|(id, fields)| (relay::position_of(&id).expect("a relayed id"), fields)).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_holds_every_event_once_in_order_across_relay_and_redis_restarts() {
     let Some(db) = scratch(Backend::Mysql).await else { return };
@@ -79,9 +87,8 @@ async fn the_stream_holds_every_event_once_in_order_across_relay_and_redis_resta
     let head = store.read_head().await.expect("head");
     wait_until_relayed(&redis, &config.stream, head).await;
 
-    let entries: Vec<(String, Vec<(String, String)>)> =
-        redis.xrange(&config.stream, "-", "+", None).await.expect("the stream reads");
-    let ids: Vec<u64> = entries.iter().map(|(id, _)| relay::position_of(id).expect("a relayed id")).collect();
+    let entries = stream_positions(&redis, &config.stream).await;
+    let ids: Vec<u64> = entries.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, (1..=head).collect::<Vec<_>>(), "every event once, in position order");
     let log = store.read_from(0, head).await.expect("the log reads");
     for ((id, fields), event) in entries.iter().zip(&log) {
@@ -141,9 +148,7 @@ async fn redis_restarting_empty_mid_batch_never_leaves_a_gap() {
     writer.await.expect("the writer finished");
     let head = store.read_head().await.expect("head");
     wait_until_relayed(&redis, &config.stream, head).await;
-    let entries: Vec<(String, Vec<(String, String)>)> =
-        redis.xrange(&config.stream, "-", "+", None).await.expect("the stream reads");
-    let ids: Vec<u64> = entries.iter().map(|(id, _)| relay::position_of(id).expect("a relayed id")).collect();
+    let ids: Vec<u64> = stream_positions(&redis, &config.stream).await.into_iter().map(|(id, _)| id).collect();
     assert_eq!(
         ids.len() as u64,
         head,

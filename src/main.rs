@@ -65,10 +65,45 @@ struct Cli {
     /// Address the API listens on (port 0: any free port).
     #[arg(long, env = "POINTSTREAM_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     listen: String,
-    /// Secret that signs and checks bearer tokens (HS256). Without it a fixed
-    /// development secret is used, and `serve` says so.
+    /// Secret that signs and checks bearer tokens (HS256). Without it (and
+    /// without `--oidc-jwks-url`) a fixed development secret is used, `serve`
+    /// says so, and refuses to listen beyond loopback.
     #[arg(long, env = "POINTSTREAM_JWT_SECRET", global = true, hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// An OpenID Connect provider's JWKS URL: bearer tokens are checked
+    /// against its keys (RS256, ES256, EdDSA), and HS256 tokens are refused.
+    #[arg(long, env = "POINTSTREAM_OIDC_JWKS_URL", global = true)]
+    oidc_jwks_url: Option<String>,
+    /// The issuer (`iss`) every provider token must carry.
+    #[arg(long, env = "POINTSTREAM_OIDC_ISSUER", global = true)]
+    oidc_issuer: Option<String>,
+    /// The audience every provider token's `aud` must name.
+    #[arg(long, env = "POINTSTREAM_OIDC_AUDIENCE", global = true)]
+    oidc_audience: Option<String>,
+    /// The claim that holds the caller's role (a string, or an array whose
+    /// first pointstream role counts); a dotted path reaches into objects.
+    #[arg(long, env = "POINTSTREAM_OIDC_ROLE_CLAIM", default_value = "role", global = true)]
+    oidc_role_claim: String,
+    /// The claim that holds the member a member token acts as.
+    #[arg(long, env = "POINTSTREAM_OIDC_MEMBER_CLAIM", default_value = "member", global = true)]
+    oidc_member_claim: String,
+    /// The claim that holds the store a staff token works at.
+    #[arg(long, env = "POINTSTREAM_OIDC_STORE_CLAIM", default_value = "store", global = true)]
+    oidc_store_claim: String,
+    /// How far the provider's clock may be off, in seconds (`exp`, `nbf`, `iat`).
+    #[arg(long, env = "POINTSTREAM_OIDC_LEEWAY_SECS", default_value_t = auth::jwks::DEFAULT_LEEWAY_SECS, global = true)]
+    oidc_leeway_secs: u64,
+    /// How often the provider's keys are fetched again, in seconds.
+    #[arg(long, env = "POINTSTREAM_OIDC_REFRESH_SECS", default_value_t = auth::jwks::DEFAULT_REFRESH_SECS, global = true)]
+    oidc_refresh_secs: u64,
+    /// The least time between two fetches of the keys for tokens that name
+    /// an unknown key (and before retrying a failed fetch), in seconds.
+    #[arg(long, env = "POINTSTREAM_OIDC_MIN_REFRESH_SECS", default_value_t = auth::jwks::DEFAULT_MIN_REFRESH_SECS, global = true)]
+    oidc_min_refresh_secs: u64,
+    /// The longest a bearer token may live, in seconds: `exp` − `iat`, or
+    /// `exp` − now for a token without `iat`.
+    #[arg(long, env = "POINTSTREAM_MAX_TOKEN_LIFETIME_SECS", default_value_t = auth::DEFAULT_MAX_TOKEN_LIFETIME_SECS, global = true)]
+    max_token_lifetime_secs: u64,
     /// How long a mutation waits for its read model to show the change, in milliseconds.
     #[arg(long, env = "POINTSTREAM_READ_TIMEOUT_MS", default_value_t = 5_000, global = true)]
     read_timeout_ms: u64,
@@ -93,6 +128,22 @@ struct Cli {
     /// Unset: loopback origins when listening on loopback, none otherwise.
     #[arg(long, env = "POINTSTREAM_CORS_ORIGINS", global = true)]
     cors_origins: Option<String>,
+    /// Requests per minute each caller (a token's subject, else an address)
+    /// may make, sustained; 0 turns rate limiting off.
+    #[arg(long, env = "POINTSTREAM_RATE_LIMIT_PER_MINUTE", default_value_t = api::rate::RateLimit::default().per_minute, global = true)]
+    rate_limit_per_minute: u32,
+    /// Requests a caller may make at once on top of the sustained rate.
+    #[arg(long, env = "POINTSTREAM_RATE_LIMIT_BURST", default_value_t = api::rate::RateLimit::default().burst, global = true)]
+    rate_limit_burst: u32,
+    /// How long a mutation's command may take, in milliseconds, before the
+    /// client is told its outcome is unknown (`OUTCOME_UNKNOWN`; a retry with
+    /// the same idempotency key is safe).
+    #[arg(long, env = "POINTSTREAM_MUTATION_DEADLINE_MS", default_value_t = 10_000, global = true)]
+    mutation_deadline_ms: u64,
+    /// How long `/readyz` waits for each dependency (database, photo store,
+    /// Redis), in milliseconds.
+    #[arg(long, env = "POINTSTREAM_READY_TIMEOUT_MS", default_value_t = 2_000, global = true)]
+    ready_timeout_ms: u64,
     /// How long a WebSocket may take to send `connection_init`, in milliseconds.
     #[arg(long, env = "POINTSTREAM_WS_INIT_TIMEOUT_MS", default_value_t = 10_000, global = true)]
     ws_init_timeout_ms: u64,
@@ -211,7 +262,7 @@ enum Command {
         /// The store a staff token works at.
         #[arg(long)]
         store: Option<String>,
-        /// Hours until it expires.
+        /// Hours until it expires (within --max-token-lifetime-secs).
         #[arg(long, default_value_t = 24)]
         hours: u64,
     },
@@ -305,17 +356,36 @@ async fn main() -> anyhow::Result<ExitCode> {
         .init();
     let cli = Cli::parse();
     let secret = cli.jwt_secret.clone().unwrap_or_else(|| DEV_SECRET.to_string()).into_bytes();
+    let max_token_lifetime = Duration::from_secs(cli.max_token_lifetime_secs.max(1));
     match &cli.command {
         Some(Command::Schema) => {
             print!("{}", api::sdl());
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Token { role, member, store, hours }) => {
-            println!("{}", token(&secret, role, member.clone(), store.clone(), *hours)?);
+            if let Some(url) = &cli.oidc_jwks_url {
+                anyhow::bail!(
+                    "tokens come from the identity provider (--oidc-jwks-url {url}): the server refuses HS256 tokens"
+                );
+            }
+            let lifetime = Duration::from_secs(hours.saturating_mul(3_600));
+            if lifetime > max_token_lifetime {
+                anyhow::bail!(
+                    "--hours {hours} is over the maximum token lifetime of {} s (--max-token-lifetime-secs, \
+                     POINTSTREAM_MAX_TOKEN_LIFETIME_SECS): the server would refuse the token",
+                    max_token_lifetime.as_secs()
+                );
+            }
+            println!("{}", token(&secret, role, member.clone(), store.clone(), lifetime)?);
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
     }
+    // Checked before anything is opened: a server that must not start does not wait for a database first.
+    let identity = match &cli.command {
+        None | Some(Command::Serve) => Some(token_config(&cli, &secret, max_token_lifetime)?),
+        _ => None,
+    };
     let config = EventStoreConfig {
         snapshot_every: cli.snapshot_every,
         append_scripts: cli.append_scripts,
@@ -364,9 +434,12 @@ async fn main() -> anyhow::Result<ExitCode> {
             let api = Api {
                 origins,
                 ws_init_timeout: Duration::from_millis(cli.ws_init_timeout_ms.max(1)),
+                rate_limit: api::rate::RateLimit { per_minute: cli.rate_limit_per_minute, burst: cli.rate_limit_burst },
+                ready_timeout: Duration::from_millis(cli.ready_timeout_ms.max(1)),
                 listen: cli.listen.clone(),
                 secret,
-                dev_secret: cli.jwt_secret.is_none(),
+                dev_secret: cli.jwt_secret.is_none() && cli.oidc_jwks_url.is_none(),
+                identity: identity.context("the token configuration is made for serve")?,
                 read_timeout: Duration::from_millis(cli.read_timeout_ms),
                 limits: Limits {
                     max_depth: cli.max_depth,
@@ -380,6 +453,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     upload_memory_total: cli.upload_memory_total,
                     stream_uploads: cli.stream_uploads,
                     introspection: cli.introspection,
+                    mutation_deadline: Duration::from_millis(cli.mutation_deadline_ms.max(1)),
                 },
                 tokens: vault,
                 media,
@@ -465,9 +539,15 @@ struct Api {
     origins: api::cors::AllowedOrigins,
     /// How long a WebSocket may take to send `connection_init`.
     ws_init_timeout: Duration,
+    /// How many requests each caller may make.
+    rate_limit: api::rate::RateLimit,
+    /// How long `/readyz` waits for each dependency.
+    ready_timeout: Duration,
     listen: String,
     secret: Vec<u8>,
     dev_secret: bool,
+    /// How bearer tokens are checked.
+    identity: auth::TokenConfig,
     read_timeout: Duration,
     limits: Limits,
     tokens: Option<TokenVault>,
@@ -476,6 +556,45 @@ struct Api {
     /// store point at the bound address.
     api_url: Option<String>,
     photo_url_ttl: Duration,
+}
+
+/// How `serve` checks bearer tokens: against the provider's keys with a
+/// JWKS URL, else with `secret`. Refuses the development secret beyond
+/// loopback, where anyone who has read the source could mint an admin token.
+fn token_config(cli: &Cli, secret: &[u8], max_lifetime: Duration) -> anyhow::Result<auth::TokenConfig> {
+    let Some(url) = &cli.oidc_jwks_url else {
+        if cli.oidc_issuer.is_some() || cli.oidc_audience.is_some() {
+            anyhow::bail!("--oidc-issuer and --oidc-audience need --oidc-jwks-url (POINTSTREAM_OIDC_JWKS_URL)");
+        }
+        if cli.jwt_secret.is_none() && !listens_on_loopback(&cli.listen) {
+            anyhow::bail!(
+                "refusing to serve on {} with the development secret, with which anyone can mint an admin token: \
+                 set --jwt-secret (POINTSTREAM_JWT_SECRET) or --oidc-jwks-url (POINTSTREAM_OIDC_JWKS_URL), \
+                 or listen on a loopback address (--listen 127.0.0.1:8080)",
+                cli.listen
+            );
+        }
+        return Ok(auth::TokenConfig { source: auth::TokenSource::Secret(secret.to_vec()), max_lifetime });
+    };
+    let mut oidc = auth::OidcConfig::new(url).map_err(|e| anyhow::anyhow!("--oidc-jwks-url: {e}"))?;
+    oidc.issuer = cli.oidc_issuer.clone();
+    oidc.audience = cli.oidc_audience.clone();
+    oidc.claims = auth::ClaimNames {
+        role: cli.oidc_role_claim.clone(),
+        member: cli.oidc_member_claim.clone(),
+        store: cli.oidc_store_claim.clone(),
+    };
+    oidc.leeway = Duration::from_secs(cli.oidc_leeway_secs);
+    // Never zero: the keys would be fetched without pause.
+    oidc.refresh = Duration::from_secs(cli.oidc_refresh_secs.max(1));
+    oidc.min_refresh = Duration::from_secs(cli.oidc_min_refresh_secs);
+    tracing::info!(jwks = url, issuer = ?oidc.issuer, audience = ?oidc.audience, "bearer tokens are checked against the identity provider's keys");
+    if cli.jwt_secret.is_none() && cli.s3_bucket.is_none() && !listens_on_loopback(&cli.listen) {
+        tracing::warn!(
+            "no POINTSTREAM_JWT_SECRET: the photo URLs of the directory store are signed with the development secret"
+        );
+    }
+    Ok(auth::TokenConfig { source: auth::TokenSource::Oidc(oidc), max_lifetime })
 }
 
 /// Whether `listen` (`host:port`) is a loopback address only.
@@ -502,27 +621,22 @@ async fn media_store(cli: &Cli, secret: &[u8], base_url: &str) -> MediaStore {
     }
 }
 
+/// A development token for `role`, signed with `secret`, that expires `lifetime` from now.
 fn token(
     secret: &[u8],
     role: &str,
     member: Option<String>,
     store: Option<String>,
-    hours: u64,
+    lifetime: Duration,
 ) -> anyhow::Result<String> {
-    let role = match role {
-        "member" => Role::Member,
-        "staff" => Role::Staff,
-        "admin" => Role::Admin,
-        "auditor" => Role::Auditor,
-        other => anyhow::bail!("unknown role {other:?}: member, staff, admin or auditor"),
-    };
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + hours * 3_600;
+    let role = Role::from_name(role)
+        .ok_or_else(|| anyhow::anyhow!("unknown role {role:?}: member, staff, admin or auditor"))?;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + lifetime.as_secs();
     let sub = member.clone().or_else(|| store.clone()).unwrap_or_else(|| format!("{role:?}").to_lowercase());
     let claims = Claims { sub, role, member, store, exp };
-    let token = auth::mint(secret, &claims)?;
     // Refuses what the server would refuse (a member token without a member ...).
-    auth::verify(secret, &token).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(token)
+    claims.check_binding().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(auth::mint(secret, &claims)?)
 }
 
 /// The social workers' streams and limits, from the configuration.
@@ -648,15 +762,22 @@ async fn serve(
             };
             let listen = api.listen.clone();
             // Only a server on the development secret hands its token to GraphiQL.
-            let dev_token = if api.dev_secret { Some(token(&api.secret, "admin", None, None, 24)?) } else { None };
+            let dev_token = if api.dev_secret {
+                let lifetime = api.identity.max_lifetime.min(Duration::from_secs(24 * 3_600));
+                Some(token(&api.secret, "admin", None, None, lifetime)?)
+            } else {
+                None
+            };
             let http = api::server::HttpConfig {
-                secret: api.secret.clone(),
+                tokens: api.identity,
                 origins: api.origins,
                 playground: api::graphiql::Playground {
                     dev_token: dev_token.clone(),
                     introspection: api.limits.introspection,
                 },
                 ws_init_timeout: api.ws_init_timeout,
+                rate_limit: api.rate_limit,
+                ready_timeout: api.ready_timeout,
             };
             let api_url = api.api_url;
             let app = move |address: &str| {

@@ -23,6 +23,7 @@ pub mod documents;
 pub mod errors;
 pub mod graphiql;
 pub mod multipart;
+pub mod rate;
 pub mod schema;
 pub mod server;
 pub mod tail;

@@ -15,6 +15,7 @@ use async_graphql_poem::GraphQLProtocol;
 use fred::prelude::ClientLike;
 use poem::http::{HeaderMap, Method, StatusCode, header};
 use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::RemoteAddr;
 use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::web::{Data, Path, Query};
 use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Route, Server, get, handler};
@@ -26,31 +27,39 @@ use crate::cors::{AllowedOrigins, Cors};
 use crate::errors::code_of;
 use crate::graphiql::Playground;
 use crate::multipart::UploadMemory;
+use crate::rate::{RateLimit, RateLimiter};
 use crate::schema::{ApiSchema, ApiState, Caller, Limits, RequestLoaders};
 use crate::transport::{MediaType, OverGet, PersistedQueries, Progress};
 
 /// How the HTTP layer is set up, besides the schema and its state.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// The secret bearer tokens are signed with.
-    pub secret: Vec<u8>,
+    /// How bearer tokens are checked: a shared secret or an identity provider's keys.
+    pub tokens: auth::TokenConfig,
     /// Which browser origins may call the API.
     pub origins: AllowedOrigins,
     /// What the GraphiQL page is told.
     pub playground: Playground,
     /// How long a WebSocket may wait before its `connection_init`.
     pub ws_init_timeout: Duration,
+    /// How many requests each caller may make.
+    pub rate_limit: RateLimit,
+    /// How long `/readyz` waits for each dependency.
+    pub ready_timeout: Duration,
 }
 
 impl HttpConfig {
-    /// Tokens signed with `secret`; loopback origins; GraphiQL with
-    /// introspection and no token; 10 s for a WebSocket's `connection_init`.
+    /// Tokens signed with `secret` (HS256, living at most a day); loopback
+    /// origins; GraphiQL with introspection and no token; 10 s for a
+    /// WebSocket's `connection_init`.
     pub fn new(secret: Vec<u8>) -> Self {
         HttpConfig {
-            secret,
+            tokens: auth::TokenConfig::secret(secret),
             origins: AllowedOrigins::Loopback,
             playground: Playground { dev_token: None, introspection: true },
             ws_init_timeout: Duration::from_secs(10),
+            rate_limit: RateLimit::default(),
+            ready_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -64,6 +73,8 @@ pub struct Http {
     persisted: PersistedQueries,
     playground: Playground,
     ws_init_timeout: Duration,
+    limiter: RateLimiter,
+    ready_timeout: Duration,
 }
 
 #[handler]
@@ -167,10 +178,10 @@ fn media_type(headers: &HeaderMap) -> MediaType {
 }
 
 /// The caller a request's `Authorization` header names, or why its token is refused.
-fn caller_of(http: &Http, headers: &HeaderMap) -> Result<Caller, auth::AuthError> {
+async fn caller_of(http: &Http, headers: &HeaderMap) -> Result<Caller, auth::AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
     let value = value.to_str().map_err(|_| auth::AuthError::Malformed)?;
-    http.tokens.from_header(value).map(Caller::Authenticated)
+    http.tokens.from_header(value).await.map(Caller::Authenticated)
 }
 
 /// The answer to a request whose token is refused, whatever it asks:
@@ -259,13 +270,39 @@ struct Errors<'a> {
     errors: &'a [async_graphql::ServerError],
 }
 
+/// `Ok` if the caller (its token's subject, else its address) is within its
+/// rate, else the answer: `RATE_LIMITED` with 429 and `Retry-After`.
+#[allow(clippy::result_large_err)] // The refusal is the response, built once.
+fn within_rate(http: &Http, caller: &Caller, remote: &RemoteAddr) -> Result<(), poem::Response> {
+    let key = match caller {
+        Caller::Authenticated(claims) => crate::rate::Caller::Subject(claims.sub.clone()),
+        _ => match remote.as_socket_addr() {
+            Some(address) => crate::rate::Caller::Address(address.ip()),
+            None => return Ok(()),
+        },
+    };
+    http.limiter.check(&key).map_err(|wait| {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = refused_with(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!("too many requests: try again in {seconds} s"),
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, poem::http::HeaderValue::from(seconds.max(1)));
+        response
+    })
+}
+
 #[handler]
-async fn graphql_post(http: Data<&Arc<Http>>, headers: &HeaderMap, body: Body) -> poem::Response {
+async fn graphql_post(http: Data<&Arc<Http>>, headers: &HeaderMap, remote: &RemoteAddr, body: Body) -> poem::Response {
     let started = std::time::Instant::now();
-    let caller = match caller_of(&http, headers) {
+    let caller = match caller_of(&http, headers).await {
         Ok(caller) => caller,
         Err(reason) => return unauthenticated(headers, reason),
     };
+    if let Err(refusal) = within_rate(&http, &caller, remote) {
+        return refusal;
+    }
     // Only a caller who may upload at all has a photo put into S3 as it arrives.
     let media = matches!(caller, Caller::Authenticated(_)).then_some(&http.state.media);
     let request = match read_request(&http.state.limits, &http.uploads, media, headers, body).await {
@@ -288,6 +325,7 @@ fn opens_the_page(headers: &HeaderMap, query: &str) -> bool {
 
 #[handler]
 async fn graphql_get(http: Data<&Arc<Http>>, request: &Request) -> poem::Response {
+    let remote = request.remote_addr();
     let started = std::time::Instant::now();
     let headers = request.headers();
     let query = request.uri().query().unwrap_or_default();
@@ -297,10 +335,13 @@ async fn graphql_get(http: Data<&Arc<Http>>, request: &Request) -> poem::Respons
     if query.len() > http.state.limits.max_body_bytes {
         return refused(StatusCode::URI_TOO_LONG, "the query string is over the request size limit");
     }
-    let caller = match caller_of(&http, headers) {
+    let caller = match caller_of(&http, headers).await {
         Ok(caller) => caller,
         Err(reason) => return unauthenticated(headers, reason),
     };
+    if let Err(refusal) = within_rate(&http, &caller, remote) {
+        return refusal;
+    }
     let graphql = match crate::transport::from_query_string(query) {
         Ok(graphql) => graphql,
         Err(message) => return refused(StatusCode::BAD_REQUEST, message),
@@ -357,26 +398,44 @@ fn healthz() -> &'static str {
     "ok"
 }
 
+/// One dependency's check for `/readyz`, within `timeout`.
+async fn ready_within<E: std::fmt::Display>(
+    name: &str,
+    timeout: Duration,
+    check: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<String, String> {
+    match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(())) => Ok(format!("{name} ok")),
+        Ok(Err(err)) => Err(format!("{name}: {err}")),
+        Err(_) => Err(format!("{name} does not answer within {} ms", timeout.as_millis())),
+    }
+}
+
+/// 200 when every dependency answers within the readiness timeout (the
+/// database, the photo store, and Redis when configured), checked at once;
+/// 503 naming each that does not.
 #[handler]
 async fn readyz(http: Data<&Arc<Http>>) -> poem::Response {
+    let timeout = http.ready_timeout;
     let db = http.state.store.db();
-    if let Err(err) = db.execute_unprepared("SELECT 1").await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: database: {err}")).into_response();
-    }
-    let media = http.state.media.kind();
-    match tokio::time::timeout(std::time::Duration::from_secs(2), http.state.media.check()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {media}: {err}")).into_response(),
-        Err(_) => {
-            return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {media} does not answer")).into_response();
+    let database = ready_within("database", timeout, async { db.execute_unprepared("SELECT 1").await.map(|_| ()) });
+    let media = ready_within(http.state.media.kind(), timeout, http.state.media.check());
+    let redis = async {
+        match &http.state.redis {
+            Some(redis) => {
+                Some(ready_within("redis", timeout, async { redis.ping::<String>(None).await.map(|_| ()) }).await)
+            }
+            None => None,
         }
-    }
-    let Some(redis) = &http.state.redis else { return format!("ready: database ok, {media} ok").into_response() };
-    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), redis.ping::<String>(None)).await;
-    match ping {
-        Ok(Ok(_)) => format!("ready: database ok, {media} ok, redis ok").into_response(),
-        Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: redis: {err}")).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: redis does not answer").into_response(),
+    };
+    let (database, media, redis) = tokio::join!(database, media, redis);
+    let checks: Vec<Result<String, String>> = [Some(database), Some(media), redis].into_iter().flatten().collect();
+    let failed: Vec<&str> = checks.iter().filter_map(|c| c.as_ref().err().map(String::as_str)).collect();
+    if failed.is_empty() {
+        let passed: Vec<&str> = checks.iter().filter_map(|c| c.as_ref().ok().map(String::as_str)).collect();
+        format!("ready: {}", passed.join(", ")).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", failed.join("; "))).into_response()
     }
 }
 
@@ -384,7 +443,7 @@ async fn readyz(http: Data<&Arc<Http>>) -> poem::Response {
 pub fn app(schema: ApiSchema, state: ApiState, config: HttpConfig) -> impl Endpoint {
     crate::telemetry::handle();
     let uploads = UploadMemory::new(&state.limits);
-    let tokens = Arc::new(auth::Verifier::new(config.secret));
+    let tokens = Arc::new(auth::Verifier::new(config.tokens));
     let playground = Playground { introspection: state.limits.introspection, ..config.playground };
     // Shared, not cloned into each request: the state holds many handles.
     let http = Arc::new(Http {
@@ -395,7 +454,10 @@ pub fn app(schema: ApiSchema, state: ApiState, config: HttpConfig) -> impl Endpo
         persisted: PersistedQueries::default(),
         playground,
         ws_init_timeout: config.ws_init_timeout,
+        limiter: RateLimiter::new(config.rate_limit),
+        ready_timeout: config.ready_timeout,
     });
+    http.limiter.sweep_every_minute();
     Route::new()
         .at(
             "/graphql",
@@ -425,4 +487,20 @@ pub async fn bind<E: Endpoint + 'static>(
         acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).map(|a| a.to_string()).unwrap_or(addr);
     let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint(&local), shutdown, None);
     Ok((local, server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dependency_that_does_not_answer_is_named_once_its_timeout_passes() {
+        let silent = std::future::pending::<Result<(), String>>();
+        let answer = ready_within("database", Duration::from_millis(20), silent).await;
+        assert_eq!(answer, Err("database does not answer within 20 ms".to_string()));
+        let failing = ready_within("redis", Duration::from_secs(1), async { Err::<(), _>("connection refused") }).await;
+        assert_eq!(failing, Err("redis: connection refused".to_string()));
+        let fine = ready_within("filesystem", Duration::from_secs(1), async { Ok::<(), String>(()) }).await;
+        assert_eq!(fine, Ok("filesystem ok".to_string()));
+    }
 }

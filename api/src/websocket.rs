@@ -39,11 +39,11 @@ enum Auth {
 
 /// Who opened a WebSocket: the token in `connection_init`'s payload, as
 /// `{"Authorization": "Bearer ..."}` or `{"token": "..."}`.
-fn caller(tokens: &Verifier, payload: &serde_json::Value) -> Caller {
+async fn caller(tokens: &Verifier, payload: &serde_json::Value) -> Caller {
     let header = ["Authorization", "authorization"].iter().find_map(|key| payload.get(*key).and_then(|v| v.as_str()));
     let result = match (header, payload.get("token").and_then(|v| v.as_str())) {
-        (Some(header), _) => tokens.from_header(header),
-        (None, Some(token)) => tokens.verify(token),
+        (Some(header), _) => tokens.from_header(header).await,
+        (None, Some(token)) => tokens.verify(token).await,
         (None, None) => return Caller::Anonymous,
     };
     match result {
@@ -80,7 +80,7 @@ pub async fn serve(
     let on_init = {
         let auth = auth.clone();
         move |payload: serde_json::Value| async move {
-            let (outcome, result) = match caller(&tokens, &payload) {
+            let (outcome, result) = match caller(&tokens, &payload).await {
                 Caller::Authenticated(claims) => {
                     let exp = claims.exp;
                     let mut data = async_graphql::Data::default();

@@ -22,7 +22,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const SECRET: &[u8] = b"subscription test secret";
 
 fn token(role: Role, member: Option<&str>) -> String {
-    let claims = Claims { sub: "t".into(), role, member: member.map(str::to_string), store: None, exp: 4_000_000_000 };
+    // An hour: within the verifier's maximum token lifetime.
+    let exp = api::auth::now_seconds() + 3_600;
+    let claims = Claims { sub: "t".into(), role, member: member.map(str::to_string), store: None, exp };
     mint(SECRET, &claims).expect("mints")
 }
 

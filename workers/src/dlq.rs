@@ -16,6 +16,18 @@ pub async fn list(redis: &Client, config: &SocialConfig) -> Result<Vec<Letter>, 
     Ok(redis.xrange_values(&config.dead, "-", "+", None).await?)
 }
 
+/// Moves one letter: removes `ARGV[1]` from the dead letters `KEYS[1]` and,
+/// only if it was there, appends the fields `ARGV[2..]` to the retries
+/// `KEYS[2]`; answers 1 if it moved the letter, 0 if it was gone. One script,
+/// so that two requeues at once (or one a reconnect replays) move a letter once.
+const REQUEUE: &str = r#"
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local command = {'XADD', KEYS[2], '*'}
+for i = 2, #ARGV do command[#command + 1] = ARGV[i] end
+redis.call(unpack(command))
+return 1
+"#;
+
 /// Requeues the letters `ids` (all when empty) for the social workers, with a
 /// fresh budget of attempts, and removes them from the dead letters; returns
 /// how many were requeued.
@@ -24,14 +36,16 @@ pub async fn retry(redis: &Client, config: &SocialConfig, ids: &[String]) -> Res
     let mut requeued = 0;
     for (id, fields) in letters.into_iter().filter(|(id, _)| ids.is_empty() || ids.contains(id)) {
         let attempts = fields.get("attempts").cloned().unwrap_or_else(|| "0".into());
-        let mut entry: Vec<(String, String)> = fields
+        let mut args = vec![id];
+        for (name, value) in fields
             .into_iter()
             .filter(|(k, _)| !matches!(k.as_str(), "from_stream" | "from_entry" | "provider" | "attempts" | "reason"))
-            .collect();
-        entry.push(("attempts_before".into(), attempts));
-        let _: String = redis.xadd(&config.retries, false, None, "*", entry).await?;
-        let _: i64 = redis.xdel(&config.dead, &id).await?;
-        requeued += 1;
+        {
+            args.extend([name, value]);
+        }
+        args.extend(["attempts_before".to_string(), attempts]);
+        let moved: i64 = redis.eval(REQUEUE, vec![config.dead.clone(), config.retries.clone()], args).await?;
+        requeued += usize::from(moved == 1);
     }
     Ok(requeued)
 }

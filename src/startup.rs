@@ -1,0 +1,91 @@
+//! What the commands that use the database open first, in this order: the
+//! event store (applying pending migrations), Redis for the roles that use
+//! it, the token vault, the photo store and the social worker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use domain::values::Provider;
+use eventstore::EventStore;
+use fred::prelude::Client;
+use media::MediaStore;
+use projections::ProjectorConfig;
+use workers::providers::{Facebook, LoggingNetwork, SocialNetwork, Twitter, http_client};
+use workers::relay::RelayConfig;
+use workers::social::{SocialConfig, SocialWorker};
+use workers::tokens::TokenVault;
+
+use crate::cli::{Cli, Command};
+use crate::config;
+
+/// What a command works with, opened from the configuration.
+pub struct Services {
+    pub store: EventStore,
+    pub projector: ProjectorConfig,
+    /// Redis, when configured and the command uses it.
+    pub redis: Option<Client>,
+    /// The key that seals linked accounts' access tokens, when configured.
+    pub vault: Option<TokenVault>,
+    pub relay: RelayConfig,
+    pub media: MediaStore,
+    pub social: SocialWorker,
+    /// The social workers' streams.
+    pub social_streams: SocialConfig,
+}
+
+impl Services {
+    /// Opens the event store and Redis, and sets up the rest; `secret`
+    /// signs the filesystem store's photo URLs.
+    pub async fn open(cli: &Cli, secret: &[u8]) -> anyhow::Result<Self> {
+        let store = EventStore::open(&cli.database_url, config::event_store(cli))
+            .await
+            .with_context(|| format!("cannot open the event store at {}", cli.database_url))?;
+        projections::write_inline(&store, &cli.inline_projections)?;
+        let projector = config::projector(cli);
+        // Only the roles that use Redis connect to it.
+        let uses_redis = matches!(
+            cli.command,
+            None | Some(Command::Serve)
+                | Some(Command::Relay)
+                | Some(Command::Worker { .. })
+                | Some(Command::Dlq(_))
+                | Some(Command::Status)
+        );
+        let redis = match (&cli.redis_url, uses_redis) {
+            (Some(url), true) => {
+                Some(workers::redis::connect(url).await.with_context(|| format!("cannot connect to Redis at {url}"))?)
+            }
+            _ => None,
+        };
+        let vault = cli.token_key.as_deref().map(TokenVault::from_hex).transpose()?;
+        let relay = config::relay(cli);
+        let media =
+            config::media_store(cli, secret, &cli.api_url.clone().unwrap_or_else(|| format!("http://{}", cli.listen)))
+                .await;
+        let social = social_worker(cli, &store, redis.clone(), vault.clone(), media.clone());
+        let social_streams = config::social_config(cli);
+        Ok(Services { store, projector, redis, vault, relay, media, social, social_streams })
+    }
+}
+
+/// The social worker: real networks when tokens can be read, else ones that log.
+fn social_worker(
+    cli: &Cli,
+    store: &EventStore,
+    redis: Option<Client>,
+    vault: Option<TokenVault>,
+    media: MediaStore,
+) -> SocialWorker {
+    let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
+    if vault.is_some() {
+        let http = http_client(Duration::from_secs(10));
+        networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), cli.facebook_url.clone())));
+        networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, cli.twitter_url.clone())));
+    } else {
+        networks.insert(Provider::Facebook, Arc::new(LoggingNetwork { name: "facebook" }));
+        networks.insert(Provider::Twitter, Arc::new(LoggingNetwork { name: "twitter" }));
+    }
+    SocialWorker::new(store.clone(), redis, vault, media, networks, config::social_config(cli))
+}

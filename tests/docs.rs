@@ -151,3 +151,69 @@ fn an_example_without_its_token_line_is_refused() {
     assert_eq!(found[0].expect.as_deref(), Some("FORBIDDEN"));
     assert_eq!(found[0].variables, json!({ "a": 1 }));
 }
+
+/// The `(target)` of every Markdown link `[text](target)` in `markdown`.
+fn link_targets(markdown: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut in_code = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("](") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find(')') else { break };
+            targets.push(after[..end].to_string());
+            rest = &after[end..];
+        }
+    }
+    targets
+}
+
+/// The anchors GitHub makes of `markdown`'s headings.
+fn anchors(markdown: &str) -> Vec<String> {
+    markdown
+        .lines()
+        .filter(|line| line.starts_with('#'))
+        .map(|line| {
+            line.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn every_relative_link_in_the_readme_and_docs_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for path in documents().into_iter().chain([root.join("ARCHITECTURE.md"), root.join("bench/README.md")]) {
+        let markdown = std::fs::read_to_string(&path).expect("readable");
+        for target in link_targets(&markdown) {
+            if target.starts_with("http://") || target.starts_with("https://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let resolved = if file.is_empty() { path.clone() } else { path.parent().expect("a folder").join(file) };
+            assert!(resolved.exists(), "{}: {target} does not exist", path.display());
+            if !anchor.is_empty() && resolved.extension().is_some_and(|ext| ext == "md") {
+                let text = std::fs::read_to_string(&resolved).expect("readable");
+                assert!(anchors(&text).iter().any(|a| a == anchor), "{}: no heading for #{anchor} in {file}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "the docs link to each other ({checked} links checked)");
+}

@@ -1,16 +1,39 @@
 //! The command line: every flag (with its environment variable and
-//! default) and the subcommands. `config` turns what is parsed here into
-//! the libraries' configurations.
+//! default), one struct per concern (the database, the API, its limits,
+//! Redis, the photo store, the social workers) flattened into [`Cli`], and
+//! the subcommands. Every flag is global: it may come before or after the
+//! subcommand. `config` turns what is parsed here into the libraries'
+//! configurations.
 
 use api::Limits;
 use api::auth;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use eventstore::{DEFAULT_DATABASE_URL, EventStoreConfig};
 
 /// Event-sourced loyalty points backend.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub media: MediaArgs,
+    #[command(flatten)]
+    pub social: SocialArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The event store and the projectors: where the log lives, how it is
+/// written and how it is followed.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
     /// Where the event store lives: `sqlite://FILE` or `mysql://USER@HOST:PORT/DB`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
@@ -38,6 +61,16 @@ pub struct Cli {
         global = true
     )]
     pub inline_projections: Vec<String>,
+    /// How often (ms) this process looks for events other processes committed;
+    /// with Redis it also wakes as soon as the events stream grows.
+    #[arg(long, env = "POINTSTREAM_FOLLOW_INTERVAL_MS", default_value_t = 100, global = true)]
+    pub follow_interval_ms: u64,
+}
+
+/// The API: where it listens, how bearer tokens are checked, its timeouts,
+/// who may call it and how often, and the URLs it hands out.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
     /// Address the API listens on (port 0: any free port).
     #[arg(long, env = "POINTSTREAM_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: String,
@@ -83,18 +116,6 @@ pub struct Cli {
     /// How long a mutation waits for its read model to show the change, in milliseconds.
     #[arg(long, env = "POINTSTREAM_READ_TIMEOUT_MS", default_value_t = 5_000, global = true)]
     pub read_timeout_ms: u64,
-    /// Deepest GraphQL selection nesting accepted.
-    #[arg(long, env = "POINTSTREAM_MAX_DEPTH", default_value_t = 12, global = true)]
-    pub max_depth: usize,
-    /// Highest GraphQL query complexity accepted.
-    #[arg(long, env = "POINTSTREAM_MAX_COMPLEXITY", default_value_t = 5_000, global = true)]
-    pub max_complexity: usize,
-    /// Largest page a paginated field returns.
-    #[arg(long, env = "POINTSTREAM_MAX_PAGE", default_value_t = 100, global = true)]
-    pub max_page: usize,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "POINTSTREAM_MAX_BODY_BYTES", default_value_t = 1 << 20, global = true)]
-    pub max_body_bytes: usize,
     /// Whether the API answers introspection (`__schema`, `__type`): turn it
     /// off in production if the schema is not to be public.
     #[arg(long, env = "POINTSTREAM_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
@@ -123,43 +144,31 @@ pub struct Cli {
     /// How long a WebSocket may take to send `connection_init`, in milliseconds.
     #[arg(long, env = "POINTSTREAM_WS_INIT_TIMEOUT_MS", default_value_t = 10_000, global = true)]
     pub ws_init_timeout_ms: u64,
-    /// How often (ms) this process looks for events other processes committed;
-    /// with Redis it also wakes as soon as the events stream grows.
-    #[arg(long, env = "POINTSTREAM_FOLLOW_INTERVAL_MS", default_value_t = 100, global = true)]
-    pub follow_interval_ms: u64,
-    /// Redis to fan events out through (`redis://host:port`). Without it
-    /// nothing is relayed.
-    #[arg(long, env = "REDIS_URL", global = true)]
-    pub redis_url: Option<String>,
-    /// Prefix of pointstream's Redis keys: events go to `{prefix}:events`.
-    #[arg(long, env = "POINTSTREAM_STREAM_PREFIX", default_value = "pointstream", global = true)]
-    pub stream_prefix: String,
-    /// 64 hex digits: the key that seals linked accounts' access tokens. Without
-    /// it no token is kept and the social workers' networks only log.
-    #[arg(long, env = "POINTSTREAM_TOKEN_KEY", global = true, hide_env_values = true)]
-    pub token_key: Option<String>,
-    /// Facebook Graph API base URL.
-    #[arg(long, env = "POINTSTREAM_FACEBOOK_URL", default_value = "https://graph.facebook.com/v19.0", global = true)]
-    pub facebook_url: String,
-    /// Twitter API base URL.
-    #[arg(long, env = "POINTSTREAM_TWITTER_URL", default_value = "https://api.twitter.com", global = true)]
-    pub twitter_url: String,
-    /// The app's public URL: cross-posts link to `{url}/posts/{id}`.
-    #[arg(long, env = "POINTSTREAM_PUBLIC_URL", global = true)]
-    pub public_url: Option<String>,
     /// This API's URL as clients reach it: photo URLs of the filesystem store
     /// point at `{url}/media/...` (default: the address it listens on).
     #[arg(long, env = "POINTSTREAM_API_URL", global = true)]
     pub api_url: Option<String>,
-    /// Attempts per network before a post goes to the dead letters.
-    #[arg(long, env = "POINTSTREAM_SOCIAL_ATTEMPTS", default_value_t = 5, global = true)]
-    pub social_attempts: u32,
-    /// A worker's entries idle this long (ms) are taken over by another.
-    #[arg(long, env = "POINTSTREAM_CLAIM_IDLE_MS", default_value_t = 30_000, global = true)]
-    pub claim_idle_ms: u64,
-    /// This worker's name in its consumer group (default: host and process id).
-    #[arg(long, env = "POINTSTREAM_CONSUMER", global = true)]
-    pub consumer: Option<String>,
+    /// How long a photo URL handed out stays good, in seconds.
+    #[arg(long, env = "POINTSTREAM_PHOTO_URL_TTL_SECS", default_value_t = 900, global = true)]
+    pub photo_url_ttl_secs: u64,
+}
+
+/// What one request or connection may ask of the API: query depth and
+/// complexity, page, body, subscriptions and uploads.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Deepest GraphQL selection nesting accepted.
+    #[arg(long, env = "POINTSTREAM_MAX_DEPTH", default_value_t = 12, global = true)]
+    pub max_depth: usize,
+    /// Highest GraphQL query complexity accepted.
+    #[arg(long, env = "POINTSTREAM_MAX_COMPLEXITY", default_value_t = 5_000, global = true)]
+    pub max_complexity: usize,
+    /// Largest page a paginated field returns.
+    #[arg(long, env = "POINTSTREAM_MAX_PAGE", default_value_t = 100, global = true)]
+    pub max_page: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "POINTSTREAM_MAX_BODY_BYTES", default_value_t = 1 << 20, global = true)]
+    pub max_body_bytes: usize,
     /// Most subscriptions one WebSocket connection may hold at once.
     #[arg(long, env = "POINTSTREAM_MAX_SUBSCRIPTIONS", default_value_t = 32, global = true)]
     pub max_subscriptions: usize,
@@ -180,9 +189,24 @@ pub struct Cli {
     /// declares its length), rather than once it is all in.
     #[arg(long, env = "POINTSTREAM_STREAM_UPLOADS", default_value_t = Limits::default().stream_uploads, action = clap::ArgAction::Set, global = true)]
     pub stream_uploads: bool,
-    /// How long a photo URL handed out stays good, in seconds.
-    #[arg(long, env = "POINTSTREAM_PHOTO_URL_TTL_SECS", default_value_t = 900, global = true)]
-    pub photo_url_ttl_secs: u64,
+}
+
+/// Redis, through which events are fanned out and the social workers share
+/// their work.
+#[derive(Debug, Args)]
+pub struct RedisArgs {
+    /// Redis to fan events out through (`redis://host:port`). Without it
+    /// nothing is relayed.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of pointstream's Redis keys: events go to `{prefix}:events`.
+    #[arg(long, env = "POINTSTREAM_STREAM_PREFIX", default_value = "pointstream", global = true)]
+    pub stream_prefix: String,
+}
+
+/// The photo store: an S3 bucket when one is configured, else a directory.
+#[derive(Debug, Args)]
+pub struct MediaArgs {
     /// Directory of the filesystem photo store (used when no S3 bucket is configured).
     #[arg(long, env = "POINTSTREAM_MEDIA_DIR", default_value = "pointstream-media", global = true)]
     pub media_dir: std::path::PathBuf,
@@ -199,8 +223,34 @@ pub struct Cli {
     /// Address buckets in the URL path, as most S3-compatible services need.
     #[arg(long, env = "S3_PATH_STYLE", global = true)]
     pub s3_path_style: bool,
-    #[command(subcommand)]
-    pub command: Option<Command>,
+}
+
+/// The social workers: the sealed access tokens, the networks, the posts'
+/// links and the retries.
+#[derive(Debug, Args)]
+pub struct SocialArgs {
+    /// 64 hex digits: the key that seals linked accounts' access tokens. Without
+    /// it no token is kept and the social workers' networks only log.
+    #[arg(long, env = "POINTSTREAM_TOKEN_KEY", global = true, hide_env_values = true)]
+    pub token_key: Option<String>,
+    /// Facebook Graph API base URL.
+    #[arg(long, env = "POINTSTREAM_FACEBOOK_URL", default_value = "https://graph.facebook.com/v19.0", global = true)]
+    pub facebook_url: String,
+    /// Twitter API base URL.
+    #[arg(long, env = "POINTSTREAM_TWITTER_URL", default_value = "https://api.twitter.com", global = true)]
+    pub twitter_url: String,
+    /// The app's public URL: cross-posts link to `{url}/posts/{id}`.
+    #[arg(long, env = "POINTSTREAM_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Attempts per network before a post goes to the dead letters.
+    #[arg(long, env = "POINTSTREAM_SOCIAL_ATTEMPTS", default_value_t = 5, global = true)]
+    pub social_attempts: u32,
+    /// A worker's entries idle this long (ms) are taken over by another.
+    #[arg(long, env = "POINTSTREAM_CLAIM_IDLE_MS", default_value_t = 30_000, global = true)]
+    pub claim_idle_ms: u64,
+    /// This worker's name in its consumer group (default: host and process id).
+    #[arg(long, env = "POINTSTREAM_CONSUMER", global = true)]
+    pub consumer: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

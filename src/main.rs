@@ -1,8 +1,9 @@
 //! The `pointstream` command, its composition root: it parses the command
 //! line and hands each subcommand what it needs. `cli` holds the flags,
-//! `config` turns them into the libraries' configurations, `startup` opens
-//! the event store and what goes with it, `serve` runs the long-running
-//! roles and `commands` the one-shot ones.
+//! grouped by concern, `config` turns them into the libraries'
+//! configurations, `startup` opens the event store and what goes with it,
+//! `serve` runs the long-running roles and `commands` the one-shot ones, a
+//! module each.
 
 mod cli;
 mod commands;
@@ -33,18 +34,26 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let mut cli = Cli::parse();
-    let secret = config::secret(&cli);
-    let max_token_lifetime = config::max_token_lifetime(&cli);
+    let secret = config::secret(&cli.api);
+    let max_token_lifetime = config::max_token_lifetime(&cli.api);
     match &cli.command {
-        Some(Command::Schema) => return commands::schema(),
+        Some(Command::Schema) => return commands::schema::run(),
         Some(Command::Token { role, member, store, hours }) => {
-            return commands::token(&cli, &secret, max_token_lifetime, role, member.clone(), store.clone(), *hours);
+            return commands::token::run(
+                &cli.api,
+                &secret,
+                max_token_lifetime,
+                role,
+                member.clone(),
+                store.clone(),
+                *hours,
+            );
         }
         _ => {}
     }
     // Checked before anything is opened: a server that must not start does not wait for a database first.
     let identity = match &cli.command {
-        None | Some(Command::Serve) => Some(config::token_config(&cli, &secret, max_token_lifetime)?),
+        None | Some(Command::Serve) => Some(config::token_config(&cli.api, &cli.media, &secret, max_token_lifetime)?),
         _ => None,
     };
     let startup::Services { store, projector, redis, vault, relay, media, social, social_streams } =
@@ -53,7 +62,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     match cli.command.take().unwrap_or(Command::Serve) {
         Command::Serve => {
             let identity = identity.context("the token configuration is made for serve")?;
-            let api = config::api(&cli, &secret, identity, vault, media)?;
+            let api = config::api(&cli.api, &cli.limits, &secret, identity, vault, media)?;
             let background = serve::Background {
                 relay: redis.map(|redis| (redis, relay)),
                 social: Some(social),
@@ -67,18 +76,18 @@ async fn main() -> anyhow::Result<ExitCode> {
             redis.ok_or_else(|| needs_redis("worker social"))?;
             serve::social_worker(social).await
         }
-        Command::Status => commands::status(&store, redis.as_ref(), &relay, &social_streams).await,
+        Command::Status => commands::status::run(&store, redis.as_ref(), &relay, &social_streams).await,
         Command::Dlq(command) => {
-            commands::dlq(&redis.ok_or_else(|| needs_redis("dlq"))?, &social_streams, command).await
+            commands::dlq::run(&redis.ok_or_else(|| needs_redis("dlq"))?, &social_streams, command).await
         }
-        Command::Demo => commands::demo(&store, &media).await,
+        Command::Demo => commands::demo::run(&store, &media).await,
         Command::Schema | Command::Token { .. } => Ok(ExitCode::SUCCESS),
-        Command::Replay { projection, batch_size } => commands::replay(store, projection, batch_size).await,
-        Command::Migrate => commands::migrate(&cli.database_url, &store),
-        Command::Audit(Audit::Verify { json }) => commands::verify(store, json).await,
+        Command::Replay { projection, batch_size } => commands::replay::run(store, projection, batch_size).await,
+        Command::Migrate => commands::migrate::run(&cli.database.database_url, &store),
+        Command::Audit(Audit::Verify { json }) => commands::audit::verify(store, json).await,
         Command::Media(Media::Gc { grace_secs, dry_run }) => {
-            commands::media_gc(&store, &media, grace_secs, dry_run).await
+            commands::media::gc(&store, &media, grace_secs, dry_run).await
         }
-        Command::Log { after, limit, follow } => commands::log(store, after, limit, follow).await,
+        Command::Log { after, limit, follow } => commands::log::run(store, after, limit, follow).await,
     }
 }

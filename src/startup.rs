@@ -39,11 +39,11 @@ impl Services {
     /// Opens the event store and Redis, and sets up the rest; `secret`
     /// signs the filesystem store's photo URLs.
     pub async fn open(cli: &Cli, secret: &[u8]) -> anyhow::Result<Self> {
-        let store = EventStore::open(&cli.database_url, config::event_store(cli))
+        let store = EventStore::open(&cli.database.database_url, config::event_store(&cli.database))
             .await
-            .with_context(|| format!("cannot open the event store at {}", cli.database_url))?;
-        projections::write_inline(&store, &cli.inline_projections)?;
-        let projector = config::projector(cli);
+            .with_context(|| format!("cannot open the event store at {}", cli.database.database_url))?;
+        projections::write_inline(&store, &cli.database.inline_projections)?;
+        let projector = config::projector(&cli.database);
         // Only the roles that use Redis connect to it.
         let uses_redis = matches!(
             cli.command,
@@ -53,19 +53,18 @@ impl Services {
                 | Some(Command::Dlq(_))
                 | Some(Command::Status)
         );
-        let redis = match (&cli.redis_url, uses_redis) {
+        let redis = match (&cli.redis.redis_url, uses_redis) {
             (Some(url), true) => {
                 Some(workers::redis::connect(url).await.with_context(|| format!("cannot connect to Redis at {url}"))?)
             }
             _ => None,
         };
-        let vault = cli.token_key.as_deref().map(TokenVault::from_hex).transpose()?;
-        let relay = config::relay(cli);
-        let media =
-            config::media_store(cli, secret, &cli.api_url.clone().unwrap_or_else(|| format!("http://{}", cli.listen)))
-                .await;
+        let vault = cli.social.token_key.as_deref().map(TokenVault::from_hex).transpose()?;
+        let relay = config::relay(&cli.database, &cli.redis);
+        let base_url = cli.api.api_url.clone().unwrap_or_else(|| format!("http://{}", cli.api.listen));
+        let media = config::media_store(&cli.media, secret, &base_url).await;
         let social = social_worker(cli, &store, redis.clone(), vault.clone(), media.clone());
-        let social_streams = config::social_config(cli);
+        let social_streams = config::social_config(&cli.social, &cli.redis);
         Ok(Services { store, projector, redis, vault, relay, media, social, social_streams })
     }
 }
@@ -81,11 +80,11 @@ fn social_worker(
     let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
     if vault.is_some() {
         let http = http_client(Duration::from_secs(10));
-        networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), cli.facebook_url.clone())));
-        networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, cli.twitter_url.clone())));
+        networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), cli.social.facebook_url.clone())));
+        networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, cli.social.twitter_url.clone())));
     } else {
         networks.insert(Provider::Facebook, Arc::new(LoggingNetwork { name: "facebook" }));
         networks.insert(Provider::Twitter, Arc::new(LoggingNetwork { name: "twitter" }));
     }
-    SocialWorker::new(store.clone(), redis, vault, media, networks, config::social_config(cli))
+    SocialWorker::new(store.clone(), redis, vault, media, networks, config::social_config(&cli.social, &cli.redis))
 }

@@ -210,7 +210,11 @@ fn every_relative_link_in_the_readme_and_docs_resolves() {
             assert!(resolved.exists(), "{}: {target} does not exist", path.display());
             if !anchor.is_empty() && resolved.extension().is_some_and(|ext| ext == "md") {
                 let text = std::fs::read_to_string(&resolved).expect("readable");
-                assert!(anchors(&text).iter().any(|a| a == anchor), "{}: no heading for #{anchor} in {file}", path.display());
+                assert!(
+                    anchors(&text).iter().any(|a| a == anchor),
+                    "{}: no heading for #{anchor} in {file}",
+                    path.display()
+                );
             }
             checked += 1;
         }

@@ -466,3 +466,166 @@ pub fn counted(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Why a request got no HTTP answer (see [`Client::try_exchange`]).
+#[derive(Debug, Clone)]
+pub enum Unanswered {
+    /// No connection was made: the server never saw the request.
+    NotSent(String),
+    /// Connected, then no complete answer: the server may have acted on the
+    /// request or not.
+    Lost(String),
+}
+
+/// How [`Client::try_exchange`] sends a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sending {
+    /// The longest a connect, a write or a read may take.
+    pub timeout: Duration,
+    /// The body goes out in pieces of this many bytes ...
+    pub piece: usize,
+    /// ... with this pause after each but the last: a slow client, whose
+    /// upload a fault can land in the middle of.
+    pub pause: Duration,
+}
+
+impl Default for Sending {
+    fn default() -> Self {
+        Sending { timeout: Duration::from_secs(30), piece: usize::MAX, pause: Duration::ZERO }
+    }
+}
+
+impl Client {
+    /// One HTTP/1.1 exchange that may fail, for clients of a server that
+    /// faults kill: a connection refused is [`Unanswered::NotSent`], any
+    /// failure after connecting (reset, timeout, a cut answer) is
+    /// [`Unanswered::Lost`].
+    pub fn try_exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        sending: Sending,
+    ) -> Result<Reply, Unanswered> {
+        let address: std::net::SocketAddr =
+            self.address.parse().map_err(|e| Unanswered::NotSent(format!("{}: {e}", self.address)))?;
+        let mut stream = TcpStream::connect_timeout(&address, sending.timeout)
+            .map_err(|e| Unanswered::NotSent(format!("connect: {e}")))?;
+        let lost = |what: &str, e: std::io::Error| Unanswered::Lost(format!("{what}: {e}"));
+        stream.set_read_timeout(Some(sending.timeout)).map_err(|e| lost("read timeout", e))?;
+        stream.set_write_timeout(Some(sending.timeout)).map_err(|e| lost("write timeout", e))?;
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.address,
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).map_err(|e| lost("request head", e))?;
+        let mut pieces = body.chunks(sending.piece.max(1)).peekable();
+        while let Some(piece) = pieces.next() {
+            stream.write_all(piece).map_err(|e| lost("request body", e))?;
+            if pieces.peek().is_some() && !sending.pause.is_zero() {
+                std::thread::sleep(sending.pause);
+            }
+        }
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).map_err(|e| lost("response", e))?;
+        try_parse_response(&raw).ok_or_else(|| {
+            Unanswered::Lost(format!(
+                "an incomplete response of {} bytes: {}",
+                raw.len(),
+                String::from_utf8_lossy(&raw)
+            ))
+        })
+    }
+}
+
+impl App {
+    /// Starts `pointstream serve` on the database at `url` (which outlives
+    /// it), listening on `listen` (a fixed `127.0.0.1:<port>`, so that a
+    /// restarted server keeps the address its clients know), with extra
+    /// `args`, extra environment `env` and [`SECRET`]; waits until it
+    /// listens, and fails with its log if it does not.
+    pub fn serve_at(url: &str, listen: &str, args: &[&str], env: &[(&str, &str)]) -> App {
+        let log = std::env::temp_dir().join(format!("pointstream-test-{}.log", uuid::Uuid::new_v4().simple()));
+        let log_file = std::fs::File::create(&log).expect("a log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pointstream"));
+        command.args(["serve", "--listen", listen]).args(args).env("DATABASE_URL", url);
+        // As `start_on`: no rate limit, photos in a directory of the test's own unless `args` say otherwise.
+        command.env("POINTSTREAM_RATE_LIMIT_PER_MINUTE", "0");
+        command.env("POINTSTREAM_MEDIA_DIR", media::scratch::scratch_dir());
+        command.env("POINTSTREAM_JWT_SECRET", SECRET);
+        command.envs(env.iter().copied());
+        let mut child = command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("serve starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let Some(Ok(banner)) = lines.next() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let logged = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            panic!("`pointstream serve --listen {listen}` ended before it listened; its log:\n{logged}");
+        };
+        let address = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.strip_suffix("/graphql"))
+            .unwrap_or_else(|| panic!("the banner names the GraphiQL URL: {banner}"))
+            .to_string();
+        let printed = Default::default();
+        let app = App { child, client: Client { address }, db: None, url: url.to_string(), log, printed };
+        app.keep_reading(lines);
+        app
+    }
+
+    /// Kills the server with SIGKILL, waits for it to end, and returns
+    /// what it logged.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.logs()
+    }
+}
+
+/// [`parse_response`] for an answer that may have been cut short: `None`
+/// unless the head and the whole body (by `Content-Length` or chunks) arrived.
+fn try_parse_response(raw: &[u8]) -> Option<Reply> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok())?;
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    let mut body = &raw[split + 4..];
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.to_ascii_lowercase());
+    let mut decoded = Vec::new();
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let line_end = body.windows(2).position(|w| w == b"\r\n")?;
+            let size = usize::from_str_radix(String::from_utf8_lossy(&body[..line_end]).trim(), 16).ok()?;
+            if size == 0 {
+                break;
+            }
+            let chunk = body.get(line_end + 2..line_end + 2 + size)?;
+            decoded.extend_from_slice(chunk);
+            body = body.get(line_end + 2 + size + 2..)?;
+        }
+    } else {
+        if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body = body.get(..length)?;
+        }
+        decoded.extend_from_slice(body);
+    }
+    Some(Reply { status, headers, body: String::from_utf8_lossy(&decoded).to_string() })
+}

@@ -305,8 +305,10 @@ mod tests {
             });
             Contender { op, concurrency: 2, meter: Meter::new(None), from: 100 }
         };
-        let figures =
-            interleave(&[contender(0), contender(1), contender(2)], 4, Duration::from_millis(30)).await.unwrap();
+        let slice = Duration::from_millis(30);
+        let run = Instant::now();
+        let figures = interleave(&[contender(0), contender(1), contender(2)], 4, slice).await.unwrap();
+        let run = run.elapsed().as_secs_f64();
         let calls = calls.lock().unwrap().clone();
 
         // Turns in the order 0 1 2, 2 1 0, 0 1 2, 2 1 0.
@@ -320,15 +322,24 @@ mod tests {
                 assert_eq!(numbers, (100..100 + numbers.len() as u64).collect::<Vec<_>>(), "contender {k}, worker {w}");
             }
         }
+        // The rate is over the contender's own four turns, not over the whole
+        // run's time: the times the three rates imply are each at least four
+        // slices (a turn lasts at least its slice), and together no more than
+        // the run, which holds all twelve turns one after another.
+        let slice = slice.as_secs_f64();
+        let mut owns = Vec::new();
         for (k, figure) in figures.iter().enumerate() {
             let done = calls.iter().filter(|c| c.0 == k).count() as f64;
             assert_eq!(figure.slices.len(), 4);
-            // Four turns of 30 ms: the rate is over their time, not over the whole run's.
+            let own = done / figure.rate;
             assert!(
-                figure.rate > done / 0.2 && figure.rate < done / 0.1,
-                "contender {k}: {}/s for {done} calls",
+                own >= 4.0 * slice - 1e-9 && own <= run - 8.0 * slice + 1e-9,
+                "contender {k}: {}/s for {done} calls is over {own:.3} s; its turns are 4 x {slice} s of a {run:.3} s run",
                 figure.rate
             );
+            owns.push(own);
         }
+        let total: f64 = owns.iter().sum();
+        assert!(total <= run + 1e-9, "the contenders' times {owns:?} overlap: {total:.3} s in a {run:.3} s run");
     }
 }

@@ -435,20 +435,36 @@ async fn the_follower_reads_only_what_other_processes_appended(backend: Backend)
 
     let Some(db) = scratch(backend).await else { return };
     let config = EventStoreConfig { follow_interval: Duration::from_millis(10), ..EventStoreConfig::default() };
-    let (store, reads) = support::open_counting_with(&db, config, |sql| {
-        sql.replace('"', "`")
-            .starts_with("SELECT `position`, `aggregate_type`, `aggregate_id`, `sequence` FROM `events`")
-    })
+    let (store, counters) = support::open_counting_each(
+        &db,
+        config,
+        &[
+            |sql| {
+                sql.replace('"', "`")
+                    .starts_with("SELECT `position`, `aggregate_type`, `aggregate_id`, `sequence` FROM `events`")
+            },
+            |sql| sql.replace('"', "`").starts_with("SELECT `position` FROM `log_head`"),
+        ],
+    )
     .await;
+    let (reads, heads) = (counters[0].clone(), counters[1].clone());
     world(&store, &["ann", "bob"]).await;
-    // Twenty earns, each given a few of the follower's turns: reading its
-    // own commits back, it would read about once per earn.
+    // Twenty earns, each followed by turns of the follower that saw it: a
+    // head read that started after the earn had committed (the second one
+    // completed after it), and the next one, which starts only once that
+    // turn has done whatever reading it would. Reading its own commits
+    // back, it would read about once per earn.
     for i in 0..20 {
         store
             .execute::<Wallet>("bob", earn("bob", &format!("r{i}"), 1_000), CommandContext::default())
             .await
             .expect("earn lands");
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let committed = heads.load(Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while heads.load(Ordering::SeqCst) < committed + 3 {
+            assert!(std::time::Instant::now() < deadline, "the follower does not take its turns");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     let own = reads.load(Ordering::SeqCst);
     assert_eq!(own, 0, "its own commits are not read back: {own} reads over 20 earns");

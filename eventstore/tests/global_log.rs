@@ -1,6 +1,6 @@
 //! The global log under concurrency, across OS processes.
 //!
-//! Writer processes (this test binary re-run with `--child`) append
+//! Writer processes (this test binary re-run, its role in the environment) append
 //! concurrently to overlapping wallets while this process tails the log from
 //! position 0. The reader must see every committed event exactly once, at
 //! positions 1..N with no gap, each aggregate's events in sequence order.
@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use domain::Wallet;
-use eventstore::{CommandContext, CommandError, EventStore, EventStoreConfig};
+use eventstore::{CommandContext, CommandError, EventStore, EventStoreConfig, RecordedEvent};
 use support::{Backend, earn, open, scratch, world};
 
 const WRITERS: usize = 3;
@@ -25,28 +25,120 @@ const COMMANDS_PER_WRITER: usize = 200;
 const TASKS_PER_WRITER: usize = 4;
 const WALLETS: [&str; 5] = ["ann", "bob", "cat", "dan", "eve"];
 
+/// Set (to `{url} {writer}`) in the environment of the writer processes this
+/// test starts; the role is never read from the command line, which belongs
+/// to the test harness.
+const WRITER_ROLE: &str = "POINTSTREAM_GLOBAL_LOG_WRITER";
+const TESTS: [&str; 2] = ["global_log", "killed_writer"];
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime starts");
-    if let Some(at) = args.iter().position(|a| a == "--child") {
-        let url = &args[at + 1];
-        let writer: usize = args[at + 2].parse().expect("writer index");
-        runtime.block_on(child(url, writer));
+    if let Some(role) = std::env::var_os(WRITER_ROLE) {
+        let role = role.into_string().expect("the writer role is text");
+        let (url, writer) = role.rsplit_once(' ').expect("the writer role is `{url} {writer}`");
+        runtime.block_on(child(url, writer.parse().expect("writer index")));
         return;
     }
-    // `cargo test` passes libtest flags; a filter that names nothing here skips the run.
-    if let Some(filter) = args.iter().skip(1).find(|a| !a.starts_with('-'))
-        && !"global_log".contains(filter.as_str())
-    {
+    let selection = Selection::from_args(std::env::args().skip(1));
+    if selection.list {
+        for test in TESTS {
+            println!("{test}: test");
+        }
         return;
     }
+    let chosen: Vec<&str> = TESTS.iter().copied().filter(|test| selection.runs(test)).collect();
+    println!("\nrunning {} tests", chosen.len());
     for backend in [Backend::Sqlite, Backend::Mysql] {
-        let started = Instant::now();
-        let report = runtime.block_on(run(backend));
-        println!("global_log on {backend:?}: {report} in {:.1?}", started.elapsed());
-        let started = Instant::now();
-        let report = runtime.block_on(killed_writer(backend));
-        println!("killed_writer on {backend:?}: {report} in {:.1?}", started.elapsed());
+        if chosen.contains(&"global_log") {
+            let started = Instant::now();
+            let report = runtime.block_on(run(backend));
+            println!("global_log on {backend:?}: {report} in {:.1?}", started.elapsed());
+        }
+        if chosen.contains(&"killed_writer") {
+            let started = Instant::now();
+            let report = runtime.block_on(killed_writer(backend));
+            println!("killed_writer on {backend:?}: {report} in {:.1?}", started.elapsed());
+        }
+    }
+    println!(
+        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out\n",
+        chosen.len(),
+        TESTS.len() - chosen.len()
+    );
+}
+
+/// Which of this file's tests the harness arguments select, read as libtest
+/// reads them: every libtest flag is understood (those taking a value take
+/// it, so `--test-threads 2` filters nothing), the rest are name filters.
+/// An argument it does not know fails the run rather than skip it.
+struct Selection {
+    filters: Vec<String>,
+    skip: Vec<String>,
+    exact: bool,
+    ignored_only: bool,
+    list: bool,
+}
+
+impl Selection {
+    fn from_args(args: impl Iterator<Item = String>) -> Selection {
+        const WITH_VALUE: [&str; 7] =
+            ["--test-threads", "--skip", "--logfile", "--format", "--color", "-Z", "--shuffle-seed"];
+        const ALONE: [&str; 17] = [
+            "--include-ignored",
+            "--force-run-in-process",
+            "--exclude-should-panic",
+            "--test",
+            "--bench",
+            "--nocapture",
+            "--no-capture",
+            "--show-output",
+            "-q",
+            "--quiet",
+            "--report-time",
+            "--ensure-time",
+            "--shuffle",
+            "--fail-fast",
+            "--ignored",
+            "--exact",
+            "--list",
+        ];
+        let mut selection =
+            Selection { filters: Vec::new(), skip: Vec::new(), exact: false, ignored_only: false, list: false };
+        let mut args = args.peekable();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with('-') => (flag.to_string(), Some(value.to_string())),
+                _ => (arg.clone(), None),
+            };
+            if WITH_VALUE.contains(&flag.as_str()) {
+                let value = inline
+                    .or_else(|| args.next())
+                    .unwrap_or_else(|| panic!("global_log: harness flag {flag} needs a value"));
+                if flag == "--skip" {
+                    selection.skip.push(value);
+                }
+            } else if ALONE.contains(&flag.as_str()) && inline.is_none() {
+                match flag.as_str() {
+                    "--ignored" => selection.ignored_only = true,
+                    "--exact" => selection.exact = true,
+                    "--list" => selection.list = true,
+                    _ => {}
+                }
+            } else if arg.starts_with('-') {
+                panic!("global_log: unknown harness argument {arg:?}; refusing to guess whether it selects this test");
+            } else {
+                selection.filters.push(arg);
+            }
+        }
+        selection
+    }
+
+    /// Whether test `name` runs (none of this file's tests is ignored).
+    fn runs(&self, name: &str) -> bool {
+        let matches = |pattern: &String| if self.exact { name == pattern } else { name.contains(pattern.as_str()) };
+        !self.ignored_only
+            && (self.filters.is_empty() || self.filters.iter().any(matches))
+            && !self.skip.iter().any(matches)
     }
 }
 
@@ -67,10 +159,13 @@ async fn write(store: EventStore, writer: usize, echo: bool) -> Vec<String> {
                 let mut acks = Vec::new();
                 for i in (task..COMMANDS_PER_WRITER).step_by(TASKS_PER_WRITER) {
                     let who = WALLETS[(i + writer) % WALLETS.len()];
-                    let command = earn(who, &format!("w{writer}-{i}"), 1_000);
+                    let purchase = format!("w{writer}-{i}");
+                    let command = earn(who, &purchase, 1_000);
                     let ack = match store.execute::<Wallet>(who, command, CommandContext::default()).await {
-                        Ok(outcome) => format!("ok {who} {} {}", outcome.first_position, outcome.last_position),
-                        Err(CommandError::Conflict { .. }) => format!("conflict {who}"),
+                        Ok(outcome) => {
+                            format!("ok {who} {purchase} {} {}", outcome.first_position, outcome.last_position)
+                        }
+                        Err(CommandError::Conflict { .. }) => format!("conflict {who} {purchase}"),
                         Err(other) => panic!("writer {writer}: {other}"),
                     };
                     if echo {
@@ -89,23 +184,102 @@ async fn write(store: EventStore, writer: usize, echo: bool) -> Vec<String> {
     acks
 }
 
-/// One line a writer printed.
+/// One line a writer printed: an earn (by its purchase ref) committed at
+/// positions `first..=last`, or given up after losing every race.
 enum Ack {
-    Committed { who: String, first: u64, last: u64 },
-    GaveUp,
+    Committed { who: String, purchase: String, first: u64, last: u64 },
+    GaveUp { purchase: String },
 }
 
 fn parse_ack(line: &str) -> Ack {
     let fields: Vec<&str> = line.split(' ').collect();
     match fields.as_slice() {
-        ["ok", who, first, last] => Ack::Committed {
+        ["ok", who, purchase, first, last] => Ack::Committed {
             who: who.to_string(),
+            purchase: purchase.to_string(),
             first: first.parse().expect("position"),
             last: last.parse().expect("position"),
         },
-        ["conflict", _] => Ack::GaveUp,
+        ["conflict", _, purchase] => Ack::GaveUp { purchase: purchase.to_string() },
         _ => panic!("unexpected writer output {line}"),
     }
+}
+
+/// A writer process: this test binary again, told its role by [`WRITER_ROLE`].
+fn spawn_writer(url: &str, writer: usize) -> std::process::Child {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    Command::new(exe)
+        .env(WRITER_ROLE, format!("{url} {writer}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("a writer process starts")
+}
+
+/// The purchase ref a `PointsEarned` records.
+fn purchase_of(event: &RecordedEvent) -> String {
+    assert_eq!(event.event_type, "PointsEarned");
+    let payload: serde_json::Value = serde_json::from_str(&event.payload).expect("the payload is JSON");
+    payload["purchase_ref"].as_str().expect("a purchase ref").to_string()
+}
+
+/// Checks `log` (the whole log, from position 1) against what the writers
+/// were told: every command in it is whole, each acknowledged earn is there
+/// once at the positions it was acknowledged at, and an earn given up on
+/// left nothing. Returns how many acknowledged events were found.
+fn check_commands_against_acks(log: &[RecordedEvent], acks: &[Ack]) -> usize {
+    // The log's commands: its events grouped by command id, in order.
+    let mut commands: BTreeMap<String, Vec<&RecordedEvent>> = BTreeMap::new();
+    for event in log {
+        let metadata = event.metadata().expect("metadata parses");
+        commands.entry(metadata.command_id).or_default().push(event);
+    }
+    let mut earned_at: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (command, events) in &commands {
+        let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+        let first = positions[0];
+        assert_eq!(
+            positions,
+            (first..first + positions.len() as u64).collect::<Vec<_>>(),
+            "command {command} is not one run of the log"
+        );
+        let (head, rest) = (events[0], &events[1..]);
+        assert!(
+            events.iter().all(|e| (&e.aggregate_type, &e.aggregate_id) == (&head.aggregate_type, &head.aggregate_id)),
+            "command {command} spans aggregates"
+        );
+        if head.aggregate_type != "Wallet" {
+            continue;
+        }
+        // An earn is its wallet's opening (on the wallet's first credit) and
+        // then the PointsEarned: never one without the other.
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let whole = match types.as_slice() {
+            ["PointsEarned"] => head.sequence > 1,
+            ["WalletOpened", "PointsEarned"] => head.sequence == 1 && rest[0].sequence == 2,
+            _ => false,
+        };
+        assert!(whole, "command {command} on wallet {} is half-written: {types:?}", head.aggregate_id);
+        let earned = events.last().expect("an event");
+        let purchase = purchase_of(earned);
+        let last = earned.position;
+        assert!(earned_at.insert(purchase.clone(), (first, last)).is_none(), "purchase {purchase} earned twice");
+    }
+    let mut acknowledged = 0;
+    for ack in acks {
+        match ack {
+            Ack::Committed { who, purchase, first, last } => {
+                let at = earned_at.get(purchase);
+                assert_eq!(at, Some(&(*first, *last)), "acknowledged earn {purchase} is not where it was acknowledged");
+                let earned = &log[(*last - 1) as usize];
+                assert_eq!((&earned.aggregate_id, earned.event_type.as_str()), (who, "PointsEarned"));
+                acknowledged += (last - first + 1) as usize;
+            }
+            Ack::GaveUp { purchase } => {
+                assert!(!earned_at.contains_key(purchase), "earn {purchase} was given up on, yet it is in the log")
+            }
+        }
+    }
+    acknowledged
 }
 
 async fn run(backend: Backend) -> String {
@@ -114,16 +288,7 @@ async fn run(backend: Backend) -> String {
     let reader = open(&db, config).await;
     world(&reader, &WALLETS).await;
 
-    let exe = std::env::current_exe().expect("the test binary knows its path");
-    let mut children: Vec<_> = (0..WRITERS)
-        .map(|writer| {
-            Command::new(&exe)
-                .args(["--child", &db.url, &writer.to_string()])
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("a writer process starts")
-        })
-        .collect();
+    let mut children: Vec<_> = (0..WRITERS).map(|writer| spawn_writer(&db.url, writer)).collect();
     // The reader's process writes too: what it reads back of its own commits
     // comes from memory, the rest from the database.
     let own = tokio::spawn(write(reader.clone(), WRITERS, false));
@@ -159,10 +324,11 @@ async fn run(backend: Backend) -> String {
         assert!(output.status.success(), "a writer failed: {output:?}");
         acks.extend(String::from_utf8_lossy(&output.stdout).lines().map(str::to_string));
     }
-    for line in &acks {
-        match parse_ack(line) {
-            Ack::Committed { first, last, .. } => committed.extend(first..=last),
-            Ack::GaveUp => conflicts += 1,
+    let acks: Vec<Ack> = acks.iter().map(|line| parse_ack(line)).collect();
+    for ack in &acks {
+        match ack {
+            Ack::Committed { first, last, .. } => committed.extend(*first..=*last),
+            Ack::GaveUp { .. } => conflicts += 1,
         }
     }
 
@@ -184,6 +350,8 @@ async fn run(backend: Backend) -> String {
     let stored = reader.read_stored(0, seen.len() as u64 + 1).await.expect("the log reads");
     assert!(stored == seen, "the log read while it was written differs from the log as stored");
     assert!(reader.verify().await.expect("verifies").is_clean());
+    // Each earn a writer was told of is in the log, whole, where it was told.
+    check_commands_against_acks(&stored, &acks);
     assert!(reads_while_writing > 1, "the reader should tail while the writers run");
     format!(
         "{} events, {earned} earns by {WRITERS} processes and the reader, {conflicts} gave up on conflicts, {reads_while_writing} reads while writing",
@@ -198,12 +366,7 @@ async fn killed_writer(backend: Backend) -> String {
     let Some(db) = scratch(backend).await else { return "skipped (POINTSTREAM_SKIP_MYSQL=1)".into() };
     let store = open(&db, EventStoreConfig::default()).await;
     world(&store, &WALLETS).await;
-    let exe = std::env::current_exe().expect("the test binary knows its path");
-    let mut child = Command::new(&exe)
-        .args(["--child", &db.url, "9"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("a writer process starts");
+    let mut child = spawn_writer(&db.url, 9);
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut acks = Vec::new();
@@ -222,19 +385,29 @@ async fn killed_writer(backend: Backend) -> String {
     let head = reopened.read_head().await.expect("the head reads");
     let log = reopened.read_from(0, head + 10).await.expect("the log reads");
     assert_eq!(log.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=head).collect::<Vec<_>>());
-    let mut acknowledged = 0;
     for ack in &acks {
-        if let Ack::Committed { who, first, last } = ack {
+        if let Ack::Committed { who, first, last, .. } = ack {
             for position in *first..=*last {
                 let event = &log[(position - 1) as usize];
                 assert_eq!(&event.aggregate_id, who, "acknowledged event at {position} is missing or wrong");
-                acknowledged += 1;
             }
         }
     }
     let report = reopened.verify().await.expect("verifies");
     assert!(report.is_clean(), "{:?}", report.breaks);
-    // Every command is whole: each PointsEarned has its wallet opened before it.
+    // No command is half-written: each earn acknowledged before the kill is
+    // in the log whole, where it was acknowledged, and an earn in flight at
+    // the kill is there whole or not at all.
+    let acknowledged = check_commands_against_acks(&log, &acks);
+    let told: BTreeSet<&str> = acks
+        .iter()
+        .map(|ack| match ack {
+            Ack::Committed { purchase, .. } | Ack::GaveUp { purchase } => purchase.as_str(),
+        })
+        .collect();
+    let untold =
+        log.iter().filter(|e| e.event_type == "PointsEarned" && !told.contains(purchase_of(e).as_str())).count();
+    // And the wallets, folded from those events, hold what was earned.
     for who in WALLETS {
         let wallet = reopened.load::<Wallet>(who).await.expect("the wallet loads");
         let earned = log.iter().filter(|e| e.aggregate_id == who && e.event_type == "PointsEarned").count() as u64;
@@ -244,5 +417,8 @@ async fn killed_writer(backend: Backend) -> String {
             .await
             .expect("the wallet is writable after the crash");
     }
-    format!("{} events acknowledged before SIGKILL, all present; {head} events in the log", acknowledged)
+    format!(
+        "{acknowledged} events acknowledged before SIGKILL, all present and whole; \
+         {untold} earns committed but never acknowledged, each whole; {head} events in the log"
+    )
 }

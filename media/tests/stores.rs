@@ -5,12 +5,17 @@
 
 use std::collections::HashSet;
 
+#[path = "../../eventstore/tests/support/tap.rs"]
+#[allow(dead_code)]
+mod tap;
+
 use pointstream_media as media;
 use std::io::Write;
 use std::time::Duration;
 
 use media::scratch::{ScratchBucket, scratch_fs};
 use media::{MediaStore, photo};
+use tap::Tap;
 
 const JPEG: &[u8] = include_bytes!("../../tests/fixtures/photo.jpg");
 const PNG: &[u8] = include_bytes!("../../tests/fixtures/photo.png");
@@ -112,19 +117,81 @@ async fn s3_leaves_other_objects_in_a_shared_bucket_alone() {
     assert_eq!(bucket.keys().await, vec!["backups/db.sql".to_string()]);
 }
 
+/// Seconds since 1970 at a UTC civil date and time.
+fn unix_seconds(year: i64, month: i64, day: i64, hour: i64, minute: i64, second: i64) -> i64 {
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + hour * 3_600 + minute * 60 + second
+}
+
+/// When a presigned URL stops being valid: its `X-Amz-Date` plus `X-Amz-Expires`, in Unix seconds.
+fn expiry_of(url: &str) -> i64 {
+    let param = |name: &str| {
+        url.split(['?', '&']).find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')).expect("a presign parameter")
+    };
+    let date = param("X-Amz-Date"); // 20240131T235959Z
+    let number = |range: std::ops::Range<usize>| date[range].parse::<i64>().expect("a date field");
+    let signed = unix_seconds(number(0..4), number(4..6), number(6..8), number(9..11), number(11..13), number(13..15));
+    signed + param("X-Amz-Expires").parse::<i64>().expect("seconds")
+}
+
+/// The server's clock when it answered, from the `Date` header
+/// (`Tue, 15 Nov 1994 08:12:31 GMT`), in Unix seconds: it was at least this.
+fn server_time(response: &reqwest::Response) -> i64 {
+    let date = response.headers()["date"].to_str().expect("a Date header");
+    let fields: Vec<&str> = date.split([' ', ':']).collect();
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == fields[2])
+        .expect("a month") as i64
+        + 1;
+    let number = |i: usize| fields[i].parse::<i64>().expect("a date field");
+    unix_seconds(number(3), month, number(1), number(4), number(5), number(6))
+}
+
 #[tokio::test]
 async fn a_presigned_url_serves_the_bytes_until_it_expires() {
     let Some(bucket) = bucket().await else { return };
     let store = bucket.media();
     let stored = put(&store, PNG).await;
-    let url = store.url(stored.key.as_str(), Duration::from_secs(1)).await.expect("presigns");
-    let response = reqwest::get(&url).await.expect("fetches");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "image/png");
-    assert_eq!(response.bytes().await.expect("a body").as_ref(), PNG);
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let serves = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "image/png");
+        assert_eq!(response.bytes().await.expect("a body").as_ref(), PNG);
+    };
+    // Valid for as long as a client would take: served, however slow the fetch.
+    let lasting = store.url(stored.key.as_str(), Duration::from_secs(900)).await.expect("presigns");
+    serves(reqwest::get(&lasting).await.expect("fetches")).await;
+
+    // Valid for 2 s. Served when the server checked it before it expired: it
+    // checks before it answers, so while the time its answer is dated (to
+    // the second) is a second short of the expiry.
+    let url = store.url(stored.key.as_str(), Duration::from_secs(2)).await.expect("presigns");
+    let expires = expiry_of(&url);
+    let first = reqwest::get(&url).await.expect("fetches");
+    if server_time(&first) < expires {
+        serves(first).await;
+    }
+    // Refused once the expiry has passed by the server's clock: the URL is
+    // fetched after an answer the server dated past it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let probe = reqwest::get(&lasting).await.expect("fetches");
+        if server_time(&probe) > expires {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server's clock did not pass the URL's expiry");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let expired = reqwest::get(&url).await.expect("fetches");
     assert_eq!(expired.status(), 403, "an expired URL is refused");
+
     let fresh = store.url(stored.key.as_str(), Duration::from_secs(60)).await.expect("presigns");
     let (signed, signature) = fresh.rsplit_once("X-Amz-Signature=").expect("a signature");
     let flipped = if signature.starts_with('0') { "1" } else { "0" };
@@ -137,20 +204,71 @@ fn pieces(bytes: &[u8], size: usize) -> Vec<bytes::Bytes> {
     bytes.chunks(size).map(bytes::Bytes::copy_from_slice).collect()
 }
 
+/// A store on `bucket` whose every connection to S3 goes through a tap of
+/// its own, so that what one put sent can be seen.
+async fn tapped(bucket: &ScratchBucket) -> (MediaStore, Tap) {
+    let endpoint = bucket.config.endpoint.clone().expect("the test server's endpoint");
+    let tap = Tap::start(&tap::host_port(&endpoint));
+    let config = media::S3Config { endpoint: Some(tap::through(&endpoint, &tap)), ..bucket.config.clone() };
+    (MediaStore::S3(media::S3Store::connect(&config).await), tap)
+}
+
+/// The length a put declared and the bytes of its body that went out, from
+/// the conversation it opened (the first request on its connection).
+fn put_body(conversation: &tap::Conversation) -> (usize, usize) {
+    let sent = &conversation.sent;
+    assert!(sent.starts_with(b"PUT "), "a put: {}", String::from_utf8_lossy(&sent[..sent.len().min(200)]));
+    let end = sent.windows(4).position(|w| w == b"\r\n\r\n").expect("the request's head went out") + 4;
+    let head = String::from_utf8_lossy(&sent[..end]).to_ascii_lowercase();
+    let declared = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .expect("a content length")
+        .trim()
+        .parse()
+        .expect("a length");
+    (declared, sent.len() - end)
+}
+
+/// Waits (30 s at most) until every connection through `tap` is over;
+/// returns what each put on them declared and carried.
+async fn puts_ended(tap: &Tap) -> Vec<(usize, usize)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let conversations = tap.conversations();
+        if conversations.iter().all(|c| c.closed) {
+            // A connection that ended before the request's head was out carried no body.
+            return conversations
+                .iter()
+                .filter(|c| c.sent.windows(4).any(|w| w == b"\r\n\r\n"))
+                .map(put_body)
+                .collect();
+        }
+        assert!(std::time::Instant::now() < deadline, "an abandoned put's connection stayed open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_photo_put_while_it_arrives_is_stored_only_once_completed() {
     let Some(bucket) = bucket().await else { return };
-    let store = bucket.media();
     let checked = photo::check(upload(JPEG), 1 << 20).await.expect("a photo");
 
     // Every byte but the last goes out as it comes; nothing is stored before completion.
+    let (store, tap) = tapped(&bucket).await;
     let mut put = store.stream(checked.kind, JPEG.len() as u64).expect("S3 takes a put of known length");
     for piece in pieces(JPEG, 100) {
         assert!(put.send(piece).await, "within its length");
     }
     assert!(put.is_whole());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(bucket.keys().await, Vec::<String>::new(), "the last byte is held back");
+    // S3 has been sent all of it but the last byte, and has not stored it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tap.conversations().first().is_none_or(|c| !c.sent.starts_with(b"PUT ") || put_body(c).1 < JPEG.len() - 1) {
+        assert!(std::time::Instant::now() < deadline, "the bytes did not go out as they came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(bucket.keys().await, Vec::<String>::new(), "nothing is stored before completion");
+    assert_eq!(put_body(&tap.conversations()[0]), (JPEG.len(), JPEG.len() - 1), "the last byte is held back");
     let key = put.key().as_str().to_string();
     let stored = put.complete(&checked).await.expect("stored");
     assert_eq!(
@@ -161,26 +279,38 @@ async fn a_photo_put_while_it_arrives_is_stored_only_once_completed() {
     assert_eq!((blob.bytes.as_ref(), blob.content_type.as_str()), (JPEG, "image/jpeg"));
 
     // Abandoned whole, part way, or run past its length: nothing is stored.
+    // Each goes through a tap of its own: once its connection is over, what
+    // it carried is all S3 ever got of it.
+    let (whole_store, whole_tap) = tapped(&bucket).await;
     let whole = {
-        let mut put = store.stream(checked.kind, JPEG.len() as u64).expect("a put");
+        let mut put = whole_store.stream(checked.kind, JPEG.len() as u64).expect("a put");
         for piece in pieces(JPEG, 300) {
             assert!(put.send(piece).await);
         }
         put
     };
     drop(whole);
-    let mut partway = store.stream(checked.kind, JPEG.len() as u64).expect("a put");
+    let (partway_store, partway_tap) = tapped(&bucket).await;
+    let mut partway = partway_store.stream(checked.kind, JPEG.len() as u64).expect("a put");
     assert!(partway.send(bytes::Bytes::copy_from_slice(&JPEG[..200])).await);
     drop(partway);
-    let mut longer = store.stream(checked.kind, 100).expect("a put");
+    let (longer_store, longer_tap) = tapped(&bucket).await;
+    let mut longer = longer_store.stream(checked.kind, 100).expect("a put");
     assert!(!longer.send(bytes::Bytes::copy_from_slice(&JPEG[..200])).await, "over its length");
     assert!(!longer.is_whole());
     drop(longer);
     // A put completed for another upload than the one it carried is refused.
-    let mut other = store.stream(checked.kind, 10).expect("a put");
+    let (other_store, other_tap) = tapped(&bucket).await;
+    let mut other = other_store.stream(checked.kind, 10).expect("a put");
     assert!(other.send(bytes::Bytes::copy_from_slice(&JPEG[..10])).await);
     assert!(other.complete(&checked).await.is_err(), "not the checked upload's length");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (name, tap) in
+        [("whole", &whole_tap), ("part way", &partway_tap), ("longer", &longer_tap), ("other", &other_tap)]
+    {
+        for (declared, carried) in puts_ended(tap).await {
+            assert!(carried < declared, "the put abandoned {name} sent {carried} of its {declared} bytes");
+        }
+    }
     assert_eq!(bucket.keys().await, vec![key], "only the completed put stored anything");
 
     // The filesystem store writes a file at once: it takes no such put.

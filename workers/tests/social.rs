@@ -267,23 +267,28 @@ async fn published(store: &EventStore, id: &str) -> bool {
 struct Embedded {
     _db: eventstore::scratch::ScratchDatabase,
     store: EventStore,
+    /// Statements run on the worker's checkpoint table (`social_checkpoint`).
+    checkpoint_statements: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), WorkerError>>,
 }
 
 async fn embedded_with_p1_published() -> Option<Embedded> {
     let db = scratch(Backend::Sqlite).await?;
-    let store = open(&db, quiet()).await;
+    let (store, checkpoint_statements) = support::open_counting_with(&db, quiet(), |sql| {
+        sql.contains("social_checkpoint") && !sql.contains("social_checkpoint_away")
+    })
+    .await;
     let vault = TokenVault::from_hex(KEY).expect("a key");
     world_with_a_post(&store, &vault).await;
     let (stop, task) = start_embedded(embedded_logging_worker(&store));
     eventually("both networks published p1", || published(&store, "p1")).await;
-    Some(Embedded { _db: db, store, stop, task })
+    Some(Embedded { _db: db, store, checkpoint_statements, stop, task })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_publish() {
-    let Some(Embedded { _db, store, stop, task }) = embedded_with_p1_published().await else { return };
+    let Some(Embedded { _db, store, stop, task, .. }) = embedded_with_p1_published().await else { return };
     assert!(
         matches!(&statuses(&store).await[&Provider::Twitter], SocialStatus::Published { external_id, .. } if external_id.as_str() == "logged-p1")
     );
@@ -294,7 +299,9 @@ async fn without_redis_the_same_worker_follows_the_log_and_the_logging_networks_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_worker_outlives_a_database_failure_and_publishes_what_came_meanwhile() {
     use sea_orm::ConnectionTrait;
-    let Some(Embedded { _db, store, stop, task }) = embedded_with_p1_published().await else { return };
+    let Some(Embedded { _db, store, checkpoint_statements, stop, task }) = embedded_with_p1_published().await else {
+        return;
+    };
 
     // The worker's checkpoint table goes away: moving it past the next post fails.
     store
@@ -311,9 +318,16 @@ async fn the_embedded_worker_outlives_a_database_failure_and_publishes_what_came
         providers: vec![Provider::Facebook, Provider::Twitter],
     };
     store.execute::<Post>("p2", post("p2"), CommandContext::default()).await.expect("posts");
+    let away = checkpoint_statements.load(std::sync::atomic::Ordering::SeqCst);
     eventually("p2 published before its checkpoint could move", || published(&store, "p2")).await;
-    // Two retries' time (500 ms each) with the table still away.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Every statement on the table fails while it is away: the failed move
+    // and two retries after it (each one reads the checkpoint first), so the
+    // worker went on after a failure, twice.
+    eventually("two retries of the failed batch", || {
+        let statements = checkpoint_statements.load(std::sync::atomic::Ordering::SeqCst);
+        async move { statements >= away + 3 }
+    })
+    .await;
     assert!(!task.is_finished(), "the worker stopped on a database failure: {:?}", task.await);
 
     store

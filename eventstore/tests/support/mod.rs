@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tap;
+
 use domain::values::{
     Amount, DisplayName, EarnPolicy, Handle, MemberId, Points, PostBody, PostId, Provider, PurchaseRef, StoreId,
     StoreName,
@@ -74,16 +76,29 @@ pub async fn open_counting_with(
     config: EventStoreConfig,
     counted: fn(&str) -> bool,
 ) -> (EventStore, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let (store, mut counters) = open_counting_each(db, config, &[counted]).await;
+    (store, counters.remove(0))
+}
+
+/// Like [`open_counting_with`], with a counter for each of `counted`.
+pub async fn open_counting_each(
+    db: &ScratchDatabase,
+    config: EventStoreConfig,
+    counted: &[fn(&str) -> bool],
+) -> (EventStore, Vec<std::sync::Arc<std::sync::atomic::AtomicUsize>>) {
     let mut connection = eventstore::connect(&db.url, 4).await.expect("connects");
     eventstore::migrate(&connection).await.expect("migrates");
-    let statements = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = statements.clone();
+    let counters: Vec<_> =
+        counted.iter().map(|_| std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0))).collect();
+    let counting: Vec<_> = counted.iter().copied().zip(counters.clone()).collect();
     connection.set_metric_callback(move |info| {
-        if counted(&info.statement.sql) {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for (counted, counter) in &counting {
+            if counted(&info.statement.sql) {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     });
-    (EventStore::with_connection(connection, config).await.expect("opens"), statements)
+    (EventStore::with_connection(connection, config).await.expect("opens"), counters)
 }
 
 pub fn quiet() -> EventStoreConfig {

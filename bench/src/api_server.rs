@@ -67,7 +67,8 @@ pub async fn serve(
         photo_url_ttl: Duration::from_secs(900),
         projectors: running.statuses.clone(),
     };
-    let app = api::server::app(api::build(state.clone()), state, api::server::HttpConfig::new(secret.as_bytes().to_vec()));
+    let app =
+        api::server::app(api::build(state.clone()), state, api::server::HttpConfig::new(secret.as_bytes().to_vec()));
     let mut stopped = shutdown.clone();
     let (address, server) = api::server::bind("127.0.0.1:0".to_string(), |_| app, async move {
         let _ = stopped.wait_for(|stop| *stop).await;

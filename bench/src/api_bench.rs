@@ -2,7 +2,9 @@
 //! event store it runs on: `earnPoints` mutations per second over HTTP against
 //! `EventStore::execute` of the same command in process, a trivial query's
 //! rate as the server's ceiling, and the fan-out of one update to thousands of
-//! `walletUpdates` subscribers, with the server's memory per subscriber.
+//! `walletUpdates` subscribers, with the server's memory per subscriber; then
+//! what per-caller rate limiting and JWKS verification of bearer tokens cost
+//! (see [`crate::api_checks`]). `--parts` picks among the three.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +53,23 @@ pub struct Options {
     /// As `pointstream serve --append-scripts`, for every event store of the run.
     #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
     pub append_scripts: bool,
+    /// What to measure: `earn` ((c), (d), (d') and the `{ __typename }` ceiling),
+    /// `fan-out` (subscriptions), `checks` (rate limiting and JWKS verification on, against both off).
+    #[arg(long, value_delimiter = ',', default_value = "earn,fan-out,checks")]
+    pub parts: Vec<Part>,
+    #[command(flatten)]
+    pub check_options: crate::api_checks::Options,
+}
+
+/// A part of the `api` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// `earnPoints` over HTTP against `EventStore::execute`, and the `{ __typename }` ceiling.
+    Earn,
+    /// One update to `--subscribers` WebSocket subscribers.
+    FanOut,
+    /// Rate limiting and JWKS verification, on against off.
+    Checks,
 }
 
 /// The member every subscriber follows (no other command touches its wallet).
@@ -68,10 +87,17 @@ pub fn raise_open_files_limit() -> anyhow::Result<u64> {
 }
 
 pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
-    Scratch::around_all(server, ["api_c", "api_d", "api_dn"], |[direct, inline, after_commit]| async move {
-        Box::pin(measure(&Databases { direct, inline, after_commit }, options)).await
-    })
-    .await
+    let parts = |part: Part| options.parts.contains(&part);
+    if parts(Part::Earn) || parts(Part::FanOut) {
+        Scratch::around_all(server, ["api_c", "api_d", "api_dn"], |[direct, inline, after_commit]| async move {
+            Box::pin(measure(&Databases { direct, inline, after_commit }, options)).await
+        })
+        .await?;
+    }
+    if parts(Part::Checks) {
+        crate::api_checks::run(server, options).await?;
+    }
+    Ok(())
 }
 
 fn token(secret: &str, role: Role, member: Option<&str>, store: Option<&str>) -> anyhow::Result<String> {
@@ -80,7 +106,8 @@ fn token(secret: &str, role: Role, member: Option<&str>, store: Option<&str>) ->
         role,
         member: member.map(str::to_string),
         store: store.map(str::to_string),
-        exp: 4_000_000_000,
+        // An hour: longer than any run, within the server's maximum token lifetime.
+        exp: api::auth::now_seconds() + 3_600,
     };
     Ok(mint(secret.as_bytes(), &claims)?)
 }
@@ -109,11 +136,12 @@ struct Databases {
 const SLICE: Duration = Duration::from_secs(1);
 
 async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
+    let (earn, fan) = (options.parts.contains(&Part::Earn), options.parts.contains(&Part::FanOut));
     let files = raise_open_files_limit()?;
     // Each process (clients here, server there) holds one socket per subscriber.
     let subscribers = options.subscribers.min(files.saturating_sub(SPARE_FILES) as usize);
     anyhow::ensure!(
-        subscribers > 0,
+        subscribers > 0 || !fan,
         "the open-file limit is {files} (`ulimit -Hn`): no room for a subscriber besides {SPARE_FILES} other files"
     );
 
@@ -121,16 +149,12 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
     let per_worker = (options.members / concurrency).max(1);
     // Worker w cycles through members w, w + concurrency, ...: no two workers share a wallet.
     let earners = Earners { concurrency, per_worker };
-    let mut members: Vec<String> = (0..concurrency * per_worker).map(|k| format!("m{k:05}")).collect();
+    let mut members = earners.members();
     members.push(FOLLOWED.to_string());
 
     // One pool size for every event store (the benchmark's and the servers'),
     // as the eventstore mode sizes it, so that the ratio is the API's cost.
-    let config = EventStoreConfig {
-        max_connections: concurrency as u32 + 4,
-        append_scripts: options.append_scripts,
-        ..EventStoreConfig::default()
-    };
+    let config = earners.store_config(options.append_scripts);
     let store = EventStore::open(&urls.direct, config.clone()).await?;
     register(&store, &members).await?;
     for url in [&urls.inline, &urls.after_commit] {
@@ -148,8 +172,58 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
             caught_up(url).await?;
         }
         // Fan-out first, while the server's memory is that of a fresh process.
-        let fan_out = fan_out(&inline, &staff, &follower, (subscribers, files), options).await?;
+        let fan_out =
+            if fan { Some(fan_out(&inline, &staff, &follower, (subscribers, files), options).await?) } else { None };
+        let servers = Servers { inline: &inline, after_commit: &after_commit };
+        let earned =
+            if earn { Some(EarnFigures::measure(&store, servers, &staff, earners, options).await?) } else { None };
+        anyhow::Ok((fan_out, earned))
+    }
+    .await;
+    let stopped = [inline.stop().await, after_commit.stop().await];
+    let (fan_out, earned) = measured?;
+    stopped.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    if let Some(earned) = earned {
+        earned.print(earners, &config);
+    }
+    if let Some(fan_out) = fan_out {
+        fan_out.print(options);
+    }
+    Ok(())
+}
 
+/// The two servers of the `earn` figures.
+#[derive(Clone, Copy)]
+struct Servers<'a> {
+    /// (d): read models written inline.
+    inline: &'a ServerProcess,
+    /// (d'): read models written after commit.
+    after_commit: &'a ServerProcess,
+}
+
+/// What the `earn` part measured.
+struct EarnFigures {
+    direct: Interleaved,
+    over_http: Interleaved,
+    by_hyper: Interleaved,
+    after_commit: Interleaved,
+    /// Inside (d)'s server and (d')'s.
+    inside: [Inside; 2],
+    /// `{ __typename }`: rate, p50, p99.
+    ceiling: (f64, Duration, Duration),
+}
+
+impl EarnFigures {
+    /// (c), (d), (d) over hyper and (d') in turns, then the `{ __typename }` ceiling on (d)'s server.
+    async fn measure(
+        store: &EventStore,
+        servers: Servers<'_>,
+        staff: &str,
+        earners: Earners,
+        options: &Options,
+    ) -> anyhow::Result<Self> {
+        let Servers { inline, after_commit } = servers;
+        let concurrency = earners.concurrency;
         // (c), (d), (d) over hyper and (d') in turns, each with its own 32
         // callers; the clients over HTTP each on a keep-alive connection of their own.
         let rounds = earners.warm_up_rounds();
@@ -159,16 +233,16 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
         let contender =
             |op: Op, server: Option<u32>| Contender { op, concurrency, meter: Meter::new(server), from: rounds };
         let contenders = [
-            contender(execute_op(&store, earners, "d"), None),
-            contender(earn_op(&to_inline, &staff, earners, "h"), Some(inline.pid()?)),
-            contender(earn_by_hyper_op(&to_inline_by_hyper, &staff, earners, "k"), Some(inline.pid()?)),
-            contender(earn_op(&to_after_commit, &staff, earners, "n"), Some(after_commit.pid()?)),
+            contender(execute_op(store, earners, "d"), None),
+            contender(earn_op(&to_inline, staff, earners, "h"), Some(inline.pid()?)),
+            contender(earn_by_hyper_op(&to_inline_by_hyper, staff, earners, "k"), Some(inline.pid()?)),
+            contender(earn_op(&to_after_commit, staff, earners, "n"), Some(after_commit.pid()?)),
         ];
         for contender in &contenders {
             warm_up(concurrency, rounds, &contender.op).await?;
         }
         let mut metrics = Vec::new();
-        for server in [&inline, &after_commit] {
+        for server in [inline, after_commit] {
             metrics.push(GraphqlHttp::connect(&server.address).await?);
         }
         let mut before = Vec::new();
@@ -180,111 +254,116 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
         for (server, before) in metrics.iter_mut().zip(before) {
             inside.push(Inside::between(&before, &server.get("/metrics").await?));
         }
+        let inside = <[Inside; 2]>::try_from(inside).map_err(|_| anyhow::anyhow!("two servers' metrics expected"))?;
 
         let workers = to_inline.clone();
         let ceiling = throughput_and_latency(concurrency, Duration::from_secs(options.seconds), move |w, _| {
             let clients = workers.clone();
             async move {
                 let mut client = clients[w].lock().await;
-                let answer = client.post(None, br#"{"query":"{ __typename }"}"#).await?;
-                let answer: Answer<Typename> = serde_json::from_slice(answer)?;
-                anyhow::ensure!(answer.succeeded().is_some(), "unexpected answer to {{ __typename }}");
-                Ok(())
+                check_typename(client.post(None, TYPENAME).await?)
             }
         })
         .await?;
-        anyhow::Ok((fan_out, figures, inside, ceiling))
+        let [direct, over_http, by_hyper, after_commit] = <[Interleaved; 4]>::try_from(figures)
+            .map_err(|figures| anyhow::anyhow!("{} figures measured, not 4", figures.len()))?;
+        Ok(EarnFigures { direct, over_http, by_hyper, after_commit, inside, ceiling })
     }
-    .await;
-    let stopped = [inline.stop().await, after_commit.stop().await];
-    let (fan_out, figures, inside, ceiling) = measured?;
-    stopped.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-    let [direct, over_http, by_hyper, after_commit] = <[Interleaved; 4]>::try_from(figures)
-        .map_err(|figures| anyhow::anyhow!("{} figures measured, not 4", figures.len()))?;
 
-    println!("## API benchmark (MySQL, one run)");
-    println!();
-    println!(
-        "Servers: `bench api-server`, processes of their own wired as `pointstream serve` (every projector and \
-         the share distribution running), on 127.0.0.1, each on a database of its own. {concurrency} callers per \
-         figure, over HTTP each on its own keep-alive HTTP/1.1 connection, earning for {} members ({per_worker} \
-         each, no wallet shared), after one unmeasured earn per member (a steady state: aggregates cached, \
-         balances kept); every event store with a pool of {} connections. The figures are measured in turns of {} \
-         s, {} turns each, in the order c d d(hyper) d' then d' d(hyper) d c and so on: on a machine whose \
-         speed drifts, all of them run in the same stretches of time. The clients over HTTP are the load \
-         generator's own (`raw_http.rs`: one write per request, the answer parsed in place), except for \
-         d(hyper), the same as (d) over hyper's client.",
-        concurrency * per_worker,
-        config.max_connections,
-        SLICE.as_secs(),
-        direct.slices.len()
-    );
-    println!();
-    println!("(c) pointstream EventStore::execute of the earn command, in process (the eventstore mode's (c))");
-    println!(
-        "(d) `earnPoints` over HTTP: token check, the same command (the read models written in its append \
-         transaction: `--inline-projections`, the default), then read the balance"
-    );
-    println!(
-        "(d') the same on a server with `--inline-projections none`: the command, then wait for the wallets \
-         projector's commit, then read the balance"
-    );
-    println!();
-    println!("| at concurrency {concurrency} | per second | latency p50 / p99 |");
-    println!("|---|---|---|");
-    let row = |name: &str, figure: &Interleaved| {
-        println!("| {name} | {:.0} | {} / {} |", figure.rate, ms(figure.p50), ms(figure.p99));
-    };
-    row("(c) EventStore::execute (commands)", &direct);
-    row("(d) `earnPoints` over HTTP (mutations)", &over_http);
-    row("(d) the same over hyper's client", &by_hyper);
-    row("(d') the same, every projection after commit", &after_commit);
-    println!(
-        "| `{{ __typename }}` over HTTP (the server's ceiling) | {:.0} | {} / {} |",
-        ceiling.0,
-        ms(ceiling.1),
-        ms(ceiling.2)
-    );
-    println!();
-    let turns: Vec<String> = over_http
-        .slices
-        .iter()
-        .zip(&direct.slices)
-        .map(|(d, c)| format!("{:.2}", d / c.max(f64::MIN_POSITIVE)))
-        .collect();
-    println!(
-        "d/c = {:.2} (target ≥ 0.5); over hyper's client {:.2}; d'/c = {:.2}; d/ceiling = {:.2}. d/c turn by \
-         turn (each (d) turn against the (c) turn of the same round): {}",
-        over_http.rate / direct.rate,
-        by_hyper.rate / direct.rate,
-        after_commit.rate / direct.rate,
-        over_http.rate / ceiling.0,
-        turns.join(", ")
-    );
-    for (name, inside) in [("(d) (either client)", &inside[0]), ("(d')", &inside[1])] {
-        if let Some((command, wait)) = inside.command.zip(inside.wait) {
-            println!();
-            println!(
-                "Inside the server, per {name} mutation on average: the command (`pointstream_command_seconds`) \
-                 {}, the wait for the wallets read model (`pointstream_read_wait_seconds`) {}; the rest of the \
-                 latency is HTTP, GraphQL and the balance read. Group commits meanwhile: {}.",
-                ms(command),
-                ms(wait),
-                inside.commits.describe()
-            );
+    fn print(&self, earners: Earners, config: &EventStoreConfig) {
+        let Self { direct, over_http, by_hyper, after_commit, inside, ceiling } = self;
+        let Earners { concurrency, per_worker } = earners;
+        println!("## API benchmark (MySQL, one run)");
+        println!();
+        println!(
+            "Servers: `bench api-server`, processes of their own wired as `pointstream serve` (every projector and \
+             the share distribution running), on 127.0.0.1, each on a database of its own. {concurrency} callers per \
+             figure, over HTTP each on its own keep-alive HTTP/1.1 connection, earning for {} members ({per_worker} \
+             each, no wallet shared), after one unmeasured earn per member (a steady state: aggregates cached, \
+             balances kept); every event store with a pool of {} connections. The figures are measured in turns of {} \
+             s, {} turns each, in the order c d d(hyper) d' then d' d(hyper) d c and so on: on a machine whose \
+             speed drifts, all of them run in the same stretches of time. The clients over HTTP are the load \
+             generator's own (`raw_http.rs`: one write per request, the answer parsed in place), except for \
+             d(hyper), the same as (d) over hyper's client. The servers' tokens are HS256 and they limit no \
+             caller's rate (the `checks` part measures both).",
+            concurrency * per_worker,
+            config.max_connections,
+            SLICE.as_secs(),
+            direct.slices.len()
+        );
+        println!();
+        println!("(c) pointstream EventStore::execute of the earn command, in process (the eventstore mode's (c))");
+        println!(
+            "(d) `earnPoints` over HTTP: token check, the same command (the read models written in its append \
+             transaction: `--inline-projections`, the default), then read the balance"
+        );
+        println!(
+            "(d') the same on a server with `--inline-projections none`: the command, then wait for the wallets \
+             projector's commit, then read the balance"
+        );
+        println!();
+        println!("| at concurrency {concurrency} | per second | latency p50 / p99 |");
+        println!("|---|---|---|");
+        let row = |name: &str, figure: &Interleaved| {
+            println!("| {name} | {:.0} | {} / {} |", figure.rate, ms(figure.p50), ms(figure.p99));
+        };
+        row("(c) EventStore::execute (commands)", direct);
+        row("(d) `earnPoints` over HTTP (mutations)", over_http);
+        row("(d) the same over hyper's client", by_hyper);
+        row("(d') the same, every projection after commit", after_commit);
+        println!(
+            "| `{{ __typename }}` over HTTP (the server's ceiling) | {:.0} | {} / {} |",
+            ceiling.0,
+            ms(ceiling.1),
+            ms(ceiling.2)
+        );
+        println!();
+        let turns: Vec<String> = over_http
+            .slices
+            .iter()
+            .zip(&direct.slices)
+            .map(|(d, c)| format!("{:.2}", d / c.max(f64::MIN_POSITIVE)))
+            .collect();
+        println!(
+            "d/c = {:.2} (target ≥ 0.5); over hyper's client {:.2}; d'/c = {:.2}; d/ceiling = {:.2}. d/c turn by \
+             turn (each (d) turn against the (c) turn of the same round): {}",
+            over_http.rate / direct.rate,
+            by_hyper.rate / direct.rate,
+            after_commit.rate / direct.rate,
+            over_http.rate / ceiling.0,
+            turns.join(", ")
+        );
+        for (name, inside) in [("(d) (either client)", &inside[0]), ("(d')", &inside[1])] {
+            if let Some((command, wait)) = inside.command.zip(inside.wait) {
+                println!();
+                println!(
+                    "Inside the server, per {name} mutation on average: the command (`pointstream_command_seconds`) \
+                     {}, the wait for the wallets read model (`pointstream_read_wait_seconds`) {}; the rest of the \
+                     latency is HTTP, GraphQL and the balance read. Group commits meanwhile: {}.",
+                    ms(command),
+                    ms(wait),
+                    inside.commits.describe()
+                );
+            }
         }
+        println!();
+        println!(
+            "CPU time per operation ({} cores; `/proc`): this process (the callers: for (c) the event store, for (d) \
+             and (d') the HTTP clients), the figure's server process, MariaDB, and the machine's idle time:",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        println!();
+        print_cpu(&[("(c)", direct), ("(d)", over_http), ("(d) over hyper", by_hyper), ("(d')", after_commit)]);
+        println!();
     }
-    println!();
-    println!(
-        "CPU time per operation ({} cores; `/proc`): this process (the callers: for (c) the event store, for (d) \
-         and (d') the HTTP clients), the figure's server process, MariaDB, and the machine's idle time:",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    println!();
+}
+
+/// A table of each figure's CPU time per operation: this process, the
+/// figure's server, MariaDB, the idle machine, and all three busy ones.
+pub(crate) fn print_cpu(figures: &[(&str, &Interleaved)]) {
     println!("| | this process | server | MariaDB | idle | all busy |");
     println!("|---|---|---|---|---|---|");
     let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
-    let figures = [("(c)", &direct), ("(d)", &over_http), ("(d) over hyper", &by_hyper), ("(d')", &after_commit)];
     for (name, figure) in figures {
         let cpu = figure.cpu;
         println!(
@@ -296,29 +375,37 @@ async fn measure(urls: &Databases, options: &Options) -> anyhow::Result<()> {
             us(cpu.clients + cpu.server + cpu.database)
         );
     }
-    println!();
-    fan_out.print(options);
-    Ok(())
 }
 
 /// Who earns: client `w`'s `i`th earn is for `member(w, i)`, cycling through
 /// `per_worker` members of its own (no wallet shared between clients).
 #[derive(Debug, Clone, Copy)]
-struct Earners {
-    concurrency: usize,
-    per_worker: usize,
+pub(crate) struct Earners {
+    pub(crate) concurrency: usize,
+    pub(crate) per_worker: usize,
 }
 
 impl Earners {
-    fn member(self, w: usize, i: u64) -> String {
+    pub(crate) fn member(self, w: usize, i: u64) -> String {
         format!("m{:05}", w + self.concurrency * (i as usize % self.per_worker))
+    }
+
+    /// Every client's members.
+    pub(crate) fn members(self) -> Vec<String> {
+        (0..self.concurrency * self.per_worker).map(|k| format!("m{k:05}")).collect()
     }
 
     /// Earns before a measurement: one for each member, so that it measures
     /// a steady state (the aggregates cached, the server keeping the balances
     /// it writes) rather than a process's first touch of each wallet.
-    fn warm_up_rounds(self) -> u64 {
+    pub(crate) fn warm_up_rounds(self) -> u64 {
         self.per_worker as u64
+    }
+
+    /// Every event store's configuration: a pool of the callers plus 4, as
+    /// the eventstore mode sizes it.
+    pub(crate) fn store_config(self, append_scripts: bool) -> EventStoreConfig {
+        EventStoreConfig { max_connections: self.concurrency as u32 + 4, append_scripts, ..EventStoreConfig::default() }
     }
 }
 
@@ -353,16 +440,40 @@ fn earn_op(clients: &Arc<Vec<Mutex<RawHttp>>>, staff: &str, earners: Earners, pr
         let (clients, staff) = (clients.clone(), staff.clone());
         let (member, purchase) = (earners.member(w, i), format!("{prefix}{w}-{i}"));
         Box::pin(async move {
-            let body =
-                serde_json::to_vec(&Request { query: EARN, variables: EarnVariables { m: &member, r: &purchase } })?;
+            let body = earn_body(&member, &purchase)?;
             let mut client = clients[w].lock().await;
-            let answer = client.post(Some(&staff), &body).await?;
-            let parsed: Answer<Earned> = serde_json::from_slice(answer)
-                .with_context(|| format!("earnPoints answered {}", String::from_utf8_lossy(answer)))?;
-            anyhow::ensure!(parsed.succeeded().is_some(), "earnPoints failed: {}", String::from_utf8_lossy(answer));
-            Ok(())
+            check_earned(client.post(Some(&staff), &body).await?)
         })
     })
+}
+
+/// The body of an `earnPoints` request for `member` under `purchase_ref`.
+pub(crate) fn earn_body(member: &str, purchase_ref: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&Request { query: EARN, variables: EarnVariables { m: member, r: purchase_ref } })?)
+}
+
+/// `Ok` if `answer` (a 200 answer's body) to an [`earn_body`] request has
+/// the position and balance and no errors.
+pub(crate) fn check_earned(answer: &[u8]) -> anyhow::Result<()> {
+    let parsed: Answer<Earned> = serde_json::from_slice(answer)
+        .with_context(|| format!("earnPoints answered {}", String::from_utf8_lossy(answer)))?;
+    anyhow::ensure!(parsed.succeeded().is_some(), "earnPoints failed: {}", String::from_utf8_lossy(answer));
+    Ok(())
+}
+
+/// The body of a `{ __typename }` request.
+pub(crate) const TYPENAME: &[u8] = br#"{"query":"{ __typename }"}"#;
+
+/// `Ok` if `answer` (a 200 answer's body) to [`TYPENAME`] names a type and has no errors.
+pub(crate) fn check_typename(answer: &[u8]) -> anyhow::Result<()> {
+    let parsed: Answer<Typename> = serde_json::from_slice(answer)
+        .with_context(|| format!("{{ __typename }} answered {}", String::from_utf8_lossy(answer)))?;
+    anyhow::ensure!(
+        parsed.succeeded().is_some(),
+        "unexpected answer to {{ __typename }}: {}",
+        String::from_utf8_lossy(answer)
+    );
+    Ok(())
 }
 
 /// [`earn_op`] over hyper's client, the answer read into a `serde_json::Value`.
@@ -449,7 +560,7 @@ fn execute_op(store: &EventStore, earners: Earners, prefix: &'static str) -> Op 
 }
 
 /// Waits until every projection has applied the whole log of the database at `url`.
-async fn caught_up(url: &str) -> anyhow::Result<()> {
+pub(crate) async fn caught_up(url: &str) -> anyhow::Result<()> {
     let db = eventstore::connect(url, 2).await?;
     let head = eventstore::read_head(&db).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -464,7 +575,7 @@ async fn caught_up(url: &str) -> anyhow::Result<()> {
 }
 
 /// `count` clients, each on a connection of its own that `connect` opens.
-async fn connect_all<C, Fut>(count: usize, connect: impl Fn() -> Fut) -> anyhow::Result<Arc<Vec<Mutex<C>>>>
+pub(crate) async fn connect_all<C, Fut>(count: usize, connect: impl Fn() -> Fut) -> anyhow::Result<Arc<Vec<Mutex<C>>>>
 where
     Fut: std::future::Future<Output = anyhow::Result<C>>,
 {

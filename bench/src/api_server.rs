@@ -12,6 +12,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
+use api::auth::{OidcConfig, TokenConfig};
+use api::rate::RateLimit;
+use api::server::HttpConfig;
 use api::{ApiState, Limits};
 use eventstore::{EventStore, EventStoreConfig};
 use projections::ProjectorConfig;
@@ -22,8 +25,6 @@ use tokio::sync::watch;
 /// What the server prints on stdout once it accepts connections.
 const LISTENING: &str = "listening on ";
 
-/// The server side: serves the API on `database_url` until stdin closes
-/// (the benchmark closes it to stop the server, and so does its exit).
 /// The server's photo store: the S3 bucket when given, else a scratch directory.
 pub struct Photos {
     /// S3 endpoint.
@@ -32,6 +33,46 @@ pub struct Photos {
     pub s3_bucket: Option<String>,
 }
 
+/// How the server checks its callers, besides the GraphQL limits.
+pub struct Access {
+    /// Requests per caller (`per_minute: 0`: no limit).
+    pub rate_limit: RateLimit,
+    /// Tokens checked against an identity provider's keys; without it,
+    /// HS256 tokens signed with the server's secret.
+    pub oidc: Option<Oidc>,
+}
+
+/// An identity provider, as `pointstream serve --oidc-jwks-url`,
+/// `--oidc-issuer` and `--oidc-audience` name it.
+pub struct Oidc {
+    /// Where its keys are published.
+    pub jwks_url: String,
+    /// The `iss` every token must carry.
+    pub issuer: Option<String>,
+    /// The audience every token's `aud` must name.
+    pub audience: Option<String>,
+}
+
+impl Access {
+    /// The HTTP layer's configuration: `serve`'s defaults, with this
+    /// access's rate limit and token check.
+    fn http_config(self, secret: &str) -> anyhow::Result<HttpConfig> {
+        let tokens = match self.oidc {
+            None => TokenConfig::secret(secret.as_bytes().to_vec()),
+            Some(oidc) => {
+                let mut config = OidcConfig::new(&oidc.jwks_url)
+                    .map_err(|e| anyhow::anyhow!("--oidc-jwks-url {}: {e}", oidc.jwks_url))?;
+                config.issuer = oidc.issuer;
+                config.audience = oidc.audience;
+                TokenConfig::oidc(config)
+            }
+        };
+        Ok(HttpConfig { tokens, rate_limit: self.rate_limit, ..HttpConfig::new(secret.as_bytes().to_vec()) })
+    }
+}
+
+/// The server side: serves the API on `database_url` until stdin closes
+/// (the benchmark closes it to stop the server, and so does its exit).
 pub async fn serve(
     database_url: &str,
     secret: &str,
@@ -39,7 +80,9 @@ pub async fn serve(
     photos: Photos,
     inline: &[String],
     limits: Limits,
+    access: Access,
 ) -> anyhow::Result<()> {
+    let http = access.http_config(secret)?;
     crate::api_bench::raise_open_files_limit()?;
     let store = EventStore::open(database_url, config).await.context("the server cannot open the event store")?;
     projections::write_inline(&store, inline)?;
@@ -67,8 +110,7 @@ pub async fn serve(
         photo_url_ttl: Duration::from_secs(900),
         projectors: running.statuses.clone(),
     };
-    let app =
-        api::server::app(api::build(state.clone()), state, api::server::HttpConfig::new(secret.as_bytes().to_vec()));
+    let app = api::server::app(api::build(state.clone()), state, http);
     let mut stopped = shutdown.clone();
     let (address, server) = api::server::bind("127.0.0.1:0".to_string(), |_| app, async move {
         let _ = stopped.wait_for(|stop| *stop).await;
@@ -104,7 +146,9 @@ impl ServerProcess {
     }
 
     /// [`Self::spawn`] with `extra` arguments (`--s3-endpoint`, `--s3-bucket`,
-    /// `--inline-projections`, `--upload-memory-bytes`, `--stream-uploads`).
+    /// `--inline-projections`, `--upload-memory-bytes`, `--stream-uploads`,
+    /// `--rate-limit-per-minute`, `--rate-limit-burst`, `--oidc-jwks-url`,
+    /// `--oidc-issuer`, `--oidc-audience`).
     pub async fn spawn_with(
         database_url: &str,
         secret: &str,

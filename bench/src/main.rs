@@ -4,11 +4,13 @@
 //!
 //! ```sh
 //! cargo run --release -p bench -- eventstore
+//! cargo run --release -p bench -- api
 //! cargo run --release -p bench -- streams
 //! cargo run --release -p bench -- media
 //! ```
 
 mod api_bench;
+mod api_checks;
 mod api_server;
 mod cpu;
 mod cqrs_baseline;
@@ -71,7 +73,7 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
-    /// The GraphQL API over HTTP and WebSockets: earnPoints against EventStore::execute, and subscription fan-out.
+    /// The GraphQL API over HTTP and WebSockets: earnPoints against EventStore::execute, subscription fan-out, and the cost of rate limiting and JWKS verification.
     Api {
         /// MySQL server to run on (a scratch database is created and dropped).
         #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
@@ -127,6 +129,24 @@ enum Command {
         /// As `pointstream serve --append-scripts`.
         #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
         append_scripts: bool,
+        /// As `pointstream serve --rate-limit-per-minute`, but 0 (off) unless
+        /// given: most figures' callers share one token, which `serve`'s
+        /// default limit would throttle.
+        #[arg(long, default_value_t = 0)]
+        rate_limit_per_minute: u32,
+        /// As `pointstream serve --rate-limit-burst`.
+        #[arg(long, default_value_t = api::rate::RateLimit::default().burst)]
+        rate_limit_burst: u32,
+        /// As `pointstream serve --oidc-jwks-url`: tokens are checked against
+        /// the keys published there instead of the secret.
+        #[arg(long)]
+        oidc_jwks_url: Option<String>,
+        /// As `pointstream serve --oidc-issuer`.
+        #[arg(long, requires = "oidc_jwks_url")]
+        oidc_issuer: Option<String>,
+        /// As `pointstream serve --oidc-audience`.
+        #[arg(long, requires = "oidc_jwks_url")]
+        oidc_audience: Option<String>,
     },
 }
 
@@ -160,6 +180,11 @@ async fn main() -> anyhow::Result<()> {
             upload_memory_bytes,
             stream_uploads,
             append_scripts,
+            rate_limit_per_minute,
+            rate_limit_burst,
+            oidc_jwks_url,
+            oidc_issuer,
+            oidc_audience,
         } => {
             let photos = api_server::Photos { s3_endpoint, s3_bucket };
             let limits = api::Limits { upload_memory_bytes, stream_uploads, ..api::Limits::default() };
@@ -168,7 +193,15 @@ async fn main() -> anyhow::Result<()> {
                 append_scripts,
                 ..eventstore::EventStoreConfig::default()
             };
-            api_server::serve(&database_url, &secret, config, photos, &inline_projections, limits).await
+            let access = api_server::Access {
+                rate_limit: api::rate::RateLimit { per_minute: rate_limit_per_minute, burst: rate_limit_burst },
+                oidc: oidc_jwks_url.map(|jwks_url| api_server::Oidc {
+                    jwks_url,
+                    issuer: oidc_issuer,
+                    audience: oidc_audience,
+                }),
+            };
+            api_server::serve(&database_url, &secret, config, photos, &inline_projections, limits, access).await
         }
     }
 }

@@ -44,6 +44,14 @@ impl RawHttp {
     /// Posts `body` (JSON) with an optional bearer token; the body of a 200
     /// answer, any other status being an error.
     pub async fn post(&mut self, bearer: Option<&str>, body: &[u8]) -> anyhow::Result<&[u8]> {
+        let (status, body) = self.exchange(bearer, body).await?;
+        anyhow::ensure!(status == 200, "POST /graphql answered {status}: {}", String::from_utf8_lossy(body));
+        Ok(body)
+    }
+
+    /// [`Self::post`], whatever the answer's status: its status and body
+    /// (for a caller that counts refusals rather than fail on them).
+    pub async fn exchange(&mut self, bearer: Option<&str>, body: &[u8]) -> anyhow::Result<(u16, &[u8])> {
         self.request.clear();
         self.request.extend_from_slice(&self.head);
         if let Some(token) = bearer {
@@ -67,14 +75,7 @@ impl RawHttp {
             "the server sent {} bytes more than its answer",
             self.answer.len() - framed.body.end
         );
-        let body = &self.answer[framed.body];
-        anyhow::ensure!(
-            framed.status == 200,
-            "POST /graphql answered {}: {}",
-            framed.status,
-            String::from_utf8_lossy(body)
-        );
-        Ok(body)
+        Ok((framed.status, &self.answer[framed.body]))
     }
 }
 

@@ -727,5 +727,6 @@ impl FanOut {
             self.server_files,
             self.files
         );
+        println!();
     }
 }

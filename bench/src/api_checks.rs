@@ -51,7 +51,8 @@ pub struct Options {
     #[arg(long, default_value_t = 64)]
     pub callers_per_client: usize,
     /// The checks the "on" server makes: `rate` (`serve`'s default rate limit per
-    /// caller), `jwks` (RS256 tokens against a JWKS); one alone tells its cost apart.
+    /// caller), `jwks` (RS256 tokens against a JWKS); one alone tells its cost apart,
+    /// and `none` makes the two servers alike, which shows the machine's noise.
     #[arg(long, value_delimiter = ',', default_value = "rate,jwks")]
     pub checks_on: Vec<Check>,
 }
@@ -63,6 +64,8 @@ pub enum Check {
     Rate,
     /// Bearer tokens verified against an identity provider's keys (RS256, JWKS).
     Jwks,
+    /// Neither (unless the other values name one).
+    None,
 }
 
 // A test-only RSA key (the API's JWKS tests sign with it): it signs nothing real.
@@ -518,7 +521,7 @@ impl Figures {
             (None, true) => "tokens verified against the keys of a JWKS this process serves on 127.0.0.1 (RS256, \
                              one 2048-bit RSA test key; issuer and audience checked); no rate limit"
                 .to_string(),
-            (None, false) => "no check the off server lacks".to_string(),
+            (None, false) => "HS256 tokens, no rate limit: the same as off (`--checks-on none`)".to_string(),
         };
         println!(
             "Two `bench api-server` processes wired as `pointstream serve`, each on a database of its own with \
@@ -537,18 +540,17 @@ impl Figures {
         println!();
         println!(
             "| at concurrency {concurrency} | on: per second | on: p50 / p99 | off: per second | off: p50 / p99 | \
-             on/off | on/off turn by turn |"
+             on/off | turns: mean (≈95% interval) | on/off turn by turn |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         let row = |name: &str, on: &Interleaved, off: &Interleaved| {
-            let turns: Vec<String> = on
-                .slices
-                .iter()
-                .zip(&off.slices)
-                .map(|(on, off)| format!("{:.2}", on / off.max(f64::MIN_POSITIVE)))
-                .collect();
+            let turns: Vec<String> = turn_ratios(on, off).map(|ratio| format!("{ratio:.2}")).collect();
+            let interval = match Spread::of(turn_ratios(on, off)) {
+                Some(Spread { mean, low, high }) => format!("{mean:.3} ({low:.3}–{high:.3})"),
+                None => "–".to_string(),
+            };
             println!(
-                "| {name} | {:.0} | {} / {} | {:.0} | {} / {} | **{:.3}** | {} |",
+                "| {name} | {:.0} | {} / {} | {:.0} | {} / {} | **{:.3}** | {interval} | {} |",
                 on.rate,
                 ms(on.p50),
                 ms(on.p99),
@@ -563,7 +565,13 @@ impl Figures {
         row("`earnPoints` (mutations)", earn_on, earn_off);
         println!();
         let verdict = |on: &Interleaved, off: &Interleaved| {
-            if on.rate >= 0.95 * off.rate { "met" } else { "**not met**" }
+            let met = if on.rate >= 0.95 * off.rate { "met" } else { "**not met**" };
+            match Spread::of(turn_ratios(on, off)) {
+                Some(Spread { low, high, .. }) if low < 0.95 && 0.95 < high => {
+                    format!("{met} (but the turns' interval {low:.3}–{high:.3} holds 0.95: not resolved by this run)")
+                }
+                _ => met.to_string(),
+            }
         };
         println!(
             "Target on/off ≥ 0.95: `{{ __typename }}` {}, `earnPoints` {}.",
@@ -629,5 +637,74 @@ impl Figures {
             us(rate_limit)
         );
         println!();
+    }
+}
+
+/// Each turn's on/off ratio: the on figure's turn against the off figure's
+/// turn of the same round.
+fn turn_ratios<'a>(on: &'a Interleaved, off: &'a Interleaved) -> impl Iterator<Item = f64> + 'a {
+    on.slices.iter().zip(&off.slices).map(|(on, off)| on / off.max(f64::MIN_POSITIVE))
+}
+
+/// How far a run's turns agree on a ratio: their geometric mean, and an
+/// interval of about 95% around it (Student's t over the logarithms). On a
+/// machine whose speed changes from one turn to the next, an interval that
+/// holds the target says that this run cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Spread {
+    mean: f64,
+    low: f64,
+    high: f64,
+}
+
+impl Spread {
+    /// The spread of `ratios`; `None` with fewer than two, or any not above 0.
+    fn of(ratios: impl Iterator<Item = f64>) -> Option<Self> {
+        let logs: Vec<f64> = ratios.map(|ratio| (ratio > 0.0).then(|| ratio.ln())).collect::<Option<_>>()?;
+        let n = logs.len();
+        if n < 2 {
+            return None;
+        }
+        let mean = logs.iter().sum::<f64>() / n as f64;
+        let variance = logs.iter().map(|log| (log - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let half = t95(n - 1) * (variance / n as f64).sqrt();
+        Some(Spread { mean: mean.exp(), low: (mean - half).exp(), high: (mean + half).exp() })
+    }
+}
+
+/// Student's t for a two-sided 95% interval with `df` degrees of freedom.
+fn t95(df: usize) -> f64 {
+    const TABLE: [f64; 10] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
+    match df {
+        0 => f64::INFINITY,
+        1..=10 => TABLE[df - 1],
+        11..=20 => 2.086 + (2.228 - 2.086) * (20 - df) as f64 / 10.0,
+        21..=30 => 2.042 + (2.086 - 2.042) * (30 - df) as f64 / 10.0,
+        _ => 1.96 + 0.08 * 30.0 / df as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_that_agree_give_a_narrow_interval_around_their_ratio() {
+        let spread = Spread::of([0.9, 0.9, 0.9].into_iter()).unwrap();
+        assert!((spread.mean - 0.9).abs() < 1e-12 && (spread.low - 0.9).abs() < 1e-12, "{spread:?}");
+        let spread = Spread::of([0.8, 1.25].into_iter()).unwrap();
+        assert!((spread.mean - 1.0).abs() < 1e-12, "the geometric mean of 0.8 and 1.25 is 1: {spread:?}");
+        assert!(spread.low < 0.1 && spread.high > 10.0, "two turns that disagree tell little: {spread:?}");
+        let spread = Spread::of([0.96, 1.0, 0.98, 0.97, 0.99, 1.01].into_iter()).unwrap();
+        assert!(spread.low > 0.95 && spread.high < 1.01, "{spread:?}");
+        assert_eq!(Spread::of([1.0].into_iter()), None);
+        assert_eq!(Spread::of([1.0, 0.0].into_iter()), None);
+    }
+
+    #[test]
+    fn t_falls_towards_the_normal_quantile() {
+        assert_eq!(t95(5), 2.571);
+        assert!((t95(20) - 2.086).abs() < 1e-9 && (t95(30) - 2.042).abs() < 1e-9);
+        assert!(t95(11) < t95(10) && t95(31) < t95(30) && t95(1_000) > 1.96);
     }
 }

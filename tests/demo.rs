@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use api::auth::Role;
-use app::{App, token};
+use app::{App, fetch, token};
 use eventstore::scratch::ScratchDatabase;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -70,14 +70,6 @@ fn tally(database_url: &str, media: &Path) -> (BTreeMap<String, u64>, u64) {
         *types.entry(kind).or_default() += 1;
     }
     (types, photos)
-}
-
-async fn fetch(url: &str) -> (u16, String, Vec<u8>) {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = response.status().as_u16();
-    let content_type =
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    (status, content_type, response.bytes().await.expect("a body").to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use api::auth::Role;
-use app::{App, FilePart, code, multipart, setup, token};
+use app::{App, FilePart, code, fetch, multipart, setup, token};
 use eventstore::scratch::ScratchDatabase;
 use media::scratch::{ScratchBucket, scratch_dir};
 use serde_json::{Value, json};
@@ -94,14 +94,6 @@ fn create_post(app: &App, id: &str, key: Option<&str>, files: &[FilePart<'_>]) -
     let request = multipart(&query, json!({ "photos": photos, "key": key }), Value::Object(map), files);
     let (status, text) = app.post_multipart(Some(&token(Role::Member, Some("ann"), None)), &request);
     (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
-}
-
-async fn fetch(url: &str) -> (u16, String, Vec<u8>) {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = response.status().as_u16();
-    let content_type =
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    (status, content_type, response.bytes().await.expect("a body").to_vec())
 }
 
 async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {

@@ -97,10 +97,28 @@ impl App {
         secret: Option<&str>,
         log_filter: &str,
     ) -> (App, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+        let (mut app, lines) = Self::launch(url, "127.0.0.1:0", args, &[], secret, log_filter);
+        app.db = db;
+        (app, lines)
+    }
+
+    /// Starts `pointstream serve` on the database at `url`, listening on
+    /// `listen`, with extra `args` and environment `env`, tokens checked with
+    /// `secret` (the development secret when `None`); waits for its banner
+    /// and fails with its log if it ends first. Returns it with its stdout
+    /// after the banner.
+    fn launch(
+        url: &str,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        secret: Option<&str>,
+        log_filter: &str,
+    ) -> (App, std::io::Lines<BufReader<std::process::ChildStdout>>) {
         let log = std::env::temp_dir().join(format!("pointstream-test-{}.log", uuid::Uuid::new_v4().simple()));
         let log_file = std::fs::File::create(&log).expect("a log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_pointstream"));
-        command.args(["serve", "--listen", "127.0.0.1:0"]).args(args).env("DATABASE_URL", url);
+        command.args(["serve", "--listen", listen]).args(args).env("DATABASE_URL", url);
         // Load and fault tests send far more than a caller's default rate;
         // the rate limit's own test sets one with `--rate-limit-per-minute`.
         command.env("POINTSTREAM_RATE_LIMIT_PER_MINUTE", "0");
@@ -110,6 +128,7 @@ impl App {
             Some(secret) => command.env("POINTSTREAM_JWT_SECRET", secret),
             None => command.env_remove("POINTSTREAM_JWT_SECRET"),
         };
+        command.envs(env.iter().copied());
         let mut child = command
             .env("RUST_LOG", log_filter)
             .stdout(Stdio::piped())
@@ -117,7 +136,13 @@ impl App {
             .spawn()
             .expect("serve starts");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let banner = lines.next().expect("a banner").expect("a line");
+        let Some(Ok(banner)) = lines.next() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let logged = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            panic!("`pointstream serve --listen {listen}` ended before it listened; its log:\n{logged}");
+        };
         let address = banner
             .split("http://")
             .nth(1)
@@ -125,7 +150,7 @@ impl App {
             .unwrap_or_else(|| panic!("the banner names the GraphiQL URL: {banner}"))
             .to_string();
         let printed = Default::default();
-        (App { child, client: Client { address }, db, url: url.to_string(), log, printed }, lines)
+        (App { child, client: Client { address }, db: None, url: url.to_string(), log, printed }, lines)
     }
 
     /// Keeps reading stdout, so the server never blocks on a full pipe, and
@@ -180,25 +205,11 @@ impl Client {
         (reply.status, reply.body)
     }
 
-    /// One HTTP/1.1 exchange, with the response's headers.
+    /// One HTTP/1.1 exchange, with the response's headers (any failure to
+    /// get an answer fails the test).
     pub fn exchange(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        let mut stream = TcpStream::connect(&self.address).expect("the server accepts connections");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.address,
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).expect("the request is sent");
-        // A server may answer (413) before reading a large body; a failed write is then fine.
-        let _ = stream.write_all(body);
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).expect("a response");
-        parse_response(&raw)
+        self.try_exchange(method, path, headers, body, Sending::default())
+            .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e:?}"))
     }
 
     /// `GET path`.
@@ -422,38 +433,18 @@ fn sign(secret: &[u8], role: Role, member: Option<&str>, store: Option<&str>, ex
     mint(secret, &claims).expect("mints")
 }
 
+/// `GET url` from outside the API (a photo URL): status, content type and bytes.
+pub async fn fetch(url: &str) -> (u16, String, Vec<u8>) {
+    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status().as_u16();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    (status, content_type, response.bytes().await.expect("a body").to_vec())
+}
+
 /// The first error's `extensions.code`, or "none".
 pub fn code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"].as_str().unwrap_or("none")
-}
-
-/// Status, headers and body of a raw HTTP/1.1 response (`Content-Length` or chunked).
-fn parse_response(raw: &[u8]) -> Reply {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
-    let headers = head
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    let mut body = &raw[split + 4..];
-    let mut decoded = Vec::new();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        loop {
-            let line_end = body.windows(2).position(|w| w == b"\r\n").expect("a chunk size");
-            let size = usize::from_str_radix(String::from_utf8_lossy(&body[..line_end]).trim(), 16).expect("hex");
-            if size == 0 {
-                break;
-            }
-            decoded.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
-            body = &body[line_end + 2 + size + 2..];
-        }
-    } else {
-        decoded.extend_from_slice(body);
-    }
-    Reply { status, headers, body: String::from_utf8_lossy(&decoded).to_string() }
 }
 
 /// The sum of the samples of `name` in Prometheus text `metrics` whose labels
@@ -525,22 +516,33 @@ impl Client {
         }
         request.push_str("\r\n");
         stream.write_all(request.as_bytes()).map_err(|e| lost("request head", e))?;
+        // A server may answer (413) before reading a large body: a failed
+        // write of the body is then no failure if an answer follows.
+        let mut unsent = None;
         let mut pieces = body.chunks(sending.piece.max(1)).peekable();
         while let Some(piece) = pieces.next() {
-            stream.write_all(piece).map_err(|e| lost("request body", e))?;
+            if let Err(e) = stream.write_all(piece) {
+                unsent = Some(lost("request body", e));
+                break;
+            }
             if pieces.peek().is_some() && !sending.pause.is_zero() {
                 std::thread::sleep(sending.pause);
             }
         }
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(|e| lost("response", e))?;
-        try_parse_response(&raw).ok_or_else(|| {
-            Unanswered::Lost(format!(
-                "an incomplete response of {} bytes: {}",
-                raw.len(),
-                String::from_utf8_lossy(&raw)
-            ))
-        })
+        let read = stream.read_to_end(&mut raw);
+        if let Some(reply) = try_parse_response(&raw) {
+            return Ok(reply);
+        }
+        if let Some(unsent) = unsent {
+            return Err(unsent);
+        }
+        read.map_err(|e| lost("response", e))?;
+        Err(Unanswered::Lost(format!(
+            "an incomplete response of {} bytes: {}",
+            raw.len(),
+            String::from_utf8_lossy(&raw)
+        )))
     }
 }
 
@@ -551,37 +553,7 @@ impl App {
     /// `args`, extra environment `env` and [`SECRET`]; waits until it
     /// listens, and fails with its log if it does not.
     pub fn serve_at(url: &str, listen: &str, args: &[&str], env: &[(&str, &str)]) -> App {
-        let log = std::env::temp_dir().join(format!("pointstream-test-{}.log", uuid::Uuid::new_v4().simple()));
-        let log_file = std::fs::File::create(&log).expect("a log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pointstream"));
-        command.args(["serve", "--listen", listen]).args(args).env("DATABASE_URL", url);
-        // As `start_on`: no rate limit, photos in a directory of the test's own unless `args` say otherwise.
-        command.env("POINTSTREAM_RATE_LIMIT_PER_MINUTE", "0");
-        command.env("POINTSTREAM_MEDIA_DIR", media::scratch::scratch_dir());
-        command.env("POINTSTREAM_JWT_SECRET", SECRET);
-        command.envs(env.iter().copied());
-        let mut child = command
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("serve starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let Some(Ok(banner)) = lines.next() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let logged = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = std::fs::remove_file(&log);
-            panic!("`pointstream serve --listen {listen}` ended before it listened; its log:\n{logged}");
-        };
-        let address = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.strip_suffix("/graphql"))
-            .unwrap_or_else(|| panic!("the banner names the GraphiQL URL: {banner}"))
-            .to_string();
-        let printed = Default::default();
-        let app = App { child, client: Client { address }, db: None, url: url.to_string(), log, printed };
+        let (app, lines) = Self::launch(url, listen, args, env, Some(SECRET), "warn");
         app.keep_reading(lines);
         app
     }
@@ -595,8 +567,9 @@ impl App {
     }
 }
 
-/// [`parse_response`] for an answer that may have been cut short: `None`
-/// unless the head and the whole body (by `Content-Length` or chunks) arrived.
+/// Status, headers and body of a raw HTTP/1.1 response (`Content-Length` or
+/// chunked); `None` unless the head and the whole body arrived (an answer
+/// cut short).
 fn try_parse_response(raw: &[u8]) -> Option<Reply> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).to_string();

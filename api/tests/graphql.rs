@@ -6,6 +6,8 @@ extern crate pointstream_api as api;
 #[path = "../../eventstore/tests/support/mod.rs"]
 mod support;
 
+mod serving;
+
 use std::time::Duration;
 
 use api::auth::{Claims, Role, mint};
@@ -78,16 +80,7 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let state = ApiState {
-        store: store.clone(),
-        read_timeout: Duration::from_secs(10),
-        limits: Limits::default(),
-        tokens: None,
-        redis: None,
-        media: media::scratch::scratch_fs("http://127.0.0.1"),
-        photo_url_ttl: Duration::from_secs(900),
-        projectors: running.statuses.clone(),
-    };
+    let state = ApiState { projectors: running.statuses.clone(), ..serving::state(store.clone()) };
     let client =
         TestClient::new(api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec())));
 
@@ -244,14 +237,8 @@ async fn earn_then_read_with_roles_errors_and_idempotency(backend: Backend) {
 
     // Tighter limits: each hit is an error in the response, never a server failure.
     let tight = ApiState {
-        store: store.clone(),
-        read_timeout: Duration::from_secs(10),
         limits: Limits { max_depth: 2, max_page: 5, max_body_bytes: 200, ..Limits::default() },
-        tokens: None,
-        redis: None,
-        media: media::scratch::scratch_fs("http://127.0.0.1"),
-        photo_url_ttl: Duration::from_secs(900),
-        projectors: Vec::new(),
+        ..serving::state(store.clone())
     };
     let strict =
         TestClient::new(api::server::app(build(tight.clone()), tight, api::server::HttpConfig::new(SECRET.to_vec())));
@@ -341,16 +328,7 @@ async fn a_feed_page_costs_the_same_few_queries_at_any_size(backend: Backend) {
         store.execute::<Post>(&id, command, CommandContext::default()).await.expect("posts");
     }
     projections::catch_up(&store, 1_000).await.expect("projects");
-    let state = ApiState {
-        store: store.clone(),
-        read_timeout: Duration::from_secs(10),
-        limits: Limits::default(),
-        tokens: None,
-        redis: None,
-        media: media::scratch::scratch_fs("http://127.0.0.1"),
-        photo_url_ttl: Duration::from_secs(900),
-        projectors: Vec::new(),
-    };
+    let state = serving::state(store.clone());
     let client =
         TestClient::new(api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec())));
     let reader = token(Role::Member, Some("author1"), None);

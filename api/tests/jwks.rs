@@ -9,12 +9,14 @@ extern crate pointstream_api as api;
 #[path = "../../eventstore/tests/support/mod.rs"]
 mod support;
 
+mod serving;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::auth::{AuthError, ClaimNames, Claims, OidcConfig, Role, TokenConfig, Verifier, now_seconds};
-use api::{ApiState, Limits, build};
+use api::build;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use poem::test::TestClient;
 use poem::web::{Data, Json};
@@ -304,16 +306,7 @@ async fn bad_provider_tokens_are_unauthenticated_through_the_api() {
     let (_provider, url) = provider(JWKS, Duration::ZERO).await;
     let db = eventstore::scratch::ScratchDatabase::sqlite();
     let store = open(&db, quiet()).await;
-    let state = ApiState {
-        store,
-        read_timeout: Duration::from_secs(10),
-        limits: Limits::default(),
-        tokens: None,
-        redis: None,
-        media: media::scratch::scratch_fs("http://127.0.0.1"),
-        photo_url_ttl: Duration::from_secs(900),
-        projectors: Vec::new(),
-    };
+    let state = serving::state(store);
     let http = api::server::HttpConfig {
         tokens: TokenConfig { max_lifetime: Duration::from_secs(3_600), ..TokenConfig::oidc(oidc(&url)) },
         ..api::server::HttpConfig::new(Vec::new())

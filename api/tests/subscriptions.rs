@@ -8,10 +8,12 @@ extern crate pointstream_api as api;
 #[path = "../../eventstore/tests/support/mod.rs"]
 mod support;
 
+mod serving;
+
 use std::time::Duration;
 
 use api::auth::{Claims, Role, mint};
-use api::{ApiState, Limits, build};
+use api::build;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{Backend, open, quiet, scratch, world};
@@ -76,18 +78,9 @@ async fn post_social_status_follows_each_providers_outcome() {
     store.execute::<Post>("p1", create, CommandContext::default()).await.expect("posts");
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &projections::ProjectorConfig::default(), &shutdown);
-    let state = ApiState {
-        store: store.clone(),
-        read_timeout: Duration::from_secs(10),
-        limits: Limits::default(),
-        tokens: None,
-        redis: None,
-        media: media::scratch::scratch_fs("http://127.0.0.1"),
-        photo_url_ttl: Duration::from_secs(900),
-        // The projectors run in this process, but the API is not told: it
-        // polls their checkpoints as it does when they run elsewhere.
-        projectors: Vec::new(),
-    };
+    // The projectors run in this process, but the API is not told: it
+    // polls their checkpoints as it does when they run elsewhere.
+    let state = serving::state(store.clone());
     let app = api::server::app(build(state.clone()), state, api::server::HttpConfig::new(SECRET.to_vec()));
     let mut stopped = shutdown.clone();
     let (address, server) = api::server::bind("127.0.0.1:0".to_string(), |_| app, async move {

@@ -43,7 +43,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use app::{App, setup};
-use check::{Figures, Logged};
+use check::{Figures, Logged, Tally};
 use load::{Answer, Kind, Ledger, Load, Profile, Rng};
 use mariadb::MariaDb;
 use s3::S3Server;
@@ -92,6 +92,11 @@ impl Scenario {
 
     /// Prints the figures and fails on any problem: the tally's, and
     /// `problems` (the log's, the stream's, the audit's, the scenario's own).
+    /// The scenario's figures: its name, seed and rounds, and what the run found.
+    fn figures(&self, head: u64, tally: Tally, recoveries: Vec<Duration>, notes: Vec<String>) -> Figures {
+        Figures { scenario: self.name, seed: self.seed, rounds: self.rounds, head, tally, recoveries, notes }
+    }
+
     fn conclude(&self, figures: Figures, mut problems: Vec<String>) {
         let text = figures.print();
         problems.extend(check::problems(&figures.tally));
@@ -265,27 +270,24 @@ fn redis_killed_mid_relay_batch_and_restarted_empty() {
     let ledgers = load.stop();
     let (head, log) = stack.settle(Some(&watcher));
     let (tally, problems) = stack.verify(&ledgers, Some(&watcher), head, &log);
-    let figures = Figures {
-        scenario: s.name,
-        seed: s.seed,
-        rounds: s.rounds,
+    let figures = s.figures(
         head,
         tally,
         recoveries,
-        notes: vec![
+        vec![
             format!(
                 "Redis killed with its stream empty (the relay's first batch not landed): {empty}, part-filled: \
-                 {behind}, of {} rounds",
+             {behind}, of {} rounds",
                 s.rounds
             ),
             format!(
                 "relay steps cut by a kill: {} failed on the dead connection, {moved} reached the restarted Redis and \
-                 were refused (the stream had moved under them)",
+             were refused (the stream had moved under them)",
                 app.logs().matches("relay batch failed").count()
             ),
             format!("relay resumed (restart to the first entry of the new stream): {}", check::spread(&resumed)),
         ],
-    };
+    );
     s.conclude(figures, problems);
     drop(app);
     drop(redis);
@@ -329,21 +331,18 @@ fn mariadb_killed_mid_group_commit_and_restarted() {
     let watcher = stack.redis(&redis.url());
     let (head, log) = stack.settle(Some(&watcher));
     let (tally, problems) = stack.verify(&ledgers, Some(&watcher), head, &log);
-    let figures = Figures {
-        scenario: s.name,
-        seed: s.seed,
-        rounds: s.rounds,
+    let figures = s.figures(
         head,
         tally,
         recoveries,
-        notes: vec![
+        vec![
             format!("attempts answered in doubt per outage (caught in flight): {}", caught.join(" ")),
             format!(
                 "scripted group commits cut by a kill (the writer asked the log whether they landed): {}",
                 app.logs().matches("asking the log whether it landed").count()
             ),
         ],
-    };
+    );
     s.conclude(figures, problems);
     drop(app);
 }
@@ -419,18 +418,15 @@ fn server_killed_mid_load_and_mid_upload() {
         .collect();
     let live = check::live_photos(&log).len();
     problems.extend(photos_swept(stored, &log, report.trim()));
-    let figures = Figures {
-        scenario: s.name,
-        seed: s.seed,
-        rounds: s.rounds,
+    let figures = s.figures(
         head,
         tally,
         recoveries,
-        notes: vec![
+        vec![
             format!("attempts answered in doubt per kill (caught in flight): {}", caught.join(" ")),
             format!("photos of live posts: {live}; {}", swept(&report)),
         ],
-    };
+    );
     s.conclude(figures, problems);
     drop(app);
     let _ = std::fs::remove_dir_all(&photos);
@@ -517,19 +513,16 @@ fn s3_stopped_during_uploads() {
     let stored: BTreeSet<String> = listed.into_iter().map(|object| object.key).collect();
     let live = check::live_photos(&log).len();
     problems.extend(photos_swept(stored, &log, report.trim()));
-    let figures = Figures {
-        scenario: s.name,
-        seed: s.seed,
-        rounds: s.rounds,
+    let figures = s.figures(
         head,
         tally,
         recoveries,
-        notes: vec![
+        vec![
             format!("photo posts refused while S3 was down: {refused_photos}"),
             format!("S3 down (kill to restart, until an upload was refused): {}", check::spread(&outages)),
             format!("photos of live posts: {live}; {}", swept(&report)),
         ],
-    };
+    );
     s.conclude(figures, problems);
     drop(app);
 }

@@ -290,32 +290,50 @@ async fn a_mutation_past_its_deadline_is_told_its_outcome_is_unknown_and_its_ret
     use sea_orm::{ConnectionTrait, TransactionTrait};
     let Some(db) = ScratchDatabase::mysql().await.unwrap_or_else(|e| panic!("{e}")) else { return };
     let app = App::spawn(db, &["--mutation-deadline-ms", "500"]);
-    setup(&app, &["ann"], &[("cafe", "ann")]);
+    setup(&app, &["ann", "bob"], &[("cafe", "ann")]);
     // Another connection holds the log head's row lock: every append waits.
     let blocker = sea_orm::Database::connect(&app.url).await.expect("connects");
     let lock = blocker.begin().await.expect("begins");
     lock.execute_unprepared("UPDATE log_head SET position = position").await.expect("locks the log head");
     let staff = token(Role::Staff, None, Some("cafe"));
-    let earn = "mutation { earnPoints(member: \"ann\", store: \"cafe\", purchaseRef: \"r-late\", amount: 5000, \
-                idempotencyKey: \"late-1\") { position replayed } }";
-    let client = app.client.clone();
-    let bearer = staff.clone();
-    let late = tokio::task::spawn_blocking(move || client.graphql(Some(&bearer), earn, json!({})))
-        .await
-        .expect("the request ends");
-    assert_eq!(code(&late), "OUTCOME_UNKNOWN", "{late}");
-    assert!(late["errors"][0]["message"].as_str().is_some_and(|m| m.contains("idempotencyKey")), "{late}");
+    let earn = |member: &str, key: &str| {
+        format!(
+            "mutation {{ earnPoints(member: \"{member}\", store: \"cafe\", purchaseRef: \"r-{key}\", amount: 5000, \
+             idempotencyKey: \"{key}\") {{ position replayed }} }}"
+        )
+    };
+    // Ann's earn goes into a group commit that waits on the lock; bob's,
+    // sent while it waits, stays in the writer's queue.
+    let late = |document: String| {
+        let (client, bearer) = (app.client.clone(), staff.clone());
+        tokio::task::spawn_blocking(move || client.graphql(Some(&bearer), &document, json!({})))
+    };
+    let in_commit = late(earn("ann", "late-1"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let in_queue = late(earn("bob", "late-2"));
+    for answer in [in_commit.await.expect("the request ends"), in_queue.await.expect("the request ends")] {
+        assert_eq!(code(&answer), "OUTCOME_UNKNOWN", "{answer}");
+        assert!(answer["errors"][0]["message"].as_str().is_some_and(|m| m.contains("idempotencyKey")), "{answer}");
+    }
     lock.rollback().await.expect("releases the lock");
-    // The retry with the same key answers with the one outcome, whether the
-    // first attempt landed after all or not.
-    let retry = app.graphql(Some(&staff), earn, json!({}));
+    // The command that was in a commit lands; its retry with the same key
+    // answers with that one outcome.
+    let admin = token(Role::Admin, None, None);
+    let earned = |member: &str| {
+        let query = format!(
+            "{{ events(first: 100, aggregateId: \"{member}\", eventType: \"PointsEarned\") {{ edges {{ node {{ position }} }} }} }}"
+        );
+        app.graphql(Some(&admin), &query, json!({}))["data"]["events"]["edges"].as_array().map_or(0, Vec::len)
+    };
+    let retry = app.graphql(Some(&staff), &earn("ann", "late-1"), json!({}));
     assert!(retry["data"]["earnPoints"]["position"].as_i64().is_some(), "{retry}");
-    let again = app.graphql(Some(&staff), earn, json!({}));
+    let again = app.graphql(Some(&staff), &earn("ann", "late-1"), json!({}));
     assert_eq!(again["data"]["earnPoints"]["replayed"], true, "{again}");
-    let events = app.graphql(
-        Some(&token(Role::Admin, None, None)),
-        "{ events(first: 100, eventType: \"PointsEarned\") { edges { node { position } } } }",
-        json!({}),
-    );
-    assert_eq!(events["data"]["events"]["edges"].as_array().map(Vec::len), Some(1), "recorded once: {events}");
+    assert_eq!(earned("ann"), 1, "recorded once");
+    // The command still queued when its caller gave up was dropped before
+    // any transaction: nothing of it is in the log, and its retry runs it.
+    assert_eq!(earned("bob"), 0, "the abandoned command was not written");
+    let retry = app.graphql(Some(&staff), &earn("bob", "late-2"), json!({}));
+    assert_eq!(retry["data"]["earnPoints"]["replayed"], false, "{retry}");
+    assert_eq!(earned("bob"), 1);
 }

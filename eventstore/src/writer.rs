@@ -180,6 +180,18 @@ pub(crate) async fn run(sink: Sink, mut requests: mpsc::Receiver<AppendRequest>,
     // has failed since: the guess a script starts from.
     let mut head_was: Option<u64> = None;
     while requests.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH).await > 0 {
+        // A caller that stopped waiting (its deadline passed, or its client
+        // went away) while its command sat in the queue is told nothing: the
+        // command is dropped before it reaches a transaction, so "unknown"
+        // settles as "not written" and a retry with its key runs it afresh.
+        let queued = batch.len();
+        batch.retain(|request| !request.reply.is_closed());
+        if batch.len() < queued {
+            metrics::counter!("pointstream_appends_abandoned_total").increment((queued - batch.len()) as u64);
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let inline = sink.inline();
         let inline = Projections { inline: &inline, read_committed: sink.read_committed };
         let scripted = match head_was.filter(|_| sink.scripts) {

@@ -275,13 +275,13 @@ struct Errors<'a> {
 #[allow(clippy::result_large_err)] // The refusal is the response, built once.
 fn within_rate(http: &Http, caller: &Caller, remote: &RemoteAddr) -> Result<(), poem::Response> {
     let key = match caller {
-        Caller::Authenticated(claims) => crate::rate::Caller::Subject(claims.sub.clone()),
+        Caller::Authenticated(claims) => crate::rate::Caller::Subject(&claims.sub),
         _ => match remote.as_socket_addr() {
             Some(address) => crate::rate::Caller::Address(address.ip()),
             None => return Ok(()),
         },
     };
-    http.limiter.check(&key).map_err(|wait| {
+    http.limiter.check(key).map_err(|wait| {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut response = refused_with(
             StatusCode::TOO_MANY_REQUESTS,

@@ -477,7 +477,7 @@ async fn check_costs(provider: Option<&Provider>, secret: &str, subjects: usize)
     let mut refused = 0;
     for k in 0..REPEATED_CHECKS {
         // The server builds the key from the claims' subject for each request.
-        refused += usize::from(limiter.check(&Caller::Subject(subjects[k % subjects.len()].clone())).is_err());
+        refused += usize::from(limiter.check(Caller::Subject(&subjects[k % subjects.len()])).is_err());
     }
     let rate_limit = started.elapsed() / REPEATED_CHECKS as u32;
     anyhow::ensure!(refused == 0, "{refused} of {REPEATED_CHECKS} timed rate-limit checks were refused");

@@ -356,3 +356,24 @@ export function suite(name, options = {}) {
   });
   return ctx;
 }
+
+/** Node's fetch, recording each request (URL, method, body) and its answer. */
+export function recordingFetch() {
+  const requests = [];
+  const wrapped = async (input, init = {}) => {
+    const url = new URL(typeof input === 'string' || input instanceof URL ? String(input) : input.url);
+    const entry = {
+      method: (init.method || 'GET').toUpperCase(),
+      url,
+      headers: Object.fromEntries(new Headers(init.headers || {}).entries()),
+      body: typeof init.body === 'string' ? JSON.parse(init.body) : init.body,
+    };
+    requests.push(entry);
+    const response = await fetch(input, init);
+    entry.status = response.status;
+    entry.contentType = response.headers.get('content-type');
+    entry.answer = await response.clone().text();
+    return response;
+  };
+  return { requests, fetch: wrapped };
+}

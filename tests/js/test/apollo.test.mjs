@@ -10,32 +10,12 @@ import { ApolloClient, ApolloLink, HttpLink, InMemoryCache, gql } from '@apollo/
 import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
 import { createPersistedQueryLink } from '@apollo/client/link/persisted-queries';
 import { createClient } from 'graphql-ws';
-import { suite, deferred, untilReceived, clip, hasDemoStores } from '../server.mjs';
+import { suite, deferred, untilReceived, clip, hasDemoStores, recordingFetch } from '../server.mjs';
 
 const { test } = suite('apollo');
 
 const sha256 = (text) => createHash('sha256').update(text).digest('hex');
 
-/** Node's fetch, recording each request (URL, method, body) and its answer. */
-function recordingFetch() {
-  const requests = [];
-  const wrapped = async (input, init = {}) => {
-    const url = new URL(typeof input === 'string' || input instanceof URL ? String(input) : input.url);
-    const entry = {
-      method: (init.method || 'GET').toUpperCase(),
-      url,
-      headers: Object.fromEntries(new Headers(init.headers || {}).entries()),
-      body: typeof init.body === 'string' ? JSON.parse(init.body) : init.body,
-    };
-    requests.push(entry);
-    const response = await fetch(input, init);
-    entry.status = response.status;
-    entry.contentType = response.headers.get('content-type');
-    entry.answer = await response.clone().text();
-    return response;
-  };
-  return { requests, fetch: wrapped };
-}
 
 /** Awaits `promise`; when it fails, the requests made so far are added to the error. */
 async function logged(recorder, promise) {

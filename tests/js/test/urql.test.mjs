@@ -5,28 +5,10 @@
 
 import assert from 'node:assert/strict';
 import { Client, cacheExchange, fetchExchange, gql } from '@urql/core';
-import { suite, clip, hasDemoStores } from '../server.mjs';
+import { suite, clip, hasDemoStores, recordingFetch } from '../server.mjs';
 
 const { test } = suite('urql');
 
-/** Node's fetch, recording each request's method, URL and answer. */
-function recordingFetch() {
-  const requests = [];
-  const wrapped = async (input, init = {}) => {
-    const entry = {
-      method: (init.method || 'GET').toUpperCase(),
-      url: new URL(String(input)),
-      accept: new Headers(init.headers || {}).get('accept'),
-    };
-    requests.push(entry);
-    const response = await fetch(input, init);
-    entry.status = response.status;
-    entry.contentType = response.headers.get('content-type');
-    entry.answer = await response.clone().text();
-    return response;
-  };
-  return { requests, fetch: wrapped };
-}
 
 const show = (r) => `${r.method} ${r.url.pathname}${r.url.search} → ${r.status} ${r.contentType} ${clip(r.answer)}`;
 
@@ -42,7 +24,7 @@ test('a public query goes out as GET and its data comes back', async (t, server)
   assert.equal(request.method, 'GET', `urql sent its query as GET: ${log}`);
   assert.ok(request.url.searchParams.get('query')?.includes('stores'), `the query is in the URL: ${log}`);
   assert.equal(request.status, 200, log);
-  assert.match(request.accept, /^application\/graphql-response\+json/, 'urql asks for graphql-response+json first');
+  assert.match(request.headers.accept, /^application\/graphql-response\+json/, 'urql asks for graphql-response+json first');
   assert.match(request.contentType, /^application\/graphql-response\+json/, `answered with the media type asked for first: ${log}`);
 });
 

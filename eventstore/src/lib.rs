@@ -38,6 +38,7 @@ pub mod error;
 mod execute;
 pub mod inline;
 mod log;
+pub mod merkle;
 mod outcome;
 mod recent;
 pub mod record;

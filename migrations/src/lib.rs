@@ -15,6 +15,7 @@ mod m20261126_000005_social_tokens;
 mod m20261201_000006_photo_sizes;
 mod m20261201_000007_photo_social;
 mod m20261206_000008_scoped_command_ids;
+mod m20261206_000009_merkle_tree;
 
 /// Table and column names, for building queries with sea-query.
 pub mod tables {
@@ -25,6 +26,7 @@ pub mod tables {
     };
     pub use super::m20261126_000005_social_tokens::SocialTokens;
     pub use super::m20261201_000007_photo_social::PostPhotoSocial;
+    pub use super::m20261206_000009_merkle_tree::{LogDigests, MerkleHead, MerkleNodes};
 }
 
 /// The migrator of the whole application.
@@ -42,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_photo_sizes::Migration),
             Box::new(m20261201_000007_photo_social::Migration),
             Box::new(m20261206_000008_scoped_command_ids::Migration),
+            Box::new(m20261206_000009_merkle_tree::Migration),
         ]
     }
 }

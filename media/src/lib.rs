@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod digests;
 pub mod fs;
 pub mod gc;
 pub mod photo;

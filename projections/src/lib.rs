@@ -21,6 +21,7 @@ pub mod entities;
 pub mod error;
 pub mod inline;
 pub mod lease;
+pub mod notary;
 pub mod projection;
 pub mod projector;
 pub mod queries;

@@ -109,6 +109,7 @@ pub async fn serve(
         },
         photo_url_ttl: Duration::from_secs(900),
         projectors: running.statuses.clone(),
+        notary_key: None,
     };
     let app = api::server::app(api::build(state.clone()), state, http);
     let mut stopped = shutdown.clone();

@@ -6,6 +6,7 @@
 pub mod loaders;
 pub mod mutation;
 pub mod objects;
+pub mod proofs;
 pub mod query;
 pub mod scalars;
 pub mod subscription;
@@ -55,6 +56,9 @@ pub struct ApiState {
     /// elsewhere): mutations wake on their commits instead of polling
     /// checkpoints, and `/readyz` and `/metrics` report them.
     pub projectors: Vec<watch::Receiver<ProjectorStatus>>,
+    /// The public key of the notary running in this process, if one does:
+    /// `myLedgerProof` hands it out for pinning.
+    pub notary_key: Option<verify::PublicKey>,
 }
 
 /// Limits on what one request may ask; each hit is a clear error, not a failure.

@@ -10,6 +10,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use super::objects::{
     AuditReport, Balance, LedgerEntry, LogEvent, Me, Member, Post, ProjectionAudit, Share, ShareRecipient, Store,
 };
+use super::proofs::{self, ConsistencyProof, InclusionProof, LedgerProof, LogDigest};
 use super::scalars::{DateTime, Long};
 use super::{claims, coded, forbidden, internal, loaders, page_size, permit, state};
 use crate::auth::Role;
@@ -36,6 +37,8 @@ fn page_complexity(first: Option<i32>, child_complexity: usize) -> usize {
 
 /// What a page costs besides its rows: one indexed range query.
 const PAGE_QUERY_COST: usize = 10;
+/// A Merkle proof: one indexed read of O(log n) tree nodes.
+const PROOF_COST: usize = 10;
 /// `balanceAt`: a ledger lookup by time.
 const BALANCE_AT_COST: usize = 20;
 /// `auditReport`: a replay of the whole log, compared with every read model
@@ -257,6 +260,59 @@ impl QueryRoot {
         let claims = claims(ctx)?;
         permit(matches!(claims.role, Role::Admin | Role::Auditor))?;
         Ok(state(ctx)?.store.read_head().await.map_err(internal)?.into())
+    }
+
+    /// The latest signed digest of the log, or the one of exactly
+    /// `treeSize` events; null if none (any signed-in caller).
+    async fn log_digest(&self, ctx: &Context<'_>, tree_size: Option<Long>) -> Result<Option<LogDigest>> {
+        claims(ctx)?;
+        proofs::log_digest(ctx, tree_size).await
+    }
+
+    /// Signed digests of more than `afterSize` events, smallest first (any
+    /// signed-in caller).
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
+    async fn log_digests(
+        &self,
+        ctx: &Context<'_>,
+        after_size: Option<Long>,
+        first: Option<i32>,
+    ) -> Result<Vec<LogDigest>> {
+        claims(ctx)?;
+        let first = page_size(ctx, first)?;
+        proofs::log_digests(ctx, after_size, first).await
+    }
+
+    /// That the event at `position` is in the tree of `treeSize` events (by
+    /// default the latest digest's): auditors and admins.
+    #[graphql(complexity = "PROOF_COST + child_complexity")]
+    async fn inclusion_proof(
+        &self,
+        ctx: &Context<'_>,
+        position: Long,
+        tree_size: Option<Long>,
+    ) -> Result<InclusionProof> {
+        let claims = claims(ctx)?;
+        permit(matches!(claims.role, Role::Admin | Role::Auditor))?;
+        proofs::inclusion_proof(ctx, position, tree_size).await
+    }
+
+    /// That the tree of `toSize` events extends the tree of `fromSize` (any
+    /// signed-in caller: it shows hashes only).
+    #[graphql(complexity = "PROOF_COST + child_complexity")]
+    async fn consistency_proof(&self, ctx: &Context<'_>, from_size: Long, to_size: Long) -> Result<ConsistencyProof> {
+        claims(ctx)?;
+        proofs::consistency_proof(ctx, from_size, to_size).await
+    }
+
+    /// The signed-in member's wallet events after position `after`, up to
+    /// the latest digest, each with its inclusion proof in that digest.
+    #[graphql(complexity = "page_complexity(first, child_complexity + PROOF_COST)")]
+    async fn my_ledger_proof(&self, ctx: &Context<'_>, after: Option<Long>, first: Option<i32>) -> Result<LedgerProof> {
+        let claims = claims(ctx)?;
+        let member = claims.member.as_deref().ok_or_else(forbidden)?;
+        let first = page_size(ctx, first)?;
+        proofs::ledger_proof(ctx, member, after.map_or(0, |Long(p)| p.max(0) as u64), first).await
     }
 
     /// The audit (auditors and admins): every hash chain recomputed, and

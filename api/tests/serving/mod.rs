@@ -18,5 +18,6 @@ pub fn state(store: EventStore) -> ApiState {
         media: media::scratch::scratch_fs("http://127.0.0.1"),
         photo_url_ttl: Duration::from_secs(900),
         projectors: Vec::new(),
+        notary_key: None,
     }
 }

@@ -26,6 +26,8 @@ pub struct Cli {
     pub media: MediaArgs,
     #[command(flatten)]
     pub social: SocialArgs,
+    #[command(flatten)]
+    pub notary: NotaryArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -253,6 +255,37 @@ pub struct SocialArgs {
     pub consumer: Option<String>,
 }
 
+/// The notary: the Merkle tree over the log, the key its digests are signed
+/// with, how often, and where they are published.
+#[derive(Debug, Args)]
+pub struct NotaryArgs {
+    /// File holding the Ed25519 key digests are signed with (64 hex digits,
+    /// as `pointstream keygen` writes it). Without it a fixed development
+    /// key is used, and `serve` says so: its digests prove nothing.
+    #[arg(long, env = "POINTSTREAM_DIGEST_KEY_FILE", global = true)]
+    pub digest_key_file: Option<std::path::PathBuf>,
+    /// Sign a digest once the log has grown by this many events...
+    #[arg(long, env = "POINTSTREAM_DIGEST_EVERY_EVENTS", default_value_t = 1_000, global = true)]
+    pub digest_every_events: u64,
+    /// ... or once this many seconds have passed and it has grown at all.
+    #[arg(long, env = "POINTSTREAM_DIGEST_EVERY_SECS", default_value_t = 60, global = true)]
+    pub digest_every_secs: u64,
+    /// Directory digests are published to (used when no digest bucket is configured).
+    #[arg(long, env = "POINTSTREAM_DIGEST_DIR", default_value = "pointstream-digests", global = true)]
+    pub digest_dir: std::path::PathBuf,
+    /// S3 bucket digests are published to (with `--s3-endpoint`,
+    /// `--s3-region` and `--s3-path-style` of the photo store).
+    #[arg(long, env = "POINTSTREAM_DIGEST_BUCKET", global = true)]
+    pub digest_bucket: Option<String>,
+    /// Prefix of the digests' keys in the bucket.
+    #[arg(long, env = "POINTSTREAM_DIGEST_PREFIX", default_value = "digests/", global = true)]
+    pub digest_prefix: String,
+    /// Days each digest object is kept under S3 Object Lock (compliance
+    /// mode; the bucket must have Object Lock enabled); 0 asks for no lock.
+    #[arg(long, env = "POINTSTREAM_DIGEST_RETAIN_DAYS", default_value_t = 0, global = true)]
+    pub digest_retain_days: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (the default): the event store, the projectors and the share distribution.
@@ -316,12 +349,61 @@ pub enum Command {
         /// Print events with a position greater than this.
         #[arg(long, default_value_t = 0)]
         after: u64,
-        /// Print at most this many events (without --follow).
-        #[arg(long, default_value_t = 1_000)]
-        limit: u64,
+        /// Print at most this many events (without --follow; default 1,000,
+        /// or every event with --export).
+        #[arg(long)]
+        limit: Option<u64>,
         /// Keep printing new events as they are committed.
         #[arg(long)]
         follow: bool,
+        /// Print every event as stored, payload and metadata as their exact
+        /// strings (what `audit verify --events` reads); all of them unless
+        /// `--limit` is given.
+        #[arg(long)]
+        export: bool,
+    },
+    /// Write a new Ed25519 key for signing digests to a file (mode 0600) and
+    /// print its public key and key id, which auditors pin.
+    Keygen {
+        /// The key file to write (an existing file is never overwritten).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Print the latest signed digest of the log (its JSON document).
+    Digest {
+        /// Extend the Merkle tree to the log's head and sign a digest now.
+        #[arg(long)]
+        sign: bool,
+        /// Print every digest, one JSON document per line.
+        #[arg(long)]
+        all: bool,
+        /// Print the digest of exactly this many events.
+        #[arg(long)]
+        tree_size: Option<u64>,
+        /// Print the signing key's public key and key id instead.
+        #[arg(long)]
+        public_key: bool,
+    },
+    /// Merkle proofs, as JSON.
+    #[command(subcommand)]
+    Proof(Proof),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Proof {
+    /// That the event at a position is in the tree of a size (default: the latest digest's).
+    Inclusion {
+        #[arg(long)]
+        position: u64,
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
+    /// That the tree of one size extends the tree of a smaller one.
+    Consistency {
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
     },
 }
 
@@ -360,10 +442,25 @@ pub enum Media {
 #[derive(Debug, Subcommand)]
 pub enum Audit {
     /// Recompute every hash chain, replay the log in memory and compare it with
-    /// every read model; exit 1 if anything is wrong.
+    /// every read model; exit 1 if anything is wrong. With `--digest`, also
+    /// check signed digests against the log (from the database, or offline
+    /// from `--events`).
     Verify {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// A file of signed digests (JSON documents, one or more per file,
+        /// as published or as `pointstream digest` prints them); repeatable.
+        #[arg(long)]
+        digest: Vec<std::path::PathBuf>,
+        /// The public key the digests must be signed with (64 hex digits, or
+        /// a file holding them): the one you pinned, never one the server
+        /// sends along.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Verify offline against this export (`pointstream log --export`)
+        /// instead of the database; `-` reads standard input.
+        #[arg(long)]
+        events: Option<std::path::PathBuf>,
     },
 }

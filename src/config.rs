@@ -17,7 +17,7 @@ use workers::relay::RelayConfig;
 use workers::social::SocialConfig;
 use workers::tokens::TokenVault;
 
-use crate::cli::{ApiArgs, DatabaseArgs, LimitArgs, MediaArgs, RedisArgs, SocialArgs};
+use crate::cli::{ApiArgs, DatabaseArgs, LimitArgs, MediaArgs, NotaryArgs, RedisArgs, SocialArgs};
 use crate::serve::Api;
 
 /// Signs development tokens when no secret is configured; never for production.
@@ -144,6 +144,47 @@ pub async fn media_store(media: &MediaArgs, secret: &[u8], base_url: &str) -> Me
             .await,
         ),
         None => MediaStore::Fs(FsStore::new(media.media_dir.clone(), UrlSigner::new(secret), base_url)),
+    }
+}
+
+/// The key digests are signed with: the key file's, else the development key.
+pub fn digest_signer(notary: &NotaryArgs) -> anyhow::Result<eventstore::merkle::Signer> {
+    match &notary.digest_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| anyhow::anyhow!("--digest-key-file {}: {err}", path.display()))?;
+            eventstore::merkle::Signer::from_seed_hex(&text)
+                .map_err(|err| anyhow::anyhow!("--digest-key-file {}: {err}", path.display()))
+        }
+        None => Ok(eventstore::merkle::Signer::development()),
+    }
+}
+
+/// How often the notary signs.
+pub fn notary(notary: &NotaryArgs, database: &DatabaseArgs) -> projections::notary::NotaryConfig {
+    projections::notary::NotaryConfig {
+        every_events: notary.digest_every_events.max(1),
+        every: Duration::from_secs(notary.digest_every_secs),
+        lease_ttl: Duration::from_millis(database.lease_ttl_ms.max(1)),
+        ..projections::notary::NotaryConfig::default()
+    }
+}
+
+/// Where digests are published: the digest bucket, else the directory.
+pub async fn digest_publisher(notary: &NotaryArgs, media: &MediaArgs) -> media::digests::DigestPublisher {
+    match &notary.digest_bucket {
+        Some(bucket) => media::digests::DigestPublisher::S3 {
+            store: S3Store::connect(&S3Config {
+                bucket: bucket.clone(),
+                endpoint: media.s3_endpoint.clone(),
+                region: media.s3_region.clone(),
+                path_style: media.s3_path_style,
+            })
+            .await,
+            prefix: notary.digest_prefix.clone(),
+            retain: (notary.digest_retain_days > 0).then(|| Duration::from_secs(notary.digest_retain_days * 86_400)),
+        },
+        None => media::digests::DigestPublisher::Dir(notary.digest_dir.clone()),
     }
 }
 

@@ -23,6 +23,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use cli::{Audit, Cli, Command, Media, WorkerKind};
+use commands::digest::DigestRequest;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -49,6 +50,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 *hours,
             );
         }
+        Some(Command::Keygen { out }) => return commands::digest::keygen(out),
+        Some(Command::Audit(Audit::Verify { json, digest, public_key, events: Some(events) })) => {
+            return commands::audit::verify_offline(*json, digest, public_key.as_deref(), events);
+        }
         _ => {}
     }
     // Checked before anything is opened: a server that must not start does not wait for a database first.
@@ -67,10 +72,14 @@ async fn main() -> anyhow::Result<ExitCode> {
                 relay: redis.map(|redis| (redis, relay)),
                 social: Some(social),
                 streams: Some(social_streams),
+                notary: Some(notary(&cli).await?),
             };
             serve::serve(store, projector, Some(api), background).await
         }
-        Command::Projector => serve::serve(store, projector, None, serve::Background::default()).await,
+        Command::Projector => {
+            let background = serve::Background { notary: Some(notary(&cli).await?), ..serve::Background::default() };
+            serve::serve(store, projector, None, background).await
+        }
         Command::Relay => serve::relay(store, redis.ok_or_else(|| needs_redis("relay"))?, relay).await,
         Command::Worker { kind: WorkerKind::Social } => {
             redis.ok_or_else(|| needs_redis("worker social"))?;
@@ -84,10 +93,29 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Schema | Command::Token { .. } => Ok(ExitCode::SUCCESS),
         Command::Replay { projection, batch_size } => commands::replay::run(store, projection, batch_size).await,
         Command::Migrate => commands::migrate::run(&cli.database.database_url, &store),
-        Command::Audit(Audit::Verify { json }) => commands::audit::verify(store, json).await,
+        Command::Audit(Audit::Verify { json, digest, public_key, events: _ }) => {
+            commands::audit::verify(store, json, &digest, public_key.as_deref()).await
+        }
         Command::Media(Media::Gc { grace_secs, dry_run }) => {
             commands::media::gc(&store, &media, grace_secs, dry_run).await
         }
-        Command::Log { after, limit, follow } => commands::log::run(store, after, limit, follow).await,
+        Command::Log { after, limit, follow, export } => commands::log::run(store, after, limit, follow, export).await,
+        Command::Keygen { .. } => Ok(ExitCode::SUCCESS),
+        Command::Digest { sign, all, tree_size, public_key } => {
+            let signer = config::digest_signer(&cli.notary)?;
+            let request = DigestRequest { sign, all, tree_size, public_key };
+            commands::digest::digest(&store, &signer, config::notary(&cli.notary, &cli.database).batch_size, request)
+                .await
+        }
+        Command::Proof(proof) => commands::digest::proof(&store, proof).await,
     }
+}
+
+/// The notary as configured.
+async fn notary(cli: &Cli) -> anyhow::Result<serve::Notary> {
+    Ok(serve::Notary {
+        config: config::notary(&cli.notary, &cli.database),
+        signer: config::digest_signer(&cli.notary)?,
+        publisher: std::sync::Arc::new(config::digest_publisher(&cli.notary, &cli.media).await),
+    })
 }

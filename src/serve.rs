@@ -44,6 +44,15 @@ pub struct Background {
     pub social: Option<SocialWorker>,
     /// The social streams, for the stream gauges.
     pub streams: Option<SocialConfig>,
+    /// The notary: the Merkle tree over the log and its signed digests.
+    pub notary: Option<Notary>,
+}
+
+/// How the notary runs.
+pub struct Notary {
+    pub config: projections::notary::NotaryConfig,
+    pub signer: eventstore::merkle::Signer,
+    pub publisher: std::sync::Arc<dyn eventstore::merkle::Publish>,
 }
 
 /// `pointstream serve` (with `api`) and `pointstream projector` (without):
@@ -74,6 +83,22 @@ pub async fn serve(
         )));
         tasks.push(tokio::spawn(workers::relay::run(store.clone(), redis, relay, shutdown.clone())));
     }
+    let notary_key = background.notary.as_ref().map(|notary| notary.signer.public_key().clone());
+    if let Some(notary) = background.notary {
+        if notary.signer.is_development() {
+            tracing::warn!(
+                key_id = %notary.signer.public_key().id(),
+                "no --digest-key-file: digests are signed with the development key and prove nothing"
+            );
+        }
+        tasks.push(tokio::spawn({
+            let (store, shutdown) = (store.clone(), shutdown.clone());
+            async move {
+                projections::notary::run(store, notary.config, notary.signer, Some(notary.publisher), shutdown).await;
+                Ok(())
+            }
+        }));
+    }
     if let Some(social) = background.social {
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -91,6 +116,7 @@ pub async fn serve(
                 media: api.media,
                 photo_url_ttl: api.photo_url_ttl,
                 projectors: running.statuses.clone(),
+                notary_key,
             };
             let mut stopped = shutdown.clone();
             let signal = async move {

@@ -106,6 +106,13 @@ async fn every_graphql_example_in_the_docs_runs_against_the_demo() {
         .output()
         .expect("pointstream demo runs");
     assert!(demo.status.success(), "demo: {}", String::from_utf8_lossy(&demo.stderr));
+    // A signed digest of the demo, so that the proofs' examples have one.
+    let digest = Command::new(env!("CARGO_BIN_EXE_pointstream"))
+        .args(["digest", "--sign"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("pointstream digest runs");
+    assert!(digest.status.success(), "digest: {}", String::from_utf8_lossy(&digest.stderr));
     let app = App::spawn(db, &["--media-dir", media]);
 
     let mut ran = 0;

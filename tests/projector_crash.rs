@@ -51,6 +51,7 @@ fn projector(url: &str, lease_ttl_ms: u64) -> Projector {
         .env("DATABASE_URL", url)
         .env("POINTSTREAM_LEASE_TTL_MS", lease_ttl_ms.to_string())
         .env("POINTSTREAM_PROJECTOR_BATCH", "25")
+        .env("POINTSTREAM_DIGEST_DIR", media::scratch::scratch_dir())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

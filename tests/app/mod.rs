@@ -124,6 +124,8 @@ impl App {
         command.env("POINTSTREAM_RATE_LIMIT_PER_MINUTE", "0");
         // Photos in a directory of the test's own unless `args` say otherwise.
         command.env("POINTSTREAM_MEDIA_DIR", media::scratch::scratch_dir());
+        // Published digests likewise.
+        command.env("POINTSTREAM_DIGEST_DIR", media::scratch::scratch_dir());
         match secret {
             Some(secret) => command.env("POINTSTREAM_JWT_SECRET", secret),
             None => command.env_remove("POINTSTREAM_JWT_SECRET"),

@@ -157,7 +157,14 @@ export async function startServer(name, { args = [], env = {} } = {}) {
   const bin = binary();
   const dir = outDir(name);
   const data = mkdtempSync(join(tmpdir(), `pointstream-js-${name}-`));
-  const global = ['--database-url', `sqlite://${data}/db.sqlite`, '--media-dir', join(data, 'media')];
+  const global = [
+    '--database-url',
+    `sqlite://${data}/db.sqlite`,
+    '--media-dir',
+    join(data, 'media'),
+    '--digest-dir',
+    join(data, 'digests'),
+  ];
   const environment = childEnv({ RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1', ...env });
   const logPath = join(dir, `server-${++started}.log`);
   const log = createWriteStream(logPath);

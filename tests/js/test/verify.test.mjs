@@ -661,7 +661,7 @@ test('server: `pointstream keygen` prints a key the module names alike, and serv
   pinned = printed.public_key;
   server = await startServer('verify', {
     // Published digests go to the temporary directory, not the working directory.
-    env: { POINTSTREAM_DIGEST_KEY_FILE: keyFile, POINTSTREAM_DIGEST_EVERY_EVENTS: '1', POINTSTREAM_DIGEST_DIR: join(keyDir, 'digests') },
+    env: { POINTSTREAM_DIGEST_KEY_FILE: keyFile, POINTSTREAM_DIGEST_EVERY_EVENTS: '1' },
   });
 });
 

@@ -451,13 +451,10 @@ fn s3_stopped_during_uploads() {
     args.extend(s3_args);
     let app = App::serve_at(&stack.url, "127.0.0.1:0", &args, &[]);
     setup(&app, &MEMBERS, &[("cafe", "m0")]);
-    // The database stays up: an INTERNAL answer is the photo store's
-    // failure, a refusal, not a commit whose answer was lost.
-    let uploader = Profile {
-        internal_is_refusal: true,
-        ..Profile::uploader((16 << 10, 128 << 10), 16 << 10, Duration::from_millis(1))
-    };
-    let plain = Profile { internal_is_refusal: true, ..Profile::mixed() };
+    // The photo store's failure is its own code (`PHOTO_STORE_UNAVAILABLE`),
+    // a refusal; an `INTERNAL` answer counts as in doubt, and none may come.
+    let uploader = Profile::uploader((16 << 10, 128 << 10), 16 << 10, Duration::from_millis(1));
+    let plain = Profile::mixed();
     let load = Load::start(&app.client, &[uploader, uploader, uploader, plain], MEMBERS.len(), &mut s.rng);
     let (mut recoveries, mut outages) = (Vec::new(), Vec::new());
     let mut since = Instant::now();
@@ -501,6 +498,14 @@ fn s3_stopped_during_uploads() {
     if refused_photos == 0 {
         problems.push("no upload failed while S3 was down: the fault was not felt".into());
     }
+    let unavailable = ledgers
+        .iter()
+        .flat_map(|l| &l.mutations)
+        .filter(|m| matches!(&m.outcome, load::Outcome::Refused(code) if code == "PHOTO_STORE_UNAVAILABLE"))
+        .count();
+    if unavailable == 0 {
+        problems.push("no upload was refused as PHOTO_STORE_UNAVAILABLE while S3 was down".into());
+    }
     let mut gc = vec!["media", "gc", "--grace-secs", "0"];
     gc.extend(s3_args);
     let (ok, report, err) = check::pointstream(&stack.url, &gc);
@@ -518,7 +523,7 @@ fn s3_stopped_during_uploads() {
         tally,
         recoveries,
         vec![
-            format!("photo posts refused while S3 was down: {refused_photos}"),
+            format!("photo posts refused while S3 was down: {refused_photos} ({unavailable} PHOTO_STORE_UNAVAILABLE)"),
             format!("S3 down (kill to restart, until an upload was refused): {}", check::spread(&outages)),
             format!("photos of live posts: {live}; {}", swept(&report)),
         ],

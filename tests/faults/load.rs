@@ -146,20 +146,12 @@ pub struct Profile {
     pub sending: Sending,
     /// The sizes photos are padded to, in bytes.
     pub photo_bytes: (usize, usize),
-    /// Whether an `INTERNAL` answer is a refusal: only where the database
-    /// stays up, so that an internal error cannot hide a lost commit answer.
-    pub internal_is_refusal: bool,
 }
 
 impl Profile {
     /// Every kind of mutation but photo posts.
     pub fn mixed() -> Profile {
-        Profile {
-            weights: [4, 2, 2, 2, 0],
-            sending: Sending::default(),
-            photo_bytes: (0, 0),
-            internal_is_refusal: false,
-        }
+        Profile { weights: [4, 2, 2, 2, 0], sending: Sending::default(), photo_bytes: (0, 0) }
     }
 
     /// Photo posts only, the photos `bytes` long (a range), sent in pieces of
@@ -169,7 +161,6 @@ impl Profile {
             weights: [0, 0, 0, 0, 1],
             sending: Sending { piece, pause, ..Sending::default() },
             photo_bytes: bytes,
-            internal_is_refusal: false,
         }
     }
 }
@@ -458,7 +449,7 @@ impl Worker {
         match code {
             "NOT_YET_VISIBLE" => Outcome::Acknowledged,
             "OUTCOME_UNKNOWN" => Outcome::InDoubt(code.into()),
-            "INTERNAL" if !self.profile.internal_is_refusal => Outcome::InDoubt(code.into()),
+            "INTERNAL" => Outcome::InDoubt(code.into()),
             "IDEMPOTENCY_KEY_REUSED" => {
                 // Every retry repeats its request byte for byte.
                 ledger.anomalies.push(format!(

@@ -99,7 +99,11 @@ async fn store_uploads(ctx: &Context<'_>, uploads: &[Upload]) -> Result<Vec<Phot
             Ok(record) => stored.push(record),
             Err(err) => {
                 state.media.discard(&stored).await;
-                return Err(internal(err));
+                tracing::warn!(error = %err, "the photo store did not take a photo");
+                return Err(coded(
+                    "PHOTO_STORE_UNAVAILABLE",
+                    "the photo store did not take the photo; nothing was recorded: try again later",
+                ));
             }
         }
     }

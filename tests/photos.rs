@@ -100,10 +100,14 @@ async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
     // The first request (a JPEG of 775 bytes and a PNG of 107, over 1,000
     // bytes with its parts) writes its files to disk; the later ones, with a
     // PNG alone, hold it in memory: both ways into the store are taken.
-    let app = photos.spawn(&["--photo-url-ttl-secs", "2", "--upload-memory-bytes", "1000"]);
+    // URLs good for 5 s: every fetch below follows the answer that handed
+    // its URL out by far less, on however loaded a machine.
+    let app = photos.spawn(&["--photo-url-ttl-secs", "5", "--upload-memory-bytes", "1000"]);
     // The client's filenames and content types are wrong on purpose: the content decides.
     let files = [file("0", "holiday.bin", "application/octet-stream", JPEG), file("1", "logo.jpg", "image/jpeg", PNG)];
     let (status, created) = create_post(&app, "p-1", Some("k-1"), &files);
+    // The URLs expire at most 5 s after this (plus the second they are rounded to).
+    let handed_out = std::time::Instant::now();
     assert_eq!(status, 200, "{created}");
     let post = &created["data"]["createPost"]["post"];
     let listed = post["photos"].as_array().unwrap_or_else(|| panic!("photos: {created}"));
@@ -152,7 +156,10 @@ async fn photos_are_uploaded_served_retried_and_removed(photos: Photos) {
 
     // After expiry the URL is refused.
     let url = listed[0]["url"].as_str().expect("a url").to_string();
-    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    tokio::time::sleep(
+        (handed_out + Duration::from_millis(6_100)).saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
     assert_eq!(fetch(&url).await.0, 403, "an expired URL is refused");
 
     // A photo added later, then the post deleted with all its photos.

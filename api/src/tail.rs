@@ -224,6 +224,11 @@ impl<S: Source> Tail<S> {
         Ok(tail)
     }
 
+    /// How far it has published: a subscriber joining now is followed from here.
+    fn published(&self) -> u64 {
+        *self.published.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// A receiver of everything published after the returned position.
     fn subscribe(&self) -> (broadcast::Receiver<S::Item>, u64) {
         let published = self.published.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -334,6 +339,14 @@ impl Tails {
             })
             .await?;
         Ok(cursor(tail, None, keep))
+    }
+}
+
+impl Tails {
+    /// How far the ledger tail has published, if it was started: a
+    /// subscriber joining now gets what is applied after this position.
+    pub fn ledger_published(&self) -> Option<u64> {
+        self.ledger.get().map(|tail| tail.published())
     }
 }
 

@@ -240,7 +240,9 @@ async fn unknown_key_ids_fetch_the_keys_at_most_once_per_interval() {
     // Each answer takes a while, so that the fetches a flood asks for would overlap.
     let (provider, url) = provider(JWKS, Duration::from_millis(200)).await;
     let mut config = oidc(&url);
-    config.min_refresh = Duration::from_secs(1);
+    // Long enough that the first flood below is within it however slow the
+    // machine: the waits are lower bounds only.
+    config.min_refresh = Duration::from_secs(3);
     let verifier = Arc::new(Verifier::new(TokenConfig::oidc(config)));
     provider.wait_for_requests(1).await;
     let flood = |round: usize| {
@@ -261,7 +263,7 @@ async fn unknown_key_ids_fetch_the_keys_at_most_once_per_interval() {
     assert_eq!(provider.requests(), 1, "no fetch within the interval");
 
     // Past it: fifty unknown key ids at once are one fetch, and the next fifty none.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     flood(1).await;
     assert_eq!(provider.requests(), 2, "concurrent refreshes are one fetch");
     flood(2).await;

@@ -219,9 +219,14 @@ async fn the_ledger_tail_reads_nothing_while_nobody_follows_it() {
     for n in 2..8 {
         earn("bob", format!("r{n}")).await;
     }
-    // The tail moves on past these earns without reading; give it a moment
-    // to, so that the subscriber below joins after them.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The tail moves on past these earns without reading: wait until it has,
+    // so that the subscriber below joins after them.
+    let last = store.head();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tails.ledger_published() < Some(last) {
+        assert!(std::time::Instant::now() < deadline, "the idle tail moved past the earns");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let when_joined = reads.load(Ordering::SeqCst);
 
     let mut second = tails.ledger(|_| true).await.expect("a cursor");

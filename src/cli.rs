@@ -28,6 +28,11 @@ pub struct Cli {
     pub social: SocialArgs,
     #[command(flatten)]
     pub notary: NotaryArgs,
+    /// How log lines are written (to stderr): `pretty` (coloured text, for a
+    /// terminal), `json` (one JSON object per line, for a log collector), or
+    /// `auto`: pretty on a terminal, JSON otherwise.
+    #[arg(long, env = "POINTSTREAM_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -143,6 +148,10 @@ pub struct ApiArgs {
     /// Redis), in milliseconds.
     #[arg(long, env = "POINTSTREAM_READY_TIMEOUT_MS", default_value_t = 2_000, global = true)]
     pub ready_timeout_ms: u64,
+    /// How long a stopping `serve` lets requests in flight finish, in
+    /// milliseconds, once it has stopped accepting connections (on SIGTERM or Ctrl-C).
+    #[arg(long, env = "POINTSTREAM_SHUTDOWN_GRACE_MS", default_value_t = 10_000, global = true)]
+    pub shutdown_grace_ms: u64,
     /// How long a WebSocket may take to send `connection_init`, in milliseconds.
     #[arg(long, env = "POINTSTREAM_WS_INIT_TIMEOUT_MS", default_value_t = 10_000, global = true)]
     pub ws_init_timeout_ms: u64,
@@ -405,6 +414,17 @@ pub enum Proof {
         #[arg(long)]
         to: u64,
     },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable text, coloured only on a terminal.
+    Pretty,
+    /// One JSON object per line, with the fields of the spans it is in.
+    Json,
 }
 
 /// Kinds of worker.

@@ -27,14 +27,8 @@ use commands::digest::DigestRequest;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let mut cli = Cli::parse();
+    logging(cli.log_format);
     let secret = config::secret(&cli.api);
     let max_token_lifetime = config::max_token_lifetime(&cli.api);
     match &cli.command {
@@ -118,4 +112,25 @@ async fn notary(cli: &Cli) -> anyhow::Result<serve::Notary> {
         signer: config::digest_signer(&cli.notary)?,
         publisher: std::sync::Arc::new(config::digest_publisher(&cli.notary, &cli.media).await),
     })
+}
+
+/// Log lines to stderr: JSON (one object per line, with the fields of the
+/// spans it is in: request id, command id, position ...) for a collector,
+/// or text, coloured only on a terminal.
+fn logging(format: cli::LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into());
+    let terminal = std::io::stderr().is_terminal();
+    let json = match format {
+        cli::LogFormat::Json => true,
+        cli::LogFormat::Pretty => false,
+        cli::LogFormat::Auto => !terminal,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).with_span_list(true).flatten_event(true).init();
+    } else {
+        builder.with_ansi(terminal).init();
+    }
 }

@@ -61,6 +61,29 @@ pub struct ApiState {
     pub notary_key: Option<verify::PublicKey>,
 }
 
+/// A request's id: the client's `X-Request-Id` when it is a plausible one
+/// (up to 64 letters, digits, `-`, `_`, `.`), else a fresh one. Every log
+/// line about the request carries it, its commands' events store it in
+/// their metadata, and the answer's `X-Request-Id` header repeats it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// From the request's `X-Request-Id` header, if any.
+    pub fn from_header(header: Option<&str>) -> RequestId {
+        match header {
+            Some(id)
+                if !id.is_empty()
+                    && id.len() <= 64
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
+            {
+                RequestId(id.to_string())
+            }
+            _ => RequestId(uuid::Uuid::now_v7().simple().to_string()),
+        }
+    }
+}
+
 /// Limits on what one request may ask; each hit is a clear error, not a failure.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -13,7 +13,9 @@ use async_graphql::{Context, Result};
 use eventstore::{CommandContext, CommandOutcome, Model};
 use sha2::{Digest, Sha256};
 
-use super::{coded, state};
+use tracing::Instrument;
+
+use super::{RequestId, coded, state};
 use crate::auth::Claims;
 use crate::checkpoints::Checkpoints;
 use crate::errors::command_error;
@@ -47,17 +49,38 @@ struct Run<'a, A: Model> {
 /// Runs the command as the caller and waits until its projection has applied it.
 async fn run<A: Model>(ctx: &Context<'_>, claims: &Claims, run: Run<'_, A>) -> Result<CommandOutcome> {
     let state = state(ctx)?;
+    let request_id = ctx.data_opt::<RequestId>().map(|id| id.0.clone());
+    let command_id = scoped_key(claims, run.idempotency_key)?;
+    // Its log lines carry the command id and correlation id its events will
+    // (the scoped idempotency key, else one the store makes up: known once
+    // it is written), and the position it was written at.
+    let span = tracing::info_span!(
+        "command",
+        command = run.kind,
+        command_id = command_id.as_deref(),
+        correlation_id = command_id.as_deref(),
+        position = tracing::field::Empty,
+    );
     let context = CommandContext {
-        command_id: scoped_key(claims, run.idempotency_key)?,
+        command_id,
         actor: Some(claims.sub.clone()),
         role: Some(format!("{:?}", claims.role).to_lowercase()),
+        request_id,
         fresh_id: run.fresh_id,
         ..CommandContext::default()
     };
     let started = Instant::now();
     let deadline = state.limits.mutation_deadline;
-    let outcome = match tokio::time::timeout(deadline, state.store.execute::<A>(run.id, run.command, context)).await {
-        Ok(outcome) => outcome.map_err(command_error)?,
+    let execute = state.store.execute::<A>(run.id, run.command, context).instrument(span.clone());
+    let outcome = match tokio::time::timeout(deadline, execute).await {
+        Ok(outcome) => {
+            let outcome = outcome.map_err(command_error)?;
+            span.record("command_id", outcome.command_id.as_str());
+            span.record("correlation_id", outcome.command_id.as_str());
+            span.record("position", outcome.last_position);
+            span.in_scope(|| tracing::debug!(replayed = outcome.replayed, "command recorded"));
+            outcome
+        }
         Err(_) => {
             metrics::counter!("pointstream_mutation_deadlines_total", "command" => run.kind).increment(1);
             return Err(coded(

@@ -246,6 +246,8 @@ pub fn api(
             burst: api_args.rate_limit_burst,
         },
         ready_timeout: Duration::from_millis(api_args.ready_timeout_ms.max(1)),
+        // `serve` turns it on when it starts stopping.
+        draining: api::server::Draining::default(),
     };
     Ok(Api {
         listen: api_args.listen.clone(),
@@ -256,5 +258,6 @@ pub fn api(
         media,
         api_url: api_args.api_url.clone(),
         photo_url_ttl: Duration::from_secs(api_args.photo_url_ttl_secs.max(1)),
+        shutdown_grace: Duration::from_millis(api_args.shutdown_grace_ms),
     })
 }

@@ -1,5 +1,5 @@
 //! The long-running roles: `serve` (the API, the projectors, the relay,
-//! the social worker and the stream gauges, until Ctrl-C), `projector`
+//! the social worker, the notary and the stream gauges, until SIGTERM or Ctrl-C), `projector`
 //! (the same without the API), `relay` and `worker social`.
 
 use std::process::ExitCode;
@@ -33,6 +33,8 @@ pub struct Api {
     /// store point at the bound address.
     pub api_url: Option<String>,
     pub photo_url_ttl: Duration,
+    /// How long requests in flight may take to finish once stopping starts.
+    pub shutdown_grace: Duration,
 }
 
 /// What `serve` runs besides the API and the projectors.
@@ -123,7 +125,9 @@ pub async fn serve(
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
             let listen = api.listen.clone();
-            let http = api.http;
+            let mut http = api.http;
+            // Stopping turns readiness off and closes WebSockets at once.
+            http.draining = api::server::Draining::on(shutdown.clone());
             let dev_token = http.playground.dev_token.clone();
             let api_url = api.api_url;
             let app = move |address: &str| {
@@ -132,7 +136,7 @@ pub async fn serve(
                 }
                 api::server::app(api::build(state.clone()), state, http)
             };
-            let (address, server) = api::server::bind(listen.clone(), app, signal)
+            let (address, server) = api::server::bind_graceful(listen.clone(), app, signal, Some(api.shutdown_grace))
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             println!("pointstream is listening: GraphiQL at http://{address}/graphql");
@@ -152,11 +156,16 @@ pub async fn serve(
         }
     };
     let mut report = tokio::time::interval(Duration::from_secs(30));
+    let stopping = stop_signal();
+    tokio::pin!(stopping);
     loop {
         tokio::select! {
-            signal = tokio::signal::ctrl_c() => {
-                signal.context("cannot listen for Ctrl-C")?;
-                tracing::info!("stopping");
+            signal = &mut stopping => {
+                let signal = signal?;
+                tracing::info!(
+                    signal,
+                    "stopping: /readyz answers 503, WebSockets are closed (1001), no new connections are taken"
+                );
                 break;
             }
             _ = report.tick() => {
@@ -174,17 +183,44 @@ pub async fn serve(
             }
         }
     }
+    let stopped_at = std::time::Instant::now();
     stop.send_replace(true);
-    if let Some(server) = server {
-        server.await??;
-    }
+    // The background roles stop at once, releasing their leases, so that
+    // another process takes over while this one finishes its requests.
     for task in running.tasks {
         task.await??;
     }
     for task in tasks {
         task.await??;
     }
+    tracing::info!("stopping: projectors, relay, notary and social worker stopped; their leases released");
+    if let Some(server) = server {
+        server.await??;
+        tracing::info!("stopping: every request in flight answered (or past the grace period)");
+    }
+    // The group commit has nothing queued: every command came from a request
+    // that has been answered.
+    tracing::info!(elapsed_ms = stopped_at.elapsed().as_millis() as u64, "stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM (an orchestrator stopping the process) or SIGINT
+/// (Ctrl-C), naming which.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            signal = tokio::signal::ctrl_c() => signal.map(|()| "SIGINT").context("cannot listen for Ctrl-C"),
+            _ = terminate.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+        Ok("SIGINT")
+    }
 }
 
 /// `pointstream relay`: the relay alone, until Ctrl-C.
@@ -205,9 +241,11 @@ async fn until_ctrl_c(
     let (stop, shutdown) = watch::channel(false);
     tracing::info!("{role} is running; Ctrl-C stops it");
     let task = start(shutdown);
-    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    let signal = stop_signal().await?;
+    tracing::info!(signal, "stopping the {role}");
     stop.send_replace(true);
     task.await??;
+    tracing::info!("{role} stopped; its lease released");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,6 +21,7 @@ use poem::web::{Data, Path, Query};
 use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Route, Server, get, handler};
 use sea_orm::ConnectionTrait;
 use serde::Deserialize;
+use tracing::Instrument;
 
 use crate::auth;
 use crate::cors::{AllowedOrigins, Cors};
@@ -28,7 +29,7 @@ use crate::errors::code_of;
 use crate::graphiql::Playground;
 use crate::multipart::UploadMemory;
 use crate::rate::{RateLimit, RateLimiter};
-use crate::schema::{ApiSchema, ApiState, Caller, Limits, RequestLoaders};
+use crate::schema::{ApiSchema, ApiState, Caller, Limits, RequestId, RequestLoaders};
 use crate::transport::{MediaType, OverGet, PersistedQueries, Progress};
 
 /// How the HTTP layer is set up, besides the schema and its state.
@@ -46,6 +47,36 @@ pub struct HttpConfig {
     pub rate_limit: RateLimit,
     /// How long `/readyz` waits for each dependency.
     pub ready_timeout: Duration,
+    /// Turns on when the server starts shutting down.
+    pub draining: Draining,
+}
+
+/// Whether the server is shutting down: then `/readyz` answers 503 at once
+/// and every WebSocket is closed with `1001 Going Away`.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Option<tokio::sync::watch::Receiver<bool>>);
+
+impl Draining {
+    /// Draining once `signal` turns true.
+    pub fn on(signal: tokio::sync::watch::Receiver<bool>) -> Draining {
+        Draining(Some(signal))
+    }
+
+    /// Whether shutting down has started.
+    pub fn started(&self) -> bool {
+        self.0.as_ref().is_some_and(|signal| *signal.borrow())
+    }
+
+    /// Resolves once shutting down starts (never, for a server that is never told).
+    pub async fn wait(&self) {
+        if let Some(signal) = &self.0 {
+            let mut signal = signal.clone();
+            if signal.wait_for(|draining| *draining).await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 impl HttpConfig {
@@ -60,6 +91,7 @@ impl HttpConfig {
             ws_init_timeout: Duration::from_secs(10),
             rate_limit: RateLimit::default(),
             ready_timeout: Duration::from_secs(2),
+            draining: Draining::default(),
         }
     }
 }
@@ -75,11 +107,13 @@ pub struct Http {
     ws_init_timeout: Duration,
     limiter: RateLimiter,
     ready_timeout: Duration,
+    draining: Draining,
 }
 
 #[handler]
 async fn graphql_ws(http: Data<&Arc<Http>>, protocol: GraphQLProtocol, websocket: WebSocket) -> impl IntoResponse {
     let (schema, tokens, init_timeout) = (http.schema.clone(), http.tokens.clone(), http.ws_init_timeout);
+    let draining = http.draining.clone();
     // Small buffers: a subscriber mostly listens, and 10,000 of them must fit.
     let config = WebSocketConfig::default()
         .read_buffer_size(4 << 10)
@@ -89,7 +123,7 @@ async fn graphql_ws(http: Data<&Arc<Http>>, protocol: GraphQLProtocol, websocket
     websocket
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .config(config)
-        .on_upgrade(move |stream| crate::websocket::serve(stream, schema, protocol.0, tokens, init_timeout))
+        .on_upgrade(move |stream| crate::websocket::serve(stream, schema, protocol.0, tokens, init_timeout, draining))
 }
 
 /// A request refused before it reached the schema: an error with `code` in
@@ -228,11 +262,17 @@ async fn answer(
     }
     let progress = Arc::new(Progress::default());
     let loaders = RequestLoaders::new(http.state.store.db());
-    let mut request = request.data(caller).data(loaders).data(progress.clone());
+    let request_id = RequestId::from_header(headers.get("x-request-id").and_then(|value| value.to_str().ok()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id.0,
+        operation = request.operation_name.as_deref().unwrap_or_default()
+    );
+    let mut request = request.data(caller).data(loaders).data(progress.clone()).data(request_id.clone());
     if over_get {
         request = request.data(OverGet);
     }
-    let response = http.schema.execute(request).await;
+    let response = http.schema.execute(request).instrument(span).await;
     metrics::counter!("pointstream_graphql_requests_total").increment(1);
     metrics::histogram!("pointstream_graphql_request_seconds").record(started.elapsed().as_secs_f64());
     for error in &response.errors {
@@ -253,7 +293,8 @@ async fn answer(
     let mut builder = poem::Response::builder()
         .status(status)
         .content_type(media_type.content_type())
-        .header(header::VARY, "Accept, Authorization");
+        .header(header::VARY, "Accept, Authorization")
+        .header("x-request-id", request_id.0.as_str());
     if status == StatusCode::METHOD_NOT_ALLOWED {
         builder = builder.header(header::ALLOW, "POST");
     }
@@ -416,6 +457,9 @@ async fn ready_within<E: std::fmt::Display>(
 /// 503 naming each that does not.
 #[handler]
 async fn readyz(http: Data<&Arc<Http>>) -> poem::Response {
+    if http.draining.started() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down").into_response();
+    }
     let timeout = http.ready_timeout;
     let db = http.state.store.db();
     let database = ready_within("database", timeout, async { db.execute_unprepared("SELECT 1").await.map(|_| ()) });
@@ -456,6 +500,7 @@ pub fn app(schema: ApiSchema, state: ApiState, config: HttpConfig) -> impl Endpo
         ws_init_timeout: config.ws_init_timeout,
         limiter: RateLimiter::new(config.rate_limit),
         ready_timeout: config.ready_timeout,
+        draining: config.draining,
     });
     http.limiter.sweep_every_minute();
     Route::new()
@@ -482,10 +527,22 @@ pub async fn bind<E: Endpoint + 'static>(
     endpoint: impl FnOnce(&str) -> E,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(String, impl std::future::Future<Output = std::io::Result<()>>)> {
+    bind_graceful(addr, endpoint, shutdown, None).await
+}
+
+/// [`bind`], with the server future ending at most `grace` after `shutdown`
+/// resolves: it stops accepting at once, lets the requests in flight finish
+/// within `grace`, then drops what is left.
+pub async fn bind_graceful<E: Endpoint + 'static>(
+    addr: String,
+    endpoint: impl FnOnce(&str) -> E,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Option<Duration>,
+) -> std::io::Result<(String, impl std::future::Future<Output = std::io::Result<()>>)> {
     let acceptor = TcpListener::bind(addr.clone()).into_acceptor().await?;
     let local =
         acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).map(|a| a.to_string()).unwrap_or(addr);
-    let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint(&local), shutdown, None);
+    let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint(&local), shutdown, grace);
     Ok((local, server))
 }
 

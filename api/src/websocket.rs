@@ -7,6 +7,7 @@
 //! * no `connection_init` within the configured time closes it with
 //!   `4408 Connection initialisation timeout`;
 //! * a `subscribe` before the acknowledgement closes it with `4401 Unauthorized`;
+//! * the server shutting down closes it with `1001 Going Away`;
 //! * the connection is closed (`4403`) when its token expires, and every
 //!   operation checks the expiry as well (see `schema::claims`), so nothing
 //!   runs on an expired token in between.
@@ -71,6 +72,7 @@ pub async fn serve(
     protocol: WebSocketProtocols,
     tokens: Arc<Verifier>,
     init_timeout: Duration,
+    draining: crate::server::Draining,
 ) {
     let (mut sink, source) = socket.split();
     let source = source.take_while(|message| futures_util::future::ready(message.is_ok())).filter_map(|message| {
@@ -131,6 +133,11 @@ pub async fn serve(
                 if sink.send(message).await.is_err() || closing {
                     break;
                 }
+            }
+            () = draining.wait() => {
+                // The server is stopping: the client should reconnect elsewhere.
+                let _ = sink.send(Message::close_with(1001u16, "Going Away")).await;
+                break;
             }
             () = timer => {
                 let (code, reason) = match state {

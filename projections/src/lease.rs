@@ -33,6 +33,13 @@ impl Lease {
         self.ttl / 3
     }
 
+    /// How often a process that does not hold the lease tries to take it:
+    /// at least every 500 ms, so that a lease its holder released (it
+    /// stopped) is taken over at once rather than after a renewal period.
+    pub fn retry_every(&self) -> Duration {
+        self.renew_every().min(Duration::from_millis(500))
+    }
+
     /// Takes or renews the lease; false when another live holder has it.
     pub async fn acquire(&self, db: &DatabaseConnection) -> Result<bool, DbErr> {
         let now = eventstore::now_us();

@@ -147,7 +147,7 @@ pub async fn run(
             Ok(true) => {}
             Ok(false) => {
                 tokio::select! {
-                    _ = tokio::time::sleep(lease.renew_every()) => {}
+                    _ = tokio::time::sleep(lease.retry_every()) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;

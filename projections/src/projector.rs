@@ -198,7 +198,7 @@ pub async fn run<C: Consumer>(
         if !acquired {
             status.send_modify(|s| s.active = false);
             tokio::select! {
-                _ = tokio::time::sleep(lease.renew_every()) => {}
+                _ = tokio::time::sleep(lease.retry_every()) => {}
                 _ = shutdown.changed() => {}
             }
             continue;

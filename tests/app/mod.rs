@@ -560,6 +560,31 @@ impl App {
         app
     }
 
+    /// Its process id (lease holders name it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends it SIGTERM, as an orchestrator stopping it does.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(sent.success(), "SIGTERM was sent");
+    }
+
+    /// Waits up to `within` for it to exit; its exit status, if it did.
+    pub fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waits") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Kills the server with SIGKILL, waits for it to end, and returns
     /// what it logged.
     pub fn kill(mut self) -> String {

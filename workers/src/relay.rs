@@ -159,7 +159,7 @@ pub async fn run(
         });
         if !active {
             tokio::select! {
-                _ = tokio::time::sleep(lease.renew_every()) => {}
+                _ = tokio::time::sleep(lease.retry_every()) => {}
                 _ = shutdown.changed() => {}
             }
             continue;

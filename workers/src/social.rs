@@ -417,7 +417,7 @@ impl SocialWorker {
                 if !held {
                     (renewed, known) = (None, None);
                     tokio::select! {
-                        _ = tokio::time::sleep(lease.renew_every()) => {}
+                        _ = tokio::time::sleep(lease.retry_every()) => {}
                         _ = shutdown.changed() => {}
                     }
                     continue;

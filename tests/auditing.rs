@@ -5,6 +5,7 @@
 //! signed; else within the positions after the last digest that holds).
 
 #[path = "../eventstore/tests/support/mod.rs"]
+#[macro_use]
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -353,28 +354,7 @@ impl Audited {
     }
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Mysql).await
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+on_both_backends!(
     an_untouched_log_matches_its_digests,
     an_edited_event_is_named_by_its_position,
     a_deleted_event_is_a_gap_at_its_position,

@@ -27,17 +27,7 @@ pub use verify::{Digest, Finding, Hash, LogReport, LogVerifier, PublicKey, RootB
 
 /// An event's leaf hash.
 pub fn leaf_hash(event: &RecordedEvent) -> Hash {
-    verify::leaf_hash(&verify::leaf_input(&verify::EventLeaf {
-        position: event.position,
-        aggregate_type: &event.aggregate_type,
-        aggregate_id: &event.aggregate_id,
-        sequence: event.sequence,
-        event_type: &event.event_type,
-        event_version: event.event_version,
-        payload: &event.payload,
-        metadata_hash: verify::metadata_hash(&event.metadata),
-        recorded_at_us: event.recorded_at_us,
-    }))
+    verify::leaf_hash(&verify::leaf_input(&event.leaf()))
 }
 
 /// The number of leaves in the stored tree (it covers positions 1..=size).

@@ -59,6 +59,37 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
+    /// The fields its Merkle leaf covers (see [`crate::merkle`]).
+    pub fn leaf(&self) -> verify::EventLeaf<'_> {
+        verify::EventLeaf {
+            position: self.position,
+            aggregate_type: &self.aggregate_type,
+            aggregate_id: &self.aggregate_id,
+            sequence: self.sequence,
+            event_type: &self.event_type,
+            event_version: self.event_version,
+            payload: &self.payload,
+            metadata_hash: verify::metadata_hash(&self.metadata),
+            recorded_at_us: self.recorded_at_us,
+        }
+    }
+
+    /// The event exactly as stored, as `pointstream log --export` writes it.
+    pub fn exported(&self) -> verify::ExportedEvent {
+        verify::ExportedEvent {
+            position: self.position,
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            sequence: self.sequence,
+            event_type: self.event_type.clone(),
+            event_version: self.event_version,
+            payload: self.payload.clone(),
+            metadata: self.metadata.clone(),
+            recorded_at_us: self.recorded_at_us,
+            hash: self.hash.clone(),
+        }
+    }
+
     /// Where this event is, for error messages and reports.
     pub fn address(&self) -> EventAddress {
         EventAddress {

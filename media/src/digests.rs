@@ -92,25 +92,37 @@ impl Publish for DigestPublisher {
     }
 }
 
-/// Writes `bytes` to `path` unless it exists; read-only once written.
+/// Writes `bytes` to `path` unless it exists; read-only once written. The
+/// file appears whole (a hard link of a finished temporary file), and a link
+/// never replaces: of two writers of one name, the second is told.
 fn write_once(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     let dir = path.parent().ok_or("a digest path has a directory")?;
     std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
-    if let Ok(existing) = std::fs::read(path) {
-        return if existing == bytes {
-            Ok(())
-        } else {
-            Err(format!("{} holds another digest of that size", path.display()))
-        };
+    let same_or_refused = |path: &std::path::Path| match std::fs::read(path) {
+        Ok(existing) if existing == bytes => Ok(()),
+        Ok(_) => Err(format!("{} holds another digest of that size", path.display())),
+        Err(err) => Err(format!("{}: {err}", path.display())),
+    };
+    if path.exists() {
+        return same_or_refused(path);
     }
-    let temporary = path.with_extension("json.partial");
-    let mut file = std::fs::File::create(&temporary).map_err(|err| format!("{}: {err}", temporary.display()))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|err| format!("{}: {err}", temporary.display()))?;
-    let mut permissions = file.metadata().map_err(|err| err.to_string())?.permissions();
-    permissions.set_readonly(true);
-    std::fs::set_permissions(&temporary, permissions).map_err(|err| err.to_string())?;
-    std::fs::rename(&temporary, path).map_err(|err| format!("{}: {err}", path.display()))
+    let temporary = dir.join(format!(".{}.{}.partial", uuid::Uuid::new_v4().simple(), std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        let mut permissions = file.metadata()?.permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&temporary, permissions)?;
+        std::fs::hard_link(&temporary, path)
+    })();
+    let _ = std::fs::remove_file(&temporary);
+    match written {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => same_or_refused(path),
+        Err(err) => Err(format!("{}: {err}", path.display())),
+    }
 }
 
 /// Every digest published in `dir`, smallest first (for auditors and tests).

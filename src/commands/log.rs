@@ -79,16 +79,5 @@ fn readable(event: &RecordedEvent) -> anyhow::Result<serde_json::Value> {
 
 /// An event exactly as stored: the line format of [`verify::ExportedEvent`].
 fn exported(event: &RecordedEvent) -> anyhow::Result<String> {
-    Ok(serde_json::to_string(&verify::ExportedEvent {
-        position: event.position,
-        aggregate_type: event.aggregate_type.clone(),
-        aggregate_id: event.aggregate_id.clone(),
-        sequence: event.sequence,
-        event_type: event.event_type.clone(),
-        event_version: event.event_version,
-        payload: event.payload.clone(),
-        metadata: event.metadata.clone(),
-        recorded_at_us: event.recorded_at_us,
-        hash: event.hash.clone(),
-    })?)
+    Ok(serde_json::to_string(&event.exported())?)
 }

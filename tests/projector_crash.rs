@@ -119,7 +119,7 @@ async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let holders = lease_holders(&store).await;
-            let holds_all = holders.len() == 6 && holders.iter().all(|h| h.starts_with(&pid));
+            let holds_all = holders.len() == LEASES && holders.iter().all(|h| h.starts_with(&pid));
             if holds_all && checkpoint::read(store.db(), "wallets", &Names::LIVE).await.expect("reads") > before {
                 break;
             }
@@ -158,6 +158,10 @@ async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() {
     let wallets = report.projections.iter().find(|p| p.name == "wallets").expect("wallets audited");
     assert_eq!(wallets.checkpoint, store.read_head().await.expect("reads"));
 }
+
+/// Leases a projector process takes: one per projection, the share
+/// distribution's and the notary's.
+const LEASES: usize = 7;
 
 async fn lease_holders(store: &EventStore) -> Vec<String> {
     let rows = store
@@ -200,7 +204,7 @@ async fn a_second_projector_waits_and_takes_over_when_the_first_dies() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let holders = lease_holders(&store).await;
-        if holders.len() == 6 && holders.iter().all(|h| h.starts_with(&first_pid)) {
+        if holders.len() == LEASES && holders.iter().all(|h| h.starts_with(&first_pid)) {
             break;
         }
         assert!(Instant::now() < deadline, "the first projector took a lease per consumer: {holders:?}");
@@ -226,7 +230,7 @@ async fn a_second_projector_waits_and_takes_over_when_the_first_dies() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let holders = lease_holders(&store).await;
-    assert_eq!(holders.len(), 6, "a lease per projection and the share distribution: {holders:?}");
+    assert_eq!(holders.len(), LEASES, "a lease per projection, the share distribution and the notary: {holders:?}");
     assert!(holders.iter().all(|h| h.starts_with(&first_pid)), "the first projector holds every lease: {holders:?}");
 
     first.kill();
@@ -240,7 +244,7 @@ async fn a_second_projector_waits_and_takes_over_when_the_first_dies() {
     store.execute::<Wallet>("m01", earn("m01", "r2", 1_000), CommandContext::default()).await.expect("lands");
     wait_caught_up(&store).await;
     let holders = lease_holders(&store).await;
-    assert_eq!(holders.len(), 6, "{holders:?}");
+    assert_eq!(holders.len(), LEASES, "{holders:?}");
     assert!(holders.iter().all(|h| h.starts_with(&second_pid)), "the second projector took over: {holders:?}");
     second.kill();
     let balance = projections::queries::balance(store.db(), "m01", "cafe").await.expect("reads");

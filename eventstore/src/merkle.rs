@@ -190,24 +190,38 @@ async fn nodes(
 }
 
 /// The hashes of the ranges `(start, end)` of leaves, each MTH(D[start:end]),
-/// read in one go.
-async fn range_hashes(db: &impl ConnectionTrait, ranges: &[(u64, u64)]) -> Result<Vec<Hash>, EventStoreError> {
+/// read in one go; `None` if a node is not stored (the tree is not that big).
+async fn range_hashes(db: &impl ConnectionTrait, ranges: &[(u64, u64)]) -> Result<Option<Vec<Hash>>, DbErr> {
     let split: Vec<Vec<(u32, u64)>> = ranges.iter().map(|(start, end)| pieces(*start, *end)).collect();
     let mut keys: Vec<(u32, u64)> = split.iter().flatten().copied().collect();
     keys.sort_unstable();
     keys.dedup();
     let found = nodes(db, &keys).await?;
-    split
+    Ok(split
         .iter()
         .map(|pieces| {
             let mut hashes = pieces.iter().rev().map(|piece| found.get(piece).copied());
-            let last = hashes.next().flatten().ok_or_else(|| missing(format!("node {:?}", pieces.last())))?;
-            hashes.try_fold(last, |right, left| match left {
-                Some(left) => Ok(verify::node_hash(&left, &right)),
-                None => Err(missing(format!("a node of {pieces:?}"))),
-            })
+            let last = hashes.next().flatten()?;
+            hashes.try_fold(last, |right, left| left.map(|left| verify::node_hash(&left, &right)))
         })
-        .collect()
+        .collect())
+}
+
+/// [`range_hashes`] of a tree of `tree_size` leaves: one read when the
+/// tree is that big; else (a node is missing) the stored size says why.
+async fn tree_hashes(
+    db: &impl ConnectionTrait,
+    tree_size: u64,
+    ranges: &[(u64, u64)],
+) -> Result<Vec<Hash>, ProofUnavailable> {
+    if let Some(hashes) = range_hashes(db, ranges).await? {
+        return Ok(hashes);
+    }
+    let stored = size(db).await?;
+    if tree_size > stored {
+        return Err(ProofUnavailable::BeyondTree { asked: tree_size, tree: stored });
+    }
+    Err(ProofUnavailable::Store(missing(format!("a node of the tree of {tree_size} leaves"))))
 }
 
 /// The largest power of two below `n` (n > 1).
@@ -303,10 +317,6 @@ pub async fn inclusion_proofs(
     if indices.iter().any(|index| *index >= tree_size) {
         return Err(ProofUnavailable::OutOfRange("the position is not in a tree of that size"));
     }
-    let stored = size(db).await?;
-    if tree_size > stored {
-        return Err(ProofUnavailable::BeyondTree { asked: tree_size, tree: stored });
-    }
     let mut ranges = Vec::new();
     let mut lengths = Vec::with_capacity(indices.len());
     for index in indices {
@@ -315,7 +325,7 @@ pub async fn inclusion_proofs(
         ranges.push((*index, index + 1));
         ranges.extend(path);
     }
-    let mut hashes = range_hashes(db, &ranges).await?.into_iter();
+    let mut hashes = tree_hashes(db, tree_size, &ranges).await?.into_iter();
     Ok(lengths
         .into_iter()
         .map(|length| {
@@ -330,23 +340,24 @@ pub async fn consistency_proof(db: &impl ConnectionTrait, old: u64, new: u64) ->
     if old > new {
         return Err(ProofUnavailable::OutOfRange("the first size is larger than the second"));
     }
-    let stored = size(db).await?;
-    if new > stored {
-        return Err(ProofUnavailable::BeyondTree { asked: new, tree: stored });
+    let ranges = consistency_ranges(old, new);
+    if ranges.is_empty() {
+        // Nothing to prove, but the sizes must still be within the tree.
+        let stored = size(db).await?;
+        if new > stored {
+            return Err(ProofUnavailable::BeyondTree { asked: new, tree: stored });
+        }
+        return Ok(Vec::new());
     }
-    Ok(range_hashes(db, &consistency_ranges(old, new)).await?)
+    tree_hashes(db, new, &ranges).await
 }
 
 /// The root of the tree of `tree_size` leaves.
 pub async fn root(db: &impl ConnectionTrait, tree_size: u64) -> Result<Hash, ProofUnavailable> {
-    let stored = size(db).await?;
-    if tree_size > stored {
-        return Err(ProofUnavailable::BeyondTree { asked: tree_size, tree: stored });
-    }
     if tree_size == 0 {
         return Ok(verify::empty_root());
     }
-    Ok(range_hashes(db, &[(0, tree_size)]).await?.remove(0))
+    Ok(tree_hashes(db, tree_size, &[(0, tree_size)]).await?.remove(0))
 }
 
 /// The stored leaf hashes of leaves `from..to` (for the audit, which compares

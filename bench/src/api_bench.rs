@@ -4,7 +4,8 @@
 //! rate as the server's ceiling, and the fan-out of one update to thousands of
 //! `walletUpdates` subscribers, with the server's memory per subscriber; then
 //! what per-caller rate limiting and JWKS verification of bearer tokens cost
-//! (see [`crate::api_checks`]). `--parts` picks among the three.
+//! (see [`crate::api_checks`]), and `earnPoints` against the server a user
+//! would build instead (see [`crate::api_peer`]). `--parts` picks among the four.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,11 +55,14 @@ pub struct Options {
     #[arg(long, default_value_t = eventstore::EventStoreConfig::default().append_scripts, action = clap::ArgAction::Set)]
     pub append_scripts: bool,
     /// What to measure: `earn` ((c), (d), (d') and the `{ __typename }` ceiling),
-    /// `fan-out` (subscriptions), `checks` (rate limiting and JWKS verification on, against both off).
-    #[arg(long, value_delimiter = ',', default_value = "earn,fan-out,checks")]
+    /// `fan-out` (subscriptions), `checks` (rate limiting and JWKS verification on, against both off),
+    /// `peer` (`earnPoints` against the async-graphql + sqlx server a user would build).
+    #[arg(long, value_delimiter = ',', default_value = "earn,fan-out,checks,peer")]
     pub parts: Vec<Part>,
     #[command(flatten)]
     pub check_options: crate::api_checks::Options,
+    #[command(flatten)]
+    pub peer_options: crate::api_peer::Options,
 }
 
 /// A part of the `api` mode.
@@ -70,6 +74,8 @@ pub enum Part {
     FanOut,
     /// Rate limiting and JWKS verification, on against off.
     Checks,
+    /// `earnPoints` against the peer a user would build (async-graphql, sqlx, one transaction per mutation).
+    Peer,
 }
 
 /// The member every subscriber follows (no other command touches its wallet).
@@ -96,6 +102,9 @@ pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
     }
     if parts(Part::Checks) {
         crate::api_checks::run(server, options).await?;
+    }
+    if parts(Part::Peer) {
+        crate::api_peer::run(server, options).await?;
     }
     Ok(())
 }

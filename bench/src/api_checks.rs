@@ -651,15 +651,15 @@ fn turn_ratios<'a>(on: &'a Interleaved, off: &'a Interleaved) -> impl Iterator<I
 /// machine whose speed changes from one turn to the next, an interval that
 /// holds the target says that this run cannot tell.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Spread {
-    mean: f64,
-    low: f64,
-    high: f64,
+pub(crate) struct Spread {
+    pub(crate) mean: f64,
+    pub(crate) low: f64,
+    pub(crate) high: f64,
 }
 
 impl Spread {
     /// The spread of `ratios`; `None` with fewer than two, or any not above 0.
-    fn of(ratios: impl Iterator<Item = f64>) -> Option<Self> {
+    pub(crate) fn of(ratios: impl Iterator<Item = f64>) -> Option<Self> {
         let logs: Vec<f64> = ratios.map(|ratio| (ratio > 0.0).then(|| ratio.ln())).collect::<Option<_>>()?;
         let n = logs.len();
         if n < 2 {

@@ -22,8 +22,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
 
-/// What the server prints on stdout once it accepts connections.
-const LISTENING: &str = "listening on ";
+/// What the server prints on stdout once it accepts connections (and so
+/// does `bench peer-server`).
+pub(crate) const LISTENING: &str = "listening on ";
 
 /// The server's photo store: the S3 bucket when given, else a scratch directory.
 pub struct Photos {
@@ -156,12 +157,21 @@ impl ServerProcess {
         config: &EventStoreConfig,
         extra: &[String],
     ) -> anyhow::Result<Self> {
+        let mut args: Vec<String> =
+            ["api-server", "--database-url", database_url, "--secret", secret].into_iter().map(String::from).collect();
+        args.extend(["--max-connections".to_string(), config.max_connections.to_string()]);
+        args.extend(["--append-scripts".to_string(), config.append_scripts.to_string()]);
+        args.extend_from_slice(extra);
+        Self::spawn_command(&args).await
+    }
+
+    /// Starts this binary with `args` (a hidden server subcommand, such as
+    /// `api-server` or `peer-server`, and its arguments) and waits until the
+    /// server prints that it listens.
+    pub async fn spawn_command(args: &[String]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench binary to start the server")?;
         let mut child = Command::new(exe)
-            .args(["api-server", "--database-url", database_url, "--secret", secret])
-            .args(["--max-connections", &config.max_connections.to_string()])
-            .args(["--append-scripts", &config.append_scripts.to_string()])
-            .args(extra)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

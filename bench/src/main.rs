@@ -7,16 +7,20 @@
 //! cargo run --release -p bench -- api
 //! cargo run --release -p bench -- streams
 //! cargo run --release -p bench -- media
+//! cargo run --release -p bench -- ledger
 //! ```
 
 mod api_bench;
 mod api_checks;
+mod api_peer;
 mod api_server;
 mod cpu;
 mod cqrs_baseline;
 mod graphql_http;
+mod ledger_bench;
 mod measure;
 mod media_bench;
+mod peer_server;
 mod pointstream;
 mod projection_bench;
 mod raw_http;
@@ -104,6 +108,30 @@ enum Command {
         #[command(flatten)]
         options: media_bench::Options,
     },
+    /// The Merkle tree over the log: appends with the notary running against without, proofs at 10^6 events against a point read, offline verification against parsing alone.
+    Ledger {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        /// Events in the log the proofs and the offline verification are measured on.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Seconds of each turn of the append figures.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Closed-loop workers of the append figures.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Turns of each append figure (notary on, notary off).
+        #[arg(long, default_value_t = 4)]
+        turns: usize,
+        /// Random inclusion and consistency proofs timed (and as many point reads).
+        #[arg(long, default_value_t = 2_000)]
+        proofs: usize,
+        /// Rounds of each offline figure (verification, parsing, SHA-256).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
     ApiServer {
@@ -148,6 +176,18 @@ enum Command {
         #[arg(long, requires = "oidc_jwks_url")]
         oidc_audience: Option<String>,
     },
+    /// The peer the `api` mode's `peer` part measures pointstream against, in a process of its own (started by `api`; stops when stdin closes).
+    #[command(hide = true)]
+    PeerServer {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long)]
+        secret: String,
+        #[arg(long)]
+        max_connections: u32,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
 }
 
 #[tokio::main]
@@ -170,6 +210,10 @@ async fn main() -> anyhow::Result<()> {
             streams_bench::run(&mysql, &streams_bench::Options { events, posts, redis }).await
         }
         Command::Media { mysql, options } => media_bench::run(&mysql, &options).await,
+        Command::Ledger { mysql, events, seconds, concurrency, turns, proofs, rounds } => {
+            let options = ledger_bench::Options { events, seconds, concurrency, turns, proofs, rounds };
+            ledger_bench::run(&mysql, &options).await
+        }
         Command::ApiServer {
             database_url,
             secret,
@@ -202,6 +246,9 @@ async fn main() -> anyhow::Result<()> {
                 }),
             };
             api_server::serve(&database_url, &secret, config, photos, &inline_projections, limits, access).await
+        }
+        Command::PeerServer { database_url, secret, max_connections, listen } => {
+            peer_server::serve(&database_url, &secret, max_connections, &listen).await
         }
     }
 }

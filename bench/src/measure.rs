@@ -34,24 +34,24 @@ where
 /// What workers in a closed loop did: operations per worker, the time they
 /// took, and (if timed) each operation's latency.
 #[derive(Debug, Default)]
-struct Loop {
-    per_worker: Vec<u64>,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+pub(crate) struct Loop {
+    pub(crate) per_worker: Vec<u64>,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
 }
 
 impl Loop {
-    fn operations(&self) -> u64 {
+    pub(crate) fn operations(&self) -> u64 {
         self.per_worker.iter().sum()
     }
 
     /// Operations per second.
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.operations() as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 
     /// Adds `other`, run after `self` by the same workers.
-    fn extend(&mut self, other: Loop) {
+    pub(crate) fn extend(&mut self, other: Loop) {
         self.per_worker.resize(self.per_worker.len().max(other.per_worker.len()), 0);
         for (done, more) in self.per_worker.iter_mut().zip(other.per_worker) {
             *done += more;
@@ -61,7 +61,7 @@ impl Loop {
     }
 
     /// The rate, the median and the 99th percentile latency.
-    fn summary(self) -> anyhow::Result<(f64, Duration, Duration)> {
+    pub(crate) fn summary(self) -> anyhow::Result<(f64, Duration, Duration)> {
         anyhow::ensure!(!self.latencies.is_empty(), "no operation completed in {:?}", self.elapsed);
         let rate = self.rate();
         let (p50, p99) = percentiles(self.latencies);
@@ -71,7 +71,12 @@ impl Loop {
 
 /// Runs `concurrency` workers, each calling `op(worker, i)` for i = 0, 1, ...
 /// until `duration` has passed, timing each call if `timed`.
-async fn closed_loop<F, Fut>(concurrency: usize, duration: Duration, op: F, timed: bool) -> anyhow::Result<Loop>
+pub(crate) async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+    timed: bool,
+) -> anyhow::Result<Loop>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,

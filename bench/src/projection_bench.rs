@@ -32,8 +32,10 @@ pub struct Options {
     pub seconds: u64,
 }
 
-const WALLETS: usize = 10_000;
-const WRITERS: usize = 64;
+/// Wallets the log is written on.
+pub(crate) const WALLETS: usize = 10_000;
+/// Concurrent writers of the log.
+pub(crate) const WRITERS: usize = 64;
 
 /// Baseline: a balance view per wallet, kept by `GenericQuery` on mysql-es.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -58,34 +60,12 @@ pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
 async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let config = EventStoreConfig { max_connections: WRITERS as u32 + 8, ..EventStoreConfig::default() };
     let store = EventStore::open(url, config).await?;
-    let members: Vec<String> = (0..WALLETS).map(|i| format!("w{i:05}")).collect();
+    let members = log_wallets();
     register(&store, &members).await?;
 
     // The log: earns (and some redeems) on 10,000 wallets.
     let started = Instant::now();
-    let members = Arc::new(members);
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let (store, members, target) = (store.clone(), members.clone(), options.events);
-            tokio::spawn(async move {
-                let mut i = 0usize;
-                while store.head() < target {
-                    let id = &members[(w + i * WRITERS) % WALLETS];
-                    let command = if i % 10 == 9 && i > 2 * (WALLETS / WRITERS + 1) {
-                        WalletCommand::Redeem { store: cafe()?, points: points(1)?, reward: Reason::parse("mug")? }
-                    } else {
-                        earn(id, &format!("g{w}-{i}"))?
-                    };
-                    store.execute::<Wallet>(id, command, CommandContext::default()).await?;
-                    i += 1;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await??;
-    }
+    write_log(&store, Arc::new(members), options.events).await?;
     let head = store.read_head().await?;
     eprintln!("(wrote {head} events in {:.1?})", started.elapsed());
 
@@ -156,6 +136,42 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
         ms(p50),
         ms(p99)
     );
+    Ok(())
+}
+
+/// The wallets [`write_log`] writes to (each to be registered first).
+pub(crate) fn log_wallets() -> Vec<String> {
+    (0..WALLETS).map(|i| format!("w{i:05}")).collect()
+}
+
+/// Writes earns (and, every tenth command once each wallet has earned, a
+/// redeem) through `store`'s own commands, [`WRITERS`] writers at once, on
+/// the first [`WALLETS`] of `members` (registered), until the log holds at
+/// least `target` events.
+pub(crate) async fn write_log(store: &EventStore, members: Arc<Vec<String>>, target: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(members.len() >= WALLETS, "the log's writers need {WALLETS} wallets");
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, members) = (store.clone(), members.clone());
+            tokio::spawn(async move {
+                let mut i = 0usize;
+                while store.head() < target {
+                    let id = &members[(w + i * WRITERS) % WALLETS];
+                    let command = if i % 10 == 9 && i > 2 * (WALLETS / WRITERS + 1) {
+                        WalletCommand::Redeem { store: cafe()?, points: points(1)?, reward: Reason::parse("mug")? }
+                    } else {
+                        earn(id, &format!("g{w}-{i}"))?
+                    };
+                    store.execute::<Wallet>(id, command, CommandContext::default()).await?;
+                    i += 1;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await??;
+    }
     Ok(())
 }
 

@@ -24,6 +24,10 @@ pub struct NotaryConfig {
     pub batch_size: u64,
     /// Lease lifetime: a dead notary is taken over after at most this long.
     pub lease_ttl: Duration,
+    /// After an extension that caught up, how long new events are let
+    /// accumulate before the next: a few large extensions a second rather
+    /// than one per commit (the tree is at most about this far behind).
+    pub pace: Duration,
 }
 
 impl Default for NotaryConfig {
@@ -33,6 +37,7 @@ impl Default for NotaryConfig {
             every: Duration::from_secs(60),
             batch_size: 5_000,
             lease_ttl: Duration::from_secs(10),
+            pace: Duration::from_millis(200),
         }
     }
 }
@@ -197,11 +202,15 @@ pub async fn run(
             match step.await {
                 Ok((size, stuck)) => {
                     // Wake for new events, for a digest falling due by time,
-                    // or to renew the lease.
+                    // or to renew the lease; then let more events gather.
                     let wait = lease.renew_every().min(config.every.max(Duration::from_millis(50)));
                     let after = if stuck { u64::MAX } else { size };
                     tokio::select! {
                         _ = store.wait_for(after, wait) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(config.pace) => {}
                         _ = shutdown.changed() => {}
                     }
                 }

@@ -35,6 +35,7 @@ fn config() -> NotaryConfig {
         every: Duration::from_millis(200),
         batch_size: 3,
         lease_ttl: Duration::from_secs(2),
+        pace: Duration::from_millis(20),
     }
 }
 

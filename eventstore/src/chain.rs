@@ -7,17 +7,18 @@
 //! that streams have no gaps, that the global log has no holes, and that each
 //! snapshot matches the event it was taken at.
 
+use std::collections::HashMap;
 use std::fmt;
 
-use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
+use sea_orm::sea_query::Query;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use migrations::tables::{Events, Snapshots};
+use migrations::tables::Snapshots;
 
 use crate::error::EventStoreError;
-use crate::log::{self, EVENT_COLUMNS};
+use crate::log;
 use crate::record::RecordedEvent;
 
 /// The fields a hash covers.
@@ -125,89 +126,122 @@ impl ChainReport {
 
 const PAGE: u64 = 5_000;
 
-/// Recomputes every stream's hash chain and checks the log for holes.
+/// Recomputes every stream's hash chain and checks the log for holes, in one
+/// pass over the log in position order.
 pub async fn verify(db: &DatabaseConnection) -> Result<ChainReport, EventStoreError> {
-    let mut report = ChainReport::default();
-    let snapshots = snapshot_hashes(db).await?;
-    let mut current: Option<(String, String)> = None;
-    let mut previous_hash = String::new();
-    let mut expected_sequence = 1;
-    let mut after: Option<(String, String, u64)> = None;
-    loop {
-        let mut select = Query::select();
-        select.columns(EVENT_COLUMNS).from(Events::Table);
-        if let Some((t, i, s)) = &after {
-            select.and_where(
-                Expr::tuple([
-                    Expr::col(Events::AggregateType),
-                    Expr::col(Events::AggregateId),
-                    Expr::col(Events::Sequence),
-                ])
-                .gt(Expr::tuple([Expr::val(t.as_str()), Expr::val(i.as_str()), Expr::val(*s as i64)])),
-            );
-        }
-        select
-            .order_by(Events::AggregateType, Order::Asc)
-            .order_by(Events::AggregateId, Order::Asc)
-            .order_by(Events::Sequence, Order::Asc)
-            .limit(PAGE);
-        let rows = db.query_all(&select).await?;
-        let page_len = rows.len() as u64;
-        for row in rows {
-            let event = log::event_from_row(&row)?;
-            let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-            if current.as_ref() != Some(&key) {
-                report.streams += 1;
-                current = Some(key.clone());
-                previous_hash.clear();
-                expected_sequence = 1;
-            }
-            if event.sequence != expected_sequence {
-                report.breaks.push(ChainBreak::SequenceGap {
-                    aggregate_type: event.aggregate_type.clone(),
-                    aggregate_id: event.aggregate_id.clone(),
-                    expected: expected_sequence,
-                    found: event.sequence,
-                });
-            }
-            if event_hash(&previous_hash, &HashedFields::from(&event)) != event.hash {
-                report.breaks.push(ChainBreak::HashMismatch {
-                    position: event.position,
-                    aggregate_type: event.aggregate_type.clone(),
-                    aggregate_id: event.aggregate_id.clone(),
-                    sequence: event.sequence,
-                    event_type: event.event_type.clone(),
-                });
-            }
-            // Continue the chain from the stored hash, so one altered event is
-            // reported once rather than poisoning the rest of its stream.
-            previous_hash.clone_from(&event.hash);
-            expected_sequence = event.sequence + 1;
-            report.events += 1;
-            if let Some((sequence, hash)) = snapshots.get(&key)
-                && *sequence == event.sequence
-                && *hash != event.hash
-            {
-                report.breaks.push(ChainBreak::SnapshotMismatch {
-                    aggregate_type: key.0,
-                    aggregate_id: key.1,
-                    sequence: *sequence,
-                });
-            }
-            after = Some((event.aggregate_type, event.aggregate_id, event.sequence));
-        }
-        if page_len < PAGE {
-            break;
+    let mut check = ChainCheck::start(db).await?;
+    let mut after = 0;
+    while after < check.head {
+        let page = log::read_from(db, after, PAGE.min(check.head - after)).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for event in &page {
+            check.feed(event);
         }
     }
-    check_positions(db, &mut report).await?;
-    Ok(report)
+    Ok(check.finish())
+}
+
+/// The chain check fed one event at a time in position order, so a reader
+/// of the whole log (the audit) checks the chains in the same pass as it
+/// does everything else. Within a stream, positions grow with sequences, so
+/// each stream's chain is recomputed in order; the check keeps each stream's
+/// last sequence and hash (about 150 bytes per stream).
+pub struct ChainCheck {
+    head: u64,
+    snapshots: HashMap<(String, String), (u64, String)>,
+    streams: HashMap<(String, String), (u64, String)>,
+    next_position: u64,
+    report: ChainReport,
+}
+
+impl ChainCheck {
+    /// A check of the log up to its head as of now (events appended later
+    /// are not checked, and their absence is not a hole).
+    pub async fn start(db: &DatabaseConnection) -> Result<Self, EventStoreError> {
+        let head = log::head(db).await?;
+        let snapshots = snapshot_hashes(db).await?;
+        Ok(ChainCheck { head, snapshots, streams: HashMap::new(), next_position: 1, report: ChainReport::default() })
+    }
+
+    /// The head of the log the check covers.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Checks the next event of the log (positions in increasing order);
+    /// events past the head are ignored.
+    pub fn feed(&mut self, event: &RecordedEvent) {
+        if event.position > self.head {
+            return;
+        }
+        if event.position != self.next_position {
+            self.report.breaks.push(ChainBreak::PositionGap {
+                missing_from: self.next_position,
+                missing_to: event.position.saturating_sub(1),
+            });
+        }
+        self.next_position = event.position + 1;
+        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+        let (expected_sequence, previous_hash) = match self.streams.get(&key) {
+            Some((sequence, hash)) => (sequence + 1, hash.as_str()),
+            None => (1, ""),
+        };
+        if event.sequence != expected_sequence {
+            self.report.breaks.push(ChainBreak::SequenceGap {
+                aggregate_type: event.aggregate_type.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                expected: expected_sequence,
+                found: event.sequence,
+            });
+        }
+        if event_hash(previous_hash, &HashedFields::from(event)) != event.hash {
+            self.report.breaks.push(ChainBreak::HashMismatch {
+                position: event.position,
+                aggregate_type: event.aggregate_type.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                sequence: event.sequence,
+                event_type: event.event_type.clone(),
+            });
+        }
+        if let Some((sequence, hash)) = self.snapshots.get(&key)
+            && *sequence == event.sequence
+            && *hash != event.hash
+        {
+            self.report.breaks.push(ChainBreak::SnapshotMismatch {
+                aggregate_type: key.0.clone(),
+                aggregate_id: key.1.clone(),
+                sequence: *sequence,
+            });
+        }
+        // Continue the chain from the stored hash, so one altered event is
+        // reported once rather than poisoning the rest of its stream.
+        match self.streams.get_mut(&key) {
+            Some(stream) => {
+                stream.0 = event.sequence;
+                stream.1.clone_from(&event.hash);
+            }
+            None => {
+                self.streams.insert(key, (event.sequence, event.hash.clone()));
+            }
+        }
+        self.report.events += 1;
+    }
+
+    /// What the check found, holes at the end of the log included.
+    pub fn finish(mut self) -> ChainReport {
+        if self.next_position <= self.head {
+            self.report
+                .breaks
+                .push(ChainBreak::PositionGap { missing_from: self.next_position, missing_to: self.head });
+        }
+        self.report.streams = self.streams.len() as u64;
+        self.report
+    }
 }
 
 /// Every snapshot's (sequence, hash), by stream.
-async fn snapshot_hashes(
-    db: &DatabaseConnection,
-) -> Result<std::collections::HashMap<(String, String), (u64, String)>, EventStoreError> {
+async fn snapshot_hashes(db: &DatabaseConnection) -> Result<HashMap<(String, String), (u64, String)>, EventStoreError> {
     let rows = db
         .query_all(
             Query::select()
@@ -215,47 +249,10 @@ async fn snapshot_hashes(
                 .from(Snapshots::Table),
         )
         .await?;
-    let mut map = std::collections::HashMap::with_capacity(rows.len());
+    let mut map = HashMap::with_capacity(rows.len());
     for row in rows {
         let key = (row.try_get("", "aggregate_type")?, row.try_get("", "aggregate_id")?);
         map.insert(key, (row.try_get::<i64>("", "sequence")? as u64, row.try_get("", "hash")?));
     }
     Ok(map)
-}
-
-/// Finds holes in the global positions 1..=head.
-async fn check_positions(db: &DatabaseConnection, report: &mut ChainReport) -> Result<(), EventStoreError> {
-    let head = log::head(db).await?;
-    let mut expected = 1u64;
-    let mut after = 0u64;
-    loop {
-        let rows = db
-            .query_all(
-                Query::select()
-                    .column(Events::Position)
-                    .from(Events::Table)
-                    .and_where(Expr::col(Events::Position).gt(after as i64))
-                    .order_by(Events::Position, Order::Asc)
-                    .limit(PAGE * 4),
-            )
-            .await?;
-        let page_len = rows.len() as u64;
-        for row in rows {
-            let position = row.try_get::<i64>("", "position")? as u64;
-            if position != expected {
-                report
-                    .breaks
-                    .push(ChainBreak::PositionGap { missing_from: expected, missing_to: position.saturating_sub(1) });
-            }
-            expected = position + 1;
-            after = position;
-        }
-        if page_len < PAGE * 4 {
-            break;
-        }
-    }
-    if expected <= head {
-        report.breaks.push(ChainBreak::PositionGap { missing_from: expected, missing_to: head });
-    }
-    Ok(())
 }

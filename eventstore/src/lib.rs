@@ -49,7 +49,7 @@ mod tagged;
 pub mod upcast;
 pub mod writer;
 
-pub use chain::{ChainBreak, ChainReport};
+pub use chain::{ChainBreak, ChainCheck, ChainReport};
 pub use clock::now_us;
 pub use connection::{DEFAULT_DATABASE_URL, Shapes, connect, migrate, padded_chunks};
 pub use directory::StoreDirectory;

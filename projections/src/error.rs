@@ -31,6 +31,12 @@ pub enum ProjectionError {
         /// First position after it.
         next: u64,
     },
+    /// Another rebuild of the projection moved its shadow checkpoint.
+    #[error("another rebuild of {0} is running")]
+    Concurrent(&'static str),
+    /// A task reading the log (of an audit or a rebuild) stopped before it finished (it panicked).
+    #[error("a log reader stopped: {0}")]
+    Task(String),
     /// A name that is not a projection.
     #[error("unknown projection {0:?}; known: members, stores, wallets, shares, posts")]
     UnknownProjection(String),

@@ -9,13 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use eventstore::EventStore;
+use eventstore::{EventStore, RecordedEvent};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
+use tokio::sync::mpsc;
 
 use crate::checkpoint;
 use crate::error::ProjectionError;
-use crate::projection::{Names, Projection, RETIRED_SUFFIX, SHADOW_SUFFIX};
-use crate::projector::step;
+use crate::projection::{Names, Projection, RETIRED_SUFFIX, SHADOW_SUFFIX, decode_all};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -56,6 +56,11 @@ async fn run(db: &impl ConnectionTrait, sql: String) -> Result<(), DbErr> {
 
 /// Rebuilds projection `P` from position 0 and swaps it in; `progress` is
 /// called after every batch with (position reached, head of the log).
+///
+/// One task reads the log ahead, a page at a time, while this one applies
+/// the page before. Only the rebuild writes the shadow tables, so the rows a
+/// batch saved stay good for the next ([`Projection::retain`]): a batch
+/// reads only rows it has not seen yet.
 pub async fn rebuild<P: Projection>(
     store: &EventStore,
     batch_size: u64,
@@ -64,22 +69,76 @@ pub async fn rebuild<P: Projection>(
     let started = Instant::now();
     let db = store.db();
     let indexes = create_shadow::<P>(db).await?;
-    let mut events = 0;
-    loop {
-        let stepped = step::<P>(store, &Names::SHADOW, None, batch_size).await?;
-        let (position, applied) = (stepped.checkpoint, stepped.events);
-        events += applied;
-        let head = store.read_head().await?;
-        progress(position, head);
-        if applied == 0 && position >= head {
-            // Secondary indexes are built once, sorted, rather than row by row.
-            for statement in &indexes {
-                run(db, statement.clone()).await?;
+    let (pages_tx, mut pages) = mpsc::channel::<(Vec<RecordedEvent>, u64)>(2);
+    let reader_store = store.clone();
+    let reader = tokio::spawn(async move {
+        let mut after = 0;
+        loop {
+            let page = reader_store.read_from(after, batch_size).await?;
+            let head = reader_store.read_head().await?;
+            let (empty, caught_up) = (page.is_empty(), page.is_empty() && after >= head);
+            after = page.last().map_or(after, |e| e.position);
+            if pages_tx.send((page, head)).await.is_err() || caught_up {
+                return Ok::<_, ProjectionError>(());
             }
-            swap::<P>(db).await?;
-            return Ok(RebuildReport { name: P::NAME, events, position, took: started.elapsed() });
+            if empty {
+                // The head is ahead of what can be read yet: wait for it.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
+    });
+    let (mut position, mut events) = (0, 0);
+    let mut kept: Option<P::State> = None;
+    while let Some((page, head)) = pages.recv().await {
+        if page.is_empty() {
+            progress(position, head);
+            continue;
+        }
+        // A hole anywhere in the page (a deleted event) stops the rebuild
+        // rather than swapping in a model without it.
+        let mut expected = position + 1;
+        for event in &page {
+            if event.position != expected {
+                return Err(ProjectionError::Gap { after: expected - 1, next: event.position });
+            }
+            expected += 1;
+        }
+        let last = page.last().map_or(position, |e| e.position);
+        let decoded = decode_all::<P>(&page)?;
+        let txn = db.begin().await?;
+        if !checkpoint::advance(&txn, P::NAME, &Names::SHADOW, position, last, eventstore::now_us()).await? {
+            return Err(ProjectionError::Concurrent(P::NAME));
+        }
+        let batch = if decoded.is_empty() {
+            None
+        } else {
+            let mut state = match P::without_reading(kept.as_ref(), &decoded) {
+                Some(state) => state,
+                None => {
+                    let rows = kept.as_ref().map(|kept| P::kept_for(kept, &decoded)).unwrap_or_default();
+                    P::load_after(&txn, &Names::SHADOW, &decoded, rows).await?
+                }
+            };
+            for (event, view) in &decoded {
+                P::apply(&mut state, event, view)?;
+            }
+            P::save(&mut state, &txn, &Names::SHADOW).await?;
+            Some(state)
+        };
+        txn.commit().await?;
+        if let Some(batch) = batch {
+            kept = P::retain(kept.take(), batch);
+        }
+        (position, events) = (last, events + page.len() as u64);
+        progress(position, head);
     }
+    reader.await.map_err(|err| ProjectionError::Task(err.to_string()))??;
+    // Secondary indexes are built once, sorted, rather than row by row.
+    for statement in &indexes {
+        run(db, statement.clone()).await?;
+    }
+    swap::<P>(db).await?;
+    Ok(RebuildReport { name: P::NAME, events, position, took: started.elapsed() })
 }
 
 /// Empty shadow copies of every table of `P`, its checkpoint at 0, without

@@ -8,6 +8,7 @@
 //! cargo run --release -p bench -- streams
 //! cargo run --release -p bench -- media
 //! cargo run --release -p bench -- ledger
+//! cargo run --release -p bench -- growth
 //! ```
 
 mod api_bench;
@@ -17,6 +18,7 @@ mod api_server;
 mod cpu;
 mod cqrs_baseline;
 mod graphql_http;
+mod growth_bench;
 mod ledger_bench;
 mod measure;
 mod media_bench;
@@ -132,6 +134,24 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// How each figure moves as the log grows: appends, mutations, projector lag, rebuild and audit at each size, against the smallest.
+    Growth {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        /// Sizes of the log the figures are measured at, in events.
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000,10000000")]
+        sizes: Vec<u64>,
+        /// Seconds of each rate figure.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Closed-loop callers of the append and mutation figures.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Commands per second during the lag figure.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+    },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
     ApiServer {
@@ -213,6 +233,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Ledger { mysql, events, seconds, concurrency, turns, proofs, rounds } => {
             let options = ledger_bench::Options { events, seconds, concurrency, turns, proofs, rounds };
             ledger_bench::run(&mysql, &options).await
+        }
+        Command::Growth { mysql, mut sizes, seconds, concurrency, rate } => {
+            sizes.sort_unstable();
+            let options = growth_bench::Options { sizes, seconds, concurrency, rate };
+            growth_bench::run(&mysql, &options).await
         }
         Command::ApiServer {
             database_url,

@@ -15,7 +15,7 @@ use eventstore::{CommandContext, EventStore, EventStoreConfig};
 use mysql_es::MysqlViewRepository;
 use projections::projector::{self, Projector};
 use projections::rebuild::rebuild;
-use projections::{ProjectorConfig, ProjectorStatus, Wallets};
+use projections::{Members, Posts, ProjectorConfig, ProjectorStatus, Shares, Stores, Wallets};
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::MySqlPoolOptions;
 use tokio::sync::{Mutex, watch};
@@ -73,8 +73,28 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let report = rebuild::<Wallets>(&store, 5_000, |_, _| {}).await?;
     let ours = report.rate();
 
+    // The audit (chains, and a replay of every read model) against reading
+    // the log alone, page by page, on the same log; every projection is
+    // brought to the head first so the audit replays into each.
+    rebuild::<Members>(&store, 5_000, |_, _| {}).await?;
+    rebuild::<Stores>(&store, 5_000, |_, _| {}).await?;
+    rebuild::<Shares>(&store, 5_000, |_, _| {}).await?;
+    rebuild::<Posts>(&store, 5_000, |_, _| {}).await?;
+    let started = Instant::now();
+    let (mut read, mut after) = (0u64, 0);
+    loop {
+        let page = store.read_stored(after, 5_000).await?;
+        let Some(last) = page.last() else { break };
+        (after, read) = (last.position, read + page.len() as u64);
+    }
+    let read_rate = read as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let audit = projections::audit(&store).await?;
+    let audit_rate = audit.chain.events as f64 / started.elapsed().as_secs_f64();
+    anyhow::ensure!(audit.is_clean(), "the audit found problems: {:?}", audit.problems());
+
     // Lag of the live projector, right after it caught up.
-    let (p50, p99, samples) = lag(&store, options).await?;
+    let (p50, p99, samples) = lag(&store, options.rate, options.seconds).await?;
 
     // (b) cqrs-es GenericQuery on mysql-es, one event at a time, on a prefix of the same log.
     let pool = MySqlPoolOptions::new().max_connections(4).connect(url).await?;
@@ -129,6 +149,16 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     println!();
     println!("c/b = {:.1}x", ours / theirs);
     println!();
+    println!("| reading the whole log | events | events/s |");
+    println!("|---|---|---|");
+    println!("| (r) pages of 5,000 in position order, nothing done with them | {read} | {read_rate:.0} |");
+    println!(
+        "| (a) audit: every chain, every read model replayed and compared | {} | {audit_rate:.0} |",
+        audit.chain.events
+    );
+    println!();
+    println!("a/r = {:.2}", audit_rate / read_rate);
+    println!();
     println!(
         "Live projection lag at {} commands/s for {} s ({samples} commands): p50 {}, p99 {}",
         options.rate,
@@ -177,7 +207,7 @@ pub(crate) async fn write_log(store: &EventStore, members: Arc<Vec<String>>, tar
 
 /// Time from a command's acknowledgement until the live wallets projector has
 /// applied it, at a steady command rate.
-async fn lag(store: &EventStore, options: &Options) -> anyhow::Result<(Duration, Duration, usize)> {
+pub(crate) async fn lag(store: &EventStore, rate: u64, seconds: u64) -> anyhow::Result<(Duration, Duration, usize)> {
     let (stop, shutdown) = watch::channel(false);
     let (status, mut statuses) = watch::channel(ProjectorStatus::default());
     let config = ProjectorConfig { batch_size: 1_000, ..ProjectorConfig::default() };
@@ -202,8 +232,8 @@ async fn lag(store: &EventStore, options: &Options) -> anyhow::Result<(Duration,
         }
     });
 
-    let mut ticker = tokio::time::interval(Duration::from_secs(1) / options.rate.max(1) as u32);
-    let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate.max(1) as u32);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut i = 0u64;
     let mut commands = Vec::new();
     while Instant::now() < deadline {

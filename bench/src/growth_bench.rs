@@ -1,0 +1,188 @@
+//! `bench growth`: how each figure moves as the log grows. The same log is
+//! grown through pointstream's own commands to each size in turn (10⁵, 10⁶,
+//! 10⁷ events by default), and at each size the same figures are measured:
+//! appends and `earnPoints` mutations (rate and p99 at 32), the live
+//! projector's lag, the wallets rebuild and the audit (events/s). Each
+//! figure's baseline is the same figure at the smallest size, measured in the
+//! same run; the target is every figure at the largest size within 1.25× of
+//! it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::auth::Role;
+use domain::{Wallet, WalletCommand};
+use eventstore::{CommandContext, EventStore, EventStoreConfig};
+use projections::rebuild::rebuild;
+use projections::{Consumer, Members, Posts, ShareDistribution, Shares, Stores, Wallets};
+use tokio::sync::Mutex;
+
+use crate::api_bench::{caught_up, check_earned, connect_all, earn_body, token};
+use crate::api_server::ServerProcess;
+use crate::measure::{ms, throughput_and_latency};
+use crate::pointstream::{earn, register};
+use crate::projection_bench::{WALLETS, WRITERS, lag, log_wallets, write_log};
+use crate::raw_http::RawHttp;
+use crate::run::Scratch;
+
+/// What to measure.
+pub struct Options {
+    /// Sizes of the log, in events, in increasing order.
+    pub sizes: Vec<u64>,
+    /// Seconds of each rate figure.
+    pub seconds: u64,
+    /// Closed-loop callers of the append and mutation figures.
+    pub concurrency: usize,
+    /// Commands per second during the lag figure.
+    pub rate: u64,
+}
+
+/// The figures at one size of the log.
+struct AtSize {
+    events: u64,
+    /// Commands/s and p99 of `EventStore::execute` of earns.
+    appends: (f64, Duration),
+    /// Mutations/s and p99 of `earnPoints` over HTTP.
+    mutations: (f64, Duration),
+    /// p99 from a command's acknowledgement to the wallets projector applying it.
+    lag: Duration,
+    /// Wallets rebuild, events/s.
+    rebuild: f64,
+    /// `audit verify` (chains and every read model), events/s.
+    audit: f64,
+}
+
+pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
+    Scratch::around(server, "growth", |url| async move { measure(&url, options).await }).await
+}
+
+async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
+    let concurrency = options.concurrency.max(1);
+    let config = EventStoreConfig { max_connections: (WRITERS.max(concurrency) + 8) as u32, ..Default::default() };
+    let store = EventStore::open(url, config.clone()).await?;
+    let members = Arc::new(log_wallets());
+    register(&store, &members).await?;
+    let secret = uuid::Uuid::new_v4().simple().to_string();
+    let staff = token(&secret, Role::Staff, None, Some("cafe"))?;
+
+    let mut figures = Vec::new();
+    for &size in &options.sizes {
+        let started = Instant::now();
+        write_log(&store, members.clone(), size).await?;
+        let events = store.read_head().await?;
+        eprintln!("(the log holds {events} events; grown in {:.1?})", started.elapsed());
+
+        // Every read model rebuilt to the head: the wallets rebuild is the
+        // figure, the others bring the server's read models up to date.
+        let wallets = rebuild::<Wallets>(&store, 5_000, |_, _| {}).await?;
+        rebuild::<Members>(&store, 5_000, |_, _| {}).await?;
+        rebuild::<Stores>(&store, 5_000, |_, _| {}).await?;
+        rebuild::<Shares>(&store, 5_000, |_, _| {}).await?;
+        rebuild::<Posts>(&store, 5_000, |_, _| {}).await?;
+        // The share distribution follows the log too (it has nothing to do in
+        // this one): brought to the head here, not inside the server's figures.
+        while ShareDistribution::step(&store, None, 5_000).await?.events > 0 {}
+        let started = Instant::now();
+        let audit = projections::audit(&store).await?;
+        let audit_rate = audit.chain.events as f64 / started.elapsed().as_secs_f64();
+        anyhow::ensure!(audit.is_clean(), "the audit found problems: {:?}", audit.problems());
+
+        let (_, lag_p99, _) = lag(&store, options.rate, options.seconds).await?;
+        let appends = appends(&store, size, concurrency, options.seconds).await?;
+        let mutations = mutations(url, &secret, &config, &staff, size, concurrency, options.seconds).await?;
+        figures.push(AtSize { events, appends, mutations, lag: lag_p99, rebuild: wallets.rate(), audit: audit_rate });
+    }
+    print(&figures, options, concurrency);
+    Ok(())
+}
+
+/// Earns on the log's wallets: caller `w`'s `i`th on wallet `w + concurrency × i`.
+fn wallet(w: usize, i: u64, concurrency: usize) -> String {
+    format!("w{:05}", (w + concurrency * i as usize) % WALLETS)
+}
+
+async fn appends(store: &EventStore, size: u64, concurrency: usize, seconds: u64) -> anyhow::Result<(f64, Duration)> {
+    let store = store.clone();
+    let (rate, _, p99) = throughput_and_latency(concurrency, Duration::from_secs(seconds), move |w, i| {
+        let store = store.clone();
+        let id = wallet(w, i, concurrency);
+        async move {
+            let command: WalletCommand = earn(&id, &format!("a{size}-{w}-{i}"))?;
+            store.execute::<Wallet>(&id, command, CommandContext::default()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok((rate, p99))
+}
+
+/// `earnPoints` over HTTP against a server process on the same database,
+/// started once its read models have caught up with the log.
+async fn mutations(
+    url: &str,
+    secret: &str,
+    config: &EventStoreConfig,
+    staff: &str,
+    size: u64,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, Duration)> {
+    let server = ServerProcess::spawn(url, secret, config).await?;
+    let measured = async {
+        caught_up(url).await?;
+        let clients: Arc<Vec<Mutex<RawHttp>>> = connect_all(concurrency, || RawHttp::connect(&server.address)).await?;
+        let staff = Arc::<str>::from(staff);
+        let (rate, _, p99) = throughput_and_latency(concurrency, Duration::from_secs(seconds), move |w, i| {
+            let (clients, staff) = (clients.clone(), staff.clone());
+            let body = earn_body(&wallet(w, i, concurrency), &format!("m{size}-{w}-{i}"));
+            async move {
+                let mut client = clients[w].lock().await;
+                check_earned(client.post(Some(&staff), &body?).await?)
+            }
+        })
+        .await?;
+        anyhow::Ok((rate, p99))
+    }
+    .await;
+    server.stop().await?;
+    measured
+}
+
+fn print(figures: &[AtSize], options: &Options, concurrency: usize) {
+    let Some(first) = figures.first() else { return };
+    let Some(last) = figures.last() else { return };
+    println!("## growth benchmark (MySQL, one run)");
+    println!();
+    println!(
+        "The log grown through the commands ({WRITERS} writers, earns and redeems on {WALLETS} wallets); \
+         at each size: {concurrency} callers for {} s per rate, lag at {} commands/s.",
+        options.seconds, options.rate
+    );
+    println!();
+    let mut header = "| figure |".to_string();
+    let mut rule = "|---|".to_string();
+    for at in figures {
+        header.push_str(&format!(" {} events |", at.events));
+        rule.push_str("---|");
+    }
+    println!("{header} largest / smallest |");
+    println!("{rule}---|");
+    // Rates: smallest / largest (a slowdown reads above 1); times: largest / smallest.
+    let rate_row = |name: &str, get: &dyn Fn(&AtSize) -> f64| {
+        let cells: String = figures.iter().map(|at| format!(" {:.0} |", get(at))).collect();
+        println!("| {name} |{cells} {:.2} |", get(first) / get(last).max(f64::MIN_POSITIVE));
+    };
+    let time_row = |name: &str, get: &dyn Fn(&AtSize) -> Duration| {
+        let cells: String = figures.iter().map(|at| format!(" {} |", ms(get(at)))).collect();
+        println!("| {name} |{cells} {:.2} |", get(last).as_secs_f64() / get(first).as_secs_f64().max(1e-9));
+    };
+    rate_row("appends/s", &|at| at.appends.0);
+    time_row("append p99", &|at| at.appends.1);
+    rate_row("earnPoints mutations/s", &|at| at.mutations.0);
+    time_row("mutation p99", &|at| at.mutations.1);
+    time_row("projector lag p99", &|at| at.lag);
+    rate_row("wallets rebuild, events/s", &|at| at.rebuild);
+    rate_row("audit, events/s", &|at| at.audit);
+    println!();
+    println!("Target: every figure at the largest size within 1.25× of the smallest (last column ≤ 1.25).");
+}

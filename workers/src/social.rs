@@ -71,9 +71,9 @@ impl SocialConfig {
     /// Defaults for the streams under `prefix`, as consumer `consumer`.
     pub fn new(prefix: &str, consumer: &str) -> Self {
         SocialConfig {
-            events: format!("{prefix}:events"),
-            retries: format!("{prefix}:retry:social"),
-            dead: format!("{prefix}:dlq:social"),
+            events: crate::redis::key(prefix, "events"),
+            retries: crate::redis::key(prefix, "retry:social"),
+            dead: crate::redis::key(prefix, "dlq:social"),
             group: "social".into(),
             consumer: consumer.into(),
             max_attempts: 5,

@@ -110,7 +110,7 @@ async fn add_photo(store: &EventStore, photos: &media::MediaStore, post: &str, b
     photo
 }
 
-/// A private Redis holding the log relayed into `t:events` (alive while the server is).
+/// A private Redis holding the log relayed into `{t}:events` (alive while the server is).
 async fn relayed(store: &EventStore) -> (RedisServer, fred::prelude::Client) {
     let server = RedisServer::start();
     let redis = workers::redis::connect(&server.url()).await.expect("connects");
@@ -179,7 +179,7 @@ async fn two_workers_publish_a_post_once_per_network_and_record_the_external_ids
     }
     // Nothing left pending in the group.
     let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
-        fred::prelude::StreamsInterface::xpending(&redis, "t:events", "social", ()).await.expect("pending");
+        fred::prelude::StreamsInterface::xpending(&redis, "{t}:events", "social", ()).await.expect("pending");
     assert_eq!(pending.0, 0);
 }
 
@@ -495,7 +495,7 @@ async fn a_photo_added_later_follows_its_post_as_a_reply_tweet_and_a_facebook_ph
         "waiting for the post spends none of the photo's attempts: {kinds:?}"
     );
     let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
-        fred::prelude::StreamsInterface::xpending(&redis, "t:events", "social", ()).await.expect("pending");
+        fred::prelude::StreamsInterface::xpending(&redis, "{t}:events", "social", ()).await.expect("pending");
     assert_eq!(pending.0, 0);
 }
 

@@ -252,10 +252,13 @@ async fn a_sentinel_failover_under_load_loses_no_event_and_publishes_each_post_o
         "the replicas lack the primary's last entries: they end at {replicas_at:?}, it ended at {at_kill} \
          (cut off at {lost_from})"
     );
+    eprintln!("the replicas end at {replicas_at:?}, the killed primary ended at {at_kill}");
+    let failover = Instant::now();
     tokio::task::block_in_place(|| {
         wait_for("the sentinels promote a replica", Duration::from_secs(30), || set.primary_port() != old_port)
     });
 
+    eprintln!("a replica promoted {:?} after the kill", failover.elapsed());
     // Commands keep landing after the failover, then stop.
     let head_at_failover = store.read_head().await.expect("head");
     let deadline = Instant::now() + Duration::from_secs(20);

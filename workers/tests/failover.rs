@@ -7,7 +7,8 @@
 //!   promoted one lacks the last entries): the relay refills them, the stream
 //!   ends up equal to the log, and every post is published once per network;
 //! * a three-master Redis Cluster with the relay and two workers on it: the
-//!   stream equals the log, and dead letters are listed and requeued.
+//!   stream equals the log, dead letters are listed and requeued, and
+//!   another instance is woken by its blocking read of the stream.
 
 #[path = "../../eventstore/tests/support/mod.rs"]
 mod support;
@@ -301,8 +302,13 @@ async fn on_a_redis_cluster_the_stream_equals_the_log_and_dead_letters_are_reque
     fake.script("twitter", &[(400, None), (400, None), (400, None)]);
     let base = fake_networks(fake.clone()).await;
     let (stop_roles, shutdown) = watch::channel(false);
-    let tasks = roles(&store, &url, prefix, &base, &shutdown).await;
+    let mut tasks = roles(&store, &url, prefix, &base, &shutdown).await;
     let redis = workers::redis::connect(&url).await.expect("the test connects");
+    // Another instance, whose follower would poll the log only hourly,
+    // learns of commits from its blocking read of the stream on the cluster.
+    let other = open(&db, quiet()).await;
+    let reader = workers::redis::connect(&url).await.expect("the other instance connects");
+    tasks.push(tokio::spawn(relay::follow_stream(other.clone(), reader, config.events.clone(), shutdown.clone())));
     post(&store, 0).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while workers::dlq::list(&redis, &config).await.expect("lists").len() != 1 {
@@ -327,6 +333,7 @@ async fn on_a_redis_cluster_the_stream_equals_the_log_and_dead_letters_are_reque
     let head = settled(&store, &redis, &config.events, &posts, Duration::from_secs(30)).await;
 
     assert_stream_equals_log(&store, &redis, &config.events, head).await;
+    assert_eq!(other.wait_for(head - 1, Duration::from_secs(10)).await, head, "the other instance woke");
     assert_published_once_each(&fake, &posts);
     assert_eq!(fake.calls("twitter").iter().filter(|c| c.status == 400).count(), 3, "three refusals, then the letter");
     assert!(workers::dlq::list(&redis, &config).await.expect("lists").is_empty(), "no letter left");

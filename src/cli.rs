@@ -206,11 +206,15 @@ pub struct LimitArgs {
 /// their work.
 #[derive(Debug, Args)]
 pub struct RedisArgs {
-    /// Redis to fan events out through (`redis://host:port`). Without it
+    /// Redis to fan events out through: one server (`redis://host:port`),
+    /// a primary behind Sentinel
+    /// (`redis-sentinel://host:port?sentinelServiceName=NAME&node=host:port`)
+    /// or a cluster (`redis-cluster://host:port?node=host:port`). Without it
     /// nothing is relayed.
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
-    /// Prefix of pointstream's Redis keys: events go to `{prefix}:events`.
+    /// Prefix of pointstream's Redis keys, which are named `{prefix}:name`
+    /// (braces included: one cluster hash tag), events going to `{prefix}:events`.
     #[arg(long, env = "POINTSTREAM_STREAM_PREFIX", default_value = "pointstream", global = true)]
     pub stream_prefix: String,
 }

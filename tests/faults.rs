@@ -53,7 +53,7 @@ use services::RedisServer;
 /// The members the clients act as (client `i` as `m{i % 6}`).
 const MEMBERS: [&str; 6] = ["m0", "m1", "m2", "m3", "m4", "m5"];
 /// The relay's stream under the default prefix.
-const STREAM: &str = "pointstream:events";
+const STREAM: &str = "{pointstream}:events";
 /// The longest any single wait may take before the test says what did not
 /// happen: generous, since the machine may be busy with other builds.
 const PATIENCE: Duration = Duration::from_secs(120);

@@ -92,7 +92,7 @@ async fn a_killed_workers_entries_are_reclaimed_and_each_post_is_published_once(
     first.kill().expect("SIGKILL");
     first.wait().expect("reaped");
     let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
-        fred::prelude::StreamsInterface::xpending(&redis, "kill:events", "social", ()).await.expect("pending");
+        fred::prelude::StreamsInterface::xpending(&redis, "{kill}:events", "social", ()).await.expect("pending");
     assert!(pending.0 > 0, "the killed worker held entries");
 
     let mut second = worker(&db.url, &redis_server.url(), &base, "second");
@@ -104,7 +104,7 @@ async fn a_killed_workers_entries_are_reclaimed_and_each_post_is_published_once(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
-            fred::prelude::StreamsInterface::xpending(&redis, "kill:events", "social", ()).await.expect("pending");
+            fred::prelude::StreamsInterface::xpending(&redis, "{kill}:events", "social", ()).await.expect("pending");
         if pending.0 == 0 {
             break;
         }

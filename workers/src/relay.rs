@@ -1,4 +1,5 @@
-//! The relay: copies the global log into the Redis stream `{prefix}:events`.
+//! The relay: copies the global log into the Redis stream `{prefix}:events`
+//! (the braces are literal: see [`crate::redis::key`]).
 //!
 //! Each event becomes one entry whose id is `{position}-0`. Redis refuses an
 //! id not above the stream's last, so the stream itself is the relay's
@@ -46,7 +47,7 @@ impl RelayConfig {
     /// Defaults for the streams under `prefix` (`pointstream` by default).
     pub fn new(prefix: &str) -> Self {
         RelayConfig {
-            stream: format!("{prefix}:events"),
+            stream: crate::redis::key(prefix, "events"),
             max_len: 1_000_000,
             batch: 1_000,
             lease_ttl: Duration::from_secs(10),

@@ -30,6 +30,7 @@ use eventstore::{CommandContext, CommandError, EventStore, RecordedEvent};
 use fred::prelude::*;
 use fred::types::streams::XReadResponse;
 use projections::entities::social_accounts;
+use projections::lease::Lease;
 use projections::{Names, checkpoint};
 use sea_orm::EntityTrait;
 use tokio::sync::watch;
@@ -71,9 +72,9 @@ impl SocialConfig {
     /// Defaults for the streams under `prefix`, as consumer `consumer`.
     pub fn new(prefix: &str, consumer: &str) -> Self {
         SocialConfig {
-            events: format!("{prefix}:events"),
-            retries: format!("{prefix}:retry:social"),
-            dead: format!("{prefix}:dlq:social"),
+            events: crate::redis::key(prefix, "events"),
+            retries: crate::redis::key(prefix, "retry:social"),
+            dead: crate::redis::key(prefix, "dlq:social"),
             group: "social".into(),
             consumer: consumer.into(),
             max_attempts: 5,
@@ -459,8 +460,17 @@ impl SocialWorker {
         Ok(())
     }
 
-    // Each argument is a part of the one post being published.
-    #[allow(clippy::too_many_arguments)]
+    /// Publishes `draft` on `provider` unless that is done already, retrying
+    /// with back-off until it is published or dead-lettered.
+    ///
+    /// Each attempt runs under a claim in the database on (post, photo,
+    /// network): loading the outcomes, calling the network and recording
+    /// what it answered happen while no other worker can do the same. A
+    /// consumer group hands an entry to one consumer at a time, but after a
+    /// Redis failover the same entry can be in two workers' hands at once
+    /// (the promoted replica had not heard of its delivery, or the relay
+    /// appended it again); without the claim both could find the post
+    /// pending and both publish it.
     async fn publish(
         &self,
         held: Option<Held<'_>>,
@@ -468,79 +478,154 @@ impl SocialWorker {
         provider: Provider,
         spent: u32,
     ) -> Result<(), WorkerError> {
-        let post = draft.post;
         let Some(network) = self.networks.get(&provider) else {
-            tracing::warn!(%provider, post, "no network configured for this provider; skipped");
+            tracing::warn!(%provider, post = draft.post, "no network configured for this provider; skipped");
             return Ok(());
         };
         // Back-offs spent waiting for the post (a later photo only).
         let mut waited = 0;
         loop {
-            // Effects once: what has been recorded, by any worker?
-            let loaded = self.store.load::<Post>(post).await?;
-            if loaded.state.is_deleted() {
-                return Ok(());
+            let claim = self.claim(held, draft, provider).await?;
+            let attempted =
+                self.keeping(held, &claim, self.attempt(held, draft, provider, network, spent, &mut waited)).await;
+            if let Err(error) = claim.release(self.store.db()).await {
+                tracing::warn!(%error, post = draft.post, %provider, "cannot release a publishing claim; it will expire");
             }
-            let status = match draft.later {
-                None => loaded.state.social().get(&provider),
-                Some(photo) => loaded.state.photo_social(photo).and_then(|statuses| statuses.get(&provider)),
-            };
-            let attempts = match status {
-                None | Some(SocialStatus::Published { .. }) => return Ok(()),
-                Some(SocialStatus::Pending) => 0,
-                Some(SocialStatus::Failed { attempts, .. }) => *attempts,
-            };
-            if attempts >= spent + self.config.max_attempts {
-                return self.dead_letter(held, provider, attempts, "attempts exhausted").await;
+            match attempted? {
+                Next::Done => return Ok(()),
+                Next::Wait(wait) => self.wait_holding(held, wait).await?,
             }
-            let attempt = attempts + 1;
-            // A later photo follows the post: on Twitter it is a reply to the post's tweet.
-            let reply_to = match (draft.later, loaded.state.social().get(&provider)) {
-                (None, _) => None,
-                (Some(_), Some(SocialStatus::Published { external_id, .. })) => Some(external_id.as_str()),
-                (Some(_), status) => {
-                    let given_up = matches!(status, Some(SocialStatus::Failed { attempts, .. })
-                        if *attempts >= self.config.max_attempts);
-                    if given_up || waited >= 2 * self.config.max_attempts {
-                        // The post was given up on there (dead-lettered), or
-                        // never came: so is the photo, until both are requeued.
-                        let reason = "the post is not published there";
-                        let failed = Reason::parse(reason).map_err(|e| malformed(post, e))?;
-                        self.record(draft, provider, SocialOutcome::Failed { reason: failed, attempt }).await?;
-                        return self.dead_letter(held, provider, attempt, reason).await;
+        }
+    }
+
+    /// Takes the claim on publishing `draft` on `provider`, waiting (and
+    /// keeping the entry) while another worker holds it. A claim whose
+    /// holder died expires after `claim_idle`, as its entry does.
+    async fn claim(&self, held: Option<Held<'_>>, draft: &Draft<'_>, provider: Provider) -> Result<Lease, WorkerError> {
+        let lease = Lease::new(&claim_name(draft, provider), self.config.claim_idle);
+        loop {
+            if lease.acquire(self.store.db()).await.map_err(eventstore::EventStoreError::from)? {
+                return Ok(lease);
+            }
+            // Once the holder is done, the outcome it recorded decides.
+            self.wait_holding(held, lease.retry_every()).await?;
+        }
+    }
+
+    /// Runs `work` while renewing `claim` and keeping the entry's idle time
+    /// fresh, so that a slow network call loses neither to another worker.
+    async fn keeping<T>(
+        &self,
+        held: Option<Held<'_>>,
+        claim: &Lease,
+        work: impl std::future::Future<Output = Result<T, WorkerError>>,
+    ) -> Result<T, WorkerError> {
+        tokio::pin!(work);
+        let beat = claim.renew_every().max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep(beat) => {
+                    // A call in flight cannot be taken back: a failed renewal
+                    // is worth a warning, not abandoning it.
+                    match claim.acquire(self.store.db()).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(entry = ?held.map(|h| h.id), "a publishing claim expired under a slow attempt"),
+                        Err(error) => tracing::warn!(%error, "cannot renew a publishing claim"),
                     }
-                    // The post is still on its way there: wait for it without
-                    // spending one of the photo's attempts.
-                    waited += 1;
-                    let wait = self.backoff(waited, None);
-                    self.wait_holding(held, wait).await?;
-                    continue;
-                }
-            };
-            let outcome = match self.outgoing(draft, provider, reply_to).await? {
-                Ok(outgoing) => network.publish(&outgoing).await,
-                Err(refusal) => Err(refusal),
-            };
-            metrics_attempt(provider, &outcome);
-            match outcome {
-                Ok(published) => {
-                    let outcome = SocialOutcome::Published {
-                        external_id: ExternalRef::parse(clip(&published.external_id))
-                            .map_err(|e| malformed(post, e))?,
-                        url: ExternalRef::parse(clip(&published.url)).map_err(|e| malformed(post, e))?,
-                    };
-                    return self.record(draft, provider, outcome).await;
-                }
-                Err(refusal) => {
-                    let reason = Reason::parse(clip(&refusal.to_string())).map_err(|e| malformed(post, e))?;
-                    self.record(draft, provider, SocialOutcome::Failed { reason, attempt }).await?;
-                    if attempt >= spent + self.config.max_attempts {
-                        return self.dead_letter(held, provider, attempt, &refusal.to_string()).await;
+                    if let (Some(redis), Some(Held { stream, id, .. })) = (&self.redis, held) {
+                        let kept: Result<Value, Error> = redis
+                            .xclaim(stream, &self.config.group, &self.config.consumer, 0, id, None, None, None, false, true)
+                            .await;
+                        if let Err(error) = kept {
+                            tracing::warn!(%error, entry = id, "cannot keep an entry fresh");
+                        }
                     }
-                    let wait = self.backoff(attempt, refusal.retry_after());
-                    tracing::warn!(%provider, post, attempt, ?wait, reason = %refusal, "post failed; retrying");
-                    self.wait_holding(held, wait).await?;
                 }
+            }
+        }
+    }
+
+    /// One attempt at publishing `draft` on `provider`, under its claim:
+    /// done (published, given up on, or nothing to do), or a wait before the
+    /// next attempt.
+    // Each argument is a part of the one post being published.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        held: Option<Held<'_>>,
+        draft: &Draft<'_>,
+        provider: Provider,
+        network: &Arc<dyn SocialNetwork>,
+        spent: u32,
+        waited: &mut u32,
+    ) -> Result<Next, WorkerError> {
+        let post = draft.post;
+        // Effects once: what has been recorded, by any worker?
+        let loaded = self.store.load::<Post>(post).await?;
+        if loaded.state.is_deleted() {
+            return Ok(Next::Done);
+        }
+        let status = match draft.later {
+            None => loaded.state.social().get(&provider),
+            Some(photo) => loaded.state.photo_social(photo).and_then(|statuses| statuses.get(&provider)),
+        };
+        let attempts = match status {
+            None | Some(SocialStatus::Published { .. }) => return Ok(Next::Done),
+            Some(SocialStatus::Pending) => 0,
+            Some(SocialStatus::Failed { attempts, .. }) => *attempts,
+        };
+        if attempts >= spent + self.config.max_attempts {
+            self.dead_letter(held, provider, attempts, "attempts exhausted").await?;
+            return Ok(Next::Done);
+        }
+        let attempt = attempts + 1;
+        // A later photo follows the post: on Twitter it is a reply to the post's tweet.
+        let reply_to = match (draft.later, loaded.state.social().get(&provider)) {
+            (None, _) => None,
+            (Some(_), Some(SocialStatus::Published { external_id, .. })) => Some(external_id.as_str()),
+            (Some(_), status) => {
+                let given_up = matches!(status, Some(SocialStatus::Failed { attempts, .. })
+                    if *attempts >= self.config.max_attempts);
+                if given_up || *waited >= 2 * self.config.max_attempts {
+                    // The post was given up on there (dead-lettered), or
+                    // never came: so is the photo, until both are requeued.
+                    let reason = "the post is not published there";
+                    let failed = Reason::parse(reason).map_err(|e| malformed(post, e))?;
+                    self.record(draft, provider, SocialOutcome::Failed { reason: failed, attempt }).await?;
+                    self.dead_letter(held, provider, attempt, reason).await?;
+                    return Ok(Next::Done);
+                }
+                // The post is still on its way there: wait for it without
+                // spending one of the photo's attempts.
+                *waited += 1;
+                return Ok(Next::Wait(self.backoff(*waited, None)));
+            }
+        };
+        let outcome = match self.outgoing(draft, provider, reply_to).await? {
+            Ok(outgoing) => network.publish(&outgoing).await,
+            Err(refusal) => Err(refusal),
+        };
+        metrics_attempt(provider, &outcome);
+        match outcome {
+            Ok(published) => {
+                let outcome = SocialOutcome::Published {
+                    external_id: ExternalRef::parse(clip(&published.external_id)).map_err(|e| malformed(post, e))?,
+                    url: ExternalRef::parse(clip(&published.url)).map_err(|e| malformed(post, e))?,
+                };
+                self.record(draft, provider, outcome).await?;
+                Ok(Next::Done)
+            }
+            Err(refusal) => {
+                let reason = Reason::parse(clip(&refusal.to_string())).map_err(|e| malformed(post, e))?;
+                self.record(draft, provider, SocialOutcome::Failed { reason, attempt }).await?;
+                if attempt >= spent + self.config.max_attempts {
+                    self.dead_letter(held, provider, attempt, &refusal.to_string()).await?;
+                    return Ok(Next::Done);
+                }
+                let wait = self.backoff(attempt, refusal.retry_after());
+                tracing::warn!(%provider, post, attempt, ?wait, reason = %refusal, "post failed; retrying");
+                Ok(Next::Wait(wait))
             }
         }
     }
@@ -679,6 +764,26 @@ impl SocialWorker {
         tracing::error!(%provider, entry = id, attempts, reason, "post dead-lettered");
         Ok(())
     }
+}
+
+/// What follows one attempt at publishing.
+enum Next {
+    /// Nothing more to do for this network.
+    Done,
+    /// Try again after this long.
+    Wait(Duration),
+}
+
+/// The name of the claim on publishing `draft` on `provider` (a lease's
+/// name holds 64 characters; a post id and photo key may not fit).
+fn claim_name(draft: &Draft<'_>, provider: Provider) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [draft.post, draft.later.map_or("", |photo| photo.as_str()), &provider.to_string()] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    format!("social:{}", &hex::encode(hash.finalize())[..40])
 }
 
 /// Text cut to what a reason or an external reference may hold.

@@ -110,7 +110,7 @@ async fn add_photo(store: &EventStore, photos: &media::MediaStore, post: &str, b
     photo
 }
 
-/// A private Redis holding the log relayed into `t:events` (alive while the server is).
+/// A private Redis holding the log relayed into `{t}:events` (alive while the server is).
 async fn relayed(store: &EventStore) -> (RedisServer, fred::prelude::Client) {
     let server = RedisServer::start();
     let redis = workers::redis::connect(&server.url()).await.expect("connects");
@@ -179,8 +179,66 @@ async fn two_workers_publish_a_post_once_per_network_and_record_the_external_ids
     }
     // Nothing left pending in the group.
     let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
-        fred::prelude::StreamsInterface::xpending(&redis, "t:events", "social", ()).await.expect("pending");
+        fred::prelude::StreamsInterface::xpending(&redis, "{t}:events", "social", ()).await.expect("pending");
     assert_eq!(pending.0, 0);
+}
+
+/// What a Redis failover can do (a promoted replica that had not seen a
+/// delivery hands the entry out again, the relay appends lost entries
+/// again): two workers holding the same entries at once. Here each is in a
+/// consumer group of its own, so both are handed every entry at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_handed_the_same_entries_at_once_publish_each_post_once_per_network() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    let ids: Vec<String> = (1..=12).map(|n| format!("p{n}")).collect();
+    let posts: Vec<(&str, Vec<domain::Photo>, Vec<Provider>)> =
+        ids.iter().map(|id| (id.as_str(), Vec::new(), vec![Provider::Facebook, Provider::Twitter])).collect();
+    world_with_posts(&store, &vault, &posts).await;
+    let fake = Arc::new(Fake::default());
+    let base = fake_networks(fake.clone()).await;
+    let (_redis_server, redis) = relayed(&store).await;
+
+    let (stop, shutdown) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for name in ["a", "b"] {
+        let config = SocialConfig { group: format!("social-{name}"), ..SocialConfig::new("t", name) };
+        let worker = worker(&store, redis.clone(), &vault, &base, config);
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move { worker.run(shutdown).await }));
+    }
+    eventually("every post published on both networks", || async {
+        let mut all = true;
+        for id in &ids {
+            all &= published(&store, id).await;
+        }
+        all
+    })
+    .await;
+    // Both workers finish with every entry (the second finds each outcome recorded).
+    for group in ["social-a", "social-b"] {
+        eventually("both groups done", || async {
+            let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
+                fred::prelude::StreamsInterface::xpending(&redis, "{t}:events", group, ()).await.expect("pending");
+            let info: Vec<std::collections::HashMap<String, fred::prelude::Value>> =
+                fred::prelude::StreamsInterface::xinfo_groups(&redis, "{t}:events").await.expect("groups");
+            let lag = info
+                .iter()
+                .find(|g| g.get("name").and_then(|n| n.as_string()).as_deref() == Some(group))
+                .and_then(|g| g.get("lag").and_then(|l| l.as_u64()));
+            pending.0 == 0 && lag == Some(0)
+        })
+        .await;
+    }
+    for network in ["facebook", "twitter"] {
+        let calls = fake.calls(network);
+        assert_eq!(calls.len(), ids.len(), "{network}: one call per post, not one per worker");
+    }
+    stop.send_replace(true);
+    for task in tasks {
+        task.await.expect("stops").expect("ran cleanly");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,7 +553,7 @@ async fn a_photo_added_later_follows_its_post_as_a_reply_tweet_and_a_facebook_ph
         "waiting for the post spends none of the photo's attempts: {kinds:?}"
     );
     let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
-        fred::prelude::StreamsInterface::xpending(&redis, "t:events", "social", ()).await.expect("pending");
+        fred::prelude::StreamsInterface::xpending(&redis, "{t}:events", "social", ()).await.expect("pending");
     assert_eq!(pending.0, 0);
 }
 

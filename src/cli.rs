@@ -266,6 +266,10 @@ pub struct SocialArgs {
     /// This worker's name in its consumer group (default: host and process id).
     #[arg(long, env = "POINTSTREAM_CONSUMER", global = true)]
     pub consumer: Option<String>,
+    /// Whether `serve` runs a social worker itself; `false` when
+    /// `pointstream worker social` processes do all the cross-posting.
+    #[arg(long, env = "POINTSTREAM_SERVE_SOCIAL", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub serve_social: bool,
 }
 
 /// The notary: the Merkle tree over the log, the key its digests are signed

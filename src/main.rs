@@ -27,8 +27,29 @@ use commands::digest::DigestRequest;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let mut cli = Cli::parse();
-    logging(cli.log_format);
+    let cli = Cli::parse();
+    let traces = logging(cli.log_format, role(&cli))?;
+    let result = run(cli).await;
+    if let Some(traces) = traces {
+        // Blocks until the last spans are sent (or its timeout): off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
+    result
+}
+
+/// What this process is, for its traces' `pointstream.role`.
+fn role(cli: &Cli) -> &'static str {
+    match &cli.command {
+        None | Some(Command::Serve) => "serve",
+        Some(Command::Projector) => "projector",
+        Some(Command::Relay) => "relay",
+        Some(Command::Worker { kind: WorkerKind::Social }) => "worker social",
+        Some(_) => "command",
+    }
+}
+
+/// Runs the command line's subcommand.
+async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     let secret = config::secret(&cli.api);
     let max_token_lifetime = config::max_token_lifetime(&cli.api);
     match &cli.command {
@@ -64,7 +85,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             let api = config::api(&cli.api, &cli.limits, &secret, identity, vault, media)?;
             let background = serve::Background {
                 relay: redis.map(|redis| (redis, relay)),
-                social: Some(social),
+                social: cli.social.serve_social.then_some(social),
                 streams: Some(social_streams),
                 notary: Some(notary(&cli).await?),
             };
@@ -116,21 +137,44 @@ async fn notary(cli: &Cli) -> anyhow::Result<serve::Notary> {
 
 /// Log lines to stderr: JSON (one object per line, with the fields of the
 /// spans it is in: request id, command id, position ...) for a collector,
-/// or text, coloured only on a terminal.
-fn logging(format: cli::LogFormat) {
+/// or text, coloured only on a terminal. With an OTLP endpoint in the
+/// environment, traces too (see [`api::traces`]); the spans that exist only
+/// for them stay out of the logs.
+fn logging(format: cli::LogFormat, role: &str) -> anyhow::Result<Option<api::traces::Traces>> {
     use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into());
+        .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into())
+        .add_directive(format!("{}=off", eventstore::trace::TARGET).parse()?);
     let terminal = std::io::stderr().is_terminal();
     let json = match format {
         cli::LogFormat::Json => true,
         cli::LogFormat::Pretty => false,
         cli::LogFormat::Auto => !terminal,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let traces = api::traces::Traces::from_env(role)?;
+    match &traces {
+        // Each its own filter: traces take spans the logs leave out.
+        Some(traces) => tracing_subscriber::registry()
+            .with(log_lines(json, terminal).with_filter(filter))
+            .with(traces.layer())
+            .init(),
+        // One filter for all: with traces off, subscribing is as it was.
+        None => tracing_subscriber::registry().with(filter).with(log_lines(json, terminal)).init(),
+    }
+    Ok(traces)
+}
+
+/// The layer that writes log lines to stderr, as JSON or as text.
+fn log_lines<S>(json: bool, terminal: bool) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    use tracing_subscriber::Layer;
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if json {
-        builder.json().with_current_span(true).with_span_list(true).flatten_event(true).init();
+        logs.json().with_current_span(true).with_span_list(true).flatten_event(true).boxed()
     } else {
-        builder.with_ansi(terminal).init();
+        logs.with_ansi(terminal).boxed()
     }
 }

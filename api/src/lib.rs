@@ -13,7 +13,8 @@
 //!   [`graphiql`]: the GraphiQL page and its embedded assets;
 //! * [`depth`]: how deep a document reaches, introspection apart, measured
 //!   without expanding its fragments;
-//! * [`telemetry`]: Prometheus metrics.
+//! * [`telemetry`]: Prometheus metrics; [`traces`]: OpenTelemetry traces
+//!   over OTLP, when configured.
 
 pub mod auth;
 pub mod checkpoints;
@@ -28,6 +29,7 @@ pub mod schema;
 pub mod server;
 pub mod tail;
 pub mod telemetry;
+pub mod traces;
 pub mod transport;
 pub mod websocket;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_poem::GraphQLProtocol;
+use eventstore::trace::TraceContext;
 use fred::prelude::ClientLike;
 use poem::http::{HeaderMap, Method, StatusCode, header};
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -268,6 +269,14 @@ async fn answer(
         request_id = %request_id.0,
         operation = request.operation_name.as_deref().unwrap_or_default()
     );
+    if eventstore::trace::enabled() {
+        // A client's trace context makes this request a part of its trace.
+        let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        if let Some(traceparent) = header("traceparent") {
+            let tracestate = header("tracestate").map(str::to_string);
+            eventstore::trace::parent_of(&span, &TraceContext { traceparent: traceparent.to_string(), tracestate });
+        }
+    }
     let mut request = request.data(caller).data(loaders).data(progress.clone()).data(request_id.clone());
     if over_get {
         request = request.data(OverGet);

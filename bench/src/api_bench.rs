@@ -5,7 +5,8 @@
 //! `walletUpdates` subscribers, with the server's memory per subscriber; then
 //! what per-caller rate limiting and JWKS verification of bearer tokens cost
 //! (see [`crate::api_checks`]), and `earnPoints` against the server a user
-//! would build instead (see [`crate::api_peer`]). `--parts` picks among the four.
+//! would build instead (see [`crate::api_peer`]), and what exporting traces
+//! costs (see [`crate::api_tracing`]). `--parts` picks among the five.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,8 +57,9 @@ pub struct Options {
     pub append_scripts: bool,
     /// What to measure: `earn` ((c), (d), (d') and the `{ __typename }` ceiling),
     /// `fan-out` (subscriptions), `checks` (rate limiting and JWKS verification on, against both off),
-    /// `peer` (`earnPoints` against the async-graphql + sqlx server a user would build).
-    #[arg(long, value_delimiter = ',', default_value = "earn,fan-out,checks,peer")]
+    /// `peer` (`earnPoints` against the async-graphql + sqlx server a user would build),
+    /// `tracing` (`earnPoints` with every span exported over OTLP, against traces off).
+    #[arg(long, value_delimiter = ',', default_value = "earn,fan-out,checks,peer,tracing")]
     pub parts: Vec<Part>,
     #[command(flatten)]
     pub check_options: crate::api_checks::Options,
@@ -76,6 +78,8 @@ pub enum Part {
     Checks,
     /// `earnPoints` against the peer a user would build (async-graphql, sqlx, one transaction per mutation).
     Peer,
+    /// `earnPoints` with traces exported over OTLP, against traces off.
+    Tracing,
 }
 
 /// The member every subscriber follows (no other command touches its wallet).
@@ -105,6 +109,9 @@ pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
     }
     if parts(Part::Peer) {
         crate::api_peer::run(server, options).await?;
+    }
+    if parts(Part::Tracing) {
+        crate::api_tracing::run(server, options).await?;
     }
     Ok(())
 }
@@ -443,7 +450,7 @@ impl Inside {
 /// `earnPoints` over HTTP: client `w`'s `i`th for `earners.member(w, i)`
 /// under purchase ref `{prefix}{w}-{i}`; an answer without its position
 /// and balance, or with errors, fails it.
-fn earn_op(clients: &Arc<Vec<Mutex<RawHttp>>>, staff: &str, earners: Earners, prefix: &'static str) -> Op {
+pub(crate) fn earn_op(clients: &Arc<Vec<Mutex<RawHttp>>>, staff: &str, earners: Earners, prefix: &'static str) -> Op {
     let (clients, staff) = (clients.clone(), Arc::<str>::from(staff));
     Arc::new(move |w, i| {
         let (clients, staff) = (clients.clone(), staff.clone());

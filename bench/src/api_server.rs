@@ -165,13 +165,36 @@ impl ServerProcess {
         Self::spawn_command(&args).await
     }
 
+    /// [`Self::spawn_with`] with extra environment variables `env` (the
+    /// `OTEL_*` ones that turn traces on, say).
+    pub async fn spawn_with_env(
+        database_url: &str,
+        secret: &str,
+        config: &EventStoreConfig,
+        extra: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let mut args: Vec<String> =
+            ["api-server", "--database-url", database_url, "--secret", secret].into_iter().map(String::from).collect();
+        args.extend(["--max-connections".to_string(), config.max_connections.to_string()]);
+        args.extend(["--append-scripts".to_string(), config.append_scripts.to_string()]);
+        args.extend_from_slice(extra);
+        Self::spawn_command_with_env(&args, env).await
+    }
+
     /// Starts this binary with `args` (a hidden server subcommand, such as
     /// `api-server` or `peer-server`, and its arguments) and waits until the
     /// server prints that it listens.
     pub async fn spawn_command(args: &[String]) -> anyhow::Result<Self> {
+        Self::spawn_command_with_env(args, &[]).await
+    }
+
+    /// [`Self::spawn_command`] with extra environment variables `env`.
+    async fn spawn_command_with_env(args: &[String], env: &[(String, String)]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench binary to start the server")?;
         let mut child = Command::new(exe)
             .args(args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -15,6 +15,7 @@ mod api_bench;
 mod api_checks;
 mod api_peer;
 mod api_server;
+mod api_tracing;
 mod cpu;
 mod cqrs_baseline;
 mod graphql_http;
@@ -212,11 +213,29 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    use tracing_subscriber::prelude::*;
+    let command = Cli::parse().command;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    // The API server exports traces as `pointstream serve` does, when its environment asks for them.
+    let traces =
+        if matches!(command, Command::ApiServer { .. }) { api::traces::Traces::from_env("serve")? } else { None };
+    match &traces {
+        Some(traces) => tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+            .with(traces.layer())
+            .init(),
+        None => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+    }
+    let result = run(command).await;
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
+    result
+}
+
+/// Runs one mode of the benchmark.
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Eventstore { mysql, seconds, concurrency, history } => {
             let options = run::Options { seconds, concurrency, history };
             run::eventstore(&mysql, &options).await

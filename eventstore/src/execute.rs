@@ -12,6 +12,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use migrations::tables::CommandLog;
 
@@ -22,7 +23,8 @@ use crate::error::{CommandError, EventStoreError};
 use crate::outcome::CommandOutcome;
 use crate::record::{Metadata, encode};
 use crate::store::{EventStore, Slot};
-use crate::writer::{AppendError, AppendRequest, CommandRecord, NewEvent, SnapshotRecord};
+use crate::trace::{self, TraceContext};
+use crate::writer::{AppendError, AppendRequest, CommandRecord, NewEvent, SnapshotRecord, Traced};
 
 /// An aggregate the store can run commands on: a cqrs-es aggregate of the
 /// pointstream domain whose commands can be fingerprinted and carry claims.
@@ -76,6 +78,26 @@ impl EventStore {
         command: A::Command,
         context: CommandContext,
     ) -> Result<CommandOutcome, CommandError> {
+        // A span for traces only (logs have the caller's `command` span):
+        // its context is stored with the events, which carry the trace on.
+        let span = tracing::info_span!(
+            target: trace::TARGET,
+            "execute",
+            otel.name = %format_args!("execute {}", A::TYPE),
+            aggregate_type = A::TYPE,
+            aggregate_id = id,
+            attempts = tracing::field::Empty,
+        );
+        self.execute_in_span::<A>(id, command, context).instrument(span).await
+    }
+
+    async fn execute_in_span<A: Model>(
+        &self,
+        id: &str,
+        command: A::Command,
+        context: CommandContext,
+    ) -> Result<CommandOutcome, CommandError> {
+        let traced = TraceContext::current();
         let keyed = context.command_id.is_some();
         let fresh_id = context.fresh_id;
         let command_id = context.command_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -88,6 +110,8 @@ impl EventStore {
             causation_id: context.causation_id,
             request_id: context.request_id,
             client_ip: context.client_ip,
+            traceparent: traced.as_ref().map(|t| t.traceparent.clone()),
+            tracestate: traced.and_then(|t| t.tracestate),
         })
         .map_err(|e| EventStoreError::Encode { what: "metadata", reason: e.to_string() })?;
         let services: Services = Arc::new(StoreDirectory::new(self.clone()));
@@ -112,13 +136,17 @@ impl EventStore {
         let mut rechecked = false;
         let mut attempt = 0;
         while attempt < max_attempts {
-            let loaded = self.fill::<A>(id, &mut slot).await?;
+            tracing::Span::current().record("attempts", attempt + 1);
+            let load = tracing::info_span!(target: trace::TARGET, "load", from_cache = tracing::field::Empty);
+            let loaded = self.fill::<A>(id, &mut slot).instrument(load.clone()).await?;
+            load.record("from_cache", !loaded);
             let Some(current) = slot.state.as_ref().and_then(|s| s.downcast_ref::<A>()) else {
                 return Err(EventStoreError::Closed.into());
             };
             let mut next = current.clone();
             let sink = EventSink::default();
-            if let Err(refusal) = next.handle(command.clone(), &services, &sink).await {
+            let decide = tracing::info_span!(target: trace::TARGET, "decide");
+            if let Err(refusal) = next.handle(command.clone(), &services, &sink).instrument(decide).await {
                 // Decided on this process's cache, which another process may
                 // have outdated: refuse only on the stored state, bringing
                 // the cached one up to it (one query) and deciding again.
@@ -187,7 +215,11 @@ impl EventStore {
             };
 
             let (reply, answer) = oneshot::channel();
+            // Waits in the group commit's queue, then for its commit (the
+            // group commit's span is its child, or links to it).
+            let append = tracing::info_span!(target: trace::TARGET, "append", events = rows.len());
             let request = AppendRequest {
+                trace: Traced::of(&append),
                 events: rows,
                 command: fingerprint
                     .as_ref()
@@ -196,8 +228,11 @@ impl EventStore {
                 snapshot,
                 reply,
             };
-            self.inner.appender.send(request).await.map_err(|_| EventStoreError::Closed)?;
-            match answer.await.map_err(|_| EventStoreError::Closed)? {
+            let appended = async {
+                self.inner.appender.send(request).await.map_err(|_| EventStoreError::Closed)?;
+                answer.await.map_err(|_| EventStoreError::Closed)
+            };
+            match appended.instrument(append).await? {
                 Ok(mut outcome) => {
                     slot.state = Some(Box::new(next));
                     slot.sequence = new_sequence;

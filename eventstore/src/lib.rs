@@ -46,6 +46,7 @@ pub mod scratch;
 pub mod script;
 mod store;
 mod tagged;
+pub mod trace;
 pub mod upcast;
 pub mod writer;
 

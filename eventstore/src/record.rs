@@ -31,6 +31,13 @@ pub struct Metadata {
     /// The client's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
+    /// The W3C trace context of the span that wrote the event (when traces
+    /// are on), so whatever acts on it later joins the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The trace's W3C `tracestate`, if it carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// One event as it is in the log.

@@ -26,6 +26,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use migrations::tables::{Claims, CommandLog, Events, Snapshots};
 
@@ -82,6 +83,56 @@ pub(crate) struct AppendRequest {
     pub claims: Vec<domain::Claim>,
     pub snapshot: Option<SnapshotRecord>,
     pub reply: oneshot::Sender<Result<CommandOutcome, AppendError>>,
+    /// The span that waits for this append, when traces are on.
+    pub trace: Option<Traced>,
+}
+
+/// The trace of a command waiting for its group commit.
+#[derive(Debug)]
+pub(crate) struct Traced {
+    /// The waiting span's context: the group commit's parent, or a link.
+    context: opentelemetry::Context,
+    /// When it was queued.
+    queued_at: std::time::Instant,
+}
+
+impl Traced {
+    /// `span`'s context, when traces are on.
+    pub fn of(span: &tracing::Span) -> Option<Traced> {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        crate::trace::enabled().then(|| Traced { context: span.context(), queued_at: std::time::Instant::now() })
+    }
+}
+
+/// The span of one group commit, when any of its commands is traced: a child
+/// of the first traced command's append, linked to the others', with the
+/// batch's size and how long its first command waited in the queue.
+fn group_commit_span(batch: &[AppendRequest]) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut traced = batch.iter().filter_map(|request| request.trace.as_ref());
+    let Some(first) = traced.next() else { return tracing::Span::none() };
+    let queued_us = batch
+        .iter()
+        .filter_map(|request| request.trace.as_ref())
+        .map(|t| t.queued_at.elapsed().as_micros() as u64)
+        .max()
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        target: crate::trace::TARGET,
+        "group_commit",
+        commands = batch.len(),
+        events = batch.iter().map(|r| r.events.len()).sum::<usize>(),
+        queued_us,
+        path = tracing::field::Empty,
+    );
+    if span.set_parent(first.context.clone()).is_err() {
+        tracing::debug!("the group commit's span has started before its parent was set");
+    }
+    for other in traced.take(crate::trace::MAX_LINKS) {
+        span.add_link(other.context.span().span_context().clone());
+    }
+    span
 }
 
 /// Why an append did not happen.
@@ -194,40 +245,53 @@ pub(crate) async fn run(sink: Sink, mut requests: mpsc::Receiver<AppendRequest>,
         }
         let inline = sink.inline();
         let inline = Projections { inline: &inline, read_committed: sink.read_committed };
-        let scripted = match head_was.filter(|_| sink.scripts) {
-            Some(was) => commit_scripted(db, &batch, inline, recent, was).await,
-            None => Ok(None),
-        };
-        let batch_result = match scripted {
-            Ok(Some(outcomes)) => Ok(outcomes),
-            Ok(None) => commit(db, &batch, inline, recent).await,
-            Err(err) => Err(err),
-        };
-        head_was = None;
-        match batch_result {
-            Ok(outcomes) => {
-                head_was = outcomes.iter().map(|o| o.last_position).max();
-                publish(&head, &outcomes);
-                for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = request.reply.send(Ok(outcome));
+        let span = group_commit_span(&batch);
+        // The batch, and its requests one by one should it fail, in its span.
+        async {
+            let scripted = match head_was.filter(|_| sink.scripts) {
+                Some(was) => commit_scripted(db, &batch, inline, recent, was).await,
+                None => Ok(None),
+            };
+            let batch_result = match scripted {
+                Ok(Some(outcomes)) => {
+                    tracing::Span::current().record("path", "script");
+                    Ok(outcomes)
                 }
-            }
-            Err(_) if batch.len() > 1 => {
-                for request in batch.drain(..) {
-                    let result = commit_one(db, &request, inline, recent).await;
-                    if let Ok(outcome) = &result {
-                        publish(&head, std::slice::from_ref(outcome));
+                Ok(None) => {
+                    tracing::Span::current().record("path", "statements");
+                    commit(db, &batch, inline, recent).await
+                }
+                Err(err) => Err(err),
+            };
+            head_was = None;
+            match batch_result {
+                Ok(outcomes) => {
+                    head_was = outcomes.iter().map(|o| o.last_position).max();
+                    publish(&head, &outcomes);
+                    for (request, outcome) in batch.drain(..).zip(outcomes) {
+                        let _ = request.reply.send(Ok(outcome));
                     }
-                    let _ = request.reply.send(result);
                 }
-            }
-            Err(err) => {
-                if let Some(request) = batch.pop() {
-                    let result = classify(db, &request, err).await;
-                    let _ = request.reply.send(Err(result));
+                Err(_) if batch.len() > 1 => {
+                    tracing::Span::current().record("path", "one by one");
+                    for request in batch.drain(..) {
+                        let result = commit_one(db, &request, inline, recent).await;
+                        if let Ok(outcome) = &result {
+                            publish(&head, std::slice::from_ref(outcome));
+                        }
+                        let _ = request.reply.send(result);
+                    }
+                }
+                Err(err) => {
+                    if let Some(request) = batch.pop() {
+                        let result = classify(db, &request, err).await;
+                        let _ = request.reply.send(Err(result));
+                    }
                 }
             }
         }
+        .instrument(span)
+        .await;
     }
 }
 
@@ -757,7 +821,17 @@ mod tests {
             recorded_at_us: 1,
             hash: hash.into(),
         };
-        (AppendRequest { events: vec![event], command: None, claims: Vec::new(), snapshot: None, reply }, answer)
+        (
+            AppendRequest {
+                events: vec![event],
+                command: None,
+                claims: Vec::new(),
+                snapshot: None,
+                reply,
+                trace: None,
+            },
+            answer,
+        )
     }
 
     #[tokio::test]

@@ -94,6 +94,8 @@ async fn round_trip_keeps_events_metadata_and_positions(backend: Backend) {
             causation_id: Some("purchase-99".into()),
             request_id: Some("req-42".into()),
             client_ip: Some("10.0.0.7".into()),
+            traceparent: None,
+            tracestate: None,
         }
     );
 

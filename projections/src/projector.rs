@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use eventstore::EventStore;
 use sea_orm::TransactionTrait;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::checkpoint;
 use crate::error::ProjectionError;
@@ -123,27 +124,53 @@ pub async fn step<P: Projection>(
             from = stored;
             continue;
         }
-        let mut state = P::load(&txn, names, &decoded).await?;
-        let loaded = timer.elapsed();
-        for (event, view) in &decoded {
-            P::apply(&mut state, event, view)?;
+        let span = batch_span(P::NAME, &events);
+        async {
+            let mut state = P::load(&txn, names, &decoded).await?;
+            let loaded = timer.elapsed();
+            for (event, view) in &decoded {
+                P::apply(&mut state, event, view)?;
+            }
+            let applied = timer.elapsed();
+            P::save(&mut state, &txn, names).await?;
+            let saved = timer.elapsed();
+            txn.commit().await?;
+            tracing::debug!(
+                projection = P::NAME,
+                events = events.len(),
+                last,
+                ?loaded,
+                ?applied,
+                ?saved,
+                committed = ?timer.elapsed(),
+                "batch applied"
+            );
+            Ok::<_, ProjectionError>(())
         }
-        let applied = timer.elapsed();
-        P::save(&mut state, &txn, names).await?;
-        let saved = timer.elapsed();
-        txn.commit().await?;
-        tracing::debug!(
-            projection = P::NAME,
-            events = events.len(),
-            last,
-            ?loaded,
-            ?applied,
-            ?saved,
-            committed = ?timer.elapsed(),
-            "batch applied"
-        );
+        .instrument(span)
+        .await?;
         return Ok(Stepped { checkpoint: last, events: events.len() as u64, relevant: decoded.len() as u64 });
     }
+}
+
+/// The span of a projector's batch, when traces are on: a root linked to
+/// the traces of the events it applies (a batch serves many traces).
+fn batch_span(projection: &'static str, events: &[eventstore::RecordedEvent]) -> tracing::Span {
+    if !eventstore::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: eventstore::trace::TARGET,
+        parent: None,
+        "projector_batch",
+        otel.name = %format_args!("project {projection}"),
+        projection,
+        events = events.len(),
+        last = events.last().map_or(0, |e| e.position),
+    );
+    let traced: Vec<_> = events.iter().filter_map(|e| eventstore::trace::stored_in(&e.metadata)).collect();
+    eventstore::trace::link_all(&span, &traced);
+    span
 }
 
 /// Something that follows the log with a checkpoint: a projection, or the

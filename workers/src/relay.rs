@@ -21,10 +21,12 @@
 
 use std::time::Duration;
 
+use eventstore::trace::{self, TraceContext};
 use eventstore::{EventStore, RecordedEvent};
 use fred::prelude::*;
 use projections::lease::Lease;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::WorkerError;
 
@@ -72,9 +74,11 @@ pub fn position_of(id: &str) -> Result<u64, WorkerError> {
         .ok_or_else(|| WorkerError::Malformed { id: id.to_string(), what: "not a relayed event id".into() })
 }
 
-/// The fields of an event's entry.
+/// The fields of an event's entry: the event as stored, and its trace
+/// context (`traceparent`, `tracestate`) when its metadata holds one, so a
+/// stream's reader joins the trace without parsing the metadata.
 pub fn fields(event: &RecordedEvent) -> Vec<(&'static str, String)> {
-    vec![
+    let mut fields = vec![
         ("position", event.position.to_string()),
         ("aggregate_type", event.aggregate_type.clone()),
         ("aggregate_id", event.aggregate_id.clone()),
@@ -84,7 +88,57 @@ pub fn fields(event: &RecordedEvent) -> Vec<(&'static str, String)> {
         ("payload", event.payload.clone()),
         ("metadata", event.metadata.clone()),
         ("recorded_at_us", event.recorded_at_us.to_string()),
-    ]
+    ];
+    if let Some(traced) = trace::stored_in(&event.metadata) {
+        fields.push(("traceparent", traced.traceparent));
+        if let Some(tracestate) = traced.tracestate {
+            fields.push(("tracestate", tracestate));
+        }
+    }
+    fields
+}
+
+/// The trace context an entry carries, if any.
+pub fn entry_trace(fields: &std::collections::HashMap<String, String>) -> Option<TraceContext> {
+    let traceparent = fields.get("traceparent")?.clone();
+    Some(TraceContext { traceparent, tracestate: fields.get("tracestate").cloned() })
+}
+
+/// The spans of a relayed batch, when traces are on: the batch's own, linked
+/// to the traces of its events, and one in each of those traces (a child of
+/// the span that wrote its first event there), so that a trace shows when its
+/// events reached the stream. They end when dropped.
+fn relay_spans(events: &[RecordedEvent]) -> (tracing::Span, Vec<tracing::Span>) {
+    if !trace::enabled() {
+        return (tracing::Span::none(), Vec::new());
+    }
+    let (first, last) = (events.first().map_or(0, |e| e.position), events.last().map_or(0, |e| e.position));
+    let batch = tracing::info_span!(target: trace::TARGET, "relay_batch", events = events.len(), first, last);
+    let mut traces: Vec<(u64, TraceContext)> = Vec::new();
+    for event in events {
+        if let Some(traced) = trace::stored_in(&event.metadata)
+            && !traces.iter().any(|(_, seen)| seen.traceparent == traced.traceparent)
+        {
+            traces.push((event.position, traced));
+        }
+    }
+    trace::link_all(&batch, traces.iter().map(|(_, traced)| traced));
+    let per_trace = traces
+        .iter()
+        .take(trace::MAX_LINKS)
+        .map(|(position, traced)| {
+            let span = tracing::info_span!(
+                target: trace::TARGET,
+                parent: None,
+                "relay",
+                position,
+                batch_events = events.len()
+            );
+            trace::parent_of(&span, traced);
+            span
+        })
+        .collect();
+    (batch, per_trace)
 }
 
 /// Appends a batch to the stream `KEYS[1]` only if its newest entry is
@@ -131,7 +185,9 @@ pub async fn step(store: &EventStore, redis: &Client, config: &RelayConfig) -> R
             args.push(value);
         }
     }
-    let added: i64 = redis.eval(CONDITIONAL_APPEND, vec![config.stream.clone()], args).await?;
+    let (batch, per_trace) = relay_spans(&events);
+    let added: i64 = redis.eval(CONDITIONAL_APPEND, vec![config.stream.clone()], args).instrument(batch).await?;
+    drop(per_trace);
     match u64::try_from(added) {
         Ok(added) => Ok((last, added)),
         Err(_) => {

@@ -19,6 +19,17 @@
 //! with exponential back-off and jitter, never sooner than a 429's
 //! `Retry-After`; after `max_attempts` the entry goes to the dead-letter
 //! stream `{prefix}:dlq:social`.
+//!
+//! Stopping ([`SocialWorker::run`]'s `shutdown`) lets the network call in
+//! flight finish and its outcome be recorded, starts no other, and hands back
+//! every entry read but not finished: each is added again to the retries
+//! stream, which every worker of the group reads, and acknowledged, in one
+//! script, so another worker takes it up at once rather than after
+//! `claim_idle`. Its networks that have an outcome are not called again.
+//!
+//! With traces on, an entry's work is a child of the span that wrote its
+//! event (the trace context the relay carries in the entry), and each network
+//! call is a span of its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -34,9 +45,11 @@ use projections::lease::Lease;
 use projections::{Names, checkpoint};
 use sea_orm::EntityTrait;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::WorkerError;
 use crate::providers::{Outgoing, Refusal, SocialNetwork};
+use crate::relay;
 use crate::tokens::TokenVault;
 
 /// How a social worker runs.
@@ -95,6 +108,30 @@ struct Held<'a> {
     id: &'a str,
     fields: &'a HashMap<String, String>,
 }
+
+/// How far the work on an entry got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Every targeted network has its outcome (or the entry is dead-lettered).
+    Done,
+    /// The worker is stopping: no further network call was started.
+    Stopped,
+}
+
+/// Hands an entry back to the group: if `ARGV[3]` (an id of stream
+/// `KEYS[1]`) is still pending for consumer `ARGV[2]` of group `ARGV[1]`, its
+/// fields `ARGV[4..]` are added to the retries stream `KEYS[2]` and it is
+/// acknowledged; answers 1 if so, 0 if it is no longer this consumer's (taken
+/// over meanwhile). One script: the entry is never both lost and kept.
+const HAND_BACK: &str = r#"
+local mine = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #mine == 0 then return 0 end
+local command = {'XADD', KEYS[2], '*'}
+for i = 4, #ARGV do command[#command + 1] = ARGV[i] end
+redis.call(unpack(command))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"#;
 
 /// An entry: its stream, id and fields.
 type Entry = (String, String, HashMap<String, String>);
@@ -219,15 +256,49 @@ impl SocialWorker {
                     tracing::error!(%error, "social worker cannot acknowledge; the entries will come again");
                 }
             }
-            for (stream, id, fields) in posts {
-                if let Err(error) = self.handle(&stream, &id, &fields).await {
+            let mut posts = posts.into_iter();
+            while let Some((stream, id, fields)) = posts.next() {
+                if *shutdown.borrow() {
+                    self.hand_back(std::iter::once((stream, id, fields)).chain(posts.by_ref())).await;
+                    break;
+                }
+                match self.handle(&stream, &id, &fields, &shutdown).await {
+                    Ok(Progress::Done) => {}
+                    Ok(Progress::Stopped) => {
+                        self.hand_back(std::iter::once((stream, id, fields)).chain(posts.by_ref())).await;
+                        break;
+                    }
                     // Left pending: this worker or another takes it up again.
-                    tracing::error!(%error, %stream, %id, "social worker could not finish an entry");
+                    Err(error) => tracing::error!(%error, %stream, %id, "social worker could not finish an entry"),
                 }
             }
         }
         let _ = reader.quit().await;
+        tracing::info!(consumer = %self.config.consumer, "social worker stopped");
         Ok(())
+    }
+
+    /// Hands `entries` (read, not finished) back to the group through the
+    /// retries stream (see [`HAND_BACK`]), logging each; one that cannot be
+    /// handed back stays pending, to be reclaimed after `claim_idle`.
+    async fn hand_back(&self, entries: impl Iterator<Item = Entry>) {
+        let Ok(redis) = self.redis() else { return };
+        let config = &self.config;
+        for (stream, id, fields) in entries {
+            let mut args = vec![config.group.clone(), config.consumer.clone(), id.clone()];
+            for (name, value) in fields {
+                args.extend([name, value]);
+            }
+            let keys = vec![stream.clone(), config.retries.clone()];
+            match redis.eval::<i64, _, _, _>(HAND_BACK, keys, args).await {
+                Ok(1) => tracing::info!(%stream, entry = %id, retries = %config.retries, "stopping: entry handed back"),
+                Ok(_) => tracing::info!(%stream, entry = %id, "stopping: entry already taken over by another worker"),
+                Err(error) => tracing::warn!(
+                    %error, %stream, entry = %id,
+                    "stopping: cannot hand the entry back; it is reclaimed after the idle time"
+                ),
+            }
+        }
     }
 
     /// Entries of crashed consumers first, then new ones. Nothing can be
@@ -289,15 +360,27 @@ impl SocialWorker {
     }
 
     /// Posts a `PostCreated` or `PhotoAdded` entry to each network it
-    /// targets, then acknowledges it.
-    async fn handle(&self, stream: &str, id: &str, fields: &HashMap<String, String>) -> Result<(), WorkerError> {
+    /// targets, then acknowledges it; stops between network calls once
+    /// `shutdown` turns true, leaving it unacknowledged.
+    async fn handle(
+        &self,
+        stream: &str,
+        id: &str,
+        fields: &HashMap<String, String>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Progress, WorkerError> {
         if fields.get("event_type").is_some_and(|t| publishes(t)) {
             // A requeued entry gets a fresh budget of attempts.
             let spent: u32 = fields.get("attempts_before").and_then(|a| a.parse().ok()).unwrap_or(0);
-            self.post_everywhere(&recorded(id, fields)?, Some(Held { stream, id, fields }), spent).await?;
+            let event = recorded(id, fields)?;
+            let span = entry_span(&event, relay::entry_trace(fields).as_ref());
+            let held = Some(Held { stream, id, fields });
+            if self.post_everywhere(&event, held, spent, shutdown).instrument(span).await? == Progress::Stopped {
+                return Ok(Progress::Stopped);
+            }
         }
         let _: i64 = self.redis()?.xack(stream, &self.config.group, id).await?;
-        Ok(())
+        Ok(Progress::Done)
     }
 
     /// Publishes a `PostCreated` event to each network it targets, or a
@@ -307,7 +390,8 @@ impl SocialWorker {
         event: &RecordedEvent,
         held: Option<Held<'_>>,
         spent: u32,
-    ) -> Result<(), WorkerError> {
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Progress, WorkerError> {
         match event.decode::<Post>()? {
             PostEvent::PostCreated { post, author, body, providers, photos, .. } => {
                 let what = Draft {
@@ -319,7 +403,9 @@ impl SocialWorker {
                     blobs: tokio::sync::OnceCell::new(),
                 };
                 for provider in providers {
-                    self.publish(held, &what, provider, spent).await?;
+                    if self.publish(held, &what, provider, spent, shutdown).await? == Progress::Stopped {
+                        return Ok(Progress::Stopped);
+                    }
                 }
             }
             PostEvent::PhotoAdded { photo, cross_post: true } => {
@@ -335,12 +421,14 @@ impl SocialWorker {
                     blobs: tokio::sync::OnceCell::new(),
                 };
                 for provider in providers {
-                    self.publish(held, &what, provider, spent).await?;
+                    if self.publish(held, &what, provider, spent, shutdown).await? == Progress::Stopped {
+                        return Ok(Progress::Stopped);
+                    }
                 }
             }
             _ => {}
         }
-        Ok(())
+        Ok(Progress::Done)
     }
 
     /// For a photo added to a post (`added`): the post's author, text and
@@ -371,7 +459,7 @@ impl SocialWorker {
     /// moves the checkpoint past it. Where it stands now, whether the batch was
     /// full, and whether it held anything to publish; `None` for where it
     /// stands if another process moved the checkpoint meanwhile.
-    async fn local_step(&self, at: Option<u64>) -> Result<LocalStep, WorkerError> {
+    async fn local_step(&self, at: Option<u64>, shutdown: &watch::Receiver<bool>) -> Result<LocalStep, WorkerError> {
         let db = self.store.db();
         let at = match at {
             Some(at) => at,
@@ -379,11 +467,20 @@ impl SocialWorker {
         };
         let events = self.store.read_from(at, self.config.batch).await?;
         let mut relevant = false;
+        // Stopping, the checkpoint moves only past the events finished.
+        let mut last = events.last().map_or(at, |e| e.position);
         for event in events.iter().filter(|e| e.aggregate_type == "Post" && publishes(&e.event_type)) {
             relevant = true;
-            self.post_everywhere(event, None, 0).await?;
+            let span = entry_span(event, eventstore::trace::stored_in(&event.metadata).as_ref());
+            if self.post_everywhere(event, None, 0, shutdown).instrument(span).await? == Progress::Stopped {
+                tracing::info!(
+                    position = event.position,
+                    "stopping: the embedded social worker resumes here next time"
+                );
+                last = event.position - 1;
+                break;
+            }
         }
-        let last = events.last().map_or(at, |e| e.position);
         let moved = last == at
             || checkpoint::advance(db, "social", &Names::LIVE, at, last, eventstore::now_us())
                 .await
@@ -425,7 +522,7 @@ impl SocialWorker {
                 }
                 renewed = Some(tokio::time::Instant::now());
             }
-            let step = match self.local_step(known).await {
+            let step = match self.local_step(known, &shutdown).await {
                 Ok(step) => step,
                 Err(error) => {
                     // The same batch again shortly, from the stored checkpoint.
@@ -477,38 +574,55 @@ impl SocialWorker {
         draft: &Draft<'_>,
         provider: Provider,
         spent: u32,
-    ) -> Result<(), WorkerError> {
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Progress, WorkerError> {
         let Some(network) = self.networks.get(&provider) else {
             tracing::warn!(%provider, post = draft.post, "no network configured for this provider; skipped");
-            return Ok(());
+            return Ok(Progress::Done);
         };
         // Back-offs spent waiting for the post (a later photo only).
         let mut waited = 0;
         loop {
-            let claim = self.claim(held, draft, provider).await?;
-            let attempted =
-                self.keeping(held, &claim, self.attempt(held, draft, provider, network, spent, &mut waited)).await;
+            let Some(claim) = self.claim(held, draft, provider, shutdown).await? else {
+                return Ok(Progress::Stopped);
+            };
+            let attempt = self.attempt(held, draft, provider, network, spent, &mut waited, shutdown);
+            let attempted = self.keeping(held, &claim, attempt).await;
             if let Err(error) = claim.release(self.store.db()).await {
                 tracing::warn!(%error, post = draft.post, %provider, "cannot release a publishing claim; it will expire");
             }
             match attempted? {
-                Next::Done => return Ok(()),
-                Next::Wait(wait) => self.wait_holding(held, wait).await?,
+                Next::Done => return Ok(Progress::Done),
+                Next::Stopped => return Ok(Progress::Stopped),
+                Next::Wait(wait) => {
+                    if self.wait_holding(held, wait, shutdown).await? == Progress::Stopped {
+                        return Ok(Progress::Stopped);
+                    }
+                }
             }
         }
     }
 
     /// Takes the claim on publishing `draft` on `provider`, waiting (and
-    /// keeping the entry) while another worker holds it. A claim whose
-    /// holder died expires after `claim_idle`, as its entry does.
-    async fn claim(&self, held: Option<Held<'_>>, draft: &Draft<'_>, provider: Provider) -> Result<Lease, WorkerError> {
+    /// keeping the entry) while another worker holds it; `None` if the
+    /// worker stops meanwhile. A claim whose holder died expires after
+    /// `claim_idle`, as its entry does.
+    async fn claim(
+        &self,
+        held: Option<Held<'_>>,
+        draft: &Draft<'_>,
+        provider: Provider,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Option<Lease>, WorkerError> {
         let lease = Lease::new(&claim_name(draft, provider), self.config.claim_idle);
         loop {
             if lease.acquire(self.store.db()).await.map_err(eventstore::EventStoreError::from)? {
-                return Ok(lease);
+                return Ok(Some(lease));
             }
             // Once the holder is done, the outcome it recorded decides.
-            self.wait_holding(held, lease.retry_every()).await?;
+            if self.wait_holding(held, lease.retry_every(), shutdown).await? == Progress::Stopped {
+                return Ok(None);
+            }
         }
     }
 
@@ -559,6 +673,7 @@ impl SocialWorker {
         network: &Arc<dyn SocialNetwork>,
         spent: u32,
         waited: &mut u32,
+        shutdown: &watch::Receiver<bool>,
     ) -> Result<Next, WorkerError> {
         let post = draft.post;
         // Effects once: what has been recorded, by any worker?
@@ -602,11 +717,29 @@ impl SocialWorker {
                 return Ok(Next::Wait(self.backoff(*waited, None)));
             }
         };
+        if *shutdown.borrow() {
+            tracing::info!(post, %provider, "stopping: no further network call for this entry");
+            return Ok(Next::Stopped);
+        }
+        let call = tracing::info_span!(
+            target: eventstore::trace::TARGET,
+            "social_call",
+            otel.name = %format_args!("publish to {provider}"),
+            %provider,
+            post,
+            attempt,
+            outcome = tracing::field::Empty,
+        );
         let outcome = match self.outgoing(draft, provider, reply_to).await? {
-            Ok(outgoing) => network.publish(&outgoing).await,
+            Ok(outgoing) => network.publish(&outgoing).instrument(call.clone()).await,
             Err(refusal) => Err(refusal),
         };
+        if *shutdown.borrow() {
+            tracing::info!(post, %provider, "stopping: the network call in flight finished");
+        }
         metrics_attempt(provider, &outcome);
+        call.record("outcome", outcome_name(&outcome));
+        drop(call);
         match outcome {
             Ok(published) => {
                 let outcome = SocialOutcome::Published {
@@ -716,20 +849,36 @@ impl SocialWorker {
     }
 
     /// Sleeps `wait` while keeping the entry's idle time fresh, so no other
-    /// consumer reclaims it meanwhile.
-    async fn wait_holding(&self, held: Option<Held<'_>>, wait: Duration) -> Result<(), WorkerError> {
+    /// consumer reclaims it meanwhile; stops short once `shutdown` turns true.
+    async fn wait_holding(
+        &self,
+        held: Option<Held<'_>>,
+        wait: Duration,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Progress, WorkerError> {
+        let sleep = |duration: Duration| {
+            let mut stopping = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(duration) => Progress::Done,
+                    _ = stopping.wait_for(|stop| *stop) => Progress::Stopped,
+                }
+            }
+        };
         let (Some(redis), Some(Held { stream, id, .. })) = (&self.redis, held) else {
-            tokio::time::sleep(wait).await;
-            return Ok(());
+            return Ok(sleep(wait).await);
         };
         let beat = (self.config.claim_idle / 3).max(Duration::from_millis(10));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Ok(());
+                return Ok(Progress::Done);
             }
-            tokio::time::sleep((deadline - now).min(beat)).await;
+            if sleep((deadline - now).min(beat)).await == Progress::Stopped {
+                tracing::info!(entry = id, "stopping: a back-off cut short");
+                return Ok(Progress::Stopped);
+            }
             let _: Value = redis
                 .xclaim(stream, &self.config.group, &self.config.consumer, 0, id, None, None, None, false, true)
                 .await?;
@@ -770,6 +919,8 @@ impl SocialWorker {
 enum Next {
     /// Nothing more to do for this network.
     Done,
+    /// The worker is stopping: no network call was started.
+    Stopped,
     /// Try again after this long.
     Wait(Duration),
 }
@@ -796,12 +947,36 @@ fn malformed(post: &str, error: domain::values::ValueError) -> WorkerError {
     WorkerError::Malformed { id: post.to_string(), what: error.to_string() }
 }
 
-fn metrics_attempt(provider: Provider, outcome: &Result<crate::providers::Published, Refusal>) {
-    let outcome = match outcome {
+/// A network call's outcome, in metrics and spans.
+fn outcome_name(outcome: &Result<crate::providers::Published, Refusal>) -> &'static str {
+    match outcome {
         Ok(_) => "published",
         Err(Refusal::Transient { .. }) => "transient",
         Err(Refusal::Refused { .. }) => "refused",
-    };
+    }
+}
+
+/// The span of the work on one event to publish: a child of the span that
+/// wrote it (`traced`), so that it joins the trace of the mutation that
+/// created the post, whatever process and however much later.
+fn entry_span(event: &RecordedEvent, traced: Option<&eventstore::trace::TraceContext>) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: eventstore::trace::TARGET,
+        parent: None,
+        "social_entry",
+        otel.name = %format_args!("cross-post {}", event.event_type),
+        post = %event.aggregate_id,
+        position = event.position,
+        event_type = %event.event_type,
+    );
+    if let Some(traced) = traced {
+        eventstore::trace::parent_of(&span, traced);
+    }
+    span
+}
+
+fn metrics_attempt(provider: Provider, outcome: &Result<crate::providers::Published, Refusal>) {
+    let outcome = outcome_name(outcome);
     metrics::counter!("pointstream_social_attempts_total", "provider" => provider.to_string(), "outcome" => outcome)
         .increment(1);
 }

@@ -620,3 +620,57 @@ async fn a_later_photo_of_a_post_given_up_on_is_given_up_on_too() {
     let calls = fake.calls("twitter");
     assert_eq!(calls.len(), 1, "only the post's refused tweet; nothing for the photo: {calls:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_finishes_its_call_in_flight_and_hands_the_rest_back_to_another_at_once() {
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    world_with_a_post(&store, &vault).await;
+    let fake = Arc::new(Fake::default());
+    fake.delay("facebook", Duration::from_millis(1_500));
+    let base = fake_networks(fake.clone()).await;
+    let (_redis_server, redis) = relayed(&store).await;
+    // Reclaimed only after a minute: within this test, only a hand-back gives the entry to another worker.
+    let config = |name: &str| SocialConfig { claim_idle: Duration::from_secs(60), ..SocialConfig::new("t", name) };
+
+    let (stop_a, shutdown_a) = watch::channel(false);
+    let a = worker(&store, redis.clone(), &vault, &base, config("a"));
+    let a = tokio::spawn(async move { a.run(shutdown_a).await });
+    eventually("worker a calls Facebook", || async { fake.arrived("facebook") == 1 }).await;
+    let (stop_b, shutdown_b) = watch::channel(false);
+    let b = worker(&store, redis.clone(), &vault, &base, config("b"));
+    let b = tokio::spawn(async move { b.run(shutdown_b).await });
+
+    let stopping = Instant::now();
+    stop_a.send_replace(true);
+    a.await.expect("stops").expect("stops cleanly");
+    assert!(stopping.elapsed() >= Duration::from_millis(500), "a waited for its call in flight");
+    assert!(
+        matches!(statuses(&store).await[&Provider::Facebook], SocialStatus::Published { .. }),
+        "the call in flight finished and its outcome is recorded"
+    );
+    eventually("worker b publishes to Twitter", || async {
+        matches!(statuses(&store).await.get(&Provider::Twitter), Some(SocialStatus::Published { .. }))
+    })
+    .await;
+    assert!(stopping.elapsed() < Duration::from_secs(15), "taken over at once, not after the idle time");
+    assert_eq!((fake.calls("facebook").len(), fake.calls("twitter").len()), (1, 1), "each network called once");
+    // Who published where: a finished Facebook, b did Twitter.
+    let log = store.read_from(0, 1_000).await.expect("reads");
+    let published_by = |network: &str| {
+        log.iter()
+            .find(|e| e.event_type == "SocialPostPublished" && e.payload.to_lowercase().contains(network))
+            .map(|e| e.metadata().expect("metadata").actor.unwrap_or_default())
+    };
+    assert_eq!(published_by("facebook").as_deref(), Some("social-worker/a"));
+    assert_eq!(published_by("twitter").as_deref(), Some("social-worker/b"));
+
+    stop_b.send_replace(true);
+    b.await.expect("stops").expect("stops cleanly");
+    for stream in ["t:events", "t:retry:social"] {
+        let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
+            fred::prelude::StreamsInterface::xpending(&redis, stream, "social", ()).await.expect("pending");
+        assert_eq!(pending.0, 0, "nothing left pending in {stream}");
+    }
+}

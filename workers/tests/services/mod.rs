@@ -45,6 +45,10 @@ pub type Answer = (u16, Option<u64>);
 pub struct Fake {
     script: Mutex<BTreeMap<&'static str, VecDeque<Answer>>>,
     calls: Mutex<Vec<Call>>,
+    /// How long each network takes to answer (none: at once).
+    delays: Mutex<BTreeMap<&'static str, Duration>>,
+    /// Calls that arrived, answered or not yet.
+    arrived: Mutex<Vec<&'static str>>,
 }
 
 impl Fake {
@@ -77,6 +81,25 @@ impl Fake {
         self.calls.lock().expect("lock").iter().filter(|c| c.network == network).cloned().collect()
     }
 
+    /// Makes `network` take `delay` to answer each call.
+    pub fn delay(&self, network: &'static str, delay: Duration) {
+        self.delays.lock().expect("lock").insert(network, delay);
+    }
+
+    /// How many calls reached `network`, including those still being answered.
+    pub fn arrived(&self, network: &str) -> usize {
+        self.arrived.lock().expect("lock").iter().filter(|n| **n == network).count()
+    }
+
+    /// Notes a call's arrival, then waits the network's delay.
+    async fn arrive(&self, network: &'static str) {
+        self.arrived.lock().expect("lock").push(network);
+        let delay = self.delays.lock().expect("lock").get(network).copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     pub fn script(&self, network: &'static str, answers: &[Answer]) {
         self.script.lock().expect("lock").insert(network, answers.iter().copied().collect());
     }
@@ -84,6 +107,7 @@ impl Fake {
 
 #[handler]
 async fn facebook(fake: Data<&Arc<Fake>>, uri: &poem::http::Uri, body: Vec<u8>) -> impl IntoResponse {
+    fake.arrive("facebook").await;
     fake.answer("facebook", String::new(), uri.path().to_string(), body)
 }
 
@@ -95,6 +119,7 @@ async fn twitter(
     body: Vec<u8>,
 ) -> impl IntoResponse {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    fake.arrive("twitter").await;
     fake.answer("twitter", auth, uri.path().to_string(), body)
 }
 

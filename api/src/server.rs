@@ -111,14 +111,25 @@ pub struct Http {
     draining: Draining,
 }
 
+/// Bytes a WebSocket reads at a time (see [`graphql_ws`]).
+const WS_READ_BUFFER_BYTES: usize = 512;
+/// Bytes of frames a WebSocket gathers before it writes without a flush.
+const WS_WRITE_BUFFER_BYTES: usize = 16 << 10;
+
 #[handler]
 async fn graphql_ws(http: Data<&Arc<Http>>, protocol: GraphQLProtocol, websocket: WebSocket) -> impl IntoResponse {
     let (schema, tokens, init_timeout) = (http.schema.clone(), http.tokens.clone(), http.ws_init_timeout);
     let draining = http.draining.clone();
-    // Small buffers: a subscriber mostly listens, and 10,000 of them must fit.
+    // Small buffers: a subscriber mostly listens, and 19,000 of them must
+    // fit. The read buffer is filled to its size on every read (tungstenite
+    // zeroes it first), so each connection's holds that much; what a client
+    // sends is a few hundred bytes (`connection_init`, `subscribe`), and a
+    // longer message grows it for its length. Writes gather until a flush
+    // (`websocket::serve` flushes once the protocol has nothing more ready),
+    // up to `write_buffer_size`.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4 << 10)
-        .write_buffer_size(0)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .max_message_size(Some(http.state.limits.max_body_bytes))
         .max_frame_size(Some(http.state.limits.max_body_bytes));
     websocket

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_graphql::http::{WebSocketProtocols, WsMessage};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use poem::web::websocket::{Message, WebSocketStream};
 use tokio::time::Instant;
 
@@ -63,6 +63,21 @@ fn expiry(exp: u64) -> Instant {
 /// The legacy protocol's `connection_error` message.
 fn connection_error(message: &str) -> Message {
     Message::text(serde_json::json!({ "type": "connection_error", "payload": { "message": message } }).to_string())
+}
+
+/// What goes on the socket for a message of the protocol engine (`None`:
+/// the engine has ended, and the socket closes without a word).
+fn outgoing(message: Option<WsMessage>, refused: bool) -> Option<Message> {
+    Some(match message {
+        None if refused => Message::close_with(4403u16, "Forbidden"),
+        None => return None,
+        Some(WsMessage::Text(text)) => Message::text(text),
+        Some(WsMessage::Close(code, reason)) => match code {
+            1002 if refused => Message::close_with(4403u16, reason),
+            1011 => Message::close_with(4401u16, "Unauthorized"),
+            _ => Message::close_with(code, reason),
+        },
+    })
 }
 
 /// Serves one upgraded connection until either side ends it.
@@ -118,19 +133,25 @@ pub async fn serve(
         };
         tokio::select! {
             message = graphql.next() => {
-                let refused = auth.lock().map(|auth| *auth == Auth::Refused).unwrap_or(true);
-                let message = match message {
-                    None if refused => Message::close_with(4403u16, "Forbidden"),
-                    None => break,
-                    Some(WsMessage::Text(text)) => Message::text(text),
-                    Some(WsMessage::Close(code, reason)) => match code {
-                        1002 if refused => Message::close_with(4403u16, reason),
-                        1011 => Message::close_with(4401u16, "Unauthorized"),
-                        _ => Message::close_with(code, reason),
-                    },
-                };
-                let closing = message.is_close();
-                if sink.send(message).await.is_err() || closing {
+                // Everything the protocol has ready goes out in one write: a
+                // connection whose subscriptions all follow what one update
+                // touched pays one system call for them, not one each.
+                let mut next = Some(message);
+                let mut stop = false;
+                while let Some(message) = next.take() {
+                    let refused = auth.lock().map(|auth| *auth == Auth::Refused).unwrap_or(true);
+                    let Some(message) = outgoing(message, refused) else {
+                        stop = true;
+                        break;
+                    };
+                    let closing = message.is_close();
+                    if sink.feed(message).await.is_err() || closing {
+                        stop = true;
+                        break;
+                    }
+                    next = graphql.next().now_or_never();
+                }
+                if sink.flush().await.is_err() || stop {
                     break;
                 }
             }

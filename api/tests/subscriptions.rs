@@ -189,7 +189,7 @@ async fn the_ledger_tail_reads_nothing_while_nobody_follows_it() {
     use std::sync::atomic::Ordering;
 
     use api::checkpoints::Checkpoints;
-    use api::tail::Tails;
+    use api::tail::{Interest, Tails};
     use domain::Wallet;
     use eventstore::CommandContext;
 
@@ -206,7 +206,7 @@ async fn the_ledger_tail_reads_nothing_while_nobody_follows_it() {
     };
     let tails = Tails::new(store.clone(), Checkpoints::new(store.clone(), &[]));
 
-    let mut first = tails.ledger(|_| true).await.expect("a cursor");
+    let mut first = tails.ledger(Interest::All).await.expect("a cursor");
     let earned = earn("bob", "r1".into()).await;
     let row = tokio::time::timeout(Duration::from_secs(10), first.next()).await.expect("in time").expect("a row");
     assert_eq!((row.member_id.as_str(), row.position as u64), ("bob", earned.last_position));
@@ -229,7 +229,7 @@ async fn the_ledger_tail_reads_nothing_while_nobody_follows_it() {
     }
     let when_joined = reads.load(Ordering::SeqCst);
 
-    let mut second = tails.ledger(|_| true).await.expect("a cursor");
+    let mut second = tails.ledger(Interest::All).await.expect("a cursor");
     let earned = earn("ann", "a1".into()).await;
     let row = tokio::time::timeout(Duration::from_secs(10), second.next()).await.expect("in time").expect("a row");
     assert_eq!((row.member_id.as_str(), row.position as u64), ("ann", earned.last_position), "nothing older");

@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release -p bench -- eventstore
 //! cargo run --release -p bench -- api
+//! cargo run --release -p bench -- fanout
 //! cargo run --release -p bench -- streams
 //! cargo run --release -p bench -- media
 //! cargo run --release -p bench -- ledger
@@ -18,6 +19,8 @@ mod api_server;
 mod api_tracing;
 mod cpu;
 mod cqrs_baseline;
+mod fanout_bench;
+mod fanout_clients;
 mod graphql_http;
 mod growth_bench;
 mod ledger_bench;
@@ -87,6 +90,20 @@ enum Command {
         mysql: String,
         #[command(flatten)]
         options: api_bench::Options,
+    },
+    /// Subscriptions at one server process's limit: 19,000 WebSockets from several client processes, 50,000 subscriptions over them; one update to all, 1,000 updates/s over distinct wallets, memory per idle connection and subscription.
+    Fanout {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        #[command(flatten)]
+        options: fanout_bench::Options,
+    },
+    /// A share of the `fanout` mode's subscriber connections, in a process of its own (started by `fanout`; driven over stdin).
+    #[command(hide = true)]
+    FanoutClients {
+        #[command(flatten)]
+        options: fanout_clients::Options,
     },
     /// The relay against a raw pipelined XADD loop, and social workers (1, 2, 4) against a fake network.
     Streams {
@@ -245,6 +262,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             projection_bench::run(&mysql, &options).await
         }
         Command::Api { mysql, options } => api_bench::run(&mysql, &options).await,
+        Command::Fanout { mysql, options } => fanout_bench::run(&mysql, &options).await,
+        Command::FanoutClients { options } => fanout_clients::run(&options).await,
         Command::Streams { mysql, redis, events, posts } => {
             streams_bench::run(&mysql, &streams_bench::Options { events, posts, redis }).await
         }

@@ -17,7 +17,7 @@ use super::scalars::Long;
 use super::{claims, coded, internal, permit, state};
 use crate::auth::Role;
 use crate::checkpoints::Checkpoints;
-use crate::tail::{Cursor, Source, Tails};
+use crate::tail::{AggregateKey, Cursor, Interest, LedgerKey, Source, Tails};
 
 /// The subscriptions a WebSocket connection holds, shared by its operations.
 #[derive(Debug, Clone, Default)]
@@ -79,7 +79,7 @@ impl SubscriptionRoot {
             Role::Staff => false,
         })?;
         let slot = slot(ctx)?;
-        let cursor = tails(ctx)?.ledger(move |row| row.member_id == member).await.map_err(internal)?;
+        let cursor = tails(ctx)?.ledger(Interest::Key(LedgerKey::Member(member))).await.map_err(internal)?;
         Ok(follow(cursor, slot, |row| LedgerEntry::from((*row).clone())))
     }
 
@@ -93,7 +93,7 @@ impl SubscriptionRoot {
             Role::Member => false,
         })?;
         let slot = slot(ctx)?;
-        let cursor = tails(ctx)?.ledger(move |row| row.store_id == store).await.map_err(internal)?;
+        let cursor = tails(ctx)?.ledger(Interest::Key(LedgerKey::Store(store))).await.map_err(internal)?;
         Ok(follow(cursor, slot, |row| LedgerEntry::from((*row).clone())))
     }
 
@@ -105,7 +105,10 @@ impl SubscriptionRoot {
         let claims = claims(ctx)?;
         let state = state(ctx)?.clone();
         let checkpoints = ctx.data::<Checkpoints>()?.clone();
-        let row = posts::Entity::find_by_id(post.as_str()).one(state.store.db()).await.map_err(internal)?;
+        // Boxed, as every database call of a subscription: a future is as
+        // large as its largest await, and async-graphql keeps this one's
+        // room in each subscription's stream for as long as it lives.
+        let row = Box::pin(posts::Entity::find_by_id(post.as_str()).one(state.store.db())).await.map_err(internal)?;
         let Some(row) = row else {
             return Err(coded("NOT_FOUND", format!("no post {post}")));
         };
@@ -115,14 +118,12 @@ impl SubscriptionRoot {
             Role::Staff => claims.store.as_deref() == Some(row.store_id.as_str()),
         })?;
         let slot = slot(ctx)?;
-        let id = post.clone();
-        let cursor = tails(ctx)?
-            .log(None, move |event| event.aggregate_type == "Post" && event.aggregate_id == id)
-            .await
-            .map_err(internal)?;
+        let aggregate = AggregateKey { aggregate_type: "Post".to_string(), aggregate_id: post.clone() };
+        let cursor = tails(ctx)?.log(None, Interest::Key(aggregate)).await.map_err(internal)?;
         Ok(futures_util::stream::unfold((cursor, slot), move |(mut cursor, slot)| {
             let (state, checkpoints, post) = (state.clone(), checkpoints.clone(), post.clone());
-            async move {
+            // Boxed: an idle subscription keeps no room for the reads below.
+            Box::pin(async move {
                 loop {
                     let event = cursor.next().await?;
                     let (photo, provider) = match event.decode::<Post>() {
@@ -153,7 +154,7 @@ impl SubscriptionRoot {
                     }?;
                     return Some((status, (cursor, slot)));
                 }
-            }
+            })
         }))
     }
 
@@ -169,7 +170,7 @@ impl SubscriptionRoot {
         permit(matches!(claims.role, Role::Admin | Role::Auditor))?;
         let after = u64::try_from(after.0).map_err(|_| coded("BAD_USER_INPUT", "after must not be negative"))?;
         let slot = slot(ctx)?;
-        let cursor = tails(ctx)?.log(Some(after), |_| true).await.map_err(internal)?;
+        let cursor = tails(ctx)?.log(Some(after), Interest::All).await.map_err(internal)?;
         Ok(follow(cursor, slot, |event| LogEvent::from(event.as_ref())))
     }
 }

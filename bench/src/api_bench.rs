@@ -109,7 +109,7 @@ pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn token(secret: &str, role: Role, member: Option<&str>, store: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn token(secret: &str, role: Role, member: Option<&str>, store: Option<&str>) -> anyhow::Result<String> {
     let claims = Claims {
         sub: "bench".into(),
         role,

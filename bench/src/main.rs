@@ -8,6 +8,7 @@
 //! cargo run --release -p bench -- streams
 //! cargo run --release -p bench -- media
 //! cargo run --release -p bench -- ledger
+//! cargo run --release -p bench -- reads
 //! ```
 
 mod api_bench;
@@ -25,6 +26,8 @@ mod pointstream;
 mod projection_bench;
 mod raw_http;
 mod raw_inserts;
+mod reads_bench;
+mod reads_dataset;
 mod run;
 mod streams_bench;
 mod subscribers;
@@ -132,6 +135,14 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// A front end's screens as GraphQL over HTTP (member and staff tokens) against the same SQL statements through sqlx, at 8/32/128 clients, on 10^5 members, 10^3 stores, 10^6 ledger rows and 5·10^4 posts.
+    Reads {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        #[command(flatten)]
+        options: reads_bench::Options,
+    },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
     ApiServer {
@@ -214,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
             let options = ledger_bench::Options { events, seconds, concurrency, turns, proofs, rounds };
             ledger_bench::run(&mysql, &options).await
         }
+        Command::Reads { mysql, options } => reads_bench::run(&mysql, &options).await,
         Command::ApiServer {
             database_url,
             secret,

@@ -143,7 +143,7 @@ async fn connect_with(url: &str, max_connections: u32, writer: bool) -> Result<D
         // comes back. Both pools' connections are in constant use and
         // checked on every return: the ping before each append would be one
         // more round trip inside it, and before each read one more round
-        // trip per statement (a screen of eight statements paid sixteen).
+        // trip per statement (the home screen's seven statements paid fourteen).
         if writer {
             options.map_sqlx_mysql_pool_opts(|pool| {
                 pool.test_before_acquire(false).after_connect(|connection, _| {

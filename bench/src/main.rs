@@ -10,6 +10,7 @@
 //! cargo run --release -p bench -- media
 //! cargo run --release -p bench -- ledger
 //! cargo run --release -p bench -- growth
+//! cargo run --release -p bench -- reads
 //! ```
 
 mod api_bench;
@@ -31,6 +32,8 @@ mod pointstream;
 mod projection_bench;
 mod raw_http;
 mod raw_inserts;
+mod reads_bench;
+mod reads_dataset;
 mod run;
 mod streams_bench;
 mod subscribers;
@@ -170,6 +173,14 @@ enum Command {
         #[arg(long, default_value_t = 2_000)]
         rate: u64,
     },
+    /// A front end's screens as GraphQL over HTTP (member and staff tokens) against the same SQL statements through sqlx, at 8/32/128 clients, on 10^5 members, 10^3 stores, 10^6 ledger rows and 5·10^4 posts.
+    Reads {
+        /// MySQL server to run on (a scratch database is created and dropped).
+        #[arg(long, env = "POINTSTREAM_TEST_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+        mysql: String,
+        #[command(flatten)]
+        options: reads_bench::Options,
+    },
     /// The server the `api` mode measures, in a process of its own (started by `api`; stops when stdin closes).
     #[command(hide = true)]
     ApiServer {
@@ -277,6 +288,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let options = growth_bench::Options { sizes, seconds, concurrency, rate };
             growth_bench::run(&mysql, &options).await
         }
+        Command::Reads { mysql, options } => reads_bench::run(&mysql, &options).await,
         Command::ApiServer {
             database_url,
             secret,

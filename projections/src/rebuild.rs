@@ -96,12 +96,10 @@ pub async fn rebuild<P: Projection>(
         }
         // A hole anywhere in the page (a deleted event) stops the rebuild
         // rather than swapping in a model without it.
-        let mut expected = position + 1;
-        for event in &page {
+        for (expected, event) in (position + 1..).zip(&page) {
             if event.position != expected {
                 return Err(ProjectionError::Gap { after: expected - 1, next: event.position });
             }
-            expected += 1;
         }
         let last = page.last().map_or(position, |e| e.position);
         let decoded = decode_all::<P>(&page)?;

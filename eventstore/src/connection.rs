@@ -139,12 +139,11 @@ async fn connect_with(url: &str, max_connections: u32, writer: bool) -> Result<D
             .max_connections(max_connections.max(2))
             .min_connections(1)
             .map_sqlx_mysql_opts(move |o| o.statement_cache_capacity(cache));
-        // sqlx pings a connection before handing it out and again when it
-        // comes back. Both pools' connections are in constant use and
-        // checked on every return: the ping before each append would be one
-        // more round trip inside it, and before each read one more round
-        // trip per statement (the home screen's seven statements paid fourteen).
         if writer {
+            // sqlx pings a connection before handing it out and again when it
+            // comes back. The group commit's connections are in constant
+            // use and checked on every return: the ping before each append
+            // would be one more round trip inside it.
             options.map_sqlx_mysql_pool_opts(|pool| {
                 pool.test_before_acquire(false).after_connect(|connection, _| {
                     Box::pin(
@@ -152,8 +151,6 @@ async fn connect_with(url: &str, max_connections: u32, writer: bool) -> Result<D
                     )
                 })
             });
-        } else {
-            options.map_sqlx_mysql_pool_opts(|pool| pool.test_before_acquire(false));
         }
     } else {
         return Err(EventStoreError::UnsupportedUrl(url.to_string()));

@@ -57,7 +57,9 @@ async fn run(db: &impl ConnectionTrait, sql: String) -> Result<(), DbErr> {
 /// Rebuilds projection `P` from position 0 and swaps it in; `progress` is
 /// called after every batch with (position reached, head of the log).
 ///
-/// One task reads the log ahead, a page at a time, while this one applies
+/// The log is read as stored (not from the store's memory of recent
+/// commits): a rebuild is what repairs a read model from the database.
+/// One task reads it ahead, a page at a time, while this one applies
 /// the page before. Only the rebuild writes the shadow tables, so the rows a
 /// batch saved stay good for the next ([`Projection::retain`]): a batch
 /// reads only rows it has not seen yet.
@@ -74,7 +76,7 @@ pub async fn rebuild<P: Projection>(
     let reader = tokio::spawn(async move {
         let mut after = 0;
         loop {
-            let page = reader_store.read_from(after, batch_size).await?;
+            let page = reader_store.read_stored(after, batch_size).await?;
             let head = reader_store.read_head().await?;
             let (empty, caught_up) = (page.is_empty(), page.is_empty() && after >= head);
             after = page.last().map_or(after, |e| e.position);

@@ -218,15 +218,7 @@ impl ServerProcess {
 
     /// The server's resident memory (`VmRSS`), in bytes.
     pub fn resident_bytes(&self) -> anyhow::Result<u64> {
-        let pid = self.pid()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-        let kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .context("no VmRSS in /proc/<pid>/status")?;
-        Ok(kib * 1024)
+        resident_bytes(self.pid()?)
     }
 
     /// The server's process id.
@@ -262,4 +254,16 @@ impl ServerProcess {
         }
         Ok(())
     }
+}
+
+/// Process `pid`'s resident memory (`VmRSS`), in bytes.
+pub(crate) fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS in /proc/<pid>/status")?;
+    Ok(kib * 1024)
 }

@@ -128,20 +128,8 @@ impl ClientProcess {
     }
 
     fn resident_bytes(&self) -> anyhow::Result<u64> {
-        resident_bytes(self.child.id().context("a client process has exited")?)
+        crate::api_server::resident_bytes(self.child.id().context("a client process has exited")?)
     }
-}
-
-/// Process `pid`'s `VmRSS`, in bytes.
-fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .context("no VmRSS in /proc/<pid>/status")?;
-    Ok(kib * 1024)
 }
 
 /// What a `status` asked of every client process found.

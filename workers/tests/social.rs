@@ -668,7 +668,7 @@ async fn a_stopping_worker_finishes_its_call_in_flight_and_hands_the_rest_back_t
 
     stop_b.send_replace(true);
     b.await.expect("stops").expect("stops cleanly");
-    for stream in ["t:events", "t:retry:social"] {
+    for stream in ["{t}:events", "{t}:retry:social"] {
         let pending: (i64, fred::prelude::Value, fred::prelude::Value, fred::prelude::Value) =
             fred::prelude::StreamsInterface::xpending(&redis, stream, "social", ()).await.expect("pending");
         assert_eq!(pending.0, 0, "nothing left pending in {stream}");

@@ -10,9 +10,9 @@
 //! (see [`eventstore::trace`]).
 //!
 //! ```no_run
-//! # fn demo() -> Result<(), api::traces::TracesError> {
+//! # fn demo() -> Result<(), pointstream_api::traces::TracesError> {
 //! use tracing_subscriber::prelude::*;
-//! let traces = api::traces::Traces::from_env("serve")?;
+//! let traces = pointstream_api::traces::Traces::from_env("serve")?;
 //! tracing_subscriber::registry().with(traces.as_ref().map(|t| t.layer())).init();
 //! // ... at exit, spans still buffered are sent:
 //! if let Some(traces) = traces {

@@ -157,12 +157,7 @@ impl ServerProcess {
         config: &EventStoreConfig,
         extra: &[String],
     ) -> anyhow::Result<Self> {
-        let mut args: Vec<String> =
-            ["api-server", "--database-url", database_url, "--secret", secret].into_iter().map(String::from).collect();
-        args.extend(["--max-connections".to_string(), config.max_connections.to_string()]);
-        args.extend(["--append-scripts".to_string(), config.append_scripts.to_string()]);
-        args.extend_from_slice(extra);
-        Self::spawn_command(&args).await
+        Self::spawn_with_env(database_url, secret, config, extra, &[]).await
     }
 
     /// [`Self::spawn_with`] with extra environment variables `env` (the

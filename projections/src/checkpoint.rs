@@ -118,3 +118,21 @@ fn update(name: &str, names: &Names, to: u64, now_us: i64) -> UpdateStatement {
         .and_where(Expr::col(Checkpoint::Id).eq(1))
         .to_owned()
 }
+
+/// The lowest checkpoint of the live read models ([`crate::PROJECTIONS`]), in
+/// one statement: every event up to it is in all of them. What a replica is
+/// judged by, since it holds exactly what the primary's transactions wrote.
+pub async fn applied_by_all(conn: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    let tables: Vec<String> = crate::PROJECTIONS
+        .iter()
+        .map(|name| format!("SELECT `position` FROM `{}` WHERE `id` = 1", table(name, &Names::LIVE)))
+        .collect();
+    let sql = format!("SELECT MIN(`position`) AS `position` FROM ({}) AS `checkpoints`", tables.join(" UNION ALL "));
+    let statement = sea_orm::Statement::from_string(conn.get_database_backend(), sql);
+    let row = conn
+        .query_one_raw(statement)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("the read models' checkpoints (run the migrations)".into()))?;
+    let position: i64 = row.try_get::<Option<i64>>("", "position")?.unwrap_or(0);
+    Ok(u64::try_from(position).unwrap_or(0))
+}

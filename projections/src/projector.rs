@@ -28,6 +28,10 @@ pub struct ProjectorConfig {
     /// How long a consumer whose last batch held nothing for it waits before
     /// reading again: fewer reads under load, at most this much added delay.
     pub coalesce_irrelevant: Duration,
+    /// For a projection written inline: how soon the stored checkpoint is
+    /// moved past events of no concern to it (which appends leave alone), so
+    /// that replicas, audits and other processes see it as far as it is.
+    pub settle_every: Duration,
 }
 
 impl Default for ProjectorConfig {
@@ -37,6 +41,7 @@ impl Default for ProjectorConfig {
             lease_ttl: Duration::from_secs(10),
             idle_wait: Duration::from_secs(1),
             coalesce_irrelevant: Duration::from_millis(20),
+            settle_every: Duration::from_millis(50),
         }
     }
 }
@@ -233,6 +238,7 @@ pub async fn run<C: Consumer>(
         tracing::info!(projection = C::NAME, "projector active");
         let mut renewed = Instant::now();
         let mut verified = Instant::now();
+        let mut settled = Instant::now();
         let mut rate = Rate::default();
         // Where this holder left the checkpoint, so each batch need not read it first.
         let mut at: Option<u64> = None;
@@ -265,12 +271,15 @@ pub async fn run<C: Consumer>(
                             tracing::info!(projection = C::NAME, stored, expected, "tables replaced; catching up");
                             at = None;
                         }
-                        Ok(_) => {
-                            let applied = *applied.borrow();
-                            settle(&store, C::NAME, applied).await;
-                        }
+                        Ok(_) => {}
                         Err(err) => tracing::warn!(projection = C::NAME, %err, "cannot read the checkpoint"),
                     }
+                }
+                let unsettled = store.inline_stored(C::NAME).is_some_and(|stored| stored < *applied.borrow());
+                if unsettled && settled.elapsed() >= config.settle_every {
+                    settled = Instant::now();
+                    let applied = *applied.borrow();
+                    settle(&store, C::NAME, applied).await;
                 }
                 // This process's appends write the projection: there is
                 // something to catch up only when the log is ahead of them
@@ -283,7 +292,11 @@ pub async fn run<C: Consumer>(
                         s.checkpoint = known;
                         s.head = head;
                     });
-                    let idle = config.idle_wait.min(lease.renew_every());
+                    // Still to settle: come back when it is due.
+                    let settling = store.inline_stored(C::NAME).is_some_and(|stored| stored < known);
+                    let due =
+                        if settling { config.settle_every.saturating_sub(settled.elapsed()) } else { config.idle_wait };
+                    let idle = due.min(lease.renew_every());
                     tokio::select! {
                         _ = store.wait_for(known, idle) => {}
                         _ = shutdown.changed() => {}

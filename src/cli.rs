@@ -72,6 +72,21 @@ pub struct DatabaseArgs {
     /// with Redis it also wakes as soon as the events stream grows.
     #[arg(long, env = "POINTSTREAM_FOLLOW_INTERVAL_MS", default_value_t = 100, global = true)]
     pub follow_interval_ms: u64,
+    /// Replicas of the database (`mysql://...`, repeatable or
+    /// comma-separated) that serve the API's queries and subscriptions'
+    /// catch-up; commands and projectors stay on `--database-url`.
+    #[arg(long, env = "POINTSTREAM_READ_DATABASE_URLS", value_delimiter = ',', global = true)]
+    pub read_database_url: Vec<String>,
+    /// A replica further behind than this (in milliseconds) leaves the rotation.
+    #[arg(long, env = "POINTSTREAM_REPLICA_MAX_LAG_MS", default_value_t = 5_000, global = true)]
+    pub replica_max_lag_ms: u64,
+    /// How long a query carrying a client's position waits for a replica to
+    /// apply it before the primary answers, in milliseconds.
+    #[arg(long, env = "POINTSTREAM_REPLICA_WAIT_MS", default_value_t = 1_000, global = true)]
+    pub replica_wait_ms: u64,
+    /// How often the replicas' positions are read, in milliseconds.
+    #[arg(long, env = "POINTSTREAM_REPLICA_POLL_MS", default_value_t = 20, global = true)]
+    pub replica_poll_ms: u64,
 }
 
 /// The API: where it listens, how bearer tokens are checked, its timeouts,

@@ -205,6 +205,7 @@ pub fn social_config(social: &SocialArgs, redis: &RedisArgs) -> SocialConfig {
 /// How `serve` runs the API: its limits and its HTTP layer, checking bearer
 /// tokens as `identity` says.
 pub fn api(
+    database: &DatabaseArgs,
     api_args: &ApiArgs,
     limit_args: &LimitArgs,
     secret: &[u8],
@@ -259,5 +260,11 @@ pub fn api(
         api_url: api_args.api_url.clone(),
         photo_url_ttl: Duration::from_secs(api_args.photo_url_ttl_secs.max(1)),
         shutdown_grace: Duration::from_millis(api_args.shutdown_grace_ms),
+        replicas: database.read_database_url.clone(),
+        replica_config: api::replicas::ReplicaConfig {
+            max_lag: Duration::from_millis(database.replica_max_lag_ms),
+            wait: Duration::from_millis(database.replica_wait_ms),
+            poll: Duration::from_millis(database.replica_poll_ms.max(1)),
+        },
     })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use api::{ApiState, Limits};
-use eventstore::EventStore;
+use eventstore::{EventStore, EventStoreConfig};
 use fred::prelude::{Client, ClientLike};
 use media::MediaStore;
 use projections::ProjectorConfig;
@@ -35,6 +35,9 @@ pub struct Api {
     pub photo_url_ttl: Duration,
     /// How long requests in flight may take to finish once stopping starts.
     pub shutdown_grace: Duration,
+    /// Replicas that serve queries (none: the primary serves them).
+    pub replicas: Vec<String>,
+    pub replica_config: api::replicas::ReplicaConfig,
 }
 
 /// What `serve` runs besides the API and the projectors.
@@ -109,6 +112,14 @@ pub async fn serve(
     }
     let server = match api {
         Some(api) => {
+            let reads = api::replicas::Reads::connect(
+                &store,
+                &api.replicas,
+                EventStoreConfig::default().max_connections,
+                api.replica_config,
+            )
+            .await
+            .context("cannot connect to a read replica")?;
             let mut state = ApiState {
                 store: store.clone(),
                 read_timeout: api.read_timeout,
@@ -119,6 +130,7 @@ pub async fn serve(
                 photo_url_ttl: api.photo_url_ttl,
                 projectors: running.statuses.clone(),
                 notary_key,
+                reads,
             };
             let mut stopped = shutdown.clone();
             let signal = async move {

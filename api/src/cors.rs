@@ -4,7 +4,9 @@
 //! and WebSocket upgrades from the API's own pages too). A request from the
 //! API's own origin passes as it is. One from an allowed origin is answered
 //! with the CORS headers (and its preflight with the methods and headers
-//! the API uses: `GET`, `POST`; `Authorization`, `Content-Type`, `Accept`).
+//! the API uses: `GET`, `POST`; `Authorization`, `Content-Type`, `Accept`,
+//! `Pointstream-Position`), and may read the answer's `Pointstream-Position`
+//! and `X-Request-Id`.
 //! One from any other origin is refused with 403 before it reaches the API,
 //! so that not even a "simple" cross-site request runs.
 
@@ -12,7 +14,9 @@ use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 /// The request headers a page may send.
-const ALLOWED_HEADERS: [&str; 3] = ["authorization", "content-type", "accept"];
+const ALLOWED_HEADERS: [&str; 4] = ["authorization", "content-type", "accept", crate::replicas::POSITION_HEADER];
+/// The answer's headers a page may read besides the simple ones.
+const EXPOSED_HEADERS: &str = "pointstream-position, x-request-id";
 /// How long a browser may keep a preflight's answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
 
@@ -158,6 +162,7 @@ impl<E: Endpoint> Endpoint for CorsEndpoint<E> {
         }
         let mut response = self.inner.get_response(request).await;
         response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        response.headers_mut().insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
         response.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
         Ok(response)
     }

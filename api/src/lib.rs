@@ -25,6 +25,7 @@ pub mod errors;
 pub mod graphiql;
 pub mod multipart;
 pub mod rate;
+pub mod replicas;
 pub mod schema;
 pub mod server;
 pub mod tail;

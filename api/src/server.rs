@@ -30,6 +30,7 @@ use crate::errors::code_of;
 use crate::graphiql::Playground;
 use crate::multipart::UploadMemory;
 use crate::rate::{RateLimit, RateLimiter};
+use crate::replicas::{self, POSITION_HEADER, ReadRoute};
 use crate::schema::{ApiSchema, ApiState, Caller, Limits, RequestId, RequestLoaders};
 use crate::transport::{MediaType, OverGet, PersistedQueries, Progress};
 
@@ -272,8 +273,21 @@ async fn answer(
         set_content_type(&mut response, media_type);
         return response;
     }
+    let after = match headers.get(POSITION_HEADER).map(|value| value.to_str().map_err(|e| e.to_string())) {
+        None => None,
+        Some(text) => match text.and_then(replicas::parse_position) {
+            Ok(position) => Some(position),
+            Err(err) => {
+                let mut response =
+                    refused_with(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("{POSITION_HEADER}: {err}"));
+                set_content_type(&mut response, media_type);
+                return response;
+            }
+        },
+    };
     let progress = Arc::new(Progress::default());
-    let loaders = RequestLoaders::new(http.state.store.db());
+    let route = Arc::new(ReadRoute::new(http.state.reads.clone(), after));
+    let loaders = RequestLoaders::new(http.state.store.db(), route.clone());
     let request_id = RequestId::from_header(headers.get("x-request-id").and_then(|value| value.to_str().ok()));
     let span = tracing::info_span!(
         "request",
@@ -288,7 +302,7 @@ async fn answer(
             eventstore::trace::parent_of(&span, &TraceContext { traceparent: traceparent.to_string(), tracestate });
         }
     }
-    let mut request = request.data(caller).data(loaders).data(progress.clone()).data(request_id.clone());
+    let mut request = request.data(caller).data(loaders).data(route).data(progress.clone()).data(request_id.clone());
     if over_get {
         request = request.data(OverGet);
     }
@@ -317,6 +331,10 @@ async fn answer(
         .header("x-request-id", request_id.0.as_str());
     if status == StatusCode::METHOD_NOT_ALLOWED {
         builder = builder.header(header::ALLOW, "POST");
+    }
+    if let Some(position) = progress.written() {
+        // What the client sends back for its next queries to see this write.
+        builder = builder.header(POSITION_HEADER, position);
     }
     if over_get {
         // Answers depend on who asks; a shared cache keeps none of them.
@@ -495,8 +513,20 @@ async fn readyz(http: Data<&Arc<Http>>) -> poem::Response {
     let (database, media, redis) = tokio::join!(database, media, redis);
     let checks: Vec<Result<String, String>> = [Some(database), Some(media), redis].into_iter().flatten().collect();
     let failed: Vec<&str> = checks.iter().filter_map(|c| c.as_ref().err().map(String::as_str)).collect();
+    // Replicas out of rotation leave queries to the primary: said, not failed.
+    let replicas: Vec<String> = http
+        .state
+        .reads
+        .report()
+        .into_iter()
+        .map(|replica| match replica.health.reason {
+            None => format!("replica {} in rotation at {}", replica.name, replica.applied),
+            Some(reason) => format!("replica {} out of rotation: {reason}", replica.name),
+        })
+        .collect();
     if failed.is_empty() {
         let passed: Vec<&str> = checks.iter().filter_map(|c| c.as_ref().ok().map(String::as_str)).collect();
+        let passed = passed.into_iter().chain(replicas.iter().map(String::as_str)).collect::<Vec<_>>();
         format!("ready: {}", passed.join(", ")).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", failed.join("; "))).into_response()

@@ -30,6 +30,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::OnceCell;
 
 use crate::checkpoints::Checkpoints;
+use crate::replicas::Reads;
 
 /// Items read per database round trip.
 const PAGE: u64 = 1_000;
@@ -79,7 +80,11 @@ pub trait Source: Send + Sync + 'static {
 }
 
 /// The event log.
-pub struct LogSource(pub EventStore);
+pub struct LogSource {
+    store: EventStore,
+    /// Where a subscriber behind the tail catches up: a replica when there are any.
+    reads: Reads,
+}
 
 /// An aggregate of the log: the key of its events.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,18 +108,26 @@ impl Source for LogSource {
     }
 
     async fn start(&self) -> Result<u64, String> {
-        self.0.read_head().await.map_err(|e| e.to_string())
+        self.store.read_head().await.map_err(|e| e.to_string())
     }
 
     async fn read(&self, after: u64, limit: u64) -> Result<Batch<Self::Item>, String> {
-        let events = self.0.read_from(after, limit).await.map_err(|e| e.to_string())?;
+        let mut events = Vec::new();
+        if self.reads.has_replicas() {
+            let replica = self.reads.choose(None).await;
+            events = self.store.read_from_on(&replica, after, limit).await.map_err(|e| e.to_string())?;
+        }
+        if events.is_empty() {
+            // No replica, or it has nothing past `after` yet: the primary has.
+            events = self.store.read_from(after, limit).await.map_err(|e| e.to_string())?;
+        }
         let upto = events.last().map_or(after, |e| e.position);
         let next = if events.len() as u64 == limit { Next::Now } else { Next::OnNewEvents };
         Ok(Batch { items: events.into_iter().map(Arc::new).collect(), upto, next })
     }
 
     async fn ready(&self) -> u64 {
-        self.0.head()
+        self.store.head()
     }
 }
 
@@ -553,6 +566,7 @@ impl<S: Source> Drop for Cursor<S> {
 /// The tails of one process, started by the first subscription that needs each.
 pub struct Tails {
     store: EventStore,
+    reads: Reads,
     checkpoints: Checkpoints,
     log: OnceCell<Arc<Tail<LogSource>>>,
     ledger: OnceCell<Arc<Tail<LedgerSource>>>,
@@ -560,9 +574,9 @@ pub struct Tails {
 
 impl Tails {
     /// Tails over `store`'s log and read models; `checkpoints` tells how far
-    /// the read models are.
-    pub fn new(store: EventStore, checkpoints: Checkpoints) -> Self {
-        Tails { store, checkpoints, log: OnceCell::new(), ledger: OnceCell::new() }
+    /// the read models are, `reads` where subscribers behind the log catch up.
+    pub fn new(store: EventStore, reads: Reads, checkpoints: Checkpoints) -> Self {
+        Tails { store, reads, checkpoints, log: OnceCell::new(), ledger: OnceCell::new() }
     }
 
     /// Log events after `after` (from now when `None`) of `interest`.
@@ -572,7 +586,10 @@ impl Tails {
             // Boxed, as below: started once, but a subscription's resolver
             // (and so its stream) would otherwise keep room for the start.
             .get_or_try_init(|| {
-                Box::pin(async { Tail::start(LogSource(self.store.clone()), &self.store).await.map(Arc::new) })
+                Box::pin(async {
+                    let source = LogSource { store: self.store.clone(), reads: self.reads.clone() };
+                    Tail::start(source, &self.store).await.map(Arc::new)
+                })
             })
             .await?;
         Ok(cursor(tail, after, interest))

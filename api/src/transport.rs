@@ -68,6 +68,8 @@ impl MediaType {
 pub struct Progress {
     executed: AtomicBool,
     refused_over_get: AtomicBool,
+    /// The highest position a mutation of the request wrote (0: none).
+    written: std::sync::atomic::AtomicU64,
 }
 
 impl Progress {
@@ -79,6 +81,17 @@ impl Progress {
     /// Whether the request came over GET and selected a mutation or subscription.
     pub fn refused_over_get(&self) -> bool {
         self.refused_over_get.load(Ordering::Relaxed)
+    }
+
+    /// Records that a mutation of the request wrote up to `position`.
+    pub fn wrote(&self, position: u64) {
+        self.written.fetch_max(position, Ordering::Relaxed);
+    }
+
+    /// The highest position the request's mutations wrote, if any: the
+    /// answer's `Pointstream-Position`.
+    pub fn written(&self) -> Option<u64> {
+        Some(self.written.load(Ordering::Relaxed)).filter(|position| *position > 0)
     }
 }
 

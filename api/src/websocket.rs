@@ -25,6 +25,7 @@ use poem::web::websocket::{Message, WebSocketStream};
 use tokio::time::Instant;
 
 use crate::auth::Verifier;
+use crate::replicas::{ReadAfter, parse_position};
 use crate::schema::{ApiSchema, Caller, ConnectionSlots};
 
 /// Where a connection's authentication stands.
@@ -51,6 +52,22 @@ async fn caller(tokens: &Verifier, payload: &serde_json::Value) -> Caller {
         Ok(claims) => Caller::Authenticated(claims),
         Err(reason) => Caller::Refused(reason),
     }
+}
+
+/// The position the client has seen (`position` in `connection_init`'s
+/// payload, a number or a string of digits): its queries see at least that.
+fn position(payload: &serde_json::Value) -> Result<Option<u64>, String> {
+    match payload.get("position") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(number)) => number.as_u64().map(Some).ok_or_else(not_a_position),
+        Some(serde_json::Value::String(text)) => parse_position(text).map(Some).map_err(|_| not_a_position()),
+        Some(_) => Err(not_a_position()),
+    }
+}
+
+/// Short: it becomes the close frame's reason (at most 123 bytes).
+fn not_a_position() -> String {
+    "Bad request: position must be a non-negative integer".to_string()
 }
 
 /// When a token good through second `exp` stops being good, as an instant.
@@ -97,16 +114,22 @@ pub async fn serve(
     let on_init = {
         let auth = auth.clone();
         move |payload: serde_json::Value| async move {
-            let (outcome, result) = match caller(&tokens, &payload).await {
-                Caller::Authenticated(claims) => {
+            let (outcome, result) = match (caller(&tokens, &payload).await, position(&payload)) {
+                (Caller::Authenticated(_), Err(reason)) => (Auth::Refused, Err(reason.into())),
+                (Caller::Authenticated(claims), Ok(after)) => {
                     let exp = claims.exp;
                     let mut data = async_graphql::Data::default();
                     data.insert(Caller::Authenticated(claims));
                     data.insert(ConnectionSlots::default());
+                    if let Some(after) = after {
+                        data.insert(ReadAfter(after));
+                    }
                     (Auth::Accepted { exp }, Ok(data))
                 }
-                Caller::Refused(reason) => (Auth::Refused, Err(format!("Forbidden: {reason}").into())),
-                Caller::Anonymous => (Auth::Refused, Err("Forbidden: connection_init carries no bearer token".into())),
+                (Caller::Refused(reason), _) => (Auth::Refused, Err(format!("Forbidden: {reason}").into())),
+                (Caller::Anonymous, _) => {
+                    (Auth::Refused, Err("Forbidden: connection_init carries no bearer token".into()))
+                }
             };
             if let Ok(mut auth) = auth.lock() {
                 *auth = outcome;

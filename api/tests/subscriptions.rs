@@ -204,7 +204,7 @@ async fn the_ledger_tail_reads_nothing_while_nobody_follows_it() {
             store.execute::<Wallet>(who, command, CommandContext::default()).await.expect("earns")
         }
     };
-    let tails = Tails::new(store.clone(), Checkpoints::new(store.clone(), &[]));
+    let tails = Tails::new(store.clone(), api::replicas::Reads::primary(&store), Checkpoints::new(store.clone(), &[]));
 
     let mut first = tails.ledger(Interest::All).await.expect("a cursor");
     let earned = earn("bob", "r1".into()).await;

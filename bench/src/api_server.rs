@@ -90,6 +90,7 @@ pub async fn serve(
     let (stop, shutdown) = watch::channel(false);
     let running = projections::spawn_all(&store, &ProjectorConfig::default(), &shutdown);
     // `pointstream serve`'s defaults.
+    let reads = api::replicas::Reads::primary(&store);
     let state = ApiState {
         store: store.clone(),
         read_timeout: Duration::from_secs(5),
@@ -111,6 +112,7 @@ pub async fn serve(
         photo_url_ttl: Duration::from_secs(900),
         projectors: running.statuses.clone(),
         notary_key: None,
+        reads,
     };
     let app = api::server::app(api::build(state.clone()), state, http);
     let mut stopped = shutdown.clone();

@@ -345,6 +345,7 @@ async fn capture(url: &str, secret: &str, variants: &[Variant], options: &Option
     // No follower polling the log while statements are recorded.
     let config = EventStoreConfig { follow_interval: Duration::from_secs(3_600), ..EventStoreConfig::default() };
     let store = EventStore::with_connection(connection, config).await?;
+    let reads = api::replicas::Reads::primary(&store);
     let state = ApiState {
         store,
         read_timeout: Duration::from_secs(5),
@@ -355,6 +356,7 @@ async fn capture(url: &str, secret: &str, variants: &[Variant], options: &Option
         photo_url_ttl: Duration::from_secs(900),
         projectors: Vec::new(),
         notary_key: None,
+        reads,
     };
     let app = api::server::app(api::build(state.clone()), state, HttpConfig::new(secret.as_bytes().to_vec()));
     let (stop, mut stopped) = watch::channel(false);

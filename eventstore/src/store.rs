@@ -270,6 +270,21 @@ impl EventStore {
         }
     }
 
+    /// Like [`read_from`](Self::read_from), but what is not in memory is read
+    /// through `db` (a replica of the store's database): it may end before
+    /// the head, where the replica does.
+    pub async fn read_from_on(
+        &self,
+        db: &DatabaseConnection,
+        after: u64,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        match self.inner.recent.after(after, limit) {
+            Some(events) => Ok(events),
+            None => Ok(log::read_from(db, after, limit).await?),
+        }
+    }
+
     /// Like [`read_from`](Self::read_from), but always as the database holds
     /// the log now: what audits compare against.
     pub async fn read_stored(&self, after: u64, limit: u64) -> Result<Vec<RecordedEvent>, EventStoreError> {

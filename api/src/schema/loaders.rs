@@ -19,6 +19,8 @@ use projections::entities::{balances, members, post_photo_social, post_photos, p
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::replicas::ReadRoute;
+
 /// Most keys in one query's IN list (`eventstore::padded_chunks` pads shorter lists to a power of two).
 const KEYS_PER_QUERY: usize = 256;
 
@@ -26,7 +28,7 @@ const KEYS_PER_QUERY: usize = 256;
 /// kept in `order`; every key gets an entry (empty when no row has it), so a
 /// cache knows about the misses too.
 pub struct RowsBy<E: EntityTrait> {
-    db: DatabaseConnection,
+    db: ReadConn,
     column: E::Column,
     order: E::Column,
     key: fn(&E::Model) -> String,
@@ -41,13 +43,14 @@ where
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         let mut grouped: HashMap<String, Vec<E::Model>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+        let db = self.db.get().await;
         // IN lists padded to a few lengths, so the statements stay prepared;
         // each key's rows come from one query, in `order`.
         for chunk in eventstore::padded_chunks(keys, KEYS_PER_QUERY) {
             let rows = E::find()
                 .filter(self.column.is_in(chunk.into_iter().cloned()))
                 .order_by_asc(self.order)
-                .all(&self.db)
+                .all(&db)
                 .await
                 .map_err(Arc::new)?;
             for row in rows {
@@ -55,6 +58,24 @@ where
             }
         }
         Ok(grouped)
+    }
+}
+
+/// Where a loader reads.
+#[derive(Clone)]
+pub enum ReadConn {
+    /// Always this pool (the primary's, say).
+    Fixed(DatabaseConnection),
+    /// Where its request's route leads (a replica, or the primary).
+    Routed(Arc<ReadRoute>),
+}
+
+impl ReadConn {
+    async fn get(&self) -> DatabaseConnection {
+        match self {
+            ReadConn::Fixed(db) => db.clone(),
+            ReadConn::Routed(route) => route.db().await,
+        }
     }
 }
 
@@ -99,7 +120,7 @@ impl BalanceReads {
     pub fn new(store: &EventStore) -> Self {
         let (requests, mut pending) = mpsc::channel::<BalanceRead>(4 * BALANCE_READS_PER_BATCH);
         let by_member = RowsBy::<balances::Entity> {
-            db: store.db().clone(),
+            db: ReadConn::Fixed(store.db().clone()),
             column: balances::Column::MemberId,
             order: balances::Column::StoreId,
             key: |b| b.member_id.clone(),
@@ -136,29 +157,36 @@ impl BalanceReads {
 }
 
 /// One HTTP request's own caching loaders, built when a field first asks for
-/// them: most requests (mutations, for one) never do.
+/// them: most requests (mutations, for one) never do. A mutation's read the
+/// primary; a query's where its route leads.
 pub struct RequestLoaders {
-    db: DatabaseConnection,
+    primary: DatabaseConnection,
+    route: Arc<ReadRoute>,
     built: OnceLock<Loaders>,
 }
 
 impl RequestLoaders {
-    /// Loaders to read through `db`, once needed.
-    pub fn new(db: &DatabaseConnection) -> Self {
-        Self { db: db.clone(), built: OnceLock::new() }
+    /// Loaders to read through `route`, or `primary` for a mutation, once needed.
+    pub fn new(primary: &DatabaseConnection, route: Arc<ReadRoute>) -> Self {
+        Self { primary: primary.clone(), route, built: OnceLock::new() }
     }
 
-    /// The loaders, built on the first call.
-    pub fn get(&self) -> &Loaders {
-        self.built.get_or_init(|| Loaders::new(&self.db, true))
+    /// The loaders, built on the first call (for a mutation if `mutation`).
+    pub fn get(&self, mutation: bool) -> &Loaders {
+        self.built.get_or_init(|| {
+            let db =
+                if mutation { ReadConn::Fixed(self.primary.clone()) } else { ReadConn::Routed(self.route.clone()) };
+            Loaders::new(db, true)
+        })
     }
 }
 
 impl Loaders {
     /// Loaders reading through `db`: caching for one request, or not (shared by all).
-    pub fn new(db: &DatabaseConnection, cache: bool) -> Self {
+    pub fn new(db: ReadConn, cache: bool) -> Self {
+        let db = &db;
         fn loader<E: EntityTrait>(
-            db: &DatabaseConnection,
+            db: &ReadConn,
             cache: bool,
             column: E::Column,
             order: E::Column,

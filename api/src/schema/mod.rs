@@ -29,7 +29,7 @@ use crate::documents::Reach;
 use crate::errors::ErrorCodes;
 pub(crate) use crate::errors::coded;
 use crate::tail::Tails;
-pub use loaders::{BalanceReads, Loaders, RequestLoaders};
+pub use loaders::{BalanceReads, Loaders, ReadConn, RequestLoaders};
 
 /// The schema type.
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -59,6 +59,8 @@ pub struct ApiState {
     /// The public key of the notary running in this process, if one does:
     /// `myLedgerProof` hands it out for pinning.
     pub notary_key: Option<verify::PublicKey>,
+    /// Where queries read: the primary, or replicas (`--read-database-url`).
+    pub reads: crate::replicas::Reads,
 }
 
 /// A request's id: the client's `X-Request-Id` when it is a plausible one
@@ -158,9 +160,9 @@ pub fn build(state: ApiState) -> ApiSchema {
         introspection: limits.introspection,
     };
     let builder = Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
-        .data(Loaders::new(state.store.db(), false))
+        .data(Loaders::new(ReadConn::Fixed(state.store.db().clone()), false))
         .data(BalanceReads::new(&state.store))
-        .data(Tails::new(state.store.clone(), checkpoints.clone()))
+        .data(Tails::new(state.store.clone(), state.reads.clone(), checkpoints.clone()))
         .data(checkpoints)
         .data(state)
         .extension(ErrorCodes)
@@ -224,7 +226,9 @@ fn points_of(raw: i64) -> Result<Points> {
 /// The request's own loaders when it has them (HTTP), else the shared ones.
 fn loaders<'a>(ctx: &Context<'a>) -> Result<&'a Loaders> {
     match ctx.data_opt::<RequestLoaders>() {
-        Some(own) => Ok(own.get()),
+        Some(own) => {
+            Ok(own.get(ctx.query_env.operation.node.ty == async_graphql::parser::types::OperationType::Mutation))
+        }
         None => ctx.data::<Loaders>(),
     }
 }

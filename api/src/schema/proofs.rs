@@ -9,6 +9,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, Query};
 
 use super::scalars::{DateTime, Long};
 use super::{coded, internal, state};
+use crate::replicas::read_db;
 
 /// A signed statement by the server: the first `treeSize` events of the log
 /// have Merkle root `rootHash`. Check it with the key you pinned, never one
@@ -118,7 +119,7 @@ fn hex_all(hashes: &[merkle::Hash]) -> Vec<String> {
 
 /// The latest digest, or the one of exactly `tree_size` events.
 pub async fn log_digest(ctx: &Context<'_>, tree_size: Option<Long>) -> Result<Option<LogDigest>> {
-    let db = state(ctx)?.store.db();
+    let db = &read_db(ctx).await?;
     let digest = match tree_size {
         Some(Long(size)) => merkle::digest_at(db, Ord::max(size, 0) as u64).await,
         None => merkle::latest_digest(db).await,
@@ -129,7 +130,7 @@ pub async fn log_digest(ctx: &Context<'_>, tree_size: Option<Long>) -> Result<Op
 /// Up to `first` digests of more than `after_size` events, smallest first.
 pub async fn log_digests(ctx: &Context<'_>, after_size: Option<Long>, first: usize) -> Result<Vec<LogDigest>> {
     let after = after_size.map_or(0, |Long(size)| Ord::max(size, 0) as u64);
-    let digests = merkle::digests_after(state(ctx)?.store.db(), after, first as u64).await.map_err(internal)?;
+    let digests = merkle::digests_after(&read_db(ctx).await?, after, first as u64).await.map_err(internal)?;
     Ok(digests.into_iter().map(LogDigest::from).collect())
 }
 
@@ -138,7 +139,7 @@ async fn tree_size_or_latest(ctx: &Context<'_>, tree_size: Option<Long>) -> Resu
     match tree_size {
         Some(Long(size)) if size > 0 => Ok(size as u64),
         Some(_) => Err(coded("BAD_USER_INPUT", "treeSize must be positive")),
-        None => merkle::latest_digest(state(ctx)?.store.db())
+        None => merkle::latest_digest(&read_db(ctx).await?)
             .await
             .map_err(internal)?
             .map(|digest| digest.tree_size)
@@ -150,7 +151,7 @@ async fn tree_size_or_latest(ctx: &Context<'_>, tree_size: Option<Long>) -> Resu
 pub async fn inclusion_proof(ctx: &Context<'_>, position: Long, tree_size: Option<Long>) -> Result<InclusionProof> {
     let tree_size = tree_size_or_latest(ctx, tree_size).await?;
     let index = u64::try_from(position.0 - 1).map_err(|_| coded("BAD_USER_INPUT", "positions start at 1"))?;
-    let (leaf, path) = merkle::inclusion_proof(state(ctx)?.store.db(), index, tree_size).await.map_err(unavailable)?;
+    let (leaf, path) = merkle::inclusion_proof(&read_db(ctx).await?, index, tree_size).await.map_err(unavailable)?;
     Ok(InclusionProof {
         position,
         leaf_index: index.into(),
@@ -165,7 +166,7 @@ pub async fn consistency_proof(ctx: &Context<'_>, from_size: Long, to_size: Long
     let (Ok(from), Ok(to)) = (u64::try_from(from_size.0), u64::try_from(to_size.0)) else {
         return Err(coded("BAD_USER_INPUT", "sizes are not negative"));
     };
-    let path = merkle::consistency_proof(state(ctx)?.store.db(), from, to).await.map_err(unavailable)?;
+    let path = merkle::consistency_proof(&read_db(ctx).await?, from, to).await.map_err(unavailable)?;
     Ok(ConsistencyProof { from_size, to_size, hashes: hex_all(&path) })
 }
 
@@ -173,7 +174,7 @@ pub async fn consistency_proof(ctx: &Context<'_>, from_size: Long, to_size: Long
 /// of them, each with its proof.
 pub async fn ledger_proof(ctx: &Context<'_>, member: &str, after: u64, first: usize) -> Result<LedgerProof> {
     let state = state(ctx)?;
-    let db = state.store.db();
+    let db = &read_db(ctx).await?;
     let public_key = state.notary_key.as_ref().map(|key| key.to_hex());
     let Some(digest) = merkle::latest_digest(db).await.map_err(internal)? else {
         let pending = wallet_events_after(db, member, 0).await?;

@@ -14,6 +14,7 @@ use super::proofs::{self, ConsistencyProof, InclusionProof, LedgerProof, LogDige
 use super::scalars::{DateTime, Long};
 use super::{claims, coded, forbidden, internal, loaders, page_size, permit, state};
 use crate::auth::Role;
+use crate::replicas::read_db;
 
 /// Queries.
 pub struct QueryRoot;
@@ -62,14 +63,14 @@ fn connection<T: async_graphql::OutputType>(
 impl QueryRoot {
     /// Every store (public).
     async fn stores(&self, ctx: &Context<'_>) -> Result<Vec<Store>> {
-        let db = state(ctx)?.store.db();
+        let db = &read_db(ctx).await?;
         let rows = stores::Entity::find().order_by_asc(stores::Column::StoreId).all(db).await.map_err(internal)?;
         Ok(rows.into_iter().map(Store::from).collect())
     }
 
     /// One store (public).
     async fn store(&self, ctx: &Context<'_>, id: String) -> Result<Option<Store>> {
-        let db = state(ctx)?.store.db();
+        let db = &read_db(ctx).await?;
         Ok(stores::Entity::find_by_id(id).one(db).await.map_err(internal)?.map(Store::from))
     }
 
@@ -78,7 +79,7 @@ impl QueryRoot {
         let claims = claims(ctx)?;
         let member = match &claims.member {
             Some(id) => members::Entity::find_by_id(id.clone())
-                .one(state(ctx)?.store.db())
+                .one(&read_db(ctx).await?)
                 .await
                 .map_err(internal)?
                 .map(Member::from),
@@ -93,7 +94,7 @@ impl QueryRoot {
         if claims.role == Role::Member && claims.member.as_deref() != Some(id.as_str()) {
             return Err(forbidden());
         }
-        let db = state(ctx)?.store.db();
+        let db = &read_db(ctx).await?;
         Ok(members::Entity::find_by_id(id).one(db).await.map_err(internal)?.map(Member::from))
     }
 
@@ -110,7 +111,7 @@ impl QueryRoot {
             }
             Role::Member => return Err(forbidden()),
         }
-        let rows = query.order_by_asc(balances::Column::StoreId).all(state(ctx)?.store.db()).await.map_err(internal)?;
+        let rows = query.order_by_asc(balances::Column::StoreId).all(&read_db(ctx).await?).await.map_err(internal)?;
         Ok(rows.into_iter().map(Balance::from).collect())
     }
 
@@ -124,7 +125,7 @@ impl QueryRoot {
             Role::Member => claims.member.as_deref() == Some(member.as_str()),
             Role::Staff => claims.store.as_deref() == Some(store.as_str()),
         })?;
-        queries::balance_at(state(ctx)?.store.db(), &member, &store, at.micros).await.map(Long).map_err(internal)
+        queries::balance_at(&read_db(ctx).await?, &member, &store, at.micros).await.map(Long).map_err(internal)
     }
 
     /// A member's ledger, newest first, as a Relay connection (`first` at
@@ -148,7 +149,7 @@ impl QueryRoot {
         };
         let first = page_size(ctx, first)?;
         let before = position_cursor(after)?;
-        let db = state(ctx)?.store.db();
+        let db = &read_db(ctx).await?;
         let rows =
             queries::ledger_page(db, &member, store.as_deref(), before, first as u64 + 1).await.map_err(internal)?;
         Ok(connection(rows.into_iter().map(|row| (row.position, row.into())).collect(), first, before.is_some()))
@@ -157,7 +158,7 @@ impl QueryRoot {
     /// A share with its recipients: its sender, a recipient, admins and auditors.
     async fn share(&self, ctx: &Context<'_>, id: String) -> Result<Option<Share>> {
         let claims = claims(ctx)?;
-        let db = state(ctx)?.store.db();
+        let db = &read_db(ctx).await?;
         let Some(row) = shares::Entity::find_by_id(id.clone()).one(db).await.map_err(internal)? else {
             return Ok(None);
         };
@@ -191,7 +192,7 @@ impl QueryRoot {
     /// author, admins and auditors only.
     async fn post(&self, ctx: &Context<'_>, id: String) -> Result<Option<Post>> {
         let claims = claims(ctx)?;
-        let row = posts::Entity::find_by_id(id).one(state(ctx)?.store.db()).await.map_err(internal)?;
+        let row = posts::Entity::find_by_id(id).one(&read_db(ctx).await?).await.map_err(internal)?;
         Ok(row.map(Post::from).filter(|post| {
             !post.deleted
                 || matches!(claims.role, Role::Admin | Role::Auditor)
@@ -364,7 +365,7 @@ async fn post_page(
     let rows = query
         .order_by_desc(posts::Column::Position)
         .limit(first as u64 + 1)
-        .all(state(ctx)?.store.db())
+        .all(&read_db(ctx).await?)
         .await
         .map_err(internal)?;
     prime(ctx, &rows).await?;

@@ -108,7 +108,8 @@ impl SubscriptionRoot {
         // Boxed, as every database call of a subscription: a future is as
         // large as its largest await, and async-graphql keeps this one's
         // room in each subscription's stream for as long as it lives.
-        let row = Box::pin(posts::Entity::find_by_id(post.as_str()).one(state.store.db())).await.map_err(internal)?;
+        let db = crate::replicas::read_db(ctx).await?;
+        let row = Box::pin(posts::Entity::find_by_id(post.as_str()).one(&db)).await.map_err(internal)?;
         let Some(row) = row else {
             return Err(coded("NOT_FOUND", format!("no post {post}")));
         };

@@ -9,6 +9,7 @@ use eventstore::EventStore;
 /// test's own, no Redis, no token vault, and no projectors reported (the
 /// API then polls the checkpoints, as when projectors run elsewhere).
 pub fn state(store: EventStore) -> ApiState {
+    let reads = api::replicas::Reads::primary(&store);
     ApiState {
         store,
         read_timeout: Duration::from_secs(10),
@@ -19,5 +20,6 @@ pub fn state(store: EventStore) -> ApiState {
         photo_url_ttl: Duration::from_secs(900),
         projectors: Vec::new(),
         notary_key: None,
+        reads,
     }
 }

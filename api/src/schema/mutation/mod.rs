@@ -94,6 +94,9 @@ async fn run<A: Model>(ctx: &Context<'_>, claims: &Claims, run: Run<'_, A>) -> R
         }
     };
     metrics::histogram!("pointstream_command_seconds", "command" => run.kind).record(started.elapsed().as_secs_f64());
+    if let Some(progress) = ctx.data_opt::<std::sync::Arc<crate::transport::Progress>>() {
+        progress.wrote(outcome.last_position);
+    }
     let checkpoints = ctx.data::<Checkpoints>()?;
     wait_for_projection(checkpoints, state.read_timeout, run.projection, outcome.last_position).await?;
     Ok(outcome)

@@ -98,6 +98,8 @@ impl EventStore {
         context: CommandContext,
     ) -> Result<CommandOutcome, CommandError> {
         let traced = TraceContext::current();
+        // The command's steps get spans of their own only in a sampled trace.
+        let sampled = traced.as_ref().is_some_and(TraceContext::sampled);
         let keyed = context.command_id.is_some();
         let fresh_id = context.fresh_id;
         let command_id = context.command_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -137,7 +139,10 @@ impl EventStore {
         let mut attempt = 0;
         while attempt < max_attempts {
             tracing::Span::current().record("attempts", attempt + 1);
-            let load = tracing::info_span!(target: trace::TARGET, "load", from_cache = tracing::field::Empty);
+            let load = trace::step(
+                sampled,
+                || tracing::info_span!(target: trace::TARGET, "load", from_cache = tracing::field::Empty),
+            );
             let loaded = self.fill::<A>(id, &mut slot).instrument(load.clone()).await?;
             load.record("from_cache", !loaded);
             let Some(current) = slot.state.as_ref().and_then(|s| s.downcast_ref::<A>()) else {
@@ -145,7 +150,7 @@ impl EventStore {
             };
             let mut next = current.clone();
             let sink = EventSink::default();
-            let decide = tracing::info_span!(target: trace::TARGET, "decide");
+            let decide = trace::step(sampled, || tracing::info_span!(target: trace::TARGET, "decide"));
             if let Err(refusal) = next.handle(command.clone(), &services, &sink).instrument(decide).await {
                 // Decided on this process's cache, which another process may
                 // have outdated: refuse only on the stored state, bringing
@@ -217,7 +222,8 @@ impl EventStore {
             let (reply, answer) = oneshot::channel();
             // Waits in the group commit's queue, then for its commit (the
             // group commit's span is its child, or links to it).
-            let append = tracing::info_span!(target: trace::TARGET, "append", events = rows.len());
+            let append =
+                trace::step(sampled, || tracing::info_span!(target: trace::TARGET, "append", events = rows.len()));
             let request = AppendRequest {
                 trace: Traced::of(&append),
                 events: rows,

@@ -66,6 +66,14 @@ impl TraceContext {
         Self::of(&tracing::Span::current())
     }
 
+    /// Whether the trace is sampled (the `traceparent` flags' lowest bit):
+    /// spans that exist only for traces are made for sampled traces only,
+    /// since nothing else would ever see them.
+    pub fn sampled(&self) -> bool {
+        let flags = self.traceparent.rsplit('-').next().unwrap_or_default();
+        u8::from_str_radix(flags, 16).is_ok_and(|flags| flags & 1 == 1)
+    }
+
     /// The OpenTelemetry context this text stands for (empty if it does not parse).
     pub fn extract(&self) -> opentelemetry::Context {
         let carrier = Carrier { traceparent: Some(&self.traceparent), tracestate: self.tracestate.as_deref() };
@@ -88,6 +96,12 @@ pub fn inject(context: &opentelemetry::Context) -> Option<TraceContext> {
     let traceparent = fields.remove("traceparent")?;
     let tracestate = fields.remove("tracestate").filter(|state| !state.is_empty());
     Some(TraceContext { traceparent, tracestate })
+}
+
+/// A span for traces only, made by `make` if `sampled`, else none at all
+/// (the cost of a span is paid only where a trace will show it).
+pub fn step(sampled: bool, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if sampled { make() } else { tracing::Span::none() }
 }
 
 /// The trace context stored in an event's metadata (JSON text), if any.
@@ -152,5 +166,23 @@ impl Extractor for Carrier<'_> {
             keys.push("tracestate");
         }
         keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceContext;
+
+    fn context(traceparent: &str) -> TraceContext {
+        TraceContext { traceparent: traceparent.to_string(), tracestate: None }
+    }
+
+    #[test]
+    fn the_flags_say_whether_a_trace_is_sampled() {
+        assert!(context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").sampled());
+        assert!(context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03").sampled());
+        assert!(!context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").sampled());
+        assert!(!context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz").sampled());
+        assert!(!context("").sampled());
     }
 }

@@ -50,6 +50,8 @@ struct AtSize {
     rebuild: f64,
     /// `audit verify` (chains and every read model), events/s.
     audit: f64,
+    /// The database's tables and indexes (as InnoDB reports them), bytes per event.
+    bytes_per_event: f64,
 }
 
 pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
@@ -82,6 +84,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
         // The share distribution follows the log too (it has nothing to do in
         // this one): brought to the head here, not inside the server's figures.
         while ShareDistribution::step(&store, None, 5_000).await?.events > 0 {}
+        let bytes_per_event = database_bytes(&store).await? as f64 / events.max(1) as f64;
         let started = Instant::now();
         let audit = projections::audit(&store).await?;
         let audit_rate = audit.chain.events as f64 / started.elapsed().as_secs_f64();
@@ -90,10 +93,45 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
         let (_, lag_p99, _) = lag(&store, options.rate, options.seconds).await?;
         let appends = appends(&store, size, concurrency, options.seconds).await?;
         let mutations = mutations(url, &secret, &config, &staff, size, concurrency, options.seconds).await?;
-        figures.push(AtSize { events, appends, mutations, lag: lag_p99, rebuild: wallets.rate(), audit: audit_rate });
+        figures.push(AtSize {
+            events,
+            appends,
+            mutations,
+            lag: lag_p99,
+            rebuild: wallets.rate(),
+            audit: audit_rate,
+            bytes_per_event,
+        });
     }
     print(&figures, options, concurrency);
     Ok(())
+}
+
+/// The size of the database's tables and indexes, after refreshing InnoDB's
+/// statistics (what capacity plans are made from).
+async fn database_bytes(store: &EventStore) -> anyhow::Result<u64> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = store.db();
+    let backend = db.get_database_backend();
+    let tables = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT table_name FROM information_schema.TABLES WHERE table_schema = DATABASE()",
+        ))
+        .await?;
+    for table in tables {
+        let name: String = table.try_get_by_index(0)?;
+        db.execute_unprepared(&format!("ANALYZE TABLE `{name}`")).await?;
+    }
+    let row = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) FROM information_schema.TABLES \
+             WHERE table_schema = DATABASE()",
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no answer from information_schema"))?;
+    Ok(row.try_get_by_index::<i64>(0)?.max(0) as u64)
 }
 
 /// Earns on the log's wallets: caller `w`'s `i`th on wallet `w + concurrency × i`.
@@ -183,6 +221,8 @@ fn print(figures: &[AtSize], options: &Options, concurrency: usize) {
     time_row("projector lag p99", &|at| at.lag);
     rate_row("wallets rebuild, events/s", &|at| at.rebuild);
     rate_row("audit, events/s", &|at| at.audit);
+    let cells: String = figures.iter().map(|at| format!(" {:.0} |", at.bytes_per_event)).collect();
+    println!("| database bytes per event (tables and indexes) |{cells} – |");
     println!();
     println!("Target: every figure at the largest size within 1.25× of the smallest (last column ≤ 1.25).");
 }

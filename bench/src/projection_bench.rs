@@ -180,6 +180,8 @@ pub(crate) fn log_wallets() -> Vec<String> {
 /// least `target` events.
 pub(crate) async fn write_log(store: &EventStore, members: Arc<Vec<String>>, target: u64) -> anyhow::Result<()> {
     anyhow::ensure!(members.len() >= WALLETS, "the log's writers need {WALLETS} wallets");
+    // Purchase refs unique across calls that grow one log further.
+    let start = store.head();
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let (store, members) = (store.clone(), members.clone());
@@ -190,7 +192,7 @@ pub(crate) async fn write_log(store: &EventStore, members: Arc<Vec<String>>, tar
                     let command = if i % 10 == 9 && i > 2 * (WALLETS / WRITERS + 1) {
                         WalletCommand::Redeem { store: cafe()?, points: points(1)?, reward: Reason::parse("mug")? }
                     } else {
-                        earn(id, &format!("g{w}-{i}"))?
+                        earn(id, &format!("g{start}-{w}-{i}"))?
                     };
                     store.execute::<Wallet>(id, command, CommandContext::default()).await?;
                     i += 1;
@@ -236,6 +238,8 @@ pub(crate) async fn lag(store: &EventStore, rate: u64, seconds: u64) -> anyhow::
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut i = 0u64;
     let mut commands = Vec::new();
+    // Purchase refs unique across runs on one log.
+    let start = store.head();
     while Instant::now() < deadline {
         ticker.tick().await;
         i += 1;
@@ -243,7 +247,7 @@ pub(crate) async fn lag(store: &EventStore, rate: u64, seconds: u64) -> anyhow::
         commands.push(tokio::spawn(async move {
             let id = format!("w{:05}", i % WALLETS as u64);
             let outcome =
-                store.execute::<Wallet>(&id, earn(&id, &format!("lag-{i}"))?, CommandContext::default()).await?;
+                store.execute::<Wallet>(&id, earn(&id, &format!("lag{start}-{i}"))?, CommandContext::default()).await?;
             let mut pending = pending.lock().await;
             if applied.borrow().checkpoint >= outcome.last_position {
                 // Applied before this task saw its acknowledgement.

@@ -109,6 +109,9 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
         }
     }
     let relayed = head as f64 / started.elapsed().as_secs_f64();
+    // What the stream costs Redis per entry (every entry sampled), for capacity plans.
+    let args: Vec<Value> = vec!["USAGE".into(), config.stream.as_str().into(), "SAMPLES".into(), 0i64.into()];
+    let stream_bytes: i64 = redis.custom(fred::cmd!("MEMORY"), args).await?;
 
     println!("## streams benchmark (MySQL and Redis on this machine, one run)\n");
     println!("Log: {head} events (earns, 32 writers). Entries carry the whole stored event (payload and metadata).\n");
@@ -120,6 +123,11 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
         "\nb/a = {:.2} (target ≥ 0.5); relay ≥ 50,000 events/s: {}\n",
         relayed / raw,
         if relayed >= 50_000.0 { "met" } else { "not met" }
+    );
+    println!(
+        "Redis memory of the relayed stream: {:.1} MiB for {head} entries, {:.0} bytes per entry (`MEMORY USAGE`).\n",
+        stream_bytes as f64 / (1 << 20) as f64,
+        stream_bytes as f64 / head.max(1) as f64
     );
 
     // Workers: posts by members with linked accounts, against a network that answers at once.

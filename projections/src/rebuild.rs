@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use eventstore::{EventStore, RecordedEvent};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection, RETIRED_SUFFIX, SHADOW_SUFFIX, decode_all};
+use crate::table::Writes;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -59,10 +60,12 @@ async fn run(db: &impl ConnectionTrait, sql: String) -> Result<(), DbErr> {
 ///
 /// The log is read as stored (not from the store's memory of recent
 /// commits): a rebuild is what repairs a read model from the database.
-/// One task reads it ahead, a page at a time, while this one applies
-/// the page before. Only the rebuild writes the shadow tables, so the rows a
-/// batch saved stay good for the next ([`Projection::retain`]): a batch
-/// reads only rows it has not seen yet.
+/// Three tasks overlap: one reads the log ahead, a page at a time; this one
+/// applies a page in memory; one writes the page before (its rows and the
+/// shadow checkpoint, in one transaction). Only the rebuild writes the shadow
+/// tables, so the rows a page saved stay good for the next
+/// ([`Projection::retain`]): a page reads only rows it has not seen yet, and
+/// then only once the pages before it are written.
 pub async fn rebuild<P: Projection>(
     store: &EventStore,
     batch_size: u64,
@@ -89,6 +92,23 @@ pub async fn rebuild<P: Projection>(
             }
         }
     });
+    // The pages' writes go to a task of their own, in order, each in one
+    // transaction with the checkpoint, while this one applies the next page.
+    let (writes_tx, mut writes) = mpsc::channel::<(u64, u64, Writes)>(2);
+    let (committed_tx, mut committed) = watch::channel(0u64);
+    let writer_db = db.clone();
+    let writer = tokio::spawn(async move {
+        while let Some((from, to, page_writes)) = writes.recv().await {
+            let txn = writer_db.begin().await?;
+            if !checkpoint::advance(&txn, P::NAME, &Names::SHADOW, from, to, eventstore::now_us()).await? {
+                return Err(ProjectionError::Concurrent(P::NAME));
+            }
+            page_writes.run(&txn).await?;
+            txn.commit().await?;
+            committed_tx.send_replace(to);
+        }
+        Ok::<_, ProjectionError>(())
+    });
     let (mut position, mut events) = (0, 0);
     let mut kept: Option<P::State> = None;
     while let Some((page, head)) = pages.recv().await {
@@ -105,33 +125,39 @@ pub async fn rebuild<P: Projection>(
         }
         let last = page.last().map_or(position, |e| e.position);
         let decoded = decode_all::<P>(&page)?;
-        let txn = db.begin().await?;
-        if !checkpoint::advance(&txn, P::NAME, &Names::SHADOW, position, last, eventstore::now_us()).await? {
-            return Err(ProjectionError::Concurrent(P::NAME));
-        }
-        let batch = if decoded.is_empty() {
-            None
-        } else {
+        let mut page_writes = Writes::default();
+        if !decoded.is_empty() {
             let mut state = match P::without_reading(kept.as_ref(), &decoded) {
                 Some(state) => state,
                 None => {
+                    // Rows to read: what the pages before wrote must be in first.
+                    while *committed.borrow_and_update() < position {
+                        if committed.changed().await.is_err() {
+                            break;
+                        }
+                    }
                     let rows = kept.as_ref().map(|kept| P::kept_for(kept, &decoded)).unwrap_or_default();
-                    P::load_after(&txn, &Names::SHADOW, &decoded, rows).await?
+                    let txn = db.begin().await?;
+                    let state = P::load_after(&txn, &Names::SHADOW, &decoded, rows).await?;
+                    txn.commit().await?;
+                    state
                 }
             };
             for (event, view) in &decoded {
                 P::apply(&mut state, event, view)?;
             }
-            P::save(&mut state, &txn, &Names::SHADOW).await?;
-            Some(state)
-        };
-        txn.commit().await?;
-        if let Some(batch) = batch {
-            kept = P::retain(kept.take(), batch);
+            page_writes = P::writes(&mut state, &Names::SHADOW)?;
+            kept = P::retain(kept.take(), state);
+        }
+        if writes_tx.send((position, last, page_writes)).await.is_err() {
+            // The writer stopped: its error says why.
+            break;
         }
         (position, events) = (last, events + page.len() as u64);
         progress(position, head);
     }
+    drop(writes_tx);
+    writer.await.map_err(|err| ProjectionError::Task(err.to_string()))??;
     reader.await.map_err(|err| ProjectionError::Task(err.to_string()))??;
     // Secondary indexes are built once, sorted, rather than row by row.
     for statement in &indexes {

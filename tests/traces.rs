@@ -193,6 +193,7 @@ async fn a_post_is_one_trace_from_its_request_to_both_networks_across_two_proces
     let in_trace = |spans: &[Received], name: &str| spans.iter().any(|s| s.trace_id == trace && s.name == name);
     let wanted = [
         "request",
+        "resolve createPost",
         "command",
         "execute Post",
         "load",
@@ -230,7 +231,8 @@ async fn a_post_is_one_trace_from_its_request_to_both_networks_across_two_proces
     // The request is the root; the rest hang together by their parents.
     let request = named("request");
     assert_eq!(request.parent_span_id, "", "the request starts the trace");
-    assert_eq!(named("command").parent_span_id, request.span_id);
+    assert_eq!(named("resolve createPost").parent_span_id, request.span_id, "the root field is the request's");
+    assert_eq!(named("command").parent_span_id, named("resolve createPost").span_id);
     assert_eq!(named("group_commit").parent_span_id, named("append").span_id, "the group commit carries the append");
     // The cross-posting is a child of the span that wrote the event.
     assert_eq!(named("cross-post PostCreated").parent_span_id, named("execute Post").span_id);

@@ -21,12 +21,17 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo};
+use async_graphql::{ServerResult, Value};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
@@ -159,5 +164,40 @@ impl opentelemetry_http::HttpClient for OnRuntime {
             Ok::<_, reqwest::Error>(answer)
         });
         Ok(sent.await??)
+    }
+}
+
+/// A span for each root field of a traced operation (`resolve <field>`):
+/// where a request's reads and commands happen, so a slow field shows as
+/// one. Nested fields are answered from what the root fields loaded (the
+/// loaders batch their reads), and get no span of their own. Installed only
+/// when traces are on, and spans are made for sampled traces only.
+pub struct RootFieldSpans;
+
+impl ExtensionFactory for RootFieldSpans {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(RootFieldSpans)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for RootFieldSpans {
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        let sampled = tracing::Span::current().context().span().span_context().is_sampled();
+        if info.path_node.parent.is_some() || info.is_for_introspection || !sampled {
+            return next.run(ctx, info).await;
+        }
+        let span = tracing::info_span!(
+            target: eventstore::trace::TARGET,
+            "resolve",
+            otel.name = %format_args!("resolve {}", info.name),
+            field = info.name,
+        );
+        next.run(ctx, info).instrument(span).await
     }
 }

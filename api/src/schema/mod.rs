@@ -170,6 +170,8 @@ pub fn build(state: ApiState) -> ApiSchema {
         .extension(crate::documents::Documents::new(reach))
         // The depth limit is checked by `Documents` (introspection apart), before validation.
         .limit_complexity(limits.max_complexity);
+    // Root fields' spans cost an extension call per field: only with traces on.
+    let builder = if eventstore::trace::enabled() { builder.extension(crate::traces::RootFieldSpans) } else { builder };
     if limits.introspection { builder.finish() } else { builder.disable_introspection().finish() }
 }
 

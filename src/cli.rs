@@ -364,8 +364,9 @@ pub enum Command {
         /// Rebuild only this projection (members, stores, wallets, shares, posts).
         #[arg(long)]
         projection: Option<String>,
-        /// Events per batch.
-        #[arg(long, default_value_t = 5_000)]
+        /// Events per page: each is applied in memory while the page before
+        /// is written, one transaction each.
+        #[arg(long, default_value_t = 20_000)]
         batch_size: u64,
     },
     /// Apply pending database migrations and exit.

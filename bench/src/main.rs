@@ -85,6 +85,9 @@ enum Command {
         /// Seconds of the lag measurement.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Events per page of the rebuild (what `pointstream replay --batch-size` sets).
+        #[arg(long, default_value_t = 20_000)]
+        rebuild_batch: u64,
     },
     /// The GraphQL API over HTTP and WebSockets: earnPoints against EventStore::execute, subscription fan-out, and the cost of rate limiting and JWKS verification.
     Api {
@@ -268,8 +271,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let options = run::Options { seconds, concurrency, history };
             run::eventstore(&mysql, &options).await
         }
-        Command::Projections { mysql, events, generic_prefix, rate, seconds } => {
-            let options = projection_bench::Options { events, generic_prefix, rate, seconds };
+        Command::Projections { mysql, events, generic_prefix, rate, seconds, rebuild_batch } => {
+            let options = projection_bench::Options { events, generic_prefix, rate, seconds, rebuild_batch };
             projection_bench::run(&mysql, &options).await
         }
         Command::Api { mysql, options } => api_bench::run(&mysql, &options).await,

@@ -30,6 +30,8 @@ pub struct Options {
     pub generic_prefix: u64,
     pub rate: u64,
     pub seconds: u64,
+    /// Events per page of the rebuild.
+    pub rebuild_batch: u64,
 }
 
 /// Wallets the log is written on.
@@ -70,7 +72,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     eprintln!("(wrote {head} events in {:.1?})", started.elapsed());
 
     // (c) pointstream: rebuild the wallets projection (balances + ledger) from 0.
-    let report = rebuild::<Wallets>(&store, 5_000, |_, _| {}).await?;
+    let report = rebuild::<Wallets>(&store, options.rebuild_batch.max(1), |_, _| {}).await?;
     let ours = report.rate();
 
     // The audit (chains, and a replay of every read model) against reading
@@ -145,7 +147,10 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     println!(
         "| (b) cqrs-es 0.5 GenericQuery + mysql-es view (load, update, save per event) | {prefix} (first wallet events) | {theirs:.0} |"
     );
-    println!("| (c) pointstream rebuild (balances + ledger, shadow tables, swap) | {} | {ours:.0} |", report.events);
+    println!(
+        "| (c) pointstream rebuild (balances + ledger, shadow tables, swap; pages of {}) | {} | {ours:.0} |",
+        options.rebuild_batch, report.events
+    );
     println!();
     println!("c/b = {:.1}x", ours / theirs);
     println!();

@@ -26,19 +26,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::subscribers::Socket;
 use anyhow::Context;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Sink = tokio::sync::Mutex<SplitSink<Socket, Message>>;
 
 /// How long the server may take to acknowledge one connection.
@@ -258,27 +254,9 @@ async fn resubscribe(connections: &[Connection], seen: &Seen, wallets: Option<us
 
 /// One connection: WebSocket upgrade, `connection_init`, `connection_ack`.
 async fn open(address: &str, init: &str) -> anyhow::Result<Socket> {
-    let mut request = format!("ws://{address}/graphql/ws").into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
     // Small buffers: thousands of clients per process, each reading small updates.
     let config = WebSocketConfig::default().read_buffer_size(4 << 10).write_buffer_size(0);
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .context("the WebSocket did not open")?;
-    socket.send(Message::text(init)).await?;
-    loop {
-        let frame = tokio::time::timeout(ACK_TIMEOUT, socket.next())
-            .await
-            .context("no connection_ack within 60 s")?
-            .context("the server closed the WebSocket before connection_ack")??;
-        let Message::Text(text) = frame else { continue };
-        let message: Value = serde_json::from_str(&text).context("a message that is not JSON")?;
-        match message["type"].as_str() {
-            Some("connection_ack") => return Ok(socket),
-            Some("ping") => socket.send(Message::text(json!({ "type": "pong" }).to_string())).await?,
-            _ => anyhow::bail!("expected connection_ack, got {message}"),
-        }
-    }
+    crate::subscribers::handshake(address, init, config, ACK_TIMEOUT).await
 }
 
 /// Records each update the connection's subscriptions receive until it ends.

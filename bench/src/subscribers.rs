@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long the server may take to acknowledge one connection.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,29 +99,41 @@ impl Subscribers {
 
 /// One connection: WebSocket upgrade, `connection_init`, `connection_ack`, `subscribe`.
 async fn open(address: &str, init: &str, subscribe: &str) -> anyhow::Result<Socket> {
-    let mut request = format!("ws://{address}/graphql/ws").into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
     // Small buffers: 10,000 clients share the process with nothing to read but one update each.
     let config = WebSocketConfig::default().read_buffer_size(4 << 10);
+    let mut socket = handshake(address, init, config, ACK_TIMEOUT).await?;
+    socket.send(Message::text(subscribe)).await?;
+    Ok(socket)
+}
+
+/// A `graphql-transport-ws` connection to `address` with `config`, past
+/// `connection_init` (`init`) and its `connection_ack` (pings answered
+/// meanwhile), which must come within `ack_timeout`.
+pub(crate) async fn handshake(
+    address: &str,
+    init: &str,
+    config: WebSocketConfig,
+    ack_timeout: Duration,
+) -> anyhow::Result<Socket> {
+    let mut request = format!("ws://{address}/graphql/ws").into_client_request()?;
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
     let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .context("the WebSocket did not open")?;
     socket.send(Message::text(init)).await?;
     loop {
-        let frame = tokio::time::timeout(ACK_TIMEOUT, socket.next())
+        let frame = tokio::time::timeout(ack_timeout, socket.next())
             .await
-            .context("no connection_ack within 30 s")?
+            .with_context(|| format!("no connection_ack within {ack_timeout:?}"))?
             .context("the server closed the WebSocket before connection_ack")??;
         let Message::Text(text) = frame else { continue };
         let message: Value = serde_json::from_str(&text).context("a message that is not JSON")?;
         match message["type"].as_str() {
-            Some("connection_ack") => break,
+            Some("connection_ack") => return Ok(socket),
             Some("ping") => socket.send(Message::text(json!({ "type": "pong" }).to_string())).await?,
             _ => anyhow::bail!("expected connection_ack, got {message}"),
         }
     }
-    socket.send(Message::text(subscribe)).await?;
-    Ok(socket)
 }
 
 /// Reports each update the subscription delivers until the connection ends.

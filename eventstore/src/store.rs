@@ -264,10 +264,7 @@ impl EventStore {
     /// What this process has just committed comes from memory, the rest
     /// from the database.
     pub async fn read_from(&self, after: u64, limit: u64) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        match self.inner.recent.after(after, limit) {
-            Some(events) => Ok(events),
-            None => self.read_stored(after, limit).await,
-        }
+        self.read_from_on(&self.inner.db, after, limit).await
     }
 
     /// Like [`read_from`](Self::read_from), but what is not in memory is read

@@ -188,8 +188,9 @@ impl Extension for RootFieldSpans {
         info: ResolveInfo<'_>,
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
-        let sampled = tracing::Span::current().context().span().span_context().is_sampled();
-        if info.path_node.parent.is_some() || info.is_for_introspection || !sampled {
+        // Nested fields first: they are most of the calls, and need no look at the trace.
+        let root = info.path_node.parent.is_none() && !info.is_for_introspection;
+        if !root || !tracing::Span::current().context().span().span_context().is_sampled() {
             return next.run(ctx, info).await;
         }
         let span = tracing::info_span!(

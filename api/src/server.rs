@@ -273,17 +273,15 @@ async fn answer(
         set_content_type(&mut response, media_type);
         return response;
     }
-    let after = match headers.get(POSITION_HEADER).map(|value| value.to_str().map_err(|e| e.to_string())) {
-        None => None,
-        Some(text) => match text.and_then(replicas::parse_position) {
-            Ok(position) => Some(position),
-            Err(err) => {
-                let mut response =
-                    refused_with(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("{POSITION_HEADER}: {err}"));
-                set_content_type(&mut response, media_type);
-                return response;
-            }
-        },
+    let position = headers.get(POSITION_HEADER).map(|value| value.to_str().map_err(|e| e.to_string()));
+    let after = match position.map(|text| text.and_then(replicas::parse_position)).transpose() {
+        Ok(after) => after,
+        Err(err) => {
+            let mut response =
+                refused_with(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("{POSITION_HEADER}: {err}"));
+            set_content_type(&mut response, media_type);
+            return response;
+        }
     };
     let progress = Arc::new(Progress::default());
     let route = Arc::new(ReadRoute::new(http.state.reads.clone(), after));
@@ -513,20 +511,13 @@ async fn readyz(http: Data<&Arc<Http>>) -> poem::Response {
     let (database, media, redis) = tokio::join!(database, media, redis);
     let checks: Vec<Result<String, String>> = [Some(database), Some(media), redis].into_iter().flatten().collect();
     let failed: Vec<&str> = checks.iter().filter_map(|c| c.as_ref().err().map(String::as_str)).collect();
-    // Replicas out of rotation leave queries to the primary: said, not failed.
-    let replicas: Vec<String> = http
-        .state
-        .reads
-        .report()
-        .into_iter()
-        .map(|replica| match replica.health.reason {
+    if failed.is_empty() {
+        // Replicas out of rotation leave queries to the primary: said, not failed.
+        let replicas = http.state.reads.report().into_iter().map(|replica| match replica.health.reason {
             None => format!("replica {} in rotation at {}", replica.name, replica.applied),
             Some(reason) => format!("replica {} out of rotation: {reason}", replica.name),
-        })
-        .collect();
-    if failed.is_empty() {
-        let passed: Vec<&str> = checks.iter().filter_map(|c| c.as_ref().ok().map(String::as_str)).collect();
-        let passed = passed.into_iter().chain(replicas.iter().map(String::as_str)).collect::<Vec<_>>();
+        });
+        let passed: Vec<String> = checks.into_iter().filter_map(Result::ok).chain(replicas).collect();
         format!("ready: {}", passed.join(", ")).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", failed.join("; "))).into_response()

@@ -285,6 +285,60 @@ pub struct SocialArgs {
     /// `pointstream worker social` processes do all the cross-posting.
     #[arg(long, env = "POINTSTREAM_SERVE_SOCIAL", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub serve_social: bool,
+    /// pointstream's OAuth 2.0 client id at X (linking, and refreshing tokens).
+    #[arg(long, env = "POINTSTREAM_TWITTER_CLIENT_ID", global = true)]
+    pub twitter_client_id: Option<String>,
+    /// Its client secret.
+    #[arg(long, env = "POINTSTREAM_TWITTER_CLIENT_SECRET", global = true, hide_env_values = true)]
+    pub twitter_client_secret: Option<String>,
+    /// X's authorization page.
+    #[arg(
+        long,
+        env = "POINTSTREAM_TWITTER_AUTHORIZE_URL",
+        default_value = "https://x.com/i/oauth2/authorize",
+        global = true
+    )]
+    pub twitter_authorize_url: String,
+    /// X's token endpoint.
+    #[arg(
+        long,
+        env = "POINTSTREAM_TWITTER_TOKEN_URL",
+        default_value = "https://api.x.com/2/oauth2/token",
+        global = true
+    )]
+    pub twitter_token_url: String,
+    /// pointstream's Facebook app id (linking Pages).
+    #[arg(long, env = "POINTSTREAM_FACEBOOK_APP_ID", global = true)]
+    pub facebook_app_id: Option<String>,
+    /// Its app secret.
+    #[arg(long, env = "POINTSTREAM_FACEBOOK_APP_SECRET", global = true, hide_env_values = true)]
+    pub facebook_app_secret: Option<String>,
+    /// Facebook Login's dialog.
+    #[arg(
+        long,
+        env = "POINTSTREAM_FACEBOOK_DIALOG_URL",
+        default_value = "https://www.facebook.com/v19.0/dialog/oauth",
+        global = true
+    )]
+    pub facebook_dialog_url: String,
+    /// The front end's page the browser returns to after linking (with
+    /// `?linked=`, `?choose=` or `?error=`); without it the callback shows a
+    /// short page of its own.
+    #[arg(long, env = "POINTSTREAM_OAUTH_RETURN_URL", global = true)]
+    pub oauth_return_url: Option<String>,
+    /// How long a started link stays good (seconds).
+    #[arg(long, env = "POINTSTREAM_OAUTH_STATE_TTL_SECS", default_value_t = 600, global = true)]
+    pub oauth_state_ttl_secs: u64,
+    /// The name pointstream registers under at Mastodon instances.
+    #[arg(long, env = "POINTSTREAM_OAUTH_CLIENT_NAME", default_value = "pointstream", global = true)]
+    pub oauth_client_name: String,
+    /// Bluesky's default PDS.
+    #[arg(long, env = "POINTSTREAM_BLUESKY_SERVICE", default_value = "https://bsky.social", global = true)]
+    pub bluesky_service: String,
+    /// Let Mastodon instances and Bluesky PDSs be `http://` or loopback
+    /// addresses (development and tests only: members choose them).
+    #[arg(long, env = "POINTSTREAM_INSECURE_INSTANCES", global = true)]
+    pub insecure_instances: bool,
 }
 
 /// The notary: the Merkle tree over the log, the key its digests are signed

@@ -188,6 +188,52 @@ pub async fn digest_publisher(notary: &NotaryArgs, media: &MediaArgs) -> media::
     }
 }
 
+/// pointstream as an OAuth 2.0 app at X, when its client id and secret are given.
+pub fn twitter_app(social: &SocialArgs) -> Option<std::sync::Arc<workers::oauth::OAuthApp>> {
+    let (Some(client_id), Some(client_secret)) = (&social.twitter_client_id, &social.twitter_client_secret) else {
+        return None;
+    };
+    Some(std::sync::Arc::new(workers::oauth::OAuthApp {
+        client_id: client_id.clone(),
+        client_secret: client_secret.clone(),
+        authorize_url: social.twitter_authorize_url.clone(),
+        token_url: social.twitter_token_url.clone(),
+        scopes: "tweet.read tweet.write users.read media.write offline.access".into(),
+        basic_auth: true,
+    }))
+}
+
+/// How the API links social accounts; `None` without a token key (nothing
+/// could be sealed). Networks send the browser back to the API's public URL.
+pub fn social_links(social: &SocialArgs, api: &ApiArgs, vault: Option<&TokenVault>) -> Option<api::links::SocialLinks> {
+    let vault = vault?.clone();
+    let facebook = match (&social.facebook_app_id, &social.facebook_app_secret) {
+        (Some(app_id), Some(secret)) => Some(api::links::FacebookLinking {
+            app: workers::oauth::OAuthApp {
+                client_id: app_id.clone(),
+                client_secret: secret.clone(),
+                authorize_url: social.facebook_dialog_url.clone(),
+                token_url: format!("{}/oauth/access_token", social.facebook_url.trim_end_matches('/')),
+                scopes: "pages_show_list,pages_manage_posts,pages_read_engagement".into(),
+                basic_auth: false,
+            },
+            graph: social.facebook_url.clone(),
+        }),
+        _ => None,
+    };
+    let config = api::links::LinkConfig {
+        callback_base: api.api_url.clone().unwrap_or_else(|| format!("http://{}", api.listen)),
+        return_url: social.oauth_return_url.clone(),
+        state_ttl: Duration::from_secs(social.oauth_state_ttl_secs.max(1)),
+        twitter: twitter_app(social).map(|app| api::links::TwitterLinking { app, api: social.twitter_url.clone() }),
+        facebook,
+        client_name: social.oauth_client_name.clone(),
+        bluesky_service: social.bluesky_service.clone(),
+        insecure_instances: social.insecure_instances,
+    };
+    Some(api::links::SocialLinks::new(config, vault))
+}
+
 /// The social workers' streams (under Redis's prefix) and limits.
 pub fn social_config(social: &SocialArgs, redis: &RedisArgs) -> SocialConfig {
     let consumer = social.consumer.clone().unwrap_or_else(|| {
@@ -211,6 +257,7 @@ pub fn api(
     secret: &[u8],
     identity: auth::TokenConfig,
     tokens: Option<TokenVault>,
+    links: Option<api::links::SocialLinks>,
     media: MediaStore,
 ) -> anyhow::Result<Api> {
     let origins =
@@ -256,6 +303,7 @@ pub fn api(
         read_timeout: Duration::from_millis(api_args.read_timeout_ms),
         limits,
         tokens,
+        links: links.map(std::sync::Arc::new),
         media,
         api_url: api_args.api_url.clone(),
         photo_url_ttl: Duration::from_secs(api_args.photo_url_ttl_secs.max(1)),

@@ -82,7 +82,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.take().unwrap_or(Command::Serve) {
         Command::Serve => {
             let identity = identity.context("the token configuration is made for serve")?;
-            let api = config::api(&cli.database, &cli.api, &cli.limits, &secret, identity, vault, media)?;
+            let links = config::social_links(&cli.social, &cli.api, vault.as_ref());
+            let api = config::api(&cli.database, &cli.api, &cli.limits, &secret, identity, vault, links, media)?;
             let background = serve::Background {
                 relay: redis.map(|redis| (redis, relay)),
                 social: cli.social.serve_social.then_some(social),

@@ -28,6 +28,8 @@ pub struct Api {
     pub read_timeout: Duration,
     pub limits: Limits,
     pub tokens: Option<TokenVault>,
+    /// Linking social accounts by OAuth (with a token key).
+    pub links: Option<std::sync::Arc<api::links::SocialLinks>>,
     pub media: MediaStore,
     /// The API's URL, if configured; else photo URLs of the filesystem
     /// store point at the bound address.
@@ -131,6 +133,7 @@ pub async fn serve(
                 projectors: running.statuses.clone(),
                 notary_key,
                 reads,
+                links: api.links,
             };
             let mut stopped = shutdown.clone();
             let signal = async move {

@@ -12,7 +12,7 @@ use eventstore::EventStore;
 use fred::prelude::Client;
 use media::MediaStore;
 use projections::ProjectorConfig;
-use workers::providers::{Facebook, LoggingNetwork, SocialNetwork, Twitter, http_client};
+use workers::providers::{Bluesky, Facebook, LoggingNetwork, Mastodon, SocialNetwork, Twitter, http_client};
 use workers::relay::RelayConfig;
 use workers::social::{SocialConfig, SocialWorker};
 use workers::tokens::TokenVault;
@@ -80,11 +80,21 @@ fn social_worker(
     let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
     if vault.is_some() {
         let http = http_client(Duration::from_secs(10));
+        let twitter = Twitter::new(http.clone(), cli.social.twitter_url.clone(), config::twitter_app(&cli.social));
         networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), cli.social.facebook_url.clone())));
-        networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, cli.social.twitter_url.clone())));
+        networks.insert(Provider::Twitter, Arc::new(twitter));
+        networks.insert(Provider::Mastodon, Arc::new(Mastodon::new(http.clone())));
+        networks.insert(Provider::Bluesky, Arc::new(Bluesky::new(http)));
     } else {
-        networks.insert(Provider::Facebook, Arc::new(LoggingNetwork { name: "facebook" }));
-        networks.insert(Provider::Twitter, Arc::new(LoggingNetwork { name: "twitter" }));
+        for provider in Provider::ALL {
+            let name = match provider {
+                Provider::Facebook => "facebook",
+                Provider::Twitter => "twitter",
+                Provider::Mastodon => "mastodon",
+                Provider::Bluesky => "bluesky",
+            };
+            networks.insert(provider, Arc::new(LoggingNetwork { name }));
+        }
     }
     SocialWorker::new(store.clone(), redis, vault, media, networks, config::social_config(&cli.social, &cli.redis))
 }

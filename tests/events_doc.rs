@@ -130,8 +130,12 @@ async fn write_every_event() -> BTreeMap<String, Written> {
     let facebook = Provider::Facebook;
     let external_id = || ok(ExternalRef::parse("10001"));
     let url = || ok(ExternalRef::parse("https://example.com/10001"));
-    run::<Member>(&store, "ann", MemberCommand::LinkSocialAccount { provider: facebook, external_id: external_id() })
-        .await;
+    run::<Member>(
+        &store,
+        "ann",
+        MemberCommand::LinkSocialAccount { provider: facebook, external_id: external_id(), instance: None, link: None },
+    )
+    .await;
     run::<Member>(&store, "ann", MemberCommand::UnlinkSocialAccount { provider: facebook }).await;
 
     let policy = ok(EarnPolicy::new(1_000, Some(points(500)), 100));

@@ -1,13 +1,18 @@
 //! `pointstream worker social` as processes: one is killed with SIGKILL while
 //! it holds entries (waiting out a 429's Retry-After); another reclaims them
 //! after the idle timeout. Each post is published exactly once per network,
-//! and nothing is left pending.
+//! and nothing is left pending. And Mastodon and Bluesky, whose APIs take a
+//! key of the caller's: a worker killed after the network took a post, before
+//! its outcome was recorded, never makes a second post there.
 
 #[path = "../eventstore/tests/support/mod.rs"]
 mod support;
 
 #[path = "../workers/tests/services/mod.rs"]
 mod services;
+
+#[path = "fakes/networks.rs"]
+mod networks;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use eventstore::{CommandContext, EventStore};
 use services::{Fake, RedisServer, fake_networks};
 use support::{Backend, open, quiet, scratch, world};
 use workers::relay::{self, RelayConfig};
-use workers::tokens::TokenVault;
+use workers::tokens::{TokenSet, TokenVault};
 
 const KEY: &str = "8899aabbccddeeff00112233445566778899aabbccddeeff0011223344556677";
 const POSTS: usize = 5;
@@ -57,10 +62,14 @@ async fn a_killed_workers_entries_are_reclaimed_and_each_post_is_published_once(
     world(&store, &["ann"]).await;
     let vault = TokenVault::from_hex(KEY).expect("a key");
     for (provider, account) in [(Provider::Facebook, "ann-page"), (Provider::Twitter, "@ann")] {
-        let link =
-            MemberCommand::LinkSocialAccount { provider, external_id: ExternalRef::parse(account).expect("a ref") };
+        let link = MemberCommand::LinkSocialAccount {
+            provider,
+            external_id: ExternalRef::parse(account).expect("a ref"),
+            instance: None,
+            link: None,
+        };
         store.execute::<Member>("ann", link, CommandContext::default()).await.expect("links");
-        vault.store(store.db(), "ann", &provider.to_string(), "token", 0).await.expect("stores");
+        vault.store(store.db(), "ann", &provider.to_string(), &TokenSet::access("token"), 0).await.expect("stores");
     }
     for n in 0..POSTS {
         let create = PostCommand::Create {
@@ -163,4 +172,114 @@ async fn a_killed_workers_entries_are_reclaimed_and_each_post_is_published_once(
             assert_eq!(successes, 1, "post {n} published once on {network}");
         }
     }
+}
+
+/// A `worker social` process for the exactly-once networks.
+fn exactly_once_worker(db: &str, redis: &str, name: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pointstream"))
+        .args(["worker", "social"])
+        .env("DATABASE_URL", db)
+        .env("REDIS_URL", redis)
+        .env("POINTSTREAM_STREAM_PREFIX", "once")
+        .env("POINTSTREAM_TOKEN_KEY", KEY)
+        .env("POINTSTREAM_CLAIM_IDLE_MS", "1000")
+        .env("POINTSTREAM_CONSUMER", name)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the worker starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_call_never_posts_twice_on_mastodon_or_bluesky() {
+    const ROUNDS: usize = 4;
+    let Some(db) = scratch(Backend::Mysql).await else { return };
+    let store = open(&db, quiet()).await;
+    world(&store, &["ann"]).await;
+    let (nets, base) = networks::start().await;
+    let vault = TokenVault::from_hex(KEY).expect("a key");
+    for (provider, account, network) in
+        [(Provider::Mastodon, "109001", "mastodon"), (Provider::Bluesky, "did:plc:ann42", "bluesky")]
+    {
+        let link = MemberCommand::LinkSocialAccount {
+            provider,
+            external_id: ExternalRef::parse(account).expect("a ref"),
+            instance: Some(ExternalRef::parse(base.as_str()).expect("a ref")),
+            link: None,
+        };
+        store.execute::<Member>("ann", link, CommandContext::default()).await.expect("links");
+        let tokens = TokenSet {
+            refresh: Some(nets.token(network, "refresh")),
+            ..TokenSet::access(nets.token(network, "access"))
+        };
+        vault.store(store.db(), "ann", &provider.to_string(), &tokens, 0).await.expect("stores");
+    }
+    let redis_server = RedisServer::start();
+    let redis = workers::redis::connect(&redis_server.url()).await.expect("connects");
+    let both = |post: domain::Post| {
+        [Provider::Mastodon, Provider::Bluesky]
+            .iter()
+            .all(|p| matches!(post.social().get(p), Some(SocialStatus::Published { .. })))
+    };
+    for round in 0..ROUNDS {
+        // Mastodon is called first; in odd rounds it answers and Bluesky hangs.
+        let network = if round % 2 == 0 { "mastodon" } else { "bluesky" };
+        let taken = |nets: &networks::Networks| {
+            nets.with(|s| if network == "mastodon" { s.statuses.len() } else { s.records.len() })
+        };
+        let before = taken(&nets);
+        nets.hang(network, true);
+        let id = format!("once{round}");
+        let create = PostCommand::Create {
+            post: PostId::parse(id.as_str()).expect("id"),
+            author: MemberId::parse("ann").expect("id"),
+            store: StoreId::parse("cafe").expect("id"),
+            body: PostBody::parse(format!("exactly once, round {round}")).expect("body"),
+            photos: Vec::new(),
+            providers: vec![Provider::Mastodon, Provider::Bluesky],
+        };
+        store.execute::<Post>(&id, create, CommandContext::default()).await.expect("posts");
+        relay::step(&store, &redis, &RelayConfig::new("once")).await.expect("relays");
+
+        let mut first = exactly_once_worker(&db.url, &redis_server.url(), &format!("first-{round}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while taken(&nets) == before {
+            assert!(Instant::now() < deadline, "round {round}: {network} took the post");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Killed at some point while the network holds the answer back.
+        tokio::time::sleep(Duration::from_millis(rand_below(200))).await;
+        first.kill().expect("SIGKILL");
+        first.wait().expect("reaped");
+        assert!(
+            !both(store.load::<Post>(&id).await.expect("loads").state),
+            "round {round}: the outcome was not recorded"
+        );
+        nets.hang(network, false);
+
+        let mut second = exactly_once_worker(&db.url, &redis_server.url(), &format!("second-{round}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !both(store.load::<Post>(&id).await.expect("loads").state) {
+            assert!(Instant::now() < deadline, "round {round}: published on both networks");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        second.kill().expect("stops");
+        second.wait().expect("reaped");
+    }
+    nets.with(|s| {
+        assert_eq!(s.statuses.len(), ROUNDS, "one Mastodon status per post: {:?}", s.statuses);
+        assert_eq!(s.records.len(), ROUNDS, "one Bluesky record per post: {:?}", s.records);
+        assert!(s.status_calls > ROUNDS as u32, "a killed call was repeated, and answered from its key");
+        for round in 0..ROUNDS {
+            let text = format!("exactly once, round {round}");
+            assert_eq!(s.statuses.iter().filter(|(_, t)| *t == text).count(), 1, "round {round} on Mastodon");
+            assert_eq!(s.records.values().filter(|t| **t == text).count(), 1, "round {round} on Bluesky");
+        }
+    });
+}
+
+/// A number of milliseconds below `limit`, different each run.
+fn rand_below(limit: u64) -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    u64::from(nanos) % limit
 }

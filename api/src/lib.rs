@@ -23,6 +23,7 @@ pub mod depth;
 pub mod documents;
 pub mod errors;
 pub mod graphiql;
+pub mod links;
 pub mod multipart;
 pub mod rate;
 pub mod replicas;

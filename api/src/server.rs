@@ -524,6 +524,67 @@ async fn readyz(http: Data<&Arc<Http>>) -> poem::Response {
     }
 }
 
+/// What a network sends back to the callback.
+#[derive(Debug, serde::Deserialize)]
+struct Callback {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /oauth/{provider}/callback`: the end of a link's OAuth flow (see
+/// [`crate::links`]). The browser is sent on to the front end's page
+/// (`--oauth-return-url`) with the outcome in its query, or shown a short
+/// page; a forged, used or expired `state` is refused with 400 and changes
+/// nothing. No token is ever in the answer.
+#[handler]
+async fn oauth_callback(
+    http: Data<&Arc<Http>>,
+    Path(provider): Path<String>,
+    Query(callback): Query<Callback>,
+) -> poem::Response {
+    let page = |status: StatusCode, text: &str| {
+        let body = format!(
+            "<!doctype html><meta charset=utf-8><title>pointstream</title><p>{}</p>",
+            text.replace('&', "&amp;").replace('<', "&lt;")
+        );
+        poem::Response::builder().status(status).content_type("text/html; charset=utf-8").body(body)
+    };
+    let (Some(links), Ok(provider)) = (&http.state.links, provider.parse::<domain::values::Provider>()) else {
+        return page(StatusCode::NOT_FOUND, "No such link.");
+    };
+    let state = callback.state.as_deref().unwrap_or_default();
+    let landed =
+        links.callback(&http.state.store, provider, state, callback.code.as_deref(), callback.error.as_deref()).await;
+    let query = match &landed {
+        Ok(crate::links::Landing::Linked(provider)) => vec![("linked", provider.to_string())],
+        Ok(crate::links::Landing::ChoosePage(choice)) => {
+            vec![("provider", provider.to_string()), ("choose", choice.clone())]
+        }
+        Err(error @ (crate::links::LinkError::UnknownState | crate::links::LinkError::Expired)) => {
+            tracing::warn!(%provider, %error, "link callback refused");
+            return page(StatusCode::BAD_REQUEST, &error.to_string());
+        }
+        Err(error) => {
+            tracing::warn!(%provider, %error, "link callback failed");
+            vec![("provider", provider.to_string()), ("error", error.code().to_lowercase())]
+        }
+    };
+    metrics::counter!("pointstream_social_links_total", "provider" => provider.to_string(), "outcome" => if landed.is_ok() { "linked" } else { "failed" }).increment(1);
+    match links.return_url().and_then(|base| reqwest::Url::parse_with_params(base, &query).ok()) {
+        Some(url) => {
+            poem::Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, url.as_str()).finish()
+        }
+        None => match landed {
+            Ok(crate::links::Landing::Linked(_)) => page(StatusCode::OK, "Linked. You can close this window."),
+            Ok(crate::links::Landing::ChoosePage(_)) => {
+                page(StatusCode::OK, "Choose a Page in the app to finish linking.")
+            }
+            Err(error) => page(StatusCode::BAD_GATEWAY, &error.to_string()),
+        },
+    }
+}
+
 /// The application: every route.
 pub fn app(schema: ApiSchema, state: ApiState, config: HttpConfig) -> impl Endpoint {
     crate::telemetry::handle();
@@ -551,6 +612,7 @@ pub fn app(schema: ApiSchema, state: ApiState, config: HttpConfig) -> impl Endpo
         )
         .at("/graphiql/:file", get(crate::graphiql::asset))
         .at("/media/*key", get(photo))
+        .at("/oauth/:provider/callback", get(oauth_callback))
         .at("/graphql/ws", get(graphql_ws))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))

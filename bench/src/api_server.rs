@@ -113,6 +113,7 @@ pub async fn serve(
         projectors: running.statuses.clone(),
         notary_key: None,
         reads,
+        links: None,
     };
     let app = api::server::app(api::build(state.clone()), state, http);
     let mut stopped = shutdown.clone();

@@ -357,6 +357,7 @@ async fn capture(url: &str, secret: &str, variants: &[Variant], options: &Option
         projectors: Vec::new(),
         notary_key: None,
         reads,
+        links: None,
     };
     let app = api::server::app(api::build(state.clone()), state, HttpConfig::new(secret.as_bytes().to_vec()));
     let (stop, mut stopped) = watch::channel(false);

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use workers::providers::{Facebook, SocialNetwork, Twitter, http_client};
 use workers::relay::{self, RelayConfig};
 use workers::social::{SocialConfig, SocialWorker};
-use workers::tokens::TokenVault;
+use workers::tokens::{TokenSet, TokenVault};
 
 use crate::pointstream::{earn, register};
 use crate::run::Scratch;
@@ -136,9 +136,14 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     let authors: Vec<String> = members.iter().take(50).cloned().collect();
     for author in &authors {
         for (provider, account) in [(Provider::Facebook, "page"), (Provider::Twitter, "@x")] {
-            let link = MemberCommand::LinkSocialAccount { provider, external_id: ExternalRef::parse(account)? };
+            let link = MemberCommand::LinkSocialAccount {
+                provider,
+                external_id: ExternalRef::parse(account)?,
+                instance: None,
+                link: None,
+            };
             store.execute::<Member>(author, link, CommandContext::default()).await?;
-            vault.store(store.db(), author, &provider.to_string(), "token", 0).await?;
+            vault.store(store.db(), author, &provider.to_string(), &TokenSet::access("token"), 0).await?;
         }
     }
     projections::catch_up(&store, 5_000).await?;
@@ -174,7 +179,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
             let http = http_client(Duration::from_secs(5));
             let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
             networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
-            networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.clone())));
+            networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.clone(), None)));
             let social = SocialConfig { group: group.clone(), ..SocialConfig::new(&prefix, &format!("w{w}")) };
             let worker = SocialWorker::new(
                 store.clone(),

@@ -84,6 +84,9 @@ pub enum DomainError {
     /// No social account of that provider is linked.
     #[error("no {0} account is linked")]
     NotLinked(Provider),
+    /// The account was linked again since the link a worker acted on.
+    #[error("the {0} account was linked again since")]
+    StaleLink(Provider),
     /// The post was deleted.
     #[error("post {0} is deleted")]
     PostDeleted(PostId),

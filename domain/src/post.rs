@@ -37,6 +37,9 @@ pub enum SocialOutcome {
     Published { external_id: ExternalRef, url: ExternalRef },
     /// This attempt failed; a later attempt may still publish.
     Failed { reason: Reason, attempt: u32 },
+    /// The author's account there needs linking again: the post waits,
+    /// spending no attempt, until it is.
+    NeedsRelink { reason: Reason },
 }
 
 /// What can be asked of a post.
@@ -121,6 +124,10 @@ pub enum PostEvent {
     SocialPhotoPublished { photo: PhotoKey, provider: Provider, external_id: ExternalRef, url: ExternalRef },
     /// An attempt to publish such a photo at a provider failed.
     SocialPhotoFailed { photo: PhotoKey, provider: Provider, reason: Reason, attempt: u32 },
+    /// The post waits for its author to link their account at a provider again.
+    SocialPostNeedsRelink { provider: Provider, reason: Reason },
+    /// Such a photo waits for its author to link their account at a provider again.
+    SocialPhotoNeedsRelink { photo: PhotoKey, provider: Provider, reason: Reason },
     /// The post was deleted.
     PostDeleted,
 }
@@ -134,6 +141,8 @@ impl DomainEvent for PostEvent {
             PostEvent::SocialPostFailed { .. } => "SocialPostFailed",
             PostEvent::SocialPhotoPublished { .. } => "SocialPhotoPublished",
             PostEvent::SocialPhotoFailed { .. } => "SocialPhotoFailed",
+            PostEvent::SocialPostNeedsRelink { .. } => "SocialPostNeedsRelink",
+            PostEvent::SocialPhotoNeedsRelink { .. } => "SocialPhotoNeedsRelink",
             PostEvent::PostDeleted => "PostDeleted",
         }
         .to_string()
@@ -153,6 +162,8 @@ pub enum SocialStatus {
     Published { external_id: ExternalRef, url: ExternalRef },
     /// Last attempt failed.
     Failed { reason: Reason, attempts: u32 },
+    /// Waiting for the author to link their account there again.
+    NeedsRelink { reason: Reason },
 }
 
 /// A post's current state.
@@ -247,6 +258,7 @@ impl Aggregate for Post {
                     SocialOutcome::Failed { reason, attempt } => {
                         PostEvent::SocialPostFailed { provider, reason, attempt }
                     }
+                    SocialOutcome::NeedsRelink { reason } => PostEvent::SocialPostNeedsRelink { provider, reason },
                 }
             }
             PostCommand::RecordPhotoResult { photo, provider, outcome } => {
@@ -259,6 +271,9 @@ impl Aggregate for Post {
                     }
                     SocialOutcome::Failed { reason, attempt } => {
                         PostEvent::SocialPhotoFailed { photo, provider, reason, attempt }
+                    }
+                    SocialOutcome::NeedsRelink { reason } => {
+                        PostEvent::SocialPhotoNeedsRelink { photo, provider, reason }
                     }
                 }
             }
@@ -293,6 +308,12 @@ impl Aggregate for Post {
             PostEvent::SocialPhotoFailed { photo, provider, reason, attempt } => {
                 let status = SocialStatus::Failed { reason, attempts: attempt };
                 self.later_photos.entry(photo).or_default().insert(provider, status);
+            }
+            PostEvent::SocialPostNeedsRelink { provider, reason } => {
+                self.social.insert(provider, SocialStatus::NeedsRelink { reason });
+            }
+            PostEvent::SocialPhotoNeedsRelink { photo, provider, reason } => {
+                self.later_photos.entry(photo).or_default().insert(provider, SocialStatus::NeedsRelink { reason });
             }
             PostEvent::PhotoAdded { photo, cross_post } => {
                 self.photos += 1;

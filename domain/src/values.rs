@@ -433,6 +433,21 @@ pub enum Provider {
     Facebook,
     /// Twitter API v2.
     Twitter,
+    /// Mastodon (any instance): exactly-once through `Idempotency-Key`.
+    Mastodon,
+    /// Bluesky (AT Protocol): exactly-once through a record key of the post's own.
+    Bluesky,
+}
+
+impl Provider {
+    /// Every network, in order.
+    pub const ALL: [Provider; 4] = [Provider::Facebook, Provider::Twitter, Provider::Mastodon, Provider::Bluesky];
+
+    /// Whether a repeated call cannot publish twice there (the network takes
+    /// a key of the caller's choosing and refuses or answers a repeat).
+    pub fn exactly_once(self) -> bool {
+        matches!(self, Provider::Mastodon | Provider::Bluesky)
+    }
 }
 
 impl fmt::Display for Provider {
@@ -440,7 +455,20 @@ impl fmt::Display for Provider {
         f.write_str(match self {
             Provider::Facebook => "facebook",
             Provider::Twitter => "twitter",
+            Provider::Mastodon => "mastodon",
+            Provider::Bluesky => "bluesky",
         })
+    }
+}
+
+impl std::str::FromStr for Provider {
+    type Err = ValueError;
+
+    fn from_str(name: &str) -> Result<Self, ValueError> {
+        Provider::ALL
+            .into_iter()
+            .find(|provider| provider.to_string() == name)
+            .ok_or_else(|| ValueError { field: "provider", reason: format!("no network is called {name:?}") })
     }
 }
 

@@ -26,11 +26,21 @@ fn ann_registered() -> MemberEvent {
 }
 
 fn facebook_linked() -> MemberEvent {
-    MemberEvent::SocialAccountLinked { provider: Provider::Facebook, external_id: external("fb-1001") }
+    MemberEvent::SocialAccountLinked {
+        provider: Provider::Facebook,
+        external_id: external("fb-1001"),
+        instance: None,
+        link: None,
+    }
 }
 
 fn link_facebook() -> MemberCommand {
-    MemberCommand::LinkSocialAccount { provider: Provider::Facebook, external_id: external("fb-1001") }
+    MemberCommand::LinkSocialAccount {
+        provider: Provider::Facebook,
+        external_id: external("fb-1001"),
+        instance: None,
+        link: None,
+    }
 }
 
 #[test]
@@ -88,10 +98,17 @@ fn an_active_member_links_a_social_account() {
 fn a_member_links_one_account_per_provider() {
     framework()
         .given(vec![ann_registered(), facebook_linked()])
-        .when(MemberCommand::LinkSocialAccount { provider: Provider::Twitter, external_id: external("tw-7") })
+        .when(MemberCommand::LinkSocialAccount {
+            provider: Provider::Twitter,
+            external_id: external("tw-7"),
+            instance: None,
+            link: None,
+        })
         .then_expect_events(vec![MemberEvent::SocialAccountLinked {
             provider: Provider::Twitter,
             external_id: external("tw-7"),
+            instance: None,
+            link: None,
         }]);
 }
 
@@ -99,7 +116,12 @@ fn a_member_links_one_account_per_provider() {
 fn linking_a_provider_that_is_linked_already_is_refused() {
     framework()
         .given(vec![ann_registered(), facebook_linked()])
-        .when(MemberCommand::LinkSocialAccount { provider: Provider::Facebook, external_id: external("fb-2002") })
+        .when(MemberCommand::LinkSocialAccount {
+            provider: Provider::Facebook,
+            external_id: external("fb-2002"),
+            instance: None,
+            link: None,
+        })
         .then_expect_error(DomainError::AlreadyLinked(Provider::Facebook));
 }
 

@@ -67,7 +67,9 @@ async fn photos_by_post(
                 PostEvent::SocialPostPublished { .. }
                 | PostEvent::SocialPostFailed { .. }
                 | PostEvent::SocialPhotoPublished { .. }
-                | PostEvent::SocialPhotoFailed { .. } => {}
+                | PostEvent::SocialPhotoFailed { .. }
+                | PostEvent::SocialPostNeedsRelink { .. }
+                | PostEvent::SocialPhotoNeedsRelink { .. } => {}
             }
         }
     }

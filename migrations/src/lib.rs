@@ -16,6 +16,7 @@ mod m20261201_000006_photo_sizes;
 mod m20261201_000007_photo_social;
 mod m20261206_000008_scoped_command_ids;
 mod m20261206_000009_merkle_tree;
+mod m20261206_000010_social_links;
 
 /// Table and column names, for building queries with sea-query.
 pub mod tables {
@@ -27,6 +28,7 @@ pub mod tables {
     pub use super::m20261126_000005_social_tokens::SocialTokens;
     pub use super::m20261201_000007_photo_social::PostPhotoSocial;
     pub use super::m20261206_000009_merkle_tree::{LogDigests, MerkleHead, MerkleNodes};
+    pub use super::m20261206_000010_social_links::{SocialApps, SocialLinkFlows};
 }
 
 /// The migrator of the whole application.
@@ -45,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_photo_social::Migration),
             Box::new(m20261206_000008_scoped_command_ids::Migration),
             Box::new(m20261206_000009_merkle_tree::Migration),
+            Box::new(m20261206_000010_social_links::Migration),
         ]
     }
 }

@@ -560,6 +560,13 @@ impl App {
         app
     }
 
+    /// [`Self::serve_at`], logging everything down to debug level.
+    pub fn serve_verbose_at(url: &str, listen: &str, args: &[&str], env: &[(&str, &str)]) -> App {
+        let (app, lines) = Self::launch(url, listen, args, env, Some(SECRET), "debug");
+        app.keep_reading(lines);
+        app
+    }
+
     /// Its process id (lease holders name it).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -6,9 +6,10 @@
 //!   log order, whatever restarts;
 //! * [`social`]: the social worker (consumer group, retries, dead letters);
 //!   [`providers`]: the networks behind one trait; [`tokens`]: access tokens
-//!   sealed at rest.
+//!   sealed at rest; [`oauth`]: linking and refreshing with the networks.
 
 pub mod dlq;
+pub mod oauth;
 pub mod providers;
 pub mod redis;
 pub mod relay;
@@ -31,6 +32,14 @@ pub enum WorkerError {
     /// A stored social token could not be read.
     #[error(transparent)]
     Token(#[from] tokens::TokenError),
+    /// A read model the work depends on has not caught up in time.
+    #[error("the {read_model} read model has not reached position {position} yet")]
+    Behind {
+        /// Which.
+        read_model: &'static str,
+        /// The position it must reach.
+        position: u64,
+    },
     /// A Redis operation without Redis (the embedded worker has none).
     #[error("this worker runs without Redis")]
     NoRedis,

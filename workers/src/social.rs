@@ -27,6 +27,16 @@
 //! script, so another worker takes it up at once rather than after
 //! `claim_idle`. Its networks that have an outcome are not called again.
 //!
+//! Accounts that keep working: an access token expiring within
+//! [`REFRESH_MARGIN`] is refreshed before use, and once more on a 401, under a
+//! claim on the account so that two workers never spend one (rotating)
+//! refresh token. A network that refuses the refresh, or an account with no
+//! tokens, marks the account `SocialAccountNeedsRelink` and the post (or
+//! photo) `SocialPostNeedsRelink`: it waits without spending attempts. When
+//! the member links the account again (`SocialAccountLinked`), the worker
+//! that takes that event publishes every post of theirs waiting there, once
+//! the posts read model shows them all.
+//!
 //! With traces on, an entry's work is a child of the span that wrote its
 //! event (the trace context the relay carries in the entry), and each network
 //! call is a span of its own.
@@ -35,22 +45,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::values::{ExternalRef, MemberId, PhotoKey, PostBody, Provider, Reason};
-use domain::{Post, PostCommand, PostEvent, SocialOutcome, SocialStatus};
+use domain::values::{ExternalRef, MemberId, PhotoKey, Provider, Reason};
+use domain::{
+    DomainError, Member, MemberCommand, MemberEvent, Post, PostCommand, PostEvent, SocialOutcome, SocialStatus,
+};
 use eventstore::{CommandContext, CommandError, EventStore, RecordedEvent};
 use fred::prelude::*;
 use fred::types::streams::XReadResponse;
-use projections::entities::social_accounts;
 use projections::lease::Lease;
 use projections::{Names, checkpoint};
-use sea_orm::EntityTrait;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::WorkerError;
 use crate::providers::{Outgoing, Refusal, SocialNetwork};
 use crate::relay;
-use crate::tokens::TokenVault;
+use crate::tokens::{TokenSet, TokenVault};
+
+/// An access token expiring within this long is refreshed before it is used.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// How a social worker runs.
 #[derive(Debug, Clone)]
@@ -149,6 +162,8 @@ struct Draft<'a> {
     /// The later photo this draft publishes (`photos` holds it alone), or
     /// `None` for the post itself.
     later: Option<&'a PhotoKey>,
+    /// When the post (or the later photo) was written.
+    written_at_us: i64,
     /// The photos' bytes, read once for every network and attempt.
     blobs: tokio::sync::OnceCell<Vec<media::Blob>>,
 }
@@ -172,6 +187,45 @@ struct LocalStep {
 
 fn publishes(event_type: &str) -> bool {
     matches!(event_type, "PostCreated" | "PhotoAdded")
+}
+
+/// The events the social worker acts on: posts and photos to publish, and
+/// accounts linked (again), whose waiting posts it publishes.
+fn acts_on(event_type: &str) -> bool {
+    publishes(event_type) || event_type == "SocialAccountLinked"
+}
+
+/// A post (or a photo added later) waiting for its author's relink, as read
+/// from the log: what a [`Draft`] borrows.
+struct Waiting {
+    post: String,
+    author: String,
+    body: String,
+    photos: Vec<domain::Photo>,
+    later: Option<PhotoKey>,
+    written_at_us: i64,
+}
+
+impl Waiting {
+    fn draft(&self) -> Draft<'_> {
+        Draft {
+            post: &self.post,
+            author: &self.author,
+            body: self.body.clone(),
+            photos: &self.photos,
+            later: self.later.as_ref(),
+            written_at_us: self.written_at_us,
+            blobs: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+/// How an account stands for one attempt: the account, its server and its
+/// tokens, or why it cannot be posted with.
+struct Credentials {
+    account: String,
+    instance: Option<String>,
+    tokens: TokenSet,
 }
 
 /// A social worker: on Redis streams, or (embedded, without Redis) following
@@ -246,7 +300,7 @@ impl SocialWorker {
             };
             // Most entries are other events: acknowledge those in one call per stream.
             let (posts, others): (Vec<Entry>, Vec<Entry>) =
-                entries.into_iter().partition(|(_, _, fields)| fields.get("event_type").is_some_and(|t| publishes(t)));
+                entries.into_iter().partition(|(_, _, fields)| fields.get("event_type").is_some_and(|t| acts_on(t)));
             for stream in [&self.config.events, &self.config.retries] {
                 let ids: Vec<String> =
                     others.iter().filter(|(s, _, _)| s == stream).map(|(_, id, _)| id.clone()).collect();
@@ -369,18 +423,113 @@ impl SocialWorker {
         fields: &HashMap<String, String>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Progress, WorkerError> {
-        if fields.get("event_type").is_some_and(|t| publishes(t)) {
+        if fields.get("event_type").is_some_and(|t| acts_on(t)) {
             // A requeued entry gets a fresh budget of attempts.
             let spent: u32 = fields.get("attempts_before").and_then(|a| a.parse().ok()).unwrap_or(0);
             let event = recorded(id, fields)?;
             let span = entry_span(&event, relay::entry_trace(fields).as_ref());
             let held = Some(Held { stream, id, fields });
-            if self.post_everywhere(&event, held, spent, shutdown).instrument(span).await? == Progress::Stopped {
+            if self.act_on(&event, held, spent, shutdown).instrument(span).await? == Progress::Stopped {
                 return Ok(Progress::Stopped);
             }
         }
         let _: i64 = self.redis()?.xack(stream, &self.config.group, id).await?;
         Ok(Progress::Done)
+    }
+
+    /// Publishes a post or photo, or (for an account linked again) the posts
+    /// that waited for it.
+    async fn act_on(
+        &self,
+        event: &RecordedEvent,
+        held: Option<Held<'_>>,
+        spent: u32,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Progress, WorkerError> {
+        if event.aggregate_type == "Member" {
+            return self.resume(event, held, shutdown).await;
+        }
+        self.post_everywhere(event, held, spent, shutdown).await
+    }
+
+    /// For a `SocialAccountLinked` event: publishes the member's posts and
+    /// photos waiting there for a relink. The posts read model is asked once
+    /// it has applied every event before this one, so it shows each post
+    /// marked before the link; one marked after finds the account linked
+    /// itself and goes on (see [`Self::needs_relink`]).
+    async fn resume(
+        &self,
+        event: &RecordedEvent,
+        held: Option<Held<'_>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Progress, WorkerError> {
+        let MemberEvent::SocialAccountLinked { provider, .. } = event.decode::<Member>()? else {
+            return Ok(Progress::Done);
+        };
+        if !self.networks.contains_key(&provider) {
+            return Ok(Progress::Done);
+        }
+        let db = self.store.db();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let at = checkpoint::read(db, "posts", &Names::LIVE).await.map_err(eventstore::EventStoreError::from)?;
+            if at >= event.position {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
+                // Left pending: taken up again, by this worker or another.
+                return Err(WorkerError::Behind { read_model: "posts", position: event.position });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let waiting =
+            waiting_for_relink(db, &event.aggregate_id, provider).await.map_err(eventstore::EventStoreError::from)?;
+        if !waiting.is_empty() {
+            tracing::info!(member = %event.aggregate_id, %provider, posts = waiting.len(), "account linked again: publishing what waited");
+        }
+        for (post, photo) in waiting {
+            let Some(parts) = self.waiting(&post, photo).await? else { continue };
+            if self.publish(held, &parts.draft(), provider, 0, shutdown).await? == Progress::Stopped {
+                return Ok(Progress::Stopped);
+            }
+        }
+        Ok(Progress::Done)
+    }
+
+    /// A post (or a photo added to it later), as its log tells it.
+    async fn waiting(&self, post: &str, later: Option<PhotoKey>) -> Result<Option<Waiting>, WorkerError> {
+        let stream = self.store.read_stream("Post", post).await?;
+        let mut found: Option<Waiting> = None;
+        let mut number = 0;
+        for event in &stream {
+            match event.decode::<Post>()? {
+                PostEvent::PostCreated { author, body, photos, .. } => {
+                    number += photos.len();
+                    found = Some(Waiting {
+                        post: post.to_string(),
+                        author: author.as_str().to_string(),
+                        body: body.as_str().to_string(),
+                        photos,
+                        later: None,
+                        written_at_us: event.recorded_at_us,
+                    });
+                }
+                PostEvent::PhotoAdded { photo, .. } => {
+                    number += 1;
+                    if let (Some(wanted), Some(waiting)) = (&later, found.as_mut())
+                        && *wanted == photo.key
+                    {
+                        waiting.body = format!("{} (photo {number})", waiting.body);
+                        waiting.later = Some(photo.key.clone());
+                        waiting.photos = vec![photo];
+                        waiting.written_at_us = event.recorded_at_us;
+                        return Ok(found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(if later.is_some() { None } else { found })
     }
 
     /// Publishes a `PostCreated` event to each network it targets, or a
@@ -400,6 +549,7 @@ impl SocialWorker {
                     body: body.as_str().to_string(),
                     photos: &photos,
                     later: None,
+                    written_at_us: event.recorded_at_us,
                     blobs: tokio::sync::OnceCell::new(),
                 };
                 for provider in providers {
@@ -418,6 +568,7 @@ impl SocialWorker {
                     body: format!("{} (photo {number})", body.as_str()),
                     photos: &photos,
                     later: Some(&photos[0].key),
+                    written_at_us: event.recorded_at_us,
                     blobs: tokio::sync::OnceCell::new(),
                 };
                 for provider in providers {
@@ -434,7 +585,10 @@ impl SocialWorker {
     /// For a photo added to a post (`added`): the post's author, text and
     /// networks, from its first event, and the photo's number in the post
     /// (from 1).
-    async fn post_of(&self, added: &RecordedEvent) -> Result<(MemberId, PostBody, Vec<Provider>, usize), WorkerError> {
+    async fn post_of(
+        &self,
+        added: &RecordedEvent,
+    ) -> Result<(MemberId, domain::values::PostBody, Vec<Provider>, usize), WorkerError> {
         let stream = self.store.read_stream("Post", &added.aggregate_id).await?;
         let (mut created, mut before) = (None, 0);
         for earlier in stream.iter().take_while(|e| e.sequence < added.sequence) {
@@ -469,10 +623,12 @@ impl SocialWorker {
         let mut relevant = false;
         // Stopping, the checkpoint moves only past the events finished.
         let mut last = events.last().map_or(at, |e| e.position);
-        for event in events.iter().filter(|e| e.aggregate_type == "Post" && publishes(&e.event_type)) {
+        for event in
+            events.iter().filter(|e| matches!(e.aggregate_type.as_str(), "Post" | "Member") && acts_on(&e.event_type))
+        {
             relevant = true;
             let span = entry_span(event, eventstore::trace::stored_in(&event.metadata).as_ref());
-            if self.post_everywhere(event, None, 0, shutdown).instrument(span).await? == Progress::Stopped {
+            if self.act_on(event, None, 0, shutdown).instrument(span).await? == Progress::Stopped {
                 tracing::info!(
                     position = event.position,
                     "stopping: the embedded social worker resumes here next time"
@@ -687,9 +843,10 @@ impl SocialWorker {
         };
         let attempts = match status {
             None | Some(SocialStatus::Published { .. }) => return Ok(Next::Done),
-            Some(SocialStatus::Pending) => 0,
+            Some(SocialStatus::Pending | SocialStatus::NeedsRelink { .. }) => 0,
             Some(SocialStatus::Failed { attempts, .. }) => *attempts,
         };
+        let waiting = matches!(status, Some(SocialStatus::NeedsRelink { .. }));
         if attempts >= spent + self.config.max_attempts {
             self.dead_letter(held, provider, attempts, "attempts exhausted").await?;
             return Ok(Next::Done);
@@ -730,8 +887,25 @@ impl SocialWorker {
             attempt,
             outcome = tracing::field::Empty,
         );
-        let outcome = match self.outgoing(draft, provider, reply_to).await? {
-            Ok(outgoing) => network.publish(&outgoing).instrument(call.clone()).await,
+        let (link, prepared) = self.outgoing(draft, provider, reply_to).await?;
+        let outcome = match prepared {
+            Ok((mut outgoing, credentials)) => {
+                let mut outcome = network.publish(&outgoing).instrument(call.clone()).await;
+                if let Err(Refusal::Unauthorized { .. }) = &outcome {
+                    // Once more, with refreshed tokens; refused again, the account needs relinking.
+                    outcome = match self.refresh(draft.author, provider, network, &credentials).await? {
+                        Ok(tokens) => {
+                            outgoing.token = Some(tokens.access);
+                            match network.publish(&outgoing).instrument(call.clone()).await {
+                                Err(Refusal::Unauthorized { reason }) => Err(Refusal::Relink { reason }),
+                                other => other,
+                            }
+                        }
+                        Err(refusal) => Err(refusal),
+                    };
+                }
+                outcome
+            }
             Err(refusal) => Err(refusal),
         };
         if *shutdown.borrow() {
@@ -749,6 +923,7 @@ impl SocialWorker {
                 self.record(draft, provider, outcome).await?;
                 Ok(Next::Done)
             }
+            Err(Refusal::Relink { reason }) => self.needs_relink(draft, provider, link, &reason, waiting).await,
             Err(refusal) => {
                 let reason = Reason::parse(clip(&refusal.to_string())).map_err(|e| malformed(post, e))?;
                 self.record(draft, provider, SocialOutcome::Failed { reason, attempt }).await?;
@@ -763,42 +938,190 @@ impl SocialWorker {
         }
     }
 
-    /// What to post: the member's account and token at `provider`, if
-    /// linked, and the photos read from the photo store. A photo the store
-    /// cannot give is a transient refusal (retried); a photo that is gone
-    /// (the post was deleted meanwhile) is left out.
+    /// What to post, and the account it is posted with: the member's linked
+    /// account at `provider` (from the member's own stream, not a read
+    /// model), its tokens (refreshed first if they expire within
+    /// [`REFRESH_MARGIN`]), and the photos read from the photo store. A photo
+    /// the store cannot give is a transient refusal (retried); a photo that
+    /// is gone (the post was deleted meanwhile) is left out. An account not
+    /// linked, waiting for a relink, or without tokens is a
+    /// [`Refusal::Relink`].
     async fn outgoing(
         &self,
         draft: &Draft<'_>,
         provider: Provider,
         reply_to: Option<&str>,
-    ) -> Result<Result<Outgoing, Refusal>, WorkerError> {
-        let (post, author, body) = (draft.post, draft.author, &draft.body);
+    ) -> Result<(Option<String>, Result<(Outgoing, Credentials), Refusal>), WorkerError> {
+        let (post, body) = (draft.post, &draft.body);
         let photos = match draft.blobs.get_or_try_init(|| self.read_photos(draft)).await {
             Ok(blobs) => blobs.clone(),
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => return Ok((None, Err(refusal))),
         };
         if draft.later.is_some() && photos.is_empty() {
-            return Ok(Err(Refusal::Refused { reason: "the photo is gone from the photo store".into() }));
+            return Ok((None, Err(Refusal::Refused { reason: "the photo is gone from the photo store".into() })));
         }
-        let account = social_accounts::Entity::find_by_id((author.to_string(), provider.to_string()))
-            .one(self.store.db())
-            .await
-            .map_err(eventstore::EventStoreError::from)?;
-        let token = match &self.vault {
-            Some(vault) => vault.load(self.store.db(), author, &provider.to_string()).await?,
-            None => None,
+        let credentials = match self.credentials(draft.author, provider).await? {
+            Ok(credentials) => credentials,
+            Err(refusal) => return Ok((None, Err(refusal))),
+        };
+        // The link these tokens belong to: a refusal for good marks it (and only it).
+        let link_id = credentials.tokens.link.clone();
+        let credentials = if credentials.tokens.expires_within(eventstore::now_us(), REFRESH_MARGIN.as_micros() as i64)
+        {
+            let network = self
+                .networks
+                .get(&provider)
+                .ok_or(WorkerError::Malformed { id: post.to_string(), what: format!("no network for {provider}") })?;
+            match self.refresh(draft.author, provider, network, &credentials).await? {
+                Ok(tokens) => Credentials { tokens, ..credentials },
+                Err(refusal) => return Ok((link_id, Err(refusal))),
+            }
+        } else {
+            credentials
         };
         let link = self.config.public_url.as_ref().map(|base| format!("{}/posts/{post}", base.trim_end_matches('/')));
-        Ok(Ok(Outgoing {
+        let key = claim_name(draft, provider);
+        let outgoing = Outgoing {
             post: post.to_string(),
             body: body.to_string(),
             link,
-            account: account.map(|a| a.external_id),
-            token,
+            account: Some(credentials.account.clone()),
+            token: Some(credentials.tokens.access.clone()),
+            instance: credentials.instance.clone(),
+            key: format!("pointstream-{}", key.trim_start_matches("social:")),
+            written_at_us: draft.written_at_us,
             photos,
             reply_to: reply_to.map(str::to_string),
+        };
+        Ok((link_id, Ok((outgoing, credentials))))
+    }
+
+    /// The author's linked account at `provider` and its tokens.
+    async fn credentials(&self, author: &str, provider: Provider) -> Result<Result<Credentials, Refusal>, WorkerError> {
+        let relink = |reason: &str| Ok(Err(Refusal::Relink { reason: reason.to_string() }));
+        let member = self.store.load::<Member>(author).await?;
+        let Some(link) = member.state.link(provider) else {
+            return relink("the author has no linked account there");
+        };
+        if link.needs_relink {
+            return relink("the account waits to be linked again");
+        }
+        let tokens = match &self.vault {
+            Some(vault) => vault.load(self.store.db(), author, &provider.to_string()).await?,
+            None => None,
+        };
+        let Some(tokens) = tokens else {
+            return relink("no token is kept for the author's account there");
+        };
+        let wanted = link.link.as_ref().map(|l| l.as_str().to_string());
+        if tokens.link.is_some() && tokens.link != wanted {
+            // The tokens of the link before: the new link's are on their way.
+            return Ok(Err(Refusal::Transient {
+                reason: "the account was just linked again; its tokens are not stored yet".into(),
+                retry_after: None,
+            }));
+        }
+        Ok(Ok(Credentials {
+            account: link.external_id.as_str().to_string(),
+            instance: link.instance.as_ref().map(|i| i.as_str().to_string()),
+            tokens,
         }))
+    }
+
+    /// New tokens for `credentials`, under a claim on the account: the
+    /// network may rotate its refresh tokens, so two workers must not both
+    /// spend one. Whoever takes the claim second finds the tokens renewed
+    /// already and uses them.
+    async fn refresh(
+        &self,
+        author: &str,
+        provider: Provider,
+        network: &Arc<dyn SocialNetwork>,
+        credentials: &Credentials,
+    ) -> Result<Result<TokenSet, Refusal>, WorkerError> {
+        let Some(vault) = &self.vault else {
+            return Ok(Err(Refusal::Relink { reason: "this worker keeps no tokens".into() }));
+        };
+        let db = self.store.db();
+        let lease = Lease::new(&account_claim_name(author, provider), Duration::from_secs(30));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !lease.acquire(db).await.map_err(eventstore::EventStoreError::from)? {
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Err(Refusal::Transient {
+                    reason: "another worker is refreshing the account's tokens".into(),
+                    retry_after: None,
+                }));
+            }
+            tokio::time::sleep(lease.retry_every()).await;
+        }
+        let refreshed = async {
+            let provider_name = provider.to_string();
+            let current = vault.load(db, author, &provider_name).await?;
+            if let Some(current) = current.filter(|current| current.access != credentials.tokens.access) {
+                return Ok(Ok(current));
+            }
+            let renewed = network.refresh(credentials.instance.as_deref(), &credentials.tokens).await;
+            let outcome = match &renewed {
+                Ok(_) => "refreshed",
+                Err(Refusal::Relink { .. }) => "refused",
+                Err(_) => "failed",
+            };
+            metrics::counter!("pointstream_social_token_refreshes_total", "provider" => provider_name.clone(), "outcome" => outcome)
+                .increment(1);
+            if let Ok(tokens) = &renewed {
+                vault.store(db, author, &provider_name, tokens, eventstore::now_us()).await?;
+                tracing::info!(%provider, member = author, "access token refreshed");
+            }
+            Ok::<_, WorkerError>(renewed)
+        }
+        .await;
+        if let Err(error) = lease.release(db).await {
+            tracing::warn!(%error, "cannot release an account's refresh claim; it will expire");
+        }
+        refreshed
+    }
+
+    /// The account's tokens were refused for good: marks the account for
+    /// relinking (unless it was linked again since the tokens tried) and the
+    /// post (or photo) as waiting for it, spending no attempt. If the
+    /// account turns out linked again by then, the post goes on at once.
+    async fn needs_relink(
+        &self,
+        draft: &Draft<'_>,
+        provider: Provider,
+        link: Option<String>,
+        reason: &str,
+        waiting: bool,
+    ) -> Result<Next, WorkerError> {
+        let (post, author) = (draft.post, draft.author);
+        let reason = Reason::parse(clip(reason)).map_err(|e| malformed(post, e))?;
+        let link = link.map(ExternalRef::parse).transpose().map_err(|e| malformed(post, e))?;
+        let context = CommandContext {
+            actor: Some(format!("social-worker/{}", self.config.consumer)),
+            role: Some("system".into()),
+            ..CommandContext::default()
+        };
+        let mark = MemberCommand::MarkNeedsRelink { provider, link, reason: reason.clone() };
+        match self.store.execute::<Member>(author, mark, context).await {
+            Ok(_) => {}
+            // Linked again since these tokens were read: try the new link's.
+            Err(CommandError::Rejected(DomainError::StaleLink(_))) => return Ok(Next::Wait(self.backoff(0, None))),
+            // Not linked at all: nothing to mark on the account.
+            Err(CommandError::Rejected(_)) => {}
+            Err(error) => return Err(WorkerError::Command(error)),
+        }
+        if !waiting {
+            self.record(draft, provider, SocialOutcome::NeedsRelink { reason: reason.clone() }).await?;
+            metrics::counter!("pointstream_social_needs_relink_total", "provider" => provider.to_string()).increment(1);
+            tracing::warn!(%provider, post, member = author, %reason, "the account needs linking again; the post waits");
+        }
+        // Linked again between the mark and now: its relink found this post
+        // still pending, or not yet marked; go on here.
+        let member = self.store.load::<Member>(author).await?;
+        if member.state.link(provider).is_some_and(|link| !link.needs_relink) {
+            return Ok(Next::Wait(self.backoff(0, None)));
+        }
+        Ok(Next::Done)
     }
 
     /// The draft's photos from the photo store; one that is gone is left out.
@@ -937,6 +1260,58 @@ fn claim_name(draft: &Draft<'_>, provider: Provider) -> String {
     format!("social:{}", &hex::encode(hash.finalize())[..40])
 }
 
+/// The name of the claim on refreshing `member`'s tokens at `provider`.
+fn account_claim_name(member: &str, provider: Provider) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(format!("{}\0{member}\0{provider}", member.len()).as_bytes());
+    format!("tokens:{}", &hex::encode(hash)[..40])
+}
+
+/// The posts (and photos added later) of `member` waiting at `provider` for
+/// the account to be linked again, from the posts read model.
+async fn waiting_for_relink(
+    db: &sea_orm::DatabaseConnection,
+    member: &str,
+    provider: Provider,
+) -> Result<Vec<(String, Option<PhotoKey>)>, sea_orm::DbErr> {
+    use sea_orm::ConnectionTrait;
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
+    let mut waiting = Vec::new();
+    for table in ["post_social", "post_photo_social"] {
+        let later = table == "post_photo_social";
+        let (social, posts) = (Alias::new("s"), Alias::new("posts"));
+        let mut query = Query::select();
+        query
+            .column((social.clone(), Alias::new("post_id")))
+            .from_as(Alias::new(table), social.clone())
+            .inner_join(
+                Alias::new("posts"),
+                Expr::col((posts.clone(), Alias::new("post_id"))).equals((social.clone(), Alias::new("post_id"))),
+            )
+            .and_where(Expr::col((posts.clone(), Alias::new("author_id"))).eq(member))
+            .and_where(Expr::col((social.clone(), Alias::new("provider"))).eq(provider.to_string()))
+            .and_where(Expr::col((social.clone(), Alias::new("status"))).eq("needs_relink"))
+            .order_by((social.clone(), Alias::new("updated_at_us")), Order::Asc);
+        if later {
+            query.column((social.clone(), Alias::new("photo_key")));
+        }
+        for row in db.query_all(&query).await? {
+            let post: String = row.try_get("", "post_id")?;
+            let photo = if later {
+                let key: String = row.try_get("", "photo_key")?;
+                match PhotoKey::parse(key) {
+                    Ok(key) => Some(key),
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            waiting.push((post, photo));
+        }
+    }
+    Ok(waiting)
+}
+
 /// Text cut to what a reason or an external reference may hold.
 fn clip(text: &str) -> String {
     let clipped: String = text.chars().take(480).collect();
@@ -953,6 +1328,8 @@ fn outcome_name(outcome: &Result<crate::providers::Published, Refusal>) -> &'sta
         Ok(_) => "published",
         Err(Refusal::Transient { .. }) => "transient",
         Err(Refusal::Refused { .. }) => "refused",
+        Err(Refusal::Unauthorized { .. }) => "unauthorized",
+        Err(Refusal::Relink { .. }) => "needs_relink",
     }
 }
 

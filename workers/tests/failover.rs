@@ -32,7 +32,7 @@ use workers::WorkerError;
 use workers::providers::{Facebook, SocialNetwork, Twitter, http_client};
 use workers::relay::{self, RelayConfig};
 use workers::social::{SocialConfig, SocialWorker};
-use workers::tokens::TokenVault;
+use workers::tokens::{TokenSet, TokenVault};
 
 extern crate pointstream_workers as workers;
 
@@ -42,10 +42,17 @@ const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccdde
 async fn members(store: &EventStore, vault: &TokenVault) {
     world(store, &["ann", "bob"]).await;
     for (provider, account) in [(Provider::Facebook, "ann-page"), (Provider::Twitter, "@ann")] {
-        let link =
-            MemberCommand::LinkSocialAccount { provider, external_id: ExternalRef::parse(account).expect("a ref") };
+        let link = MemberCommand::LinkSocialAccount {
+            provider,
+            external_id: ExternalRef::parse(account).expect("a ref"),
+            instance: None,
+            link: None,
+        };
         store.execute::<Member>("ann", link, CommandContext::default()).await.expect("links");
-        vault.store(store.db(), "ann", &provider.to_string(), "token", 0).await.expect("stores the token");
+        vault
+            .store(store.db(), "ann", &provider.to_string(), &TokenSet::access("token"), 0)
+            .await
+            .expect("stores the token");
     }
     // The workers look the accounts up in the read model.
     projections::catch_up(store, 1_000).await.expect("projects");
@@ -100,7 +107,7 @@ fn networks(base: &str) -> BTreeMap<Provider, Arc<dyn SocialNetwork>> {
     let http = http_client(Duration::from_secs(2));
     let mut networks: BTreeMap<Provider, Arc<dyn SocialNetwork>> = BTreeMap::new();
     networks.insert(Provider::Facebook, Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))));
-    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.to_string())));
+    networks.insert(Provider::Twitter, Arc::new(Twitter::new(http, base.to_string(), None)));
     networks
 }
 

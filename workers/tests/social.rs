@@ -19,10 +19,10 @@ use services::{Fake, RedisServer, fake_networks};
 use support::{Backend, open, quiet, scratch, world};
 use tokio::sync::watch;
 use workers::WorkerError;
-use workers::providers::{Facebook, SocialNetwork, Twitter, http_client};
+use workers::providers::{Bluesky, Facebook, Mastodon, SocialNetwork, Twitter, http_client};
 use workers::relay::{self, RelayConfig};
 use workers::social::{SocialConfig, SocialWorker};
-use workers::tokens::TokenVault;
+use workers::tokens::{TokenSet, TokenVault};
 
 extern crate pointstream_workers as workers;
 
@@ -43,10 +43,17 @@ async fn world_with_posts(store: &EventStore, vault: &TokenVault, posts: &[(&str
     for (provider, account, token) in
         [(Provider::Facebook, "ann-page", FB_TOKEN), (Provider::Twitter, "@ann", TW_TOKEN)]
     {
-        let link =
-            MemberCommand::LinkSocialAccount { provider, external_id: ExternalRef::parse(account).expect("a ref") };
+        let link = MemberCommand::LinkSocialAccount {
+            provider,
+            external_id: ExternalRef::parse(account).expect("a ref"),
+            instance: None,
+            link: None,
+        };
         store.execute::<Member>("ann", link, CommandContext::default()).await.expect("links");
-        vault.store(store.db(), "ann", &provider.to_string(), token, 0).await.expect("stores the token");
+        vault
+            .store(store.db(), "ann", &provider.to_string(), &TokenSet::access(token), 0)
+            .await
+            .expect("stores the token");
     }
     for (id, photos, providers) in posts {
         let create = PostCommand::Create {
@@ -90,7 +97,9 @@ fn clients(base: &str, which: &[Provider]) -> BTreeMap<Provider, Arc<dyn SocialN
     let client = |provider: &Provider| -> Arc<dyn SocialNetwork> {
         match provider {
             Provider::Facebook => Arc::new(Facebook::new(http.clone(), format!("{base}/fb"))),
-            Provider::Twitter => Arc::new(Twitter::new(http.clone(), base.to_string())),
+            Provider::Twitter => Arc::new(Twitter::new(http.clone(), base.to_string(), None)),
+            Provider::Mastodon => Arc::new(Mastodon::new(http.clone())),
+            Provider::Bluesky => Arc::new(Bluesky::new(http.clone())),
         }
     };
     which.iter().map(|provider| (*provider, client(provider))).collect()

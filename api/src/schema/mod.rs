@@ -61,6 +61,8 @@ pub struct ApiState {
     pub notary_key: Option<verify::PublicKey>,
     /// Where queries read: the primary, or replicas (`--read-database-url`).
     pub reads: crate::replicas::Reads,
+    /// Linking social accounts on the server (OAuth); `None` without a token key.
+    pub links: Option<std::sync::Arc<crate::links::SocialLinks>>,
 }
 
 /// A request's id: the client's `X-Request-Id` when it is a plausible one

@@ -121,10 +121,18 @@ impl Member {
 /// A social network account linked to a member.
 #[derive(SimpleObject)]
 pub struct SocialAccount {
-    provider: String,
-    external_id: String,
+    pub(crate) provider: String,
+    pub(crate) external_id: String,
     /// When it was linked.
-    linked_at: DateTime,
+    pub(crate) linked_at: DateTime,
+    /// Its server: a Mastodon instance, a Bluesky PDS.
+    pub(crate) instance: Option<String>,
+    /// `linked`; `needs_relink` once the network refused its tokens for good
+    /// (posts there wait until the member links it again); `unlinked` in
+    /// `socialAccountUpdates` when it is unlinked.
+    pub(crate) status: String,
+    /// Why it needs relinking.
+    pub(crate) reason: Option<String>,
 }
 
 impl From<social_accounts::Model> for SocialAccount {
@@ -133,6 +141,9 @@ impl From<social_accounts::Model> for SocialAccount {
             provider: a.provider,
             external_id: a.external_id,
             linked_at: DateTime::from_micros(a.linked_at_us),
+            instance: a.instance,
+            status: a.status,
+            reason: a.reason,
         }
     }
 }
@@ -441,6 +452,10 @@ pub enum SocialProvider {
     Facebook,
     /// Twitter API v2.
     Twitter,
+    /// Mastodon, any instance.
+    Mastodon,
+    /// Bluesky (AT Protocol).
+    Bluesky,
 }
 
 impl From<SocialProvider> for Provider {
@@ -448,6 +463,8 @@ impl From<SocialProvider> for Provider {
         match p {
             SocialProvider::Facebook => Provider::Facebook,
             SocialProvider::Twitter => Provider::Twitter,
+            SocialProvider::Mastodon => Provider::Mastodon,
+            SocialProvider::Bluesky => Provider::Bluesky,
         }
     }
 }
@@ -480,6 +497,30 @@ pub struct WalletResult {
     pub(crate) replayed: bool,
     /// The balance at the store, read after the projection reached `position`.
     pub(crate) balance: Balance,
+}
+
+impl crate::links::Linked for MemberResult {
+    fn replayed(&self) -> bool {
+        self.replayed
+    }
+}
+
+/// A link started: where to send the member's browser.
+#[derive(SimpleObject)]
+pub struct SocialLinkStart {
+    /// The network's authorization page.
+    pub(crate) authorization_url: String,
+    /// When the flow expires: the member must come back before.
+    pub(crate) expires_at: DateTime,
+}
+
+/// A Facebook Page the member manages, offered for linking.
+#[derive(SimpleObject)]
+pub struct FacebookPage {
+    /// The Page's id.
+    pub(crate) id: String,
+    /// Its name.
+    pub(crate) name: String,
 }
 
 /// A member mutation's result.

@@ -88,6 +88,29 @@ impl QueryRoot {
         Ok(Me { role: claims.role, subject: claims.sub.clone(), member, store_id: claims.store.clone() })
     }
 
+    /// The Facebook Pages offered to the caller by a link's `choice` (the
+    /// callback hands it to the front end when the account manages several):
+    /// pick one with `chooseFacebookPage`. Never their tokens.
+    async fn facebook_pages_to_link(
+        &self,
+        ctx: &Context<'_>,
+        choice: String,
+    ) -> Result<Vec<super::objects::FacebookPage>> {
+        let claims = claims(ctx)?;
+        let (Role::Member, Some(member)) = (claims.role, claims.member.as_deref()) else {
+            return Err(forbidden());
+        };
+        let links = state(ctx)?.links.as_ref().ok_or_else(|| {
+            coded("BAD_USER_INPUT", "this server keeps no access tokens (no token key is configured)")
+        })?;
+        // The primary: the flow was written a moment ago, and is no read model.
+        let pages = links
+            .pages(state(ctx)?.store.db(), member, &choice)
+            .await
+            .map_err(|error| coded(error.code(), error.to_string()))?;
+        Ok(pages.into_iter().map(|page| super::objects::FacebookPage { id: page.id, name: page.name }).collect())
+    }
+
     /// A member (the member themself, staff, admins, auditors).
     async fn member(&self, ctx: &Context<'_>, id: String) -> Result<Option<Member>> {
         let claims = claims(ctx)?;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::{Context, Result, Subscription};
-use domain::{Post, PostEvent};
+use domain::{Member, MemberEvent, Post, PostEvent};
 use futures_util::Stream;
-use projections::entities::{post_photo_social, post_social, posts};
+use projections::entities::{post_photo_social, post_social, posts, social_accounts};
 use sea_orm::EntityTrait;
 
-use super::objects::{LedgerEntry, LogEvent, SocialStatus};
-use super::scalars::Long;
+use super::objects::{LedgerEntry, LogEvent, SocialAccount, SocialStatus};
+use super::scalars::{DateTime, Long};
 use super::{claims, coded, internal, permit, state};
 use crate::auth::Role;
 use crate::checkpoints::Checkpoints;
@@ -130,11 +130,13 @@ impl SubscriptionRoot {
                     let (photo, provider) = match event.decode::<Post>() {
                         Ok(
                             PostEvent::SocialPostPublished { provider, .. }
-                            | PostEvent::SocialPostFailed { provider, .. },
+                            | PostEvent::SocialPostFailed { provider, .. }
+                            | PostEvent::SocialPostNeedsRelink { provider, .. },
                         ) => (None, provider.to_string()),
                         Ok(
                             PostEvent::SocialPhotoPublished { photo, provider, .. }
-                            | PostEvent::SocialPhotoFailed { photo, provider, .. },
+                            | PostEvent::SocialPhotoFailed { photo, provider, .. }
+                            | PostEvent::SocialPhotoNeedsRelink { photo, provider, .. },
                         ) => (Some(photo.as_str().to_string()), provider.to_string()),
                         _ => continue,
                     };
@@ -154,6 +156,63 @@ impl SubscriptionRoot {
                             .map(SocialStatus::from),
                     }?;
                     return Some((status, (cursor, slot)));
+                }
+            })
+        }))
+    }
+
+    /// Each change to a member's linked accounts from now on: linked (or
+    /// linked again), needing a relink (the network refused its tokens for
+    /// good; posts there wait), or unlinked (`status: "unlinked"`), once the
+    /// members read model shows it (the member themself, admins, auditors).
+    async fn social_account_updates(
+        &self,
+        ctx: &Context<'_>,
+        member: String,
+    ) -> Result<impl Stream<Item = SocialAccount>> {
+        let claims = claims(ctx)?;
+        permit(match claims.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Member => claims.member.as_deref() == Some(member.as_str()),
+            Role::Staff => false,
+        })?;
+        let state = state(ctx)?.clone();
+        let checkpoints = ctx.data::<Checkpoints>()?.clone();
+        let slot = slot(ctx)?;
+        let aggregate = AggregateKey { aggregate_type: "Member".to_string(), aggregate_id: member.clone() };
+        let cursor = tails(ctx)?.log(None, Interest::Key(aggregate)).await.map_err(internal)?;
+        Ok(futures_util::stream::unfold((cursor, slot), move |(mut cursor, slot)| {
+            let (state, checkpoints, member) = (state.clone(), checkpoints.clone(), member.clone());
+            // Boxed: an idle subscription keeps no room for the reads below.
+            Box::pin(async move {
+                loop {
+                    let event = cursor.next().await?;
+                    let provider = match event.decode::<Member>() {
+                        Ok(MemberEvent::SocialAccountUnlinked { provider }) => {
+                            let gone = SocialAccount {
+                                provider: provider.to_string(),
+                                external_id: String::new(),
+                                linked_at: DateTime::from_micros(event.recorded_at_us),
+                                instance: None,
+                                status: "unlinked".to_string(),
+                                reason: None,
+                            };
+                            return Some((gone, (cursor, slot)));
+                        }
+                        Ok(
+                            MemberEvent::SocialAccountLinked { provider, .. }
+                            | MemberEvent::SocialAccountNeedsRelink { provider, .. },
+                        ) => provider.to_string(),
+                        _ => continue,
+                    };
+                    while checkpoints.wait("members", event.position, state.read_timeout).await.is_err() {}
+                    let row = social_accounts::Entity::find_by_id((member.clone(), provider))
+                        .one(state.store.db())
+                        .await
+                        .ok()?;
+                    if let Some(row) = row {
+                        return Some((SocialAccount::from(row), (cursor, slot)));
+                    }
                 }
             })
         }))

@@ -21,5 +21,6 @@ pub fn state(store: EventStore) -> ApiState {
         projectors: Vec::new(),
         notary_key: None,
         reads,
+        links: None,
     }
 }

@@ -13,6 +13,12 @@ pub struct Model {
     pub provider: String,
     pub external_id: String,
     pub linked_at_us: i64,
+    /// The account's server (a Mastodon instance, a Bluesky PDS).
+    pub instance: Option<String>,
+    /// `linked`, or `needs_relink` once the network refused its tokens for good.
+    pub status: String,
+    /// Why it needs relinking.
+    pub reason: Option<String>,
 }
 
 /// No relations: read models are denormalised and joined by id in queries.

@@ -1,5 +1,6 @@
 //! `members` and `social_accounts` (no tokens: those never enter the log).
 
+use domain::values::Provider;
 use domain::{Member, MemberEvent};
 use eventstore::RecordedEvent;
 use sea_orm::{DatabaseTransaction, DbErr};
@@ -39,11 +40,11 @@ impl Projection for Members {
     ) -> Result<MembersState, DbErr> {
         let ids: Vec<_> = ids_of(events).iter().map(|id| key1(id)).collect();
         let rows = table::load::<members::Entity>(txn, &names.table("members"), &ids).await?;
-        let mut accounts = Vec::new();
-        for provider in ["facebook", "twitter"] {
-            let keys: Vec<_> = ids_of(events).iter().map(|id| key2(id, provider)).collect();
-            accounts.extend(table::load::<social_accounts::Entity>(txn, &names.table("social_accounts"), &keys).await?);
-        }
+        let keys: Vec<_> = ids_of(events)
+            .iter()
+            .flat_map(|id| Provider::ALL.map(|provider| key2(id, &provider.to_string())))
+            .collect();
+        let accounts = table::load::<social_accounts::Entity>(txn, &names.table("social_accounts"), &keys).await?;
         Ok(MembersState {
             members: Rows::loaded(rows.into_iter().map(|m| (m.member_id.clone(), m))),
             accounts: Rows::loaded(accounts.into_iter().map(|a| ((a.member_id.clone(), a.provider.clone()), a))),
@@ -63,15 +64,25 @@ impl Projection for Members {
                     registered_at_us: event.recorded_at_us,
                 },
             ),
-            MemberEvent::SocialAccountLinked { provider, external_id } => state.accounts.put(
+            MemberEvent::SocialAccountLinked { provider, external_id, instance, .. } => state.accounts.put(
                 (id.clone(), provider.to_string()),
                 social_accounts::Model {
                     member_id: id.clone(),
                     provider: provider.to_string(),
                     external_id: external_id.as_str().to_string(),
                     linked_at_us: event.recorded_at_us,
+                    instance: instance.map(|i| i.as_str().to_string()),
+                    status: "linked".to_string(),
+                    reason: None,
                 },
             ),
+            MemberEvent::SocialAccountNeedsRelink { provider, reason, .. } => {
+                let account = state.accounts.get_mut(&(id.clone(), provider.to_string())).ok_or_else(|| {
+                    ProjectionError::Missing { at: event.address(), what: format!("{provider} account of {id}") }
+                })?;
+                account.status = "needs_relink".to_string();
+                account.reason = Some(reason.as_str().to_string());
+            }
             MemberEvent::SocialAccountUnlinked { provider } => {
                 state.accounts.remove(&(id.clone(), provider.to_string()))
             }

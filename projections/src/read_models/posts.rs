@@ -52,13 +52,14 @@ impl Projection for Posts {
         ids.retain(|id| !created.contains(id.as_str()));
         let post_keys: Vec<Vec<Value>> = ids.iter().map(|id| key1(id)).collect();
         let social_keys: Vec<Vec<Value>> =
-            ids.iter().flat_map(|id| ["facebook", "twitter"].map(|provider| key2(id, provider))).collect();
+            ids.iter().flat_map(|id| Provider::ALL.map(|provider| key2(id, &provider.to_string()))).collect();
         let photo_social_keys: Vec<Vec<Value>> = events
             .iter()
             .filter(|(event, _)| !created.contains(event.aggregate_id.as_str()))
             .filter_map(|(event, decoded)| match decoded {
                 PostEvent::SocialPhotoPublished { photo, provider, .. }
-                | PostEvent::SocialPhotoFailed { photo, provider, .. } => {
+                | PostEvent::SocialPhotoFailed { photo, provider, .. }
+                | PostEvent::SocialPhotoNeedsRelink { photo, provider, .. } => {
                     Some(vec![event.aggregate_id.as_str().into(), photo.as_str().into(), provider.to_string().into()])
                 }
                 _ => None,
@@ -130,6 +131,12 @@ impl Projection for Posts {
             }
             PostEvent::SocialPhotoFailed { photo, provider, reason, attempt } => {
                 settle(state, event, Some(&photo), provider, SocialOutcome::Failed { reason, attempt })?;
+            }
+            PostEvent::SocialPostNeedsRelink { provider, reason } => {
+                settle(state, event, None, provider, SocialOutcome::NeedsRelink { reason })?;
+            }
+            PostEvent::SocialPhotoNeedsRelink { photo, provider, reason } => {
+                settle(state, event, Some(&photo), provider, SocialOutcome::NeedsRelink { reason })?;
             }
             PostEvent::PhotoAdded { photo, cross_post } => {
                 let row = state.posts.get_mut(id).ok_or_else(|| missing(format!("post {id}")))?;
@@ -221,6 +228,10 @@ macro_rules! set_outcome {
                 row.status = "failed".to_string();
                 row.reason = Some(reason.as_str().to_string());
                 row.attempts = i64::from(attempt);
+            }
+            SocialOutcome::NeedsRelink { reason } => {
+                row.status = "needs_relink".to_string();
+                row.reason = Some(reason.as_str().to_string());
             }
         }
         row.updated_at_us = $at_us;

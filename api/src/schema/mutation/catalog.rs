@@ -6,11 +6,13 @@ use domain::values::{DisplayName, EarnPolicy, ExternalRef, Handle, MemberId, Poi
 use domain::{Member, MemberCommand, Store, StoreCommand};
 use projections::entities::{members, stores};
 use sea_orm::EntityTrait;
-use workers::tokens::TokenVault;
+use workers::tokens::{TokenSet, TokenVault};
+
+use crate::links::{LinkError, Prepared, SocialLinks};
 
 use super::{Run, new_id, run, written};
 use crate::auth::{Claims, Role};
-use crate::schema::objects::{EarnPolicyInput, MemberResult, SocialProvider, StoreResult};
+use crate::schema::objects::{EarnPolicyInput, MemberResult, SocialLinkStart, SocialProvider, StoreResult};
 use crate::schema::{bad_input, claims, coded, internal, permit, state};
 
 /// Members.
@@ -39,6 +41,44 @@ async fn member_command(
         replayed: outcome.replayed,
         member: written(row, "member")?.into(),
     })
+}
+
+/// Links `prepared` for `member` (see [`SocialLinks::record`]): tokens sealed
+/// first, then the link command; the tokens before are put back if it is
+/// refused or repeated.
+async fn link_prepared(
+    ctx: &Context<'_>,
+    claims: &Claims,
+    links: &SocialLinks,
+    member: &str,
+    prepared: Prepared,
+    idempotency_key: Option<String>,
+    kind: &'static str,
+) -> Result<MemberResult> {
+    let store = &state(ctx)?.store;
+    links
+        .record(store, member, prepared, |command| member_command(ctx, claims, member, command, idempotency_key, kind))
+        .await
+}
+
+/// The linking of accounts, if this server keeps tokens.
+fn links(ctx: &Context<'_>) -> Result<std::sync::Arc<SocialLinks>> {
+    state(ctx)?
+        .links
+        .clone()
+        .ok_or_else(|| coded("BAD_USER_INPUT", "this server keeps no access tokens (no token key is configured)"))
+}
+
+/// The caller's own member id: accounts are linked by the member themself.
+fn own_member(claims: &Claims) -> Result<&str> {
+    match (claims.role, claims.member.as_deref()) {
+        (Role::Member, Some(member)) => Ok(member),
+        _ => Err(coded("FORBIDDEN", "only a member links their own accounts")),
+    }
+}
+
+fn link_error(error: LinkError) -> async_graphql::Error {
+    coded(error.code(), error.to_string())
 }
 
 /// Runs `command` on store `id` and answers with the store.
@@ -141,9 +181,12 @@ impl MemberMutations {
 
     // Each argument is a GraphQL field argument.
     #[allow(clippy::too_many_arguments)]
-    /// Link the member's account at a social provider (the member themself,
-    /// or admin). `accessToken` is what the social workers post with: it is
-    /// sealed in its own table and never shown again, logged or put in an event.
+    /// Link the member's account at a social provider by its id there and a
+    /// token pasted in (the member themself, or admin; for admins and tests:
+    /// front ends link with `startSocialLink`). `accessToken` is what the
+    /// social workers post with: it is sealed in its own table and never
+    /// shown again, logged or put in an event. `instance` is the account's
+    /// server for Mastodon and Bluesky.
     async fn link_social_account(
         &self,
         ctx: &Context<'_>,
@@ -151,31 +194,108 @@ impl MemberMutations {
         provider: SocialProvider,
         external_id: String,
         #[graphql(secret)] access_token: Option<String>,
+        instance: Option<String>,
         idempotency_key: Option<String>,
     ) -> Result<MemberResult> {
         let claims = claims(ctx)?;
         self_or_admin(claims, &member)?;
         MemberId::parse(member.as_str()).map_err(bad_input)?;
         let provider: Provider = provider.into();
-        let vault = match (&access_token, &state(ctx)?.tokens) {
+        let links = match (&access_token, &state(ctx)?.links) {
             (Some(token), _) if token.is_empty() || token.len() > 4_096 => {
                 return Err(coded("BAD_USER_INPUT", "accessToken must be 1 to 4096 characters"));
             }
             (Some(_), None) => {
                 return Err(coded("BAD_USER_INPUT", "this server keeps no access tokens (no token key is configured)"));
             }
-            (_, vault) => vault.clone(),
+            (_, links) => links.clone(),
         };
-        let command = MemberCommand::LinkSocialAccount {
+        let instance = match (instance, &links) {
+            (Some(raw), Some(links)) => Some(links.instance(&raw).map_err(link_error)?),
+            (Some(raw), None) => Some(ExternalRef::parse(raw).map_err(bad_input)?.as_str().to_string()),
+            (None, _) => None,
+        };
+        let external_id = ExternalRef::parse(external_id).map_err(bad_input)?;
+        let (Some(token), Some(links)) = (access_token, links) else {
+            let command = MemberCommand::LinkSocialAccount {
+                provider,
+                external_id,
+                instance: instance.map(ExternalRef::parse).transpose().map_err(bad_input)?,
+                link: None,
+            };
+            return member_command(ctx, claims, &member, command, idempotency_key, "link_social_account").await;
+        };
+        let prepared = Prepared {
             provider,
-            external_id: ExternalRef::parse(external_id).map_err(bad_input)?,
+            external_id: external_id.as_str().to_string(),
+            instance,
+            tokens: TokenSet::access(token),
         };
-        let linked = member_command(ctx, claims, &member, command, idempotency_key, "link_social_account").await?;
-        if let (Some(token), Some(vault)) = (access_token, vault) {
-            let db = state(ctx)?.store.db();
-            vault.store(db, &member, &provider.to_string(), &token, eventstore::now_us()).await.map_err(internal)?;
+        link_prepared(ctx, claims, &links, &member, prepared, idempotency_key, "link_social_account").await
+    }
+
+    /// Start linking the caller's account at `provider` (`FACEBOOK`,
+    /// `TWITTER`, or `MASTODON` with the account's `instance`): the
+    /// network's authorization URL to send the member's browser to. The
+    /// network sends it back to `/oauth/{provider}/callback`, which links the
+    /// account; no token passes through the front end. The flow is bound to
+    /// the caller and expires (`expiresAt`).
+    async fn start_social_link(
+        &self,
+        ctx: &Context<'_>,
+        provider: SocialProvider,
+        instance: Option<String>,
+    ) -> Result<SocialLinkStart> {
+        let claims = claims(ctx)?;
+        let member = own_member(claims)?;
+        let links = links(ctx)?;
+        let started = links
+            .start(state(ctx)?.store.db(), member, provider.into(), instance.as_deref())
+            .await
+            .map_err(link_error)?;
+        Ok(SocialLinkStart {
+            authorization_url: started.url,
+            expires_at: crate::schema::scalars::DateTime::from_micros(started.expires_at_us),
+        })
+    }
+
+    /// Finish linking a Facebook account that manages several Pages: the
+    /// Page to post to, among those `facebookPagesToLink(choice)` lists (the
+    /// `choice` the callback handed the front end).
+    async fn choose_facebook_page(
+        &self,
+        ctx: &Context<'_>,
+        choice: String,
+        page: String,
+        idempotency_key: Option<String>,
+    ) -> Result<MemberResult> {
+        let claims = claims(ctx)?;
+        let member = own_member(claims)?.to_string();
+        let links = links(ctx)?;
+        let prepared = links.choose(state(ctx)?.store.db(), &member, &choice, &page).await.map_err(link_error)?;
+        link_prepared(ctx, claims, &links, &member, prepared, idempotency_key, "choose_facebook_page").await
+    }
+
+    /// Link the caller's Bluesky account with an app password (Settings →
+    /// App passwords at Bluesky), exchanged here for session tokens; the
+    /// password itself is not kept. `service` is the account's PDS
+    /// (`https://bsky.social` by default).
+    async fn link_bluesky_account(
+        &self,
+        ctx: &Context<'_>,
+        identifier: String,
+        #[graphql(secret)] app_password: String,
+        service: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> Result<MemberResult> {
+        let claims = claims(ctx)?;
+        let member = own_member(claims)?.to_string();
+        if identifier.is_empty() || identifier.len() > 253 || app_password.is_empty() || app_password.len() > 256 {
+            return Err(coded("BAD_USER_INPUT", "identifier (1 to 253 bytes) and appPassword (1 to 256) are required"));
         }
-        Ok(linked)
+        let links = links(ctx)?;
+        let prepared = links.bluesky(&identifier, &app_password, service.as_deref()).await.map_err(link_error)?;
+        link_prepared(ctx, claims, &links, &member, prepared, idempotency_key, "link_bluesky_account").await
     }
 
     /// Unlink it (the member themself, or admin).

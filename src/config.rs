@@ -257,7 +257,6 @@ pub fn api(
     secret: &[u8],
     identity: auth::TokenConfig,
     tokens: Option<TokenVault>,
-    links: Option<api::links::SocialLinks>,
     media: MediaStore,
 ) -> anyhow::Result<Api> {
     let origins =
@@ -303,7 +302,8 @@ pub fn api(
         read_timeout: Duration::from_millis(api_args.read_timeout_ms),
         limits,
         tokens,
-        links: links.map(std::sync::Arc::new),
+        // Set by the caller (`social_links`), which has the social flags.
+        links: None,
         media,
         api_url: api_args.api_url.clone(),
         photo_url_ttl: Duration::from_secs(api_args.photo_url_ttl_secs.max(1)),

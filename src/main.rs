@@ -83,7 +83,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => {
             let identity = identity.context("the token configuration is made for serve")?;
             let links = config::social_links(&cli.social, &cli.api, vault.as_ref());
-            let api = config::api(&cli.database, &cli.api, &cli.limits, &secret, identity, vault, links, media)?;
+            let mut api = config::api(&cli.database, &cli.api, &cli.limits, &secret, identity, vault, media)?;
+            api.links = links.map(std::sync::Arc::new);
             let background = serve::Background {
                 relay: redis.map(|redis| (redis, relay)),
                 social: cli.social.serve_social.then_some(social),

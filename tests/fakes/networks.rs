@@ -171,16 +171,16 @@ fn authorize(nets: &Networks, query: &BTreeMap<String, String>, pkce: bool) -> R
 }
 
 /// Takes a code: its grant, if the redirect URI and PKCE verifier match.
-fn redeem(nets: &Networks, form: &BTreeMap<String, String>) -> Result<(), Response> {
+fn redeem(nets: &Networks, form: &BTreeMap<String, String>) -> Result<(), &'static str> {
     let code = form.get("code").cloned().unwrap_or_default();
-    let grant = nets.with(|s| s.grants.remove(&code)).ok_or_else(|| bad("invalid_grant"))?;
+    let grant = nets.with(|s| s.grants.remove(&code)).ok_or("invalid_grant")?;
     if form.get("redirect_uri") != Some(&grant.redirect_uri) {
-        return Err(bad("invalid_grant: redirect_uri"));
+        return Err("invalid_grant: redirect_uri");
     }
     if let Some(challenge) = grant.challenge {
-        let verifier = form.get("code_verifier").ok_or_else(|| bad("invalid_grant: no verifier"))?;
+        let verifier = form.get("code_verifier").ok_or("invalid_grant: no verifier")?;
         if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != challenge {
-            return Err(bad("invalid_grant: the verifier does not match"));
+            return Err("invalid_grant: the verifier does not match");
         }
         nets.with(|s| s.verified += 1);
     }
@@ -205,7 +205,7 @@ fn x_token(nets: Data<&Arc<Networks>>, headers: &HeaderMap, body: String) -> Res
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
             if let Err(refused) = redeem(&nets, &form) {
-                return refused;
+                return bad(refused);
             }
         }
         Some("refresh_token") => {
@@ -264,7 +264,7 @@ fn fb_token(nets: Data<&Arc<Networks>>, Query(query): Query<BTreeMap<String, Str
         return ok(json!({ "access_token": format!("fb-user-long-{SECRET_MARK}"), "expires_in": 5_184_000 }));
     }
     if let Err(refused) = redeem(&nets, &query) {
-        return refused;
+        return bad(refused);
     }
     ok(json!({ "access_token": format!("fb-user-short-{SECRET_MARK}"), "expires_in": 3_600 }))
 }
@@ -316,7 +316,7 @@ fn mastodon_token(nets: Data<&Arc<Networks>>, body: String) -> Response {
         return unauthorized();
     }
     if let Err(refused) = redeem(&nets, &form) {
-        return refused;
+        return bad(refused);
     }
     ok(json!({ "access_token": nets.token("mastodon", "access"), "token_type": "Bearer", "scope": "write:statuses" }))
 }

@@ -960,9 +960,13 @@ impl SocialWorker {
         if draft.later.is_some() && photos.is_empty() {
             return Ok((None, Err(Refusal::Refused { reason: "the photo is gone from the photo store".into() })));
         }
-        let credentials = match self.credentials(draft.author, provider).await? {
-            Ok(credentials) => credentials,
-            Err(refusal) => return Ok((None, Err(refusal))),
+        let credentials = match &self.vault {
+            // No token key: the networks only log, and nothing is posted with.
+            None => Credentials { account: String::new(), instance: None, tokens: TokenSet::access("") },
+            Some(_) => match self.credentials(draft.author, provider).await? {
+                Ok(credentials) => credentials,
+                Err(refusal) => return Ok((None, Err(refusal))),
+            },
         };
         // The link these tokens belong to: a refusal for good marks it (and only it).
         let link_id = credentials.tokens.link.clone();
@@ -985,8 +989,8 @@ impl SocialWorker {
             post: post.to_string(),
             body: body.to_string(),
             link,
-            account: Some(credentials.account.clone()),
-            token: Some(credentials.tokens.access.clone()),
+            account: Some(credentials.account.clone()).filter(|account| !account.is_empty()),
+            token: Some(credentials.tokens.access.clone()).filter(|token| !token.is_empty()),
             instance: credentials.instance.clone(),
             key: format!("pointstream-{}", key.trim_start_matches("social:")),
             written_at_us: draft.written_at_us,

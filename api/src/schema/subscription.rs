@@ -6,15 +6,18 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::future::Future;
+
 use async_graphql::{Context, Result, Subscription};
 use domain::{Member, MemberEvent, Post, PostEvent};
+use eventstore::RecordedEvent;
 use futures_util::Stream;
 use projections::entities::{post_photo_social, post_social, posts, social_accounts};
 use sea_orm::EntityTrait;
 
 use super::objects::{LedgerEntry, LogEvent, SocialAccount, SocialStatus};
 use super::scalars::{DateTime, Long};
-use super::{claims, coded, internal, permit, state};
+use super::{ApiState, claims, coded, internal, permit, state};
 use crate::auth::Role;
 use crate::checkpoints::Checkpoints;
 use crate::tail::{AggregateKey, Cursor, Interest, LedgerKey, Source, Tails};
@@ -64,6 +67,44 @@ fn follow<S: Source, T: Send + 'static>(
     })
 }
 
+/// The events of one aggregate from now on that `pick` chooses, each
+/// answered by `answer` once the read model of `projection` has applied it,
+/// so that the answer agrees with what queries read; `None` from `answer`
+/// skips the event, an error ends the subscription. Boxed: an idle
+/// subscription keeps no room for the reads.
+async fn aggregate_updates<K, T, A, F>(
+    ctx: &Context<'_>,
+    aggregate: AggregateKey,
+    projection: &'static str,
+    pick: fn(&RecordedEvent) -> Option<K>,
+    answer: A,
+) -> Result<impl Stream<Item = T> + Send + use<K, T, A, F>>
+where
+    K: Send + 'static,
+    T: Send + 'static,
+    A: Fn(Arc<ApiState>, Arc<RecordedEvent>, K) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Option<T>, sea_orm::DbErr>> + Send,
+{
+    let state = Arc::new(state(ctx)?.clone());
+    let checkpoints = ctx.data::<Checkpoints>()?.clone();
+    let slot = slot(ctx)?;
+    let cursor = tails(ctx)?.log(None, Interest::Key(aggregate)).await.map_err(internal)?;
+    let answer = Arc::new(answer);
+    Ok(futures_util::stream::unfold((cursor, slot), move |(mut cursor, slot)| {
+        let (state, checkpoints, answer) = (state.clone(), checkpoints.clone(), answer.clone());
+        Box::pin(async move {
+            loop {
+                let event = cursor.next().await?;
+                let Some(key) = pick(&event) else { continue };
+                while checkpoints.wait(projection, event.position, state.read_timeout).await.is_err() {}
+                if let Some(item) = answer(state.clone(), event, key).await.ok()? {
+                    return Some((item, (cursor, slot)));
+                }
+            }
+        })
+    }))
+}
+
 /// Subscriptions.
 pub struct SubscriptionRoot;
 
@@ -103,8 +144,6 @@ impl SubscriptionRoot {
     /// admins, auditors.
     async fn post_social_status(&self, ctx: &Context<'_>, post: String) -> Result<impl Stream<Item = SocialStatus>> {
         let claims = claims(ctx)?;
-        let state = state(ctx)?.clone();
-        let checkpoints = ctx.data::<Checkpoints>()?.clone();
         // Boxed, as every database call of a subscription: a future is as
         // large as its largest await, and async-graphql keeps this one's
         // room in each subscription's stream for as long as it lives.
@@ -118,47 +157,34 @@ impl SubscriptionRoot {
             Role::Member => claims.member.as_deref() == Some(row.author_id.as_str()),
             Role::Staff => claims.store.as_deref() == Some(row.store_id.as_str()),
         })?;
-        let slot = slot(ctx)?;
         let aggregate = AggregateKey { aggregate_type: "Post".to_string(), aggregate_id: post.clone() };
-        let cursor = tails(ctx)?.log(None, Interest::Key(aggregate)).await.map_err(internal)?;
-        Ok(futures_util::stream::unfold((cursor, slot), move |(mut cursor, slot)| {
-            let (state, checkpoints, post) = (state.clone(), checkpoints.clone(), post.clone());
-            // Boxed: an idle subscription keeps no room for the reads below.
-            Box::pin(async move {
-                loop {
-                    let event = cursor.next().await?;
-                    let (photo, provider) = match event.decode::<Post>() {
-                        Ok(
-                            PostEvent::SocialPostPublished { provider, .. }
-                            | PostEvent::SocialPostFailed { provider, .. }
-                            | PostEvent::SocialPostNeedsRelink { provider, .. },
-                        ) => (None, provider.to_string()),
-                        Ok(
-                            PostEvent::SocialPhotoPublished { photo, provider, .. }
-                            | PostEvent::SocialPhotoFailed { photo, provider, .. }
-                            | PostEvent::SocialPhotoNeedsRelink { photo, provider, .. },
-                        ) => (Some(photo.as_str().to_string()), provider.to_string()),
-                        _ => continue,
-                    };
-                    // Answer from the read model, as queries will, once it shows the outcome.
-                    while checkpoints.wait("posts", event.position, state.read_timeout).await.is_err() {}
-                    let db = state.store.db();
-                    let status = match photo {
-                        None => post_social::Entity::find_by_id((post.clone(), provider))
-                            .one(db)
-                            .await
-                            .ok()?
-                            .map(SocialStatus::from),
-                        Some(photo) => post_photo_social::Entity::find_by_id((post.clone(), photo, provider))
-                            .one(db)
-                            .await
-                            .ok()?
-                            .map(SocialStatus::from),
-                    }?;
-                    return Some((status, (cursor, slot)));
-                }
-            })
-        }))
+        let pick = |event: &RecordedEvent| match event.decode::<Post>() {
+            Ok(
+                PostEvent::SocialPostPublished { provider, .. }
+                | PostEvent::SocialPostFailed { provider, .. }
+                | PostEvent::SocialPostNeedsRelink { provider, .. },
+            ) => Some((None, provider.to_string())),
+            Ok(
+                PostEvent::SocialPhotoPublished { photo, provider, .. }
+                | PostEvent::SocialPhotoFailed { photo, provider, .. }
+                | PostEvent::SocialPhotoNeedsRelink { photo, provider, .. },
+            ) => Some((Some(photo.as_str().to_string()), provider.to_string())),
+            _ => None,
+        };
+        aggregate_updates(ctx, aggregate, "posts", pick, move |state, _, (photo, provider)| {
+            let post = post.clone();
+            async move {
+                let db = state.store.db();
+                Ok(match photo {
+                    None => post_social::Entity::find_by_id((post, provider)).one(db).await?.map(SocialStatus::from),
+                    Some(photo) => post_photo_social::Entity::find_by_id((post, photo, provider))
+                        .one(db)
+                        .await?
+                        .map(SocialStatus::from),
+                })
+            }
+        })
+        .await
     }
 
     /// Each change to a member's linked accounts from now on: linked (or
@@ -176,46 +202,33 @@ impl SubscriptionRoot {
             Role::Member => claims.member.as_deref() == Some(member.as_str()),
             Role::Staff => false,
         })?;
-        let state = state(ctx)?.clone();
-        let checkpoints = ctx.data::<Checkpoints>()?.clone();
-        let slot = slot(ctx)?;
         let aggregate = AggregateKey { aggregate_type: "Member".to_string(), aggregate_id: member.clone() };
-        let cursor = tails(ctx)?.log(None, Interest::Key(aggregate)).await.map_err(internal)?;
-        Ok(futures_util::stream::unfold((cursor, slot), move |(mut cursor, slot)| {
-            let (state, checkpoints, member) = (state.clone(), checkpoints.clone(), member.clone());
-            // Boxed: an idle subscription keeps no room for the reads below.
-            Box::pin(async move {
-                loop {
-                    let event = cursor.next().await?;
-                    let provider = match event.decode::<Member>() {
-                        Ok(MemberEvent::SocialAccountUnlinked { provider }) => {
-                            let gone = SocialAccount {
-                                provider: provider.to_string(),
-                                external_id: String::new(),
-                                linked_at: DateTime::from_micros(event.recorded_at_us),
-                                instance: None,
-                                status: "unlinked".to_string(),
-                                reason: None,
-                            };
-                            return Some((gone, (cursor, slot)));
-                        }
-                        Ok(
-                            MemberEvent::SocialAccountLinked { provider, .. }
-                            | MemberEvent::SocialAccountNeedsRelink { provider, .. },
-                        ) => provider.to_string(),
-                        _ => continue,
-                    };
-                    while checkpoints.wait("members", event.position, state.read_timeout).await.is_err() {}
-                    let row = social_accounts::Entity::find_by_id((member.clone(), provider))
-                        .one(state.store.db())
-                        .await
-                        .ok()?;
-                    if let Some(row) = row {
-                        return Some((SocialAccount::from(row), (cursor, slot)));
-                    }
+        let pick = |event: &RecordedEvent| match event.decode::<Member>() {
+            Ok(MemberEvent::SocialAccountUnlinked { provider }) => Some((provider, false)),
+            Ok(
+                MemberEvent::SocialAccountLinked { provider, .. }
+                | MemberEvent::SocialAccountNeedsRelink { provider, .. },
+            ) => Some((provider, true)),
+            _ => None,
+        };
+        aggregate_updates(ctx, aggregate, "members", pick, move |state, event, (provider, linked)| {
+            let member = member.clone();
+            async move {
+                if !linked {
+                    return Ok(Some(SocialAccount {
+                        provider: provider.to_string(),
+                        external_id: String::new(),
+                        linked_at: DateTime::from_micros(event.recorded_at_us),
+                        instance: None,
+                        status: "unlinked".to_string(),
+                        reason: None,
+                    }));
                 }
-            })
-        }))
+                let key = (member, provider.to_string());
+                Ok(social_accounts::Entity::find_by_id(key).one(state.store.db()).await?.map(SocialAccount::from))
+            }
+        })
+        .await
     }
 
     /// The event log in position order from after position `after` (0: from

@@ -87,13 +87,7 @@ fn social_worker(
         networks.insert(Provider::Bluesky, Arc::new(Bluesky::new(http)));
     } else {
         for provider in Provider::ALL {
-            let name = match provider {
-                Provider::Facebook => "facebook",
-                Provider::Twitter => "twitter",
-                Provider::Mastodon => "mastodon",
-                Provider::Bluesky => "bluesky",
-            };
-            networks.insert(provider, Arc::new(LoggingNetwork { name }));
+            networks.insert(provider, Arc::new(LoggingNetwork { name: provider.name() }));
         }
     }
     SocialWorker::new(store.clone(), redis, vault, media, networks, config::social_config(&cli.social, &cli.redis))

@@ -450,14 +450,21 @@ impl Provider {
     }
 }
 
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Provider {
+    /// Its name in read models, metrics and URLs.
+    pub fn name(self) -> &'static str {
+        match self {
             Provider::Facebook => "facebook",
             Provider::Twitter => "twitter",
             Provider::Mastodon => "mastodon",
             Provider::Bluesky => "bluesky",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -467,7 +474,7 @@ impl std::str::FromStr for Provider {
     fn from_str(name: &str) -> Result<Self, ValueError> {
         Provider::ALL
             .into_iter()
-            .find(|provider| provider.to_string() == name)
+            .find(|provider| provider.name() == name)
             .ok_or_else(|| ValueError { field: "provider", reason: format!("no network is called {name:?}") })
     }
 }

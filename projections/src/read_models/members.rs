@@ -40,10 +40,8 @@ impl Projection for Members {
     ) -> Result<MembersState, DbErr> {
         let ids: Vec<_> = ids_of(events).iter().map(|id| key1(id)).collect();
         let rows = table::load::<members::Entity>(txn, &names.table("members"), &ids).await?;
-        let keys: Vec<_> = ids_of(events)
-            .iter()
-            .flat_map(|id| Provider::ALL.map(|provider| key2(id, &provider.to_string())))
-            .collect();
+        let keys: Vec<_> =
+            ids_of(events).iter().flat_map(|id| Provider::ALL.map(|provider| key2(id, provider.name()))).collect();
         let accounts = table::load::<social_accounts::Entity>(txn, &names.table("social_accounts"), &keys).await?;
         Ok(MembersState {
             members: Rows::loaded(rows.into_iter().map(|m| (m.member_id.clone(), m))),

@@ -52,7 +52,7 @@ impl Projection for Posts {
         ids.retain(|id| !created.contains(id.as_str()));
         let post_keys: Vec<Vec<Value>> = ids.iter().map(|id| key1(id)).collect();
         let social_keys: Vec<Vec<Value>> =
-            ids.iter().flat_map(|id| Provider::ALL.map(|provider| key2(id, &provider.to_string()))).collect();
+            ids.iter().flat_map(|id| Provider::ALL.map(|provider| key2(id, provider.name()))).collect();
         let photo_social_keys: Vec<Vec<Value>> = events
             .iter()
             .filter(|(event, _)| !created.contains(event.aggregate_id.as_str()))

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use workers::oauth::{self, OAuthApp};
-use workers::providers::{Refusal, answer};
+use workers::providers::{Refusal, answer, id_in};
 use workers::tokens::{TokenError, TokenSet, TokenVault};
 
 /// Why a link could not be started or finished.
@@ -230,6 +230,34 @@ fn app_aad(provider: Provider, instance: &str) -> Vec<u8> {
 /// The most bytes of an instance URL, a code or a state taken from a client.
 const MAX_INPUT: usize = 2_048;
 
+/// An instance URL reduced to its origin (`https://host[:port]`), if it is
+/// one a server may call: `https` with a public host name, unless
+/// `insecure` (development and tests) lets it be `http` or an address.
+pub fn origin(raw: &str, insecure: bool) -> Result<String, LinkError> {
+    let bad = |why: &str| LinkError::BadInstance(why.to_string());
+    if raw.len() > MAX_INPUT {
+        return Err(bad("too long"));
+    }
+    let raw = if raw.contains("://") { raw.to_string() } else { format!("https://{raw}") };
+    let url = reqwest::Url::parse(&raw).map_err(|_| bad("not a URL"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("no credentials in the URL"));
+    }
+    url.host_str().ok_or_else(|| bad("no host"))?;
+    if !insecure {
+        if url.scheme() != "https" {
+            return Err(bad("must be https"));
+        }
+        match url.domain() {
+            Some(name) if name.contains('.') && !name.ends_with(".localhost") => {}
+            _ => return Err(bad("must be a public host name")),
+        }
+    } else if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad("must be http or https"));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 impl SocialLinks {
     /// Linking as `config`, sealing with `vault`.
     pub fn new(config: LinkConfig, vault: TokenVault) -> Self {
@@ -242,37 +270,19 @@ impl SocialLinks {
         format!("{}/oauth/{provider}/callback", self.config.callback_base.trim_end_matches('/'))
     }
 
+    /// Whether instances may be `http://` or addresses (see [`origin`]).
+    pub fn insecure_instances(&self) -> bool {
+        self.config.insecure_instances
+    }
+
     /// The front end's page, if configured.
     pub fn return_url(&self) -> Option<&str> {
         self.config.return_url.as_deref()
     }
 
-    /// An instance URL reduced to its origin (`https://host[:port]`), if it
-    /// is one this server may call: `https` with a host name, unless
-    /// insecure instances are allowed.
+    /// An instance URL as this server takes it (see [`origin`]).
     pub fn instance(&self, raw: &str) -> Result<String, LinkError> {
-        let bad = |why: &str| LinkError::BadInstance(why.to_string());
-        if raw.len() > MAX_INPUT {
-            return Err(bad("too long"));
-        }
-        let raw = if raw.contains("://") { raw.to_string() } else { format!("https://{raw}") };
-        let url = reqwest::Url::parse(&raw).map_err(|_| bad("not a URL"))?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("no credentials in the URL"));
-        }
-        url.host_str().ok_or_else(|| bad("no host"))?;
-        if !self.config.insecure_instances {
-            if url.scheme() != "https" {
-                return Err(bad("must be https"));
-            }
-            match url.domain() {
-                Some(name) if name.contains('.') && !name.ends_with(".localhost") => {}
-                _ => return Err(bad("must be a public host name")),
-            }
-        } else if !matches!(url.scheme(), "https" | "http") {
-            return Err(bad("must be http or https"));
-        }
-        Ok(url.origin().ascii_serialization())
+        origin(raw, self.config.insecure_instances)
     }
 
     /// Starts linking `member`'s account at `provider` (a Mastodon account
@@ -358,9 +368,8 @@ impl SocialLinks {
         Ok(())
     }
 
-    /// The flow `secret` names at `stage`; taken (deleted) when `take`, so
-    /// that it is used once. Expired or unknown: an error.
-    async fn flow(&self, db: &impl ConnectionTrait, secret: &str, stage: &str, take: bool) -> Result<Flow, LinkError> {
+    /// The flow `secret` names at `stage`, unless unknown or expired.
+    async fn flow(&self, db: &impl ConnectionTrait, secret: &str, stage: &str) -> Result<Flow, LinkError> {
         if secret.is_empty() || secret.len() > MAX_INPUT {
             return Err(LinkError::UnknownState);
         }
@@ -378,16 +387,6 @@ impl SocialLinks {
             .and_where(Expr::col(SocialLinkFlows::Stage).eq(stage))
             .to_owned();
         let row = db.query_one(&select).await?.ok_or(LinkError::UnknownState)?;
-        if take {
-            let delete = Query::delete()
-                .from_table(SocialLinkFlows::Table)
-                .and_where(Expr::col(SocialLinkFlows::Id).eq(id.as_str()))
-                .to_owned();
-            // Two callbacks with one state: only the one that deletes it goes on.
-            if db.execute(&delete).await?.rows_affected() != 1 {
-                return Err(LinkError::UnknownState);
-            }
-        }
         let expires_at_us: i64 = row.try_get("", "expires_at_us")?;
         if expires_at_us < eventstore::now_us() {
             return Err(LinkError::Expired);
@@ -401,6 +400,19 @@ impl SocialLinks {
             expires_at_us,
             sealed,
         })
+    }
+
+    /// Takes the flow `secret` names, so that it is used once: of two
+    /// requests with one secret, only the one that deletes it goes on.
+    async fn take(&self, db: &impl ConnectionTrait, secret: &str) -> Result<(), LinkError> {
+        let delete = Query::delete()
+            .from_table(SocialLinkFlows::Table)
+            .and_where(Expr::col(SocialLinkFlows::Id).eq(digest(secret)))
+            .to_owned();
+        match db.execute(&delete).await?.rows_affected() {
+            1 => Ok(()),
+            _ => Err(LinkError::UnknownState),
+        }
     }
 
     /// pointstream's registration at a Mastodon instance: stored, or made
@@ -482,7 +494,8 @@ impl SocialLinks {
         error: Option<&str>,
     ) -> Result<Landing, LinkError> {
         let db = store.db();
-        let flow = self.flow(db, state, "authorize", true).await?;
+        let flow = self.flow(db, state, "authorize").await?;
+        self.take(db, state).await?;
         if flow.provider != provider.to_string() {
             return Err(LinkError::UnknownState);
         }
@@ -504,7 +517,7 @@ impl SocialLinks {
                     .get(format!("{}/2/users/me", twitter.api.trim_end_matches('/')))
                     .bearer_auth(&tokens.access);
                 let me = answer(me.send().await).await?;
-                Prepared { provider, external_id: text(&me, "/data/id")?, instance: None, tokens }
+                Prepared { provider, external_id: id_in(&me, "/data/id")?, instance: None, tokens }
             }
             Provider::Mastodon => {
                 let instance = flow.sealed.instance.clone().ok_or(LinkError::UnknownState)?;
@@ -513,7 +526,7 @@ impl SocialLinks {
                 let me =
                     self.http.get(format!("{instance}/api/v1/accounts/verify_credentials")).bearer_auth(&tokens.access);
                 let me = answer(me.send().await).await?;
-                Prepared { provider, external_id: text(&me, "/id")?, instance: Some(instance), tokens }
+                Prepared { provider, external_id: id_in(&me, "/id")?, instance: Some(instance), tokens }
             }
             Provider::Facebook => {
                 let pages = self.facebook_pages(code, &redirect).await?;
@@ -563,7 +576,7 @@ impl SocialLinks {
             ("code", code),
         ];
         let short = answer(self.http.get(&app.token_url).query(&short).send().await).await?;
-        let short = text(&short, "/access_token")?;
+        let short = id_in(&short, "/access_token")?;
         let long = [
             ("grant_type", "fb_exchange_token"),
             ("client_id", app.client_id.as_str()),
@@ -571,7 +584,7 @@ impl SocialLinks {
             ("fb_exchange_token", &short),
         ];
         let long = answer(self.http.get(&app.token_url).query(&long).send().await).await?;
-        let user = text(&long, "/access_token")?;
+        let user = id_in(&long, "/access_token")?;
         let url = format!("{}/me/accounts", facebook.graph.trim_end_matches('/'));
         let query = [("fields", "id,name,access_token"), ("access_token", user.as_str())];
         let listed = answer(self.http.get(url).query(&query).send().await).await?;
@@ -582,7 +595,7 @@ impl SocialLinks {
 
     /// The Pages offered to `member` by choice `choice` (not taken).
     pub async fn pages(&self, db: &impl ConnectionTrait, member: &str, choice: &str) -> Result<Vec<Page>, LinkError> {
-        let flow = self.flow(db, choice, "choose_page", false).await?;
+        let flow = self.flow(db, choice, "choose_page").await?;
         if flow.member != member {
             return Err(LinkError::UnknownState);
         }
@@ -602,7 +615,7 @@ impl SocialLinks {
             .into_iter()
             .find(|p| p.id == page)
             .ok_or_else(|| LinkError::UnknownPage(page.chars().take(64).collect()))?;
-        self.flow(db, choice, "choose_page", true).await?;
+        self.take(db, choice).await?;
         Ok(Prepared {
             provider: Provider::Facebook,
             external_id: page.id,
@@ -626,7 +639,7 @@ impl SocialLinks {
         let tokens = oauth::session_tokens(&session, None)?;
         Ok(Prepared {
             provider: Provider::Bluesky,
-            external_id: text(&session, "/did")?,
+            external_id: id_in(&session, "/did")?,
             instance: Some(service),
             tokens,
         })
@@ -685,15 +698,6 @@ pub trait Linked {
 impl Linked for CommandOutcome {
     fn replayed(&self) -> bool {
         self.replayed
-    }
-}
-
-/// A string in a network's answer.
-fn text(value: &Value, pointer: &str) -> Result<String, LinkError> {
-    match value.pointer(pointer) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        _ => Err(LinkError::Unavailable(format!("the network's answer has no {pointer}"))),
     }
 }
 

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::providers::{Refusal, answer};
+use crate::providers::{Refusal, answer, id_in};
 use crate::tokens::TokenSet;
 
 /// pointstream registered as an app with a network (or one instance of it).
@@ -55,16 +55,13 @@ pub fn secret() -> String {
 /// The tokens in a token endpoint's answer (`access_token`, `refresh_token`,
 /// `expires_in` seconds), for link `link`.
 pub fn granted(value: &Value, now_us: i64, link: Option<String>) -> Result<TokenSet, Refusal> {
-    let access = value.pointer("/access_token").and_then(Value::as_str).ok_or_else(|| Refusal::Transient {
-        reason: "the token endpoint answered no access_token".into(),
-        retry_after: None,
-    })?;
+    let access = id_in(value, "/access_token")?;
     let expires_at_us = value
         .pointer("/expires_in")
         .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
         .map(|seconds| now_us.saturating_add(seconds.saturating_mul(1_000_000)));
     Ok(TokenSet {
-        access: access.to_string(),
+        access,
         refresh: value.pointer("/refresh_token").and_then(Value::as_str).map(str::to_string),
         expires_at_us,
         link,
@@ -74,14 +71,7 @@ pub fn granted(value: &Value, now_us: i64, link: Option<String>) -> Result<Token
 /// An AT Protocol session's tokens (`accessJwt`, `refreshJwt`); the access
 /// token's expiry is read from its JWT claims when it has one.
 pub fn session_tokens(session: &Value, link: Option<String>) -> Result<TokenSet, Refusal> {
-    let field = |name: &str| {
-        session
-            .pointer(name)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| Refusal::Transient { reason: format!("the session has no {name}"), retry_after: None })
-    };
-    let access = field("/accessJwt")?;
+    let access = id_in(session, "/accessJwt")?;
     let expires_at_us = access
         .split('.')
         .nth(1)
@@ -89,7 +79,7 @@ pub fn session_tokens(session: &Value, link: Option<String>) -> Result<TokenSet,
         .and_then(|claims| serde_json::from_slice::<Value>(&claims).ok())
         .and_then(|claims| claims.pointer("/exp").and_then(Value::as_i64))
         .map(|seconds| seconds.saturating_mul(1_000_000));
-    Ok(TokenSet { access, refresh: Some(field("/refreshJwt")?), expires_at_us, link })
+    Ok(TokenSet { access, refresh: Some(id_in(session, "/refreshJwt")?), expires_at_us, link })
 }
 
 /// A refresh's answer: a 400 or 401 (the grant revoked or expired) is for good.

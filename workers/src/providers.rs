@@ -273,11 +273,13 @@ fn fitted(outgoing: &Outgoing, limit: usize) -> String {
     text
 }
 
-fn id_in(value: &Value, pointer: &str) -> Result<String, Refusal> {
-    value.pointer(pointer).and_then(Value::as_str).map(str::to_string).ok_or_else(|| Refusal::Transient {
-        reason: format!("the answer has no {pointer}: {value}"),
-        retry_after: None,
-    })
+/// The non-empty string at `pointer` in a network's answer. The answer
+/// itself is not quoted in the refusal: a token endpoint's holds secrets.
+pub fn id_in(value: &Value, pointer: &str) -> Result<String, Refusal> {
+    let found = value.pointer(pointer).and_then(Value::as_str).filter(|id| !id.is_empty());
+    found
+        .map(str::to_string)
+        .ok_or_else(|| Refusal::Transient { reason: format!("the answer has no {pointer}"), retry_after: None })
 }
 
 /// One photo as a multipart file part.

@@ -96,18 +96,10 @@ impl QueryRoot {
         ctx: &Context<'_>,
         choice: String,
     ) -> Result<Vec<super::objects::FacebookPage>> {
-        let claims = claims(ctx)?;
-        let (Role::Member, Some(member)) = (claims.role, claims.member.as_deref()) else {
-            return Err(forbidden());
-        };
-        let links = state(ctx)?.links.as_ref().ok_or_else(|| {
-            coded("BAD_USER_INPUT", "this server keeps no access tokens (no token key is configured)")
-        })?;
+        use super::mutation::{link_error, links, own_member};
+        let member = own_member(claims(ctx)?)?;
         // The primary: the flow was written a moment ago, and is no read model.
-        let pages = links
-            .pages(state(ctx)?.store.db(), member, &choice)
-            .await
-            .map_err(|error| coded(error.code(), error.to_string()))?;
+        let pages = links(ctx)?.pages(state(ctx)?.store.db(), member, &choice).await.map_err(link_error)?;
         Ok(pages.into_iter().map(|page| super::objects::FacebookPage { id: page.id, name: page.name }).collect())
     }
 

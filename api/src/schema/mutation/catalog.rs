@@ -62,7 +62,7 @@ async fn link_prepared(
 }
 
 /// The linking of accounts, if this server keeps tokens.
-fn links(ctx: &Context<'_>) -> Result<std::sync::Arc<SocialLinks>> {
+pub(crate) fn links(ctx: &Context<'_>) -> Result<std::sync::Arc<SocialLinks>> {
     state(ctx)?
         .links
         .clone()
@@ -70,14 +70,14 @@ fn links(ctx: &Context<'_>) -> Result<std::sync::Arc<SocialLinks>> {
 }
 
 /// The caller's own member id: accounts are linked by the member themself.
-fn own_member(claims: &Claims) -> Result<&str> {
+pub(crate) fn own_member(claims: &Claims) -> Result<&str> {
     match (claims.role, claims.member.as_deref()) {
         (Role::Member, Some(member)) => Ok(member),
         _ => Err(coded("FORBIDDEN", "only a member links their own accounts")),
     }
 }
 
-fn link_error(error: LinkError) -> async_graphql::Error {
+pub(crate) fn link_error(error: LinkError) -> async_graphql::Error {
     coded(error.code(), error.to_string())
 }
 
@@ -201,20 +201,17 @@ impl MemberMutations {
         self_or_admin(claims, &member)?;
         MemberId::parse(member.as_str()).map_err(bad_input)?;
         let provider: Provider = provider.into();
-        let links = match (&access_token, &state(ctx)?.links) {
-            (Some(token), _) if token.is_empty() || token.len() > 4_096 => {
+        let links = state(ctx)?.links.clone();
+        if let Some(token) = &access_token {
+            if token.is_empty() || token.len() > 4_096 {
                 return Err(coded("BAD_USER_INPUT", "accessToken must be 1 to 4096 characters"));
             }
-            (Some(_), None) => {
+            if links.is_none() {
                 return Err(coded("BAD_USER_INPUT", "this server keeps no access tokens (no token key is configured)"));
             }
-            (_, links) => links.clone(),
-        };
-        let instance = match (instance, &links) {
-            (Some(raw), Some(links)) => Some(links.instance(&raw).map_err(link_error)?),
-            (Some(raw), None) => Some(ExternalRef::parse(raw).map_err(bad_input)?.as_str().to_string()),
-            (None, _) => None,
-        };
+        }
+        let insecure = links.as_ref().is_some_and(|links| links.insecure_instances());
+        let instance = instance.map(|raw| crate::links::origin(&raw, insecure)).transpose().map_err(link_error)?;
         let external_id = ExternalRef::parse(external_id).map_err(bad_input)?;
         let (Some(token), Some(links)) = (access_token, links) else {
             let command = MemberCommand::LinkSocialAccount {

@@ -4,6 +4,8 @@
 //! An `idempotencyKey` makes a retry return the first outcome.
 
 mod catalog;
+
+pub(crate) use catalog::{link_error, links, own_member};
 mod posts;
 mod wallet;
 

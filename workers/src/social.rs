@@ -45,7 +45,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::values::{ExternalRef, MemberId, PhotoKey, Provider, Reason};
+use domain::values::{ExternalRef, PhotoKey, Provider, Reason};
 use domain::{
     DomainError, Member, MemberCommand, MemberEvent, Post, PostCommand, PostEvent, SocialOutcome, SocialStatus,
 };
@@ -195,18 +195,19 @@ fn acts_on(event_type: &str) -> bool {
     publishes(event_type) || event_type == "SocialAccountLinked"
 }
 
-/// A post (or a photo added later) waiting for its author's relink, as read
-/// from the log: what a [`Draft`] borrows.
-struct Waiting {
+/// A post (or a photo added to it later) as its log tells it: what a
+/// [`Draft`] borrows, and the networks it goes to.
+struct Drafted {
     post: String,
     author: String,
     body: String,
     photos: Vec<domain::Photo>,
     later: Option<PhotoKey>,
     written_at_us: i64,
+    providers: Vec<Provider>,
 }
 
-impl Waiting {
+impl Drafted {
     fn draft(&self) -> Draft<'_> {
         Draft {
             post: &self.post,
@@ -220,8 +221,12 @@ impl Waiting {
     }
 }
 
-/// How an account stands for one attempt: the account, its server and its
-/// tokens, or why it cannot be posted with.
+/// What one attempt posts and with which credentials (none without a token
+/// key), or why it cannot; beside the id of the link it is tried under.
+type Prepared = (Option<String>, Result<(Outgoing, Option<Credentials>), Refusal>);
+
+/// The account one attempt posts with: its id at the network, its server and
+/// its tokens.
 struct Credentials {
     account: String,
     instance: Option<String>,
@@ -488,48 +493,12 @@ impl SocialWorker {
             tracing::info!(member = %event.aggregate_id, %provider, posts = waiting.len(), "account linked again: publishing what waited");
         }
         for (post, photo) in waiting {
-            let Some(parts) = self.waiting(&post, photo).await? else { continue };
-            if self.publish(held, &parts.draft(), provider, 0, shutdown).await? == Progress::Stopped {
+            let Some(drafted) = self.drafted(&post, photo.as_ref()).await? else { continue };
+            if self.publish(held, &drafted.draft(), provider, 0, shutdown).await? == Progress::Stopped {
                 return Ok(Progress::Stopped);
             }
         }
         Ok(Progress::Done)
-    }
-
-    /// A post (or a photo added to it later), as its log tells it.
-    async fn waiting(&self, post: &str, later: Option<PhotoKey>) -> Result<Option<Waiting>, WorkerError> {
-        let stream = self.store.read_stream("Post", post).await?;
-        let mut found: Option<Waiting> = None;
-        let mut number = 0;
-        for event in &stream {
-            match event.decode::<Post>()? {
-                PostEvent::PostCreated { author, body, photos, .. } => {
-                    number += photos.len();
-                    found = Some(Waiting {
-                        post: post.to_string(),
-                        author: author.as_str().to_string(),
-                        body: body.as_str().to_string(),
-                        photos,
-                        later: None,
-                        written_at_us: event.recorded_at_us,
-                    });
-                }
-                PostEvent::PhotoAdded { photo, .. } => {
-                    number += 1;
-                    if let (Some(wanted), Some(waiting)) = (&later, found.as_mut())
-                        && *wanted == photo.key
-                    {
-                        waiting.body = format!("{} (photo {number})", waiting.body);
-                        waiting.later = Some(photo.key.clone());
-                        waiting.photos = vec![photo];
-                        waiting.written_at_us = event.recorded_at_us;
-                        return Ok(found);
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(if later.is_some() { None } else { found })
     }
 
     /// Publishes a `PostCreated` event to each network it targets, or a
@@ -541,71 +510,71 @@ impl SocialWorker {
         spent: u32,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Progress, WorkerError> {
-        match event.decode::<Post>()? {
-            PostEvent::PostCreated { post, author, body, providers, photos, .. } => {
-                let what = Draft {
-                    post: post.as_str(),
-                    author: author.as_str(),
-                    body: body.as_str().to_string(),
-                    photos: &photos,
-                    later: None,
-                    written_at_us: event.recorded_at_us,
-                    blobs: tokio::sync::OnceCell::new(),
-                };
-                for provider in providers {
-                    if self.publish(held, &what, provider, spent, shutdown).await? == Progress::Stopped {
-                        return Ok(Progress::Stopped);
-                    }
-                }
-            }
+        let drafted = match event.decode::<Post>()? {
+            PostEvent::PostCreated { post, author, body, providers, photos, .. } => Drafted {
+                post: post.as_str().to_string(),
+                author: author.as_str().to_string(),
+                body: body.as_str().to_string(),
+                photos,
+                later: None,
+                written_at_us: event.recorded_at_us,
+                providers,
+            },
             PostEvent::PhotoAdded { photo, cross_post: true } => {
-                let (author, body, providers, number) = self.post_of(event).await?;
-                let photos = [photo];
-                let what = Draft {
-                    post: &event.aggregate_id,
-                    author: author.as_str(),
-                    // Distinct from the post's own text (networks refuse a duplicate).
-                    body: format!("{} (photo {number})", body.as_str()),
-                    photos: &photos,
-                    later: Some(&photos[0].key),
-                    written_at_us: event.recorded_at_us,
-                    blobs: tokio::sync::OnceCell::new(),
-                };
-                for provider in providers {
-                    if self.publish(held, &what, provider, spent, shutdown).await? == Progress::Stopped {
-                        return Ok(Progress::Stopped);
-                    }
-                }
+                self.drafted(&event.aggregate_id, Some(&photo.key)).await?.ok_or_else(|| WorkerError::Malformed {
+                    id: event.aggregate_id.clone(),
+                    what: "a photo added to a post with no PostCreated".into(),
+                })?
             }
-            _ => {}
+            _ => return Ok(Progress::Done),
+        };
+        let draft = drafted.draft();
+        for provider in &drafted.providers {
+            if self.publish(held, &draft, *provider, spent, shutdown).await? == Progress::Stopped {
+                return Ok(Progress::Stopped);
+            }
         }
         Ok(Progress::Done)
     }
 
-    /// For a photo added to a post (`added`): the post's author, text and
-    /// networks, from its first event, and the photo's number in the post
-    /// (from 1).
-    async fn post_of(
-        &self,
-        added: &RecordedEvent,
-    ) -> Result<(MemberId, domain::values::PostBody, Vec<Provider>, usize), WorkerError> {
-        let stream = self.store.read_stream("Post", &added.aggregate_id).await?;
-        let (mut created, mut before) = (None, 0);
-        for earlier in stream.iter().take_while(|e| e.sequence < added.sequence) {
-            match earlier.decode::<Post>()? {
-                PostEvent::PostCreated { author, body, providers, photos, .. } => {
-                    before += photos.len();
-                    created = Some((author, body, providers));
+    /// Post `post`, or the photo `later` added to it, as its log tells it;
+    /// `None` if the log holds no such post or photo. A later photo goes out
+    /// with the post's text and its number in the post (networks refuse a
+    /// duplicate text).
+    async fn drafted(&self, post: &str, later: Option<&PhotoKey>) -> Result<Option<Drafted>, WorkerError> {
+        let stream = self.store.read_stream("Post", post).await?;
+        let mut found: Option<Drafted> = None;
+        let mut number = 0;
+        for event in &stream {
+            match event.decode::<Post>()? {
+                PostEvent::PostCreated { author, body, photos, providers, .. } => {
+                    number += photos.len();
+                    found = Some(Drafted {
+                        post: post.to_string(),
+                        author: author.as_str().to_string(),
+                        body: body.as_str().to_string(),
+                        photos,
+                        later: None,
+                        written_at_us: event.recorded_at_us,
+                        providers,
+                    });
                 }
-                PostEvent::PhotoAdded { .. } => before += 1,
+                PostEvent::PhotoAdded { photo, .. } => {
+                    number += 1;
+                    if let (Some(wanted), Some(drafted)) = (later, found.as_mut())
+                        && *wanted == photo.key
+                    {
+                        drafted.body = format!("{} (photo {number})", drafted.body);
+                        drafted.later = Some(photo.key.clone());
+                        drafted.photos = vec![photo];
+                        drafted.written_at_us = event.recorded_at_us;
+                        return Ok(found);
+                    }
+                }
                 _ => {}
             }
         }
-        let (author, body, providers) = created.ok_or_else(|| WorkerError::Malformed {
-            id: added.aggregate_id.clone(),
-            what: "a photo added to a post with no PostCreated".into(),
-        })?;
-        Ok((author, body, providers, before + 1))
+        Ok(found.filter(|_| later.is_none()))
     }
 
     /// One batch of the embedded worker from `at` (read from
@@ -887,13 +856,13 @@ impl SocialWorker {
             attempt,
             outcome = tracing::field::Empty,
         );
-        let (link, prepared) = self.outgoing(draft, provider, reply_to).await?;
+        let (link, prepared) = self.outgoing(draft, provider, network, reply_to).await?;
         let outcome = match prepared {
             Ok((mut outgoing, credentials)) => {
                 let mut outcome = network.publish(&outgoing).instrument(call.clone()).await;
-                if let Err(Refusal::Unauthorized { .. }) = &outcome {
+                if let (Err(Refusal::Unauthorized { .. }), Some(credentials)) = (&outcome, &credentials) {
                     // Once more, with refreshed tokens; refused again, the account needs relinking.
-                    outcome = match self.refresh(draft.author, provider, network, &credentials).await? {
+                    outcome = match self.refresh(draft.author, provider, network, credentials).await? {
                         Ok(tokens) => {
                             outgoing.token = Some(tokens.access);
                             match network.publish(&outgoing).instrument(call.clone()).await {
@@ -945,14 +914,15 @@ impl SocialWorker {
     /// the store cannot give is a transient refusal (retried); a photo that
     /// is gone (the post was deleted meanwhile) is left out. An account not
     /// linked, waiting for a relink, or without tokens is a
-    /// [`Refusal::Relink`].
+    /// [`Refusal::Relink`]. Without a token key there are no credentials:
+    /// the networks only log.
     async fn outgoing(
         &self,
         draft: &Draft<'_>,
         provider: Provider,
+        network: &Arc<dyn SocialNetwork>,
         reply_to: Option<&str>,
-    ) -> Result<(Option<String>, Result<(Outgoing, Credentials), Refusal>), WorkerError> {
-        let (post, body) = (draft.post, &draft.body);
+    ) -> Result<Prepared, WorkerError> {
         let photos = match draft.blobs.get_or_try_init(|| self.read_photos(draft)).await {
             Ok(blobs) => blobs.clone(),
             Err(refusal) => return Ok((None, Err(refusal))),
@@ -960,76 +930,73 @@ impl SocialWorker {
         if draft.later.is_some() && photos.is_empty() {
             return Ok((None, Err(Refusal::Refused { reason: "the photo is gone from the photo store".into() })));
         }
-        let credentials = match &self.vault {
-            // No token key: the networks only log, and nothing is posted with.
-            None => Credentials { account: String::new(), instance: None, tokens: TokenSet::access("") },
-            Some(_) => match self.credentials(draft.author, provider).await? {
-                Ok(credentials) => credentials,
-                Err(refusal) => return Ok((None, Err(refusal))),
+        let (link, credentials) = match &self.vault {
+            None => (None, None),
+            Some(vault) => match self.credentials(vault, draft.author, provider).await? {
+                (link, Err(refusal)) => return Ok((link, Err(refusal))),
+                (link, Ok(credentials))
+                    if credentials.tokens.expires_within(eventstore::now_us(), REFRESH_MARGIN.as_micros() as i64) =>
+                {
+                    match self.refresh(draft.author, provider, network, &credentials).await? {
+                        Ok(tokens) => (link, Some(Credentials { tokens, ..credentials })),
+                        Err(refusal) => return Ok((link, Err(refusal))),
+                    }
+                }
+                (link, Ok(credentials)) => (link, Some(credentials)),
             },
         };
-        // The link these tokens belong to: a refusal for good marks it (and only it).
-        let link_id = credentials.tokens.link.clone();
-        let credentials = if credentials.tokens.expires_within(eventstore::now_us(), REFRESH_MARGIN.as_micros() as i64)
-        {
-            let network = self
-                .networks
-                .get(&provider)
-                .ok_or(WorkerError::Malformed { id: post.to_string(), what: format!("no network for {provider}") })?;
-            match self.refresh(draft.author, provider, network, &credentials).await? {
-                Ok(tokens) => Credentials { tokens, ..credentials },
-                Err(refusal) => return Ok((link_id, Err(refusal))),
-            }
-        } else {
-            credentials
-        };
-        let link = self.config.public_url.as_ref().map(|base| format!("{}/posts/{post}", base.trim_end_matches('/')));
-        let key = claim_name(draft, provider);
         let outgoing = Outgoing {
-            post: post.to_string(),
-            body: body.to_string(),
-            link,
-            account: Some(credentials.account.clone()).filter(|account| !account.is_empty()),
-            token: Some(credentials.tokens.access.clone()).filter(|token| !token.is_empty()),
-            instance: credentials.instance.clone(),
-            key: format!("pointstream-{}", key.trim_start_matches("social:")),
+            post: draft.post.to_string(),
+            body: draft.body.clone(),
+            link: self
+                .config
+                .public_url
+                .as_ref()
+                .map(|base| format!("{}/posts/{}", base.trim_end_matches('/'), draft.post)),
+            account: credentials.as_ref().map(|c| c.account.clone()),
+            token: credentials.as_ref().map(|c| c.tokens.access.clone()),
+            instance: credentials.as_ref().and_then(|c| c.instance.clone()),
+            key: format!("pointstream-{}", draft_key(draft, provider)),
             written_at_us: draft.written_at_us,
             photos,
             reply_to: reply_to.map(str::to_string),
         };
-        Ok((link_id, Ok((outgoing, credentials))))
+        Ok((link, Ok((outgoing, credentials))))
     }
 
-    /// The author's linked account at `provider` and its tokens.
-    async fn credentials(&self, author: &str, provider: Provider) -> Result<Result<Credentials, Refusal>, WorkerError> {
-        let relink = |reason: &str| Ok(Err(Refusal::Relink { reason: reason.to_string() }));
+    /// The author's linked account at `provider` and its tokens, beside the
+    /// id of the link as the member's stream has it: a refusal for good
+    /// marks that link (and only it) for relinking.
+    async fn credentials(
+        &self,
+        vault: &TokenVault,
+        author: &str,
+        provider: Provider,
+    ) -> Result<(Option<String>, Result<Credentials, Refusal>), WorkerError> {
         let member = self.store.load::<Member>(author).await?;
         let Some(link) = member.state.link(provider) else {
-            return relink("the author has no linked account there");
+            let reason = "the author has no linked account there".to_string();
+            return Ok((None, Err(Refusal::Relink { reason })));
         };
+        let id = link.link.as_ref().map(|l| l.as_str().to_string());
+        let relink = |reason: &str| Ok((id.clone(), Err(Refusal::Relink { reason: reason.to_string() })));
         if link.needs_relink {
             return relink("the account waits to be linked again");
         }
-        let tokens = match &self.vault {
-            Some(vault) => vault.load(self.store.db(), author, &provider.to_string()).await?,
-            None => None,
-        };
-        let Some(tokens) = tokens else {
+        let Some(tokens) = vault.load(self.store.db(), author, &provider.to_string()).await? else {
             return relink("no token is kept for the author's account there");
         };
-        let wanted = link.link.as_ref().map(|l| l.as_str().to_string());
-        if tokens.link.is_some() && tokens.link != wanted {
+        if tokens.link.is_some() && tokens.link != id {
             // The tokens of the link before: the new link's are on their way.
-            return Ok(Err(Refusal::Transient {
-                reason: "the account was just linked again; its tokens are not stored yet".into(),
-                retry_after: None,
-            }));
+            let reason = "the account was just linked again; its tokens are not stored yet".into();
+            return Ok((id, Err(Refusal::Transient { reason, retry_after: None })));
         }
-        Ok(Ok(Credentials {
+        let credentials = Credentials {
             account: link.external_id.as_str().to_string(),
             instance: link.instance.as_ref().map(|i| i.as_str().to_string()),
             tokens,
-        }))
+        };
+        Ok((id, Ok(credentials)))
     }
 
     /// New tokens for `credentials`, under a claim on the account: the
@@ -1252,23 +1219,33 @@ enum Next {
     Wait(Duration),
 }
 
-/// The name of the claim on publishing `draft` on `provider` (a lease's
-/// name holds 64 characters; a post id and photo key may not fit).
-fn claim_name(draft: &Draft<'_>, provider: Provider) -> String {
+/// 40 hex digits of SHA-256 over `parts`, each length-prefixed: names that
+/// fit a lease's 64 characters whatever the ids' lengths.
+fn hashed(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
-    for part in [draft.post, draft.later.map_or("", |photo| photo.as_str()), &provider.to_string()] {
+    for part in parts {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part.as_bytes());
     }
-    format!("social:{}", &hex::encode(hash.finalize())[..40])
+    hex::encode(hash.finalize())[..40].to_string()
+}
+
+/// The key of publishing `draft` on `provider`: the same for every attempt
+/// and worker. It names the claim on the publication, and is the network's
+/// idempotency key (Mastodon) or the seed of its record key (Bluesky).
+fn draft_key(draft: &Draft<'_>, provider: Provider) -> String {
+    hashed(&[draft.post, draft.later.map_or("", |photo| photo.as_str()), &provider.to_string()])
+}
+
+/// The name of the claim on publishing `draft` on `provider`.
+fn claim_name(draft: &Draft<'_>, provider: Provider) -> String {
+    format!("social:{}", draft_key(draft, provider))
 }
 
 /// The name of the claim on refreshing `member`'s tokens at `provider`.
 fn account_claim_name(member: &str, provider: Provider) -> String {
-    use sha2::{Digest, Sha256};
-    let hash = Sha256::digest(format!("{}\0{member}\0{provider}", member.len()).as_bytes());
-    format!("tokens:{}", &hex::encode(hash)[..40])
+    format!("tokens:{}", hashed(&[member, &provider.to_string()]))
 }
 
 /// The posts (and photos added later) of `member` waiting at `provider` for

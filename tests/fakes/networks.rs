@@ -96,13 +96,17 @@ impl Networks {
         self.with(|s| if on { s.hang.insert(network) } else { s.hang.remove(network) });
     }
 
+    /// Expires the access tokens of `network`: they answer 401 (the refresh
+    /// tokens stay good).
+    pub fn expire_access(&self, network: &str) {
+        self.with(|s| s.access.retain(|_, n| *n != network));
+    }
+
     /// Revokes every grant of `network`: its access tokens answer 401 and
     /// its refresh tokens `invalid_grant`.
     pub fn revoke(&self, network: &str) {
-        self.with(|s| {
-            s.access.retain(|_, n| *n != network);
-            s.refresh.retain(|token| !token.starts_with(&format!("{network}-refresh")));
-        });
+        self.expire_access(network);
+        self.with(|s| s.refresh.retain(|token| !token.starts_with(&format!("{network}-refresh"))));
     }
 
     /// A token the fake `network` takes: `kind` is `access` or `refresh`.
@@ -476,12 +480,14 @@ pub async fn start() -> (Arc<Networks>, String) {
         .at("/xrpc/com.atproto.repo.getRecord", get(bsky_get))
         .at("/app/linked", get(landed))
         .data(nets.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
-    let address = listener.local_addr().expect("an address");
-    drop(listener);
-    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(address.to_string()))
+    // Port 0, and the port taken read back: no other process can take it between.
+    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
         .await
         .expect("listens");
+    let address = poem::listener::Acceptor::local_addr(&acceptor)
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .expect("an address");
     tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
     (nets, format!("http://{address}"))
 }

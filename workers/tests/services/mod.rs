@@ -131,12 +131,14 @@ pub async fn fake_networks(fake: Arc<Fake>) -> String {
         .at("/2/tweets", post(twitter))
         .at("/2/media/upload", post(twitter))
         .data(fake);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
-    let address = listener.local_addr().expect("an address");
-    drop(listener);
-    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(address.to_string()))
+    // Port 0, and the port taken read back: no other process can take it between.
+    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
         .await
         .expect("listens");
+    let address = poem::listener::Acceptor::local_addr(&acceptor)
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .expect("an address");
     tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
     format!("http://{address}")
 }

@@ -133,9 +133,20 @@ async fn write_every_event() -> BTreeMap<String, Written> {
     run::<Member>(
         &store,
         "ann",
-        MemberCommand::LinkSocialAccount { provider: facebook, external_id: external_id(), instance: None, link: None },
+        MemberCommand::LinkSocialAccount {
+            provider: facebook,
+            external_id: external_id(),
+            instance: Some(ok(ExternalRef::parse("https://mastodon.example"))),
+            link: Some(ok(ExternalRef::parse("link-1"))),
+        },
     )
     .await;
+    let mark = MemberCommand::MarkNeedsRelink {
+        provider: facebook,
+        link: Some(ok(ExternalRef::parse("link-1"))),
+        reason: reason("the refresh was refused"),
+    };
+    run::<Member>(&store, "ann", mark).await;
     run::<Member>(&store, "ann", MemberCommand::UnlinkSocialAccount { provider: facebook }).await;
 
     let policy = ok(EarnPolicy::new(1_000, Some(points(500)), 100));
@@ -199,6 +210,12 @@ async fn write_every_event() -> BTreeMap<String, Written> {
         let record = PostCommand::RecordPhotoResult { photo: later.key.clone(), provider: facebook, outcome };
         run::<Post>(&store, "p1", record).await;
     }
+    let waiting = || SocialOutcome::NeedsRelink { reason: reason("the account needs linking again") };
+    run::<Post>(&store, "p1", PostCommand::RecordSocialResult { provider: Provider::Twitter, outcome: waiting() })
+        .await;
+    let record =
+        PostCommand::RecordPhotoResult { photo: later.key.clone(), provider: Provider::Twitter, outcome: waiting() };
+    run::<Post>(&store, "p1", record).await;
     run::<Post>(&store, "p1", PostCommand::Delete).await;
 
     let mut written = BTreeMap::new();

@@ -23,7 +23,7 @@ use workers::tokens::TokenVault;
 pub use self::mutation::MutationRoot;
 pub use self::query::QueryRoot;
 pub use self::subscription::{ConnectionSlots, SubscriptionRoot};
-use crate::auth::{AuthError, Claims};
+use crate::auth::{AuthError, Claims, Role};
 use crate::checkpoints::Checkpoints;
 use crate::documents::Reach;
 use crate::errors::ErrorCodes;
@@ -209,6 +209,15 @@ fn forbidden() -> async_graphql::Error {
 /// `FORBIDDEN` unless the caller's role allows the operation.
 fn permit(allowed: bool) -> Result<()> {
     if allowed { Ok(()) } else { Err(forbidden()) }
+}
+
+/// What only `member` themself, admins and auditors may see.
+fn member_or_overseer(claims: &Claims, member: &str) -> Result<()> {
+    permit(match claims.role {
+        Role::Admin | Role::Auditor => true,
+        Role::Member => claims.member.as_deref() == Some(member),
+        Role::Staff => false,
+    })
 }
 
 fn internal(err: impl std::fmt::Display) -> async_graphql::Error {

@@ -10,7 +10,7 @@ use projections::entities::{
 use sea_orm::EntityTrait;
 
 use super::scalars::{DateTime, Long};
-use super::{claims, forbidden, internal, loaders};
+use super::{claims, internal, loaders};
 use crate::auth::Role;
 
 /// A store and the earn policy in force.
@@ -104,15 +104,7 @@ impl From<members::Model> for Member {
 impl Member {
     /// The social accounts the member linked: the member themself, admins and auditors.
     async fn social_accounts(&self, ctx: &Context<'_>) -> Result<Vec<SocialAccount>> {
-        let claims = claims(ctx)?;
-        let allowed = match claims.role {
-            Role::Admin | Role::Auditor => true,
-            Role::Member => claims.member.as_deref() == Some(self.id.as_str()),
-            Role::Staff => false,
-        };
-        if !allowed {
-            return Err(forbidden());
-        }
+        super::member_or_overseer(claims(ctx)?, &self.id)?;
         let rows = loaders(ctx)?.accounts.load_one(self.id.clone()).await.map_err(internal)?;
         Ok(rows.unwrap_or_default().into_iter().map(SocialAccount::from).collect())
     }

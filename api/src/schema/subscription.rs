@@ -17,7 +17,7 @@ use sea_orm::EntityTrait;
 
 use super::objects::{LedgerEntry, LogEvent, SocialAccount, SocialStatus};
 use super::scalars::{DateTime, Long};
-use super::{ApiState, claims, coded, internal, permit, state};
+use super::{ApiState, claims, coded, internal, member_or_overseer, permit, state};
 use crate::auth::Role;
 use crate::checkpoints::Checkpoints;
 use crate::tail::{AggregateKey, Cursor, Interest, LedgerKey, Source, Tails};
@@ -113,12 +113,7 @@ impl SubscriptionRoot {
     /// Every movement of a member's points from now on, once the wallets read
     /// model has it (the member themself, admins, auditors).
     async fn wallet_updates(&self, ctx: &Context<'_>, member: String) -> Result<impl Stream<Item = LedgerEntry>> {
-        let claims = claims(ctx)?;
-        permit(match claims.role {
-            Role::Admin | Role::Auditor => true,
-            Role::Member => claims.member.as_deref() == Some(member.as_str()),
-            Role::Staff => false,
-        })?;
+        member_or_overseer(claims(ctx)?, &member)?;
         let slot = slot(ctx)?;
         let cursor = tails(ctx)?.ledger(Interest::Key(LedgerKey::Member(member))).await.map_err(internal)?;
         Ok(follow(cursor, slot, |row| LedgerEntry::from((*row).clone())))
@@ -196,12 +191,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         member: String,
     ) -> Result<impl Stream<Item = SocialAccount>> {
-        let claims = claims(ctx)?;
-        permit(match claims.role {
-            Role::Admin | Role::Auditor => true,
-            Role::Member => claims.member.as_deref() == Some(member.as_str()),
-            Role::Staff => false,
-        })?;
+        member_or_overseer(claims(ctx)?, &member)?;
         let aggregate = AggregateKey { aggregate_type: "Member".to_string(), aggregate_id: member.clone() };
         let pick = |event: &RecordedEvent| match event.decode::<Member>() {
             Ok(MemberEvent::SocialAccountUnlinked { provider }) => Some((provider, false)),

@@ -966,15 +966,26 @@ impl SocialWorker {
 
     /// The author's linked account at `provider` and its tokens, beside the
     /// id of the link as the member's stream has it: a refusal for good
-    /// marks that link (and only it) for relinking.
+    /// marks that link (and only it) for relinking. A stale cache costs at
+    /// most a refused mark (`StaleLink`) and a retry, never a wrong mark.
     async fn credentials(
         &self,
         vault: &TokenVault,
         author: &str,
         provider: Provider,
     ) -> Result<(Option<String>, Result<Credentials, Refusal>), WorkerError> {
-        let member = self.store.load::<Member>(author).await?;
-        let Some(link) = member.state.link(provider) else {
+        let tokens = vault.load(self.store.db(), author, &provider.to_string()).await?;
+        // The member as this process's cache has it (kept current by the log
+        // follower); read again from storage when the tokens belong to another
+        // link than the cached one, which a relink a moment ago explains.
+        let mut member = self.store.current::<Member>(author).await?.state;
+        if let (Some(tokens), Some(link)) = (&tokens, member.link(provider))
+            && tokens.link.is_some()
+            && tokens.link.as_deref() != link.link.as_ref().map(|l| l.as_str())
+        {
+            member = self.store.load::<Member>(author).await?.state;
+        }
+        let Some(link) = member.link(provider) else {
             let reason = "the author has no linked account there".to_string();
             return Ok((None, Err(Refusal::Relink { reason })));
         };
@@ -983,7 +994,7 @@ impl SocialWorker {
         if link.needs_relink {
             return relink("the account waits to be linked again");
         }
-        let Some(tokens) = vault.load(self.store.db(), author, &provider.to_string()).await? else {
+        let Some(tokens) = tokens else {
             return relink("no token is kept for the author's account there");
         };
         if tokens.link.is_some() && tokens.link != id {

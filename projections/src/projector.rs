@@ -368,7 +368,15 @@ async fn settle(store: &EventStore, name: &'static str, applied: u64) {
     }
     match checkpoint::advance(store.db(), name, &Names::LIVE, stored, applied, eventstore::now_us()).await {
         Ok(true) => store.inline_reached(name, applied),
-        Ok(false) => {}
+        // Moved since this process last saw it: by another process, or by an
+        // earlier move of this one that committed though its answer was lost
+        // (the database went away). Ahead, it is where the next move starts;
+        // behind, the tables were swapped in, which the projector checks.
+        Ok(false) => match checkpoint::read(store.db(), name, &Names::LIVE).await {
+            Ok(moved) if moved > stored => store.inline_reached(name, moved),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(projection = name, %err, "cannot read the checkpoint"),
+        },
         Err(err) => tracing::warn!(projection = name, %err, "cannot move the checkpoint"),
     }
 }

@@ -32,6 +32,7 @@ on_both_backends!(
     tables_swapped_in_at_the_same_position_are_read_not_the_kept_rows,
     the_checkpoint_of_a_projection_the_appends_do_not_concern_is_stored,
     a_batch_after_batches_of_no_concern_moves_the_checkpoint_without_reading_it,
+    a_checkpoint_moved_by_a_move_whose_answer_was_lost_is_taken_up,
 );
 
 /// A store on `db` that writes every projection inline.
@@ -313,6 +314,30 @@ async fn the_checkpoint_of_a_projection_the_appends_do_not_concern_is_stored(bac
     }
     projecting.until(&store, "members", last, "the members checkpoint stayed behind the appends").await;
     projecting.stop().await;
+    assert_clean(&store).await;
+}
+
+/// The database went away as the projector moved the members checkpoint
+/// over appends of no concern to it: the move committed, its answer was
+/// lost, and the process still holds the checkpoint where it was. The next
+/// move, conditional on that old value, moves nothing; the projector takes
+/// the checkpoint from the database and goes on from there.
+async fn a_checkpoint_moved_by_a_move_whose_answer_was_lost_is_taken_up(backend: Backend) {
+    let Some((_db, store)) = bob_earned_once(backend).await else { return };
+    let known = store.inline_stored("members").expect("members is written inline");
+    let mut last = 0;
+    for n in 2..6 {
+        last = earn_on(&store, "bob", &format!("r{n}"), 1_000).await.last_position;
+    }
+    assert!(known < last - 1, "earns of no concern to members leave its stored checkpoint behind");
+    // The move that committed unseen.
+    let lost = format!("UPDATE members_checkpoint SET position = {} WHERE position = {known}", last - 1);
+    store.db().execute_raw(Statement::from_string(store.backend(), lost)).await.expect("moves");
+
+    let projecting = Projectors::start(&store);
+    projecting.until(&store, "members", last, "the members checkpoint stayed where the lost move left it").await;
+    projecting.stop().await;
+    assert_eq!(store.inline_stored("members"), Some(last));
     assert_clean(&store).await;
 }
 

@@ -35,6 +35,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Commands per second during the lag figure.
     pub rate: u64,
+    /// MariaDB's buffer pool for the run, in MiB (the server's own when `None`).
+    pub buffer_pool_mib: Option<u64>,
 }
 
 /// The figures at one size of the log.
@@ -55,10 +57,33 @@ struct AtSize {
 }
 
 pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
-    Scratch::around(server, "growth", |url| async move { measure(&url, options).await }).await
+    Scratch::around(server, "growth", |url| async move {
+        let Some(mib) = options.buffer_pool_mib else { return measure(&url, options, None).await };
+        let was = buffer_pool(&url, Some(mib << 20)).await?;
+        let measured = measure(&url, options, Some(mib)).await;
+        buffer_pool(&url, Some(was)).await?;
+        measured
+    })
+    .await
 }
 
-async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
+/// Sets MariaDB's buffer pool to `bytes` (when given; it resizes online)
+/// and returns its size before.
+async fn buffer_pool(url: &str, bytes: Option<u64>) -> anyhow::Result<u64> {
+    let pool = sqlx::mysql::MySqlPoolOptions::new().max_connections(1).connect(url).await?;
+    let was: u64 = sqlx::query_scalar("SELECT @@GLOBAL.innodb_buffer_pool_size").fetch_one(&pool).await?;
+    if let Some(bytes) = bytes {
+        sqlx::query(&format!("SET GLOBAL innodb_buffer_pool_size = {bytes}")).execute(&pool).await?;
+    }
+    pool.close().await;
+    Ok(was)
+}
+
+async fn measure(url: &str, options: &Options, buffer_pool_mib: Option<u64>) -> anyhow::Result<()> {
+    let pool_bytes = buffer_pool(url, None).await?;
+    if let Some(mib) = buffer_pool_mib {
+        anyhow::ensure!(pool_bytes >= mib << 20, "MariaDB kept its buffer pool at {pool_bytes} bytes, not {mib} MiB");
+    }
     let concurrency = options.concurrency.max(1);
     let config = EventStoreConfig { max_connections: (WRITERS.max(concurrency) + 8) as u32, ..Default::default() };
     let store = EventStore::open(url, config.clone()).await?;
@@ -103,7 +128,7 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
             bytes_per_event,
         });
     }
-    print(&figures, options, concurrency);
+    print(&figures, options, concurrency, pool_bytes);
     Ok(())
 }
 
@@ -186,15 +211,18 @@ async fn mutations(
     measured
 }
 
-fn print(figures: &[AtSize], options: &Options, concurrency: usize) {
+fn print(figures: &[AtSize], options: &Options, concurrency: usize, pool_bytes: u64) {
     let Some(first) = figures.first() else { return };
     let Some(last) = figures.last() else { return };
     println!("## growth benchmark (MySQL, one run)");
     println!();
     println!(
         "The log grown through the commands ({WRITERS} writers, earns and redeems on {WALLETS} wallets); \
-         at each size: {concurrency} callers for {} s per rate, lag at {} commands/s.",
-        options.seconds, options.rate
+         at each size: {concurrency} callers for {} s per rate, lag at {} commands/s; \
+         MariaDB's buffer pool {} MiB.",
+        options.seconds,
+        options.rate,
+        pool_bytes >> 20
     );
     println!();
     let mut header = "| figure |".to_string();

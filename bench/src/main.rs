@@ -175,6 +175,10 @@ enum Command {
         /// Commands per second during the lag figure.
         #[arg(long, default_value_t = 2_000)]
         rate: u64,
+        /// MariaDB's buffer pool for the run, in MiB (set with `SET GLOBAL
+        /// innodb_buffer_pool_size`, put back afterwards); the server's own when not given.
+        #[arg(long)]
+        buffer_pool_mib: Option<u64>,
     },
     /// A front end's screens as GraphQL over HTTP (member and staff tokens) against the same SQL statements through sqlx, at 8/32/128 clients, on 10^5 members, 10^3 stores, 10^6 ledger rows and 5·10^4 posts.
     Reads {
@@ -286,9 +290,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let options = ledger_bench::Options { events, seconds, concurrency, turns, proofs, rounds };
             ledger_bench::run(&mysql, &options).await
         }
-        Command::Growth { mysql, mut sizes, seconds, concurrency, rate } => {
+        Command::Growth { mysql, mut sizes, seconds, concurrency, rate, buffer_pool_mib } => {
             sizes.sort_unstable();
-            let options = growth_bench::Options { sizes, seconds, concurrency, rate };
+            let options = growth_bench::Options { sizes, seconds, concurrency, rate, buffer_pool_mib };
             growth_bench::run(&mysql, &options).await
         }
         Command::Reads { mysql, options } => reads_bench::run(&mysql, &options).await,

@@ -23,7 +23,10 @@ use crate::measure::{ms, throughput_and_latency};
 use crate::pointstream::{earn, register};
 use crate::projection_bench::{WALLETS, WRITERS, lag, log_wallets, write_log};
 use crate::raw_http::RawHttp;
-use crate::run::Scratch;
+use crate::run::{Scratch, server_variable};
+
+/// MariaDB's buffer pool, which `--buffer-pool-mib` sets for the run (online).
+const POOL: &str = "innodb_buffer_pool_size";
 
 /// What to measure.
 pub struct Options {
@@ -59,28 +62,16 @@ struct AtSize {
 pub async fn run(server: &str, options: &Options) -> anyhow::Result<()> {
     Scratch::around(server, "growth", |url| async move {
         let Some(mib) = options.buffer_pool_mib else { return measure(&url, options, None).await };
-        let was = buffer_pool(&url, Some(mib << 20)).await?;
+        let was = server_variable(&url, POOL, Some(mib << 20)).await?;
         let measured = measure(&url, options, Some(mib)).await;
-        buffer_pool(&url, Some(was)).await?;
+        server_variable(&url, POOL, Some(was)).await?;
         measured
     })
     .await
 }
 
-/// Sets MariaDB's buffer pool to `bytes` (when given; it resizes online)
-/// and returns its size before.
-async fn buffer_pool(url: &str, bytes: Option<u64>) -> anyhow::Result<u64> {
-    let pool = sqlx::mysql::MySqlPoolOptions::new().max_connections(1).connect(url).await?;
-    let was: u64 = sqlx::query_scalar("SELECT @@GLOBAL.innodb_buffer_pool_size").fetch_one(&pool).await?;
-    if let Some(bytes) = bytes {
-        sqlx::query(&format!("SET GLOBAL innodb_buffer_pool_size = {bytes}")).execute(&pool).await?;
-    }
-    pool.close().await;
-    Ok(was)
-}
-
 async fn measure(url: &str, options: &Options, buffer_pool_mib: Option<u64>) -> anyhow::Result<()> {
-    let pool_bytes = buffer_pool(url, None).await?;
+    let pool_bytes = server_variable(url, POOL, None).await?;
     if let Some(mib) = buffer_pool_mib {
         anyhow::ensure!(pool_bytes >= mib << 20, "MariaDB kept its buffer pool at {pool_bytes} bytes, not {mib} MiB");
     }

@@ -32,7 +32,7 @@ use crate::cpu::Meter;
 use crate::measure::{Contender, Interleaved, Op, interleave, ms, warm_up};
 use crate::raw_http::RawHttp;
 use crate::reads_dataset::{self, Size, member_id, store_id};
-use crate::run::Scratch;
+use crate::run::{Scratch, server_variable};
 
 /// What to measure.
 #[derive(Debug, clap::Args)]
@@ -239,7 +239,13 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     // The server's pool and the baseline's, each as large as the highest
     // concurrency, besides the server's own (writer, projectors) and this
     // process's: MariaDB's default of 151 connections is too few at 128.
-    let raised = raise_max_connections(url, 2 * (largest as u64 + 4) + 40).await?;
+    let needed = 2 * (largest as u64 + 4) + 40;
+    let was = server_variable(url, "max_connections", None).await?;
+    let raised = (was < needed).then_some(was);
+    if raised.is_some() {
+        server_variable(url, "max_connections", Some(needed)).await?;
+        eprintln!("(MariaDB's max_connections raised from {was} to {needed} for this run)");
+    }
     let server_config = EventStoreConfig { max_connections: (largest + 4) as u32, ..EventStoreConfig::default() };
     let server = ServerProcess::spawn(url, &secret, &server_config).await?;
     let measured = async {
@@ -284,34 +290,11 @@ async fn measure(url: &str, options: &Options) -> anyhow::Result<()> {
     .await;
     let stopped = server.stop().await;
     if let Some(was) = raised {
-        restore_max_connections(url, was).await?;
+        server_variable(url, "max_connections", Some(was)).await?;
     }
     let levels = measured?;
     stopped?;
     print(options, &counts, &captured, &levels, started.elapsed());
-    Ok(())
-}
-
-/// Raises the server's `max_connections` to `needed` if it is lower, saying
-/// so; returns the value to put back afterwards.
-async fn raise_max_connections(url: &str, needed: u64) -> anyhow::Result<Option<u64>> {
-    let pool = MySqlPoolOptions::new().max_connections(1).connect(url).await?;
-    let was: u64 = sqlx::query_scalar("SELECT @@GLOBAL.max_connections").fetch_one(&pool).await?;
-    let raised = if was < needed {
-        sqlx::query(&format!("SET GLOBAL max_connections = {needed}")).execute(&pool).await?;
-        eprintln!("(MariaDB's max_connections raised from {was} to {needed} for this run)");
-        Some(was)
-    } else {
-        None
-    };
-    pool.close().await;
-    Ok(raised)
-}
-
-async fn restore_max_connections(url: &str, was: u64) -> anyhow::Result<()> {
-    let pool = MySqlPoolOptions::new().max_connections(1).connect(url).await?;
-    sqlx::query(&format!("SET GLOBAL max_connections = {was}")).execute(&pool).await?;
-    pool.close().await;
     Ok(())
 }
 

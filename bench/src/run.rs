@@ -268,3 +268,16 @@ impl Scratch {
         Ok(value)
     }
 }
+
+/// MariaDB's global numeric variable `name` (`max_connections`,
+/// `innodb_buffer_pool_size`) as it was, set to `value` when one is given:
+/// what a run changes for itself and puts back afterwards.
+pub(crate) async fn server_variable(url: &str, name: &str, value: Option<u64>) -> anyhow::Result<u64> {
+    let pool = MySqlPoolOptions::new().max_connections(1).connect(url).await?;
+    let was: u64 = sqlx::query_scalar(&format!("SELECT @@GLOBAL.{name}")).fetch_one(&pool).await?;
+    if let Some(value) = value {
+        sqlx::query(&format!("SET GLOBAL {name} = {value}")).execute(&pool).await?;
+    }
+    pool.close().await;
+    Ok(was)
+}

@@ -2,7 +2,11 @@
 //! grown through pointstream's own commands to each size in turn (10⁵, 10⁶,
 //! 10⁷ events by default), and at each size the same figures are measured:
 //! appends and `earnPoints` mutations (rate and p99 at 32), the live
-//! projector's lag, the wallets rebuild and the audit (events/s). Each
+//! projector's lag, the wallets rebuild and the audit (events/s). The rates,
+//! p99s and the lag are taken twice: over the first seconds after a start (a
+//! fresh server, a projector started with the commands, right after the audit
+//! swept MariaDB's buffer pool) and again after a warm-up of the same load,
+//! so that a cold start and the steady state are told apart. Each
 //! figure's baseline is the same figure at the smallest size, measured in the
 //! same run; the target is every figure at the largest size within 1.25× of
 //! it.
@@ -21,7 +25,7 @@ use crate::api_bench::{caught_up, check_earned, connect_all, earn_body, token};
 use crate::api_server::ServerProcess;
 use crate::measure::{ms, throughput_and_latency};
 use crate::pointstream::{earn, register};
-use crate::projection_bench::{WALLETS, WRITERS, lag, log_wallets, write_log};
+use crate::projection_bench::{WALLETS, WRITERS, lag_windows, log_wallets, write_log};
 use crate::raw_http::RawHttp;
 use crate::run::{Scratch, server_variable};
 
@@ -34,6 +38,8 @@ pub struct Options {
     pub sizes: Vec<u64>,
     /// Seconds of each rate figure.
     pub seconds: u64,
+    /// Seconds of load between a figure's first window and its steady one.
+    pub warmup: u64,
     /// Closed-loop callers of the append and mutation figures.
     pub concurrency: usize,
     /// Commands per second during the lag figure.
@@ -42,15 +48,23 @@ pub struct Options {
     pub buffer_pool_mib: Option<u64>,
 }
 
+/// A figure over the first window after a start, and over the window after
+/// the warm-up.
+#[derive(Clone, Copy)]
+struct Windows<T> {
+    first: T,
+    steady: T,
+}
+
 /// The figures at one size of the log.
 struct AtSize {
     events: u64,
     /// Commands/s and p99 of `EventStore::execute` of earns.
-    appends: (f64, Duration),
+    appends: Windows<(f64, Duration)>,
     /// Mutations/s and p99 of `earnPoints` over HTTP.
-    mutations: (f64, Duration),
+    mutations: Windows<(f64, Duration)>,
     /// p99 from a command's acknowledgement to the wallets projector applying it.
-    lag: Duration,
+    lag: Windows<Duration>,
     /// Wallets rebuild, events/s.
     rebuild: f64,
     /// `audit verify` (chains and every read model), events/s.
@@ -106,14 +120,18 @@ async fn measure(url: &str, options: &Options, buffer_pool_mib: Option<u64>) -> 
         let audit_rate = audit.chain.events as f64 / started.elapsed().as_secs_f64();
         anyhow::ensure!(audit.is_clean(), "the audit found problems: {:?}", audit.problems());
 
-        let (_, lag_p99, _) = lag(&store, options.rate, options.seconds).await?;
-        let appends = appends(&store, size, concurrency, options.seconds).await?;
-        let mutations = mutations(url, &secret, &config, &staff, size, concurrency, options.seconds).await?;
+        let (seconds, warmup) = (Duration::from_secs(options.seconds), Duration::from_secs(options.warmup));
+        let lags = lag_windows(&store, options.rate, &[seconds, warmup, seconds]).await?;
+        let [(_, first, _), _, (_, steady, _)] = lags[..] else {
+            anyhow::bail!("lag measured in {} windows", lags.len())
+        };
+        let appends = appends(&store, size, concurrency, seconds, warmup).await?;
+        let mutations = mutations(url, &secret, &config, &staff, size, concurrency, seconds, warmup).await?;
         figures.push(AtSize {
             events,
             appends,
             mutations,
-            lag: lag_p99,
+            lag: Windows { first, steady },
             rebuild: wallets.rate(),
             audit: audit_rate,
             bytes_per_event,
@@ -155,23 +173,48 @@ fn wallet(w: usize, i: u64, concurrency: usize) -> String {
     format!("w{:05}", (w + concurrency * i as usize) % WALLETS)
 }
 
-async fn appends(store: &EventStore, size: u64, concurrency: usize, seconds: u64) -> anyhow::Result<(f64, Duration)> {
-    let store = store.clone();
-    let (rate, _, p99) = throughput_and_latency(concurrency, Duration::from_secs(seconds), move |w, i| {
+/// Runs `window` three times in turn (first, warm-up, steady), each told its
+/// phase (distinct purchase refs), and keeps the first and the steady one.
+async fn in_windows<F, Fut>(seconds: Duration, warmup: Duration, window: F) -> anyhow::Result<Windows<(f64, Duration)>>
+where
+    F: Fn(&'static str, Duration) -> Fut,
+    Fut: Future<Output = anyhow::Result<(f64, Duration)>>,
+{
+    let first = window("first", seconds).await?;
+    window("warmup", warmup).await?;
+    let steady = window("steady", seconds).await?;
+    Ok(Windows { first, steady })
+}
+
+async fn appends(
+    store: &EventStore,
+    size: u64,
+    concurrency: usize,
+    seconds: Duration,
+    warmup: Duration,
+) -> anyhow::Result<Windows<(f64, Duration)>> {
+    in_windows(seconds, warmup, |phase, length| {
         let store = store.clone();
-        let id = wallet(w, i, concurrency);
         async move {
-            let command: WalletCommand = earn(&id, &format!("a{size}-{w}-{i}"))?;
-            store.execute::<Wallet>(&id, command, CommandContext::default()).await?;
-            Ok(())
+            let (rate, _, p99) = throughput_and_latency(concurrency, length, move |w, i| {
+                let store = store.clone();
+                let id = wallet(w, i, concurrency);
+                async move {
+                    let command: WalletCommand = earn(&id, &format!("a{size}-{phase}-{w}-{i}"))?;
+                    store.execute::<Wallet>(&id, command, CommandContext::default()).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            Ok((rate, p99))
         }
     })
-    .await?;
-    Ok((rate, p99))
+    .await
 }
 
 /// `earnPoints` over HTTP against a server process on the same database,
 /// started once its read models have caught up with the log.
+#[allow(clippy::too_many_arguments)]
 async fn mutations(
     url: &str,
     secret: &str,
@@ -179,23 +222,30 @@ async fn mutations(
     staff: &str,
     size: u64,
     concurrency: usize,
-    seconds: u64,
-) -> anyhow::Result<(f64, Duration)> {
+    seconds: Duration,
+    warmup: Duration,
+) -> anyhow::Result<Windows<(f64, Duration)>> {
     let server = ServerProcess::spawn(url, secret, config).await?;
     let measured = async {
         caught_up(url).await?;
         let clients: Arc<Vec<Mutex<RawHttp>>> = connect_all(concurrency, || RawHttp::connect(&server.address)).await?;
         let staff = Arc::<str>::from(staff);
-        let (rate, _, p99) = throughput_and_latency(concurrency, Duration::from_secs(seconds), move |w, i| {
+        in_windows(seconds, warmup, |phase, length| {
             let (clients, staff) = (clients.clone(), staff.clone());
-            let body = earn_body(&wallet(w, i, concurrency), &format!("m{size}-{w}-{i}"));
             async move {
-                let mut client = clients[w].lock().await;
-                check_earned(client.post(Some(&staff), &body?).await?)
+                let (rate, _, p99) = throughput_and_latency(concurrency, length, move |w, i| {
+                    let (clients, staff) = (clients.clone(), staff.clone());
+                    let body = earn_body(&wallet(w, i, concurrency), &format!("m{size}-{phase}-{w}-{i}"));
+                    async move {
+                        let mut client = clients[w].lock().await;
+                        check_earned(client.post(Some(&staff), &body?).await?)
+                    }
+                })
+                .await?;
+                Ok((rate, p99))
             }
         })
-        .await?;
-        anyhow::Ok((rate, p99))
+        .await
     }
     .await;
     server.stop().await?;
@@ -209,10 +259,13 @@ fn print(figures: &[AtSize], options: &Options, concurrency: usize, pool_bytes: 
     println!();
     println!(
         "The log grown through the commands ({WRITERS} writers, earns and redeems on {WALLETS} wallets); \
-         at each size: {concurrency} callers for {} s per rate, lag at {} commands/s; \
+         at each size: {concurrency} callers for {} s per rate, lag at {} commands/s, each taken over \
+         the first {} s after a start and again after {} s more of the same load (steady); \
          MariaDB's buffer pool {} MiB.",
         options.seconds,
         options.rate,
+        options.seconds,
+        options.warmup,
         pool_bytes >> 20
     );
     println!();
@@ -233,11 +286,16 @@ fn print(figures: &[AtSize], options: &Options, concurrency: usize, pool_bytes: 
         let cells: String = figures.iter().map(|at| format!(" {} |", ms(get(at)))).collect();
         println!("| {name} |{cells} {:.2} |", get(last).as_secs_f64() / get(first).as_secs_f64().max(1e-9));
     };
-    rate_row("appends/s", &|at| at.appends.0);
-    time_row("append p99", &|at| at.appends.1);
-    rate_row("earnPoints mutations/s", &|at| at.mutations.0);
-    time_row("mutation p99", &|at| at.mutations.1);
-    time_row("projector lag p99", &|at| at.lag);
+    rate_row("appends/s, first", &|at| at.appends.first.0);
+    rate_row("appends/s, steady", &|at| at.appends.steady.0);
+    time_row("append p99, first", &|at| at.appends.first.1);
+    time_row("append p99, steady", &|at| at.appends.steady.1);
+    rate_row("earnPoints mutations/s, first (a fresh server)", &|at| at.mutations.first.0);
+    rate_row("earnPoints mutations/s, steady", &|at| at.mutations.steady.0);
+    time_row("mutation p99, first (a fresh server)", &|at| at.mutations.first.1);
+    time_row("mutation p99, steady", &|at| at.mutations.steady.1);
+    time_row("projector lag p99, first (a projector just started)", &|at| at.lag.first);
+    time_row("projector lag p99, steady", &|at| at.lag.steady);
     rate_row("wallets rebuild, events/s", &|at| at.rebuild);
     rate_row("audit, events/s", &|at| at.audit);
     let cells: String = figures.iter().map(|at| format!(" {:.0} |", at.bytes_per_event)).collect();

@@ -169,6 +169,9 @@ enum Command {
         /// Seconds of each rate figure.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
+        /// Seconds of the same load between a figure's first window and its steady one.
+        #[arg(long, default_value_t = 15)]
+        warmup: u64,
         /// Closed-loop callers of the append and mutation figures.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
@@ -290,9 +293,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let options = ledger_bench::Options { events, seconds, concurrency, turns, proofs, rounds };
             ledger_bench::run(&mysql, &options).await
         }
-        Command::Growth { mysql, mut sizes, seconds, concurrency, rate, buffer_pool_mib } => {
+        Command::Growth { mysql, mut sizes, seconds, warmup, concurrency, rate, buffer_pool_mib } => {
             sizes.sort_unstable();
-            let options = growth_bench::Options { sizes, seconds, concurrency, rate, buffer_pool_mib };
+            let options = growth_bench::Options { sizes, seconds, warmup, concurrency, rate, buffer_pool_mib };
             growth_bench::run(&mysql, &options).await
         }
         Command::Reads { mysql, options } => reads_bench::run(&mysql, &options).await,

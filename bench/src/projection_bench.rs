@@ -213,15 +213,30 @@ pub(crate) async fn write_log(store: &EventStore, members: Arc<Vec<String>>, tar
 }
 
 /// Time from a command's acknowledgement until the live wallets projector has
-/// applied it, at a steady command rate.
+/// applied it, at a steady command rate: the median, the 99th percentile and
+/// the number of samples.
 pub(crate) async fn lag(store: &EventStore, rate: u64, seconds: u64) -> anyhow::Result<(Duration, Duration, usize)> {
+    let windows = lag_windows(store, rate, &[Duration::from_secs(seconds)]).await?;
+    windows.into_iter().next().ok_or_else(|| anyhow::anyhow!("no lag window"))
+}
+
+/// [`lag`] over consecutive windows of one run (a projector started with the
+/// commands, then running warm): each sample counts in the window its command
+/// was acknowledged in.
+pub(crate) async fn lag_windows(
+    store: &EventStore,
+    rate: u64,
+    windows: &[Duration],
+) -> anyhow::Result<Vec<(Duration, Duration, usize)>> {
+    anyhow::ensure!(!windows.is_empty(), "no lag window to measure");
     let (stop, shutdown) = watch::channel(false);
     let (status, mut statuses) = watch::channel(ProjectorStatus::default());
     let config = ProjectorConfig { batch_size: 1_000, ..ProjectorConfig::default() };
     let projector = tokio::spawn(projector::run::<Projector<Wallets>>(store.clone(), config, status, shutdown));
 
     let pending: Arc<Mutex<VecDeque<(u64, Instant)>>> = Arc::default();
-    let samples: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    // (acknowledged at, lag)
+    let samples: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
     let applied = statuses.clone();
     let watcher = tokio::spawn({
         let (pending, samples) = (pending.clone(), samples.clone());
@@ -232,7 +247,7 @@ pub(crate) async fn lag(store: &EventStore, rate: u64, seconds: u64) -> anyhow::
                 let mut pending = pending.lock().await;
                 while pending.front().is_some_and(|(position, _)| *position <= checkpoint) {
                     if let Some((_, acked)) = pending.pop_front() {
-                        samples.lock().await.push(now - acked);
+                        samples.lock().await.push((acked, now - acked));
                     }
                 }
             }
@@ -240,7 +255,8 @@ pub(crate) async fn lag(store: &EventStore, rate: u64, seconds: u64) -> anyhow::
     });
 
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate.max(1) as u32);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let began = Instant::now();
+    let deadline = began + windows.iter().sum::<Duration>();
     let mut i = 0u64;
     let mut commands = Vec::new();
     // Purchase refs unique across runs on one log.
@@ -256,7 +272,7 @@ pub(crate) async fn lag(store: &EventStore, rate: u64, seconds: u64) -> anyhow::
             let mut pending = pending.lock().await;
             if applied.borrow().checkpoint >= outcome.last_position {
                 // Applied before this task saw its acknowledgement.
-                samples.lock().await.push(Duration::ZERO);
+                samples.lock().await.push((Instant::now(), Duration::ZERO));
                 return anyhow::Ok(());
             }
             let at = pending.partition_point(|(p, _)| *p < outcome.last_position);
@@ -276,8 +292,22 @@ pub(crate) async fn lag(store: &EventStore, rate: u64, seconds: u64) -> anyhow::
     projector.await??;
     watcher.abort();
     let samples = std::mem::take(&mut *samples.lock().await);
-    let count = samples.len();
-    anyhow::ensure!(count > 0, "no lag samples");
-    let (p50, p99) = percentiles(samples);
-    Ok((p50, p99, count))
+    let mut binned = vec![Vec::new(); windows.len()];
+    for (acked, lag) in samples {
+        let mut end = began;
+        let window = windows.iter().position(|length| {
+            end += *length;
+            acked < end
+        });
+        binned[window.unwrap_or(windows.len() - 1)].push(lag);
+    }
+    binned
+        .into_iter()
+        .map(|samples| {
+            let count = samples.len();
+            anyhow::ensure!(count > 0, "no lag samples in a window");
+            let (p50, p99) = percentiles(samples);
+            Ok((p50, p99, count))
+        })
+        .collect()
 }

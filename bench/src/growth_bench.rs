@@ -19,6 +19,7 @@ use domain::{Wallet, WalletCommand};
 use eventstore::{CommandContext, EventStore, EventStoreConfig};
 use projections::rebuild::rebuild;
 use projections::{Consumer, Members, Posts, ShareDistribution, Shares, Stores, Wallets};
+use sea_orm::DatabaseConnection;
 use tokio::sync::Mutex;
 
 use crate::api_bench::{caught_up, check_earned, connect_all, earn_body, token};
@@ -27,7 +28,7 @@ use crate::measure::{ms, throughput_and_latency};
 use crate::pointstream::{earn, register};
 use crate::projection_bench::{WALLETS, WRITERS, lag_windows, log_wallets, write_log};
 use crate::raw_http::RawHttp;
-use crate::run::{Scratch, server_variable};
+use crate::run::{Scratch, server_status, server_variable};
 
 /// MariaDB's buffer pool, which `--buffer-pool-mib` sets for the run (online).
 const POOL: &str = "innodb_buffer_pool_size";
@@ -60,11 +61,13 @@ struct Windows<T> {
 struct AtSize {
     events: u64,
     /// Commands/s and p99 of `EventStore::execute` of earns.
-    appends: Windows<(f64, Duration)>,
+    appends: Windows<Window>,
     /// Mutations/s and p99 of `earnPoints` over HTTP.
-    mutations: Windows<(f64, Duration)>,
+    mutations: Windows<Window>,
     /// p99 from a command's acknowledgement to the wallets projector applying it.
     lag: Windows<Duration>,
+    /// Pages MariaDB read from disk during the lag's windows.
+    lag_pool_reads: Windows<u64>,
     /// Wallets rebuild, events/s.
     rebuild: f64,
     /// `audit verify` (chains and every read model), events/s.
@@ -122,16 +125,15 @@ async fn measure(url: &str, options: &Options, buffer_pool_mib: Option<u64>) -> 
 
         let (seconds, warmup) = (Duration::from_secs(options.seconds), Duration::from_secs(options.warmup));
         let lags = lag_windows(&store, options.rate, &[seconds, warmup, seconds]).await?;
-        let [(_, first, _), _, (_, steady, _)] = lags[..] else {
-            anyhow::bail!("lag measured in {} windows", lags.len())
-        };
+        let [first, _, steady] = &lags[..] else { anyhow::bail!("lag measured in {} windows", lags.len()) };
         let appends = appends(&store, size, concurrency, seconds, warmup).await?;
         let mutations = mutations(url, &secret, &config, &staff, size, concurrency, seconds, warmup).await?;
         figures.push(AtSize {
             events,
             appends,
             mutations,
-            lag: Windows { first, steady },
+            lag: Windows { first: first.p99, steady: steady.p99 },
+            lag_pool_reads: Windows { first: first.pool_reads, steady: steady.pool_reads },
             rebuild: wallets.rate(),
             audit: audit_rate,
             bytes_per_event,
@@ -173,16 +175,36 @@ fn wallet(w: usize, i: u64, concurrency: usize) -> String {
     format!("w{:05}", (w + concurrency * i as usize) % WALLETS)
 }
 
+/// A rate figure over one window: operations/s, p99, and the pages MariaDB
+/// read from disk meanwhile (`Innodb_buffer_pool_reads`).
+#[derive(Clone, Copy)]
+struct Window {
+    rate: f64,
+    p99: Duration,
+    pool_reads: u64,
+}
+
 /// Runs `window` three times in turn (first, warm-up, steady), each told its
 /// phase (distinct purchase refs), and keeps the first and the steady one.
-async fn in_windows<F, Fut>(seconds: Duration, warmup: Duration, window: F) -> anyhow::Result<Windows<(f64, Duration)>>
+async fn in_windows<F, Fut>(
+    db: &DatabaseConnection,
+    seconds: Duration,
+    warmup: Duration,
+    window: F,
+) -> anyhow::Result<Windows<Window>>
 where
     F: Fn(&'static str, Duration) -> Fut,
     Fut: Future<Output = anyhow::Result<(f64, Duration)>>,
 {
-    let first = window("first", seconds).await?;
+    let measured = async |phase, length| {
+        let before = server_status(db, "Innodb_buffer_pool_reads").await?;
+        let (rate, p99) = window(phase, length).await?;
+        let after = server_status(db, "Innodb_buffer_pool_reads").await?;
+        anyhow::Ok(Window { rate, p99, pool_reads: after.saturating_sub(before) })
+    };
+    let first = measured("first", seconds).await?;
     window("warmup", warmup).await?;
-    let steady = window("steady", seconds).await?;
+    let steady = measured("steady", seconds).await?;
     Ok(Windows { first, steady })
 }
 
@@ -192,8 +214,8 @@ async fn appends(
     concurrency: usize,
     seconds: Duration,
     warmup: Duration,
-) -> anyhow::Result<Windows<(f64, Duration)>> {
-    in_windows(seconds, warmup, |phase, length| {
+) -> anyhow::Result<Windows<Window>> {
+    in_windows(store.db(), seconds, warmup, |phase, length| {
         let store = store.clone();
         async move {
             let (rate, _, p99) = throughput_and_latency(concurrency, length, move |w, i| {
@@ -224,13 +246,14 @@ async fn mutations(
     concurrency: usize,
     seconds: Duration,
     warmup: Duration,
-) -> anyhow::Result<Windows<(f64, Duration)>> {
+) -> anyhow::Result<Windows<Window>> {
     let server = ServerProcess::spawn(url, secret, config).await?;
+    let db = eventstore::connect(url, 1).await?;
     let measured = async {
         caught_up(url).await?;
         let clients: Arc<Vec<Mutex<RawHttp>>> = connect_all(concurrency, || RawHttp::connect(&server.address)).await?;
         let staff = Arc::<str>::from(staff);
-        in_windows(seconds, warmup, |phase, length| {
+        in_windows(&db, seconds, warmup, |phase, length| {
             let (clients, staff) = (clients.clone(), staff.clone());
             async move {
                 let (rate, _, p99) = throughput_and_latency(concurrency, length, move |w, i| {
@@ -286,16 +309,26 @@ fn print(figures: &[AtSize], options: &Options, concurrency: usize, pool_bytes: 
         let cells: String = figures.iter().map(|at| format!(" {} |", ms(get(at)))).collect();
         println!("| {name} |{cells} {:.2} |", get(last).as_secs_f64() / get(first).as_secs_f64().max(1e-9));
     };
-    rate_row("appends/s, first", &|at| at.appends.first.0);
-    rate_row("appends/s, steady", &|at| at.appends.steady.0);
-    time_row("append p99, first", &|at| at.appends.first.1);
-    time_row("append p99, steady", &|at| at.appends.steady.1);
-    rate_row("earnPoints mutations/s, first (a fresh server)", &|at| at.mutations.first.0);
-    rate_row("earnPoints mutations/s, steady", &|at| at.mutations.steady.0);
-    time_row("mutation p99, first (a fresh server)", &|at| at.mutations.first.1);
-    time_row("mutation p99, steady", &|at| at.mutations.steady.1);
+    rate_row("appends/s, first", &|at| at.appends.first.rate);
+    rate_row("appends/s, steady", &|at| at.appends.steady.rate);
+    time_row("append p99, first", &|at| at.appends.first.p99);
+    time_row("append p99, steady", &|at| at.appends.steady.p99);
+    rate_row("earnPoints mutations/s, first (a fresh server)", &|at| at.mutations.first.rate);
+    rate_row("earnPoints mutations/s, steady", &|at| at.mutations.steady.rate);
+    time_row("mutation p99, first (a fresh server)", &|at| at.mutations.first.p99);
+    time_row("mutation p99, steady", &|at| at.mutations.steady.p99);
     time_row("projector lag p99, first (a projector just started)", &|at| at.lag.first);
     time_row("projector lag p99, steady", &|at| at.lag.steady);
+    let reads_row = |name: &str, get: &dyn Fn(&AtSize) -> u64| {
+        let cells: String = figures.iter().map(|at| format!(" {} |", get(at))).collect();
+        println!("| {name} |{cells} – |");
+    };
+    reads_row("pages read from disk (`Innodb_buffer_pool_reads`): appends, first", &|at| at.appends.first.pool_reads);
+    reads_row("… appends, steady", &|at| at.appends.steady.pool_reads);
+    reads_row("… mutations, first", &|at| at.mutations.first.pool_reads);
+    reads_row("… mutations, steady", &|at| at.mutations.steady.pool_reads);
+    reads_row("… projector lag, first", &|at| at.lag_pool_reads.first);
+    reads_row("… projector lag, steady", &|at| at.lag_pool_reads.steady);
     rate_row("wallets rebuild, events/s", &|at| at.rebuild);
     rate_row("audit, events/s", &|at| at.audit);
     let cells: String = figures.iter().map(|at| format!(" {:.0} |", at.bytes_per_event)).collect();

@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::measure::{ms, percentiles};
 use crate::pointstream::{cafe, earn, points, register};
-use crate::run::Scratch;
+use crate::run::{Scratch, server_status};
 
 /// What to measure.
 pub struct Options {
@@ -217,18 +217,40 @@ pub(crate) async fn write_log(store: &EventStore, members: Arc<Vec<String>>, tar
 /// the number of samples.
 pub(crate) async fn lag(store: &EventStore, rate: u64, seconds: u64) -> anyhow::Result<(Duration, Duration, usize)> {
     let windows = lag_windows(store, rate, &[Duration::from_secs(seconds)]).await?;
-    windows.into_iter().next().ok_or_else(|| anyhow::anyhow!("no lag window"))
+    let window = windows.into_iter().next().ok_or_else(|| anyhow::anyhow!("no lag window"))?;
+    Ok((window.p50, window.p99, window.samples))
+}
+
+/// The lag over one window of [`lag_windows`].
+pub(crate) struct LagWindow {
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) samples: usize,
+    /// Pages MariaDB read from disk meanwhile (`Innodb_buffer_pool_reads`:
+    /// the buffer pool did not hold them), the whole server's.
+    pub(crate) pool_reads: u64,
 }
 
 /// [`lag`] over consecutive windows of one run (a projector started with the
 /// commands, then running warm): each sample counts in the window its command
 /// was acknowledged in.
-pub(crate) async fn lag_windows(
-    store: &EventStore,
-    rate: u64,
-    windows: &[Duration],
-) -> anyhow::Result<Vec<(Duration, Duration, usize)>> {
+pub(crate) async fn lag_windows(store: &EventStore, rate: u64, windows: &[Duration]) -> anyhow::Result<Vec<LagWindow>> {
     anyhow::ensure!(!windows.is_empty(), "no lag window to measure");
+    // MariaDB's disk reads at each window's start and end.
+    let counted = {
+        let (db, windows) = (store.db().clone(), windows.to_vec());
+        let began = Instant::now();
+        tokio::spawn(async move {
+            let mut reads = vec![server_status(&db, "Innodb_buffer_pool_reads").await?];
+            let mut end = began;
+            for length in windows {
+                end += length;
+                tokio::time::sleep_until(end.into()).await;
+                reads.push(server_status(&db, "Innodb_buffer_pool_reads").await?);
+            }
+            anyhow::Ok(reads)
+        })
+    };
     let (stop, shutdown) = watch::channel(false);
     let (status, mut statuses) = watch::channel(ProjectorStatus::default());
     let config = ProjectorConfig { batch_size: 1_000, ..ProjectorConfig::default() };
@@ -301,13 +323,15 @@ pub(crate) async fn lag_windows(
         });
         binned[window.unwrap_or(windows.len() - 1)].push(lag);
     }
+    let reads = counted.await??;
     binned
         .into_iter()
-        .map(|samples| {
+        .zip(reads.windows(2))
+        .map(|(samples, reads)| {
             let count = samples.len();
             anyhow::ensure!(count > 0, "no lag samples in a window");
             let (p50, p99) = percentiles(samples);
-            Ok((p50, p99, count))
+            Ok(LagWindow { p50, p99, samples: count, pool_reads: reads[1].saturating_sub(reads[0]) })
         })
         .collect()
 }

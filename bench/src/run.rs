@@ -281,3 +281,19 @@ pub(crate) async fn server_variable(url: &str, name: &str, value: Option<u64>) -
     pool.close().await;
     Ok(was)
 }
+
+/// MariaDB's global status counter `name` (`SHOW GLOBAL STATUS`), such as
+/// `Innodb_buffer_pool_reads`.
+pub(crate) async fn server_status(db: &sea_orm::DatabaseConnection, name: &str) -> anyhow::Result<u64> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = ?",
+            [name.to_uppercase().into()],
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("MariaDB has no status counter {name}"))?;
+    let value: String = row.try_get_by_index(0)?;
+    Ok(value.trim().parse()?)
+}

@@ -25,6 +25,7 @@ pub mod errors;
 pub mod graphiql;
 pub mod links;
 pub mod multipart;
+pub mod pipeline;
 pub mod rate;
 pub mod replicas;
 pub mod schema;

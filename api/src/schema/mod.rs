@@ -26,7 +26,6 @@ pub use self::subscription::{ConnectionSlots, SubscriptionRoot};
 use crate::auth::{AuthError, Claims, Role};
 use crate::checkpoints::Checkpoints;
 use crate::documents::Reach;
-use crate::errors::ErrorCodes;
 pub(crate) use crate::errors::coded;
 use crate::tail::Tails;
 pub use loaders::{BalanceReads, Loaders, ReadConn, RequestLoaders};
@@ -167,9 +166,9 @@ pub fn build(state: ApiState) -> ApiSchema {
         .data(Tails::new(state.store.clone(), state.reads.clone(), checkpoints.clone()))
         .data(checkpoints)
         .data(state)
-        .extension(ErrorCodes)
-        .extension(crate::transport::Transport)
-        .extension(crate::documents::Documents::new(reach))
+        // One extension for error codes, the transport and the documents
+        // cache: every field pays a hop per extension.
+        .extension(crate::pipeline::Pipeline::new(crate::documents::Documents::new(reach)))
         // The depth limit is checked by `Documents` (introspection apart), before validation.
         .limit_complexity(limits.max_complexity);
     // Root fields' spans cost an extension call per field: only with traces on.

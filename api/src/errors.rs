@@ -1,8 +1,6 @@
 //! The one place errors become GraphQL errors with `extensions.code`.
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe};
+use async_graphql::extensions::{Extension, ExtensionContext, NextRequest, NextSubscribe};
 use async_graphql::{Error, ErrorExtensions, Response};
 use domain::DomainError;
 use eventstore::CommandError;
@@ -40,14 +38,9 @@ pub fn command_error(error: CommandError) -> Error {
 
 /// Gives every error a code: the request errors async-graphql raises itself
 /// (unparsable query, unknown field, wrong argument type, depth or
-/// complexity over the limit) become `BAD_USER_INPUT`.
+/// complexity over the limit) become `BAD_USER_INPUT`. Its hooks run inside
+/// the schema's one extension ([`crate::pipeline::Pipeline`]).
 pub struct ErrorCodes;
-
-impl ExtensionFactory for ErrorCodes {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorCodes)
-    }
-}
 
 fn with_codes(mut response: Response) -> Response {
     for error in &mut response.errors {

@@ -20,7 +20,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute};
+use async_graphql::extensions::{Extension, ExtensionContext, NextExecute};
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{ServerError, ServerResult, Variables};
 use lru::LruCache;
@@ -101,14 +101,9 @@ pub struct OverGet;
 
 /// The schema extension that records a request's [`Progress`]; GET is kept
 /// to queries by [`check_over_get`], which `documents` calls once it has
-/// the document.
+/// the document. Its hook runs inside the schema's one extension
+/// ([`crate::pipeline::Pipeline`]).
 pub struct Transport;
-
-impl ExtensionFactory for Transport {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Transport)
-    }
-}
 
 /// The kind of the operation `name` selects in `document` (the only one when
 /// no name is given); `None` when there is no such operation.
